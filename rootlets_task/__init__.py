@@ -1,0 +1,26 @@
+"""rootlets_task: RootletSeg spinal nerve rootlets segmentation, spinal and vertebral levels, QC and batch runs.
+
+The public API is imported lazily, so ``import rootlets_task`` (and ``rootlets -h``) stays fast and does not
+load torch until a model is needed.
+"""
+
+from importlib import import_module
+
+from rootlets_task._version import __version__
+from rootlets_task.errors import RootletsError
+
+# public name -> module that defines it
+_API = {
+    "make_phantom": "phantom",
+    "write_phantom": "phantom",
+    "segment": "inference",
+    "install_release": "install",
+}
+
+__all__ = ["__version__", "RootletsError", "make_phantom", "write_phantom", "segment", "install_release"]  # noqa: F822
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(import_module(f"rootlets_task.{_API[name]}"), name)
+    raise AttributeError(f"module 'rootlets_task' has no attribute {name!r}")

@@ -1,0 +1,98 @@
+"""The ``rootlets`` command: parses arguments and calls the public Python API, nothing more.
+
+``rootlets -i IMG ...`` behaves like ``sct_deepseg rootlets``; the other jobs are sub-commands
+(``rootlets phantom``, ``rootlets demo``, ...). Errors in the user's input are printed as one line and give
+exit code 1; argument errors give exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from rootlets_task.errors import RootletsError
+
+
+def _segment_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rootlets",
+        description="Segment spinal nerve rootlets (RootletSeg nnU-Net), like `sct_deepseg rootlets`. "
+        "Sub-commands: " + ", ".join(COMMANDS) + " (see `rootlets COMMAND -h`).",
+    )
+    p.add_argument("-i", nargs="+", metavar="IMG", help="input NIfTI image(s); several run with one model load")
+    p.add_argument("-o", metavar="OUT", help="output file (one input) or folder (several inputs); "
+                   "default: <input>_rootlets.nii.gz beside each input")
+    p.add_argument("-install", action="store_true", help="install the model release (-release) and exit")
+    p.add_argument("-custom-url", nargs="+", metavar="URL", help="with -install: install from these URL(s) or a local zip")
+    p.add_argument("-release", metavar="TAG", help="model release tag (default r20250318; `phantom` is the bundled "
+                   "demo release); see `rootlets releases`")
+    p.add_argument("-test-time-aug", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    p.add_argument("-device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
+    p.add_argument("-qc", metavar="DIR", help="write a QC report into this folder")
+    p.add_argument("-v", type=int, default=1, choices=[0, 1, 2], help="verbosity")
+    return p
+
+
+def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from rootlets_task import inference, install
+
+    if args.install:
+        install.install_release(args.release, custom_url=args.custom_url)
+        return
+    if not args.i:
+        parser.error("-i is required (or -install)")
+    outputs = inference.segment(args.i, output=args.o, release=args.release, device=args.device,
+                                test_time_aug=args.test_time_aug, verbose=args.v)
+    for out in outputs:
+        print(out)
+
+
+def _phantom_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rootlets phantom", description="Write a synthetic T2w-like cervical phantom "
+                                "with its ground truth (rootlets, cord, discs, PMJ, levels).")
+    p.add_argument("-o", required=True, metavar="DIR", help="output folder")
+    p.add_argument("-orient", default="LPI", help="SCT orientation code of the image (LPI, RPI, AIL, PSR ...)")
+    p.add_argument("-spacing", nargs=3, type=float, default=(1.0, 1.0, 1.0), metavar=("X", "Y", "Z"),
+                   help="voxel size in mm of array axes 1, 2, 3")
+    p.add_argument("-seed", type=int, default=0, help="random seed (anatomy jitter and noise)")
+    p.add_argument("-tilt", type=float, default=0.0, metavar="DEG", help="oblique tilt about the left-right axis")
+    return p
+
+
+def _run_phantom(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from rootlets_task.phantom import write_phantom
+
+    for kind, path in write_phantom(args.o, args.orient, tuple(args.spacing), args.seed, args.tilt).items():
+        print(f"{kind:17s} {path}")
+
+
+# name -> (parser factory, handler). The segmentation parser is the default when no name is given.
+COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable]] = {
+    "phantom": (_phantom_parser, _run_phantom),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rootlets`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:
+        make_parser, handler = COMMANDS[argv[0]]
+        argv = argv[1:]
+    else:
+        make_parser, handler = _segment_parser, _run_segment
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        handler(args, parser)
+    except RootletsError as exc:
+        print(f"rootlets: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("rootlets: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

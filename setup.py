@@ -1,0 +1,46 @@
+"""rootlets_task: RootletSeg spinal nerve rootlets segmentation, spinal levels, QC and batch runs (SCT-compatible)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+about = {}
+exec(Path("rootlets_task/_version.py").read_text(), about)
+
+setup(
+    name="rootlets_task",
+    version=about["__version__"],
+    description="Segment spinal nerve rootlets (RootletSeg nnU-Net) and derive spinal and vertebral levels, "
+    "SCT-compatible.",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["rootlets_task", "rootlets_task.*"]),
+    package_data={"rootlets_task": ["data/*"]},
+    install_requires=[
+        "nnunetv2>=2.6,<3",
+        "torch>=2.1.2,!=2.9.*",
+        "nibabel>=5.0",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "requests>=2.28",
+        "tqdm>=4.60",
+        "platformdirs>=3.0",
+        "filelock>=3.10",
+        "pandas>=2.0",
+        "matplotlib>=3.7",
+        "dask[distributed]>=2024.1",
+    ],
+    extras_require={
+        "slurm": ["dask-jobqueue>=0.8"],
+        "openvino": ["openvino>=2024.0", "onnx>=1.15"],
+        "test": ["pytest>=7", "ruff>=0.5"],
+    },
+    entry_points={"console_scripts": ["rootlets=rootlets_task.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+    ],
+)
