@@ -15,9 +15,14 @@ _API = {
     "write_phantom": "phantom",
     "segment": "inference",
     "install_release": "install",
+    "model_folder": "install",
+    "models_dir": "install",
+    "installed_releases": "install",
+    "get_release": "releases",
 }
 
-__all__ = ["__version__", "RootletsError", "make_phantom", "write_phantom", "segment", "install_release"]  # noqa: F822
+__all__ = ["__version__", "RootletsError", "make_phantom", "write_phantom", "segment", "install_release",
+           "model_folder", "models_dir", "installed_releases", "get_release"]  # noqa: F822
 
 
 def __getattr__(name: str):
