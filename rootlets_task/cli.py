@@ -38,8 +38,10 @@ def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     from rootlets_task import inference, install
 
     if args.install:
-        install.install_release(args.release, custom_url=args.custom_url)
+        install.install_release(args.release, custom_url=args.custom_url, progress=args.v > 0, verbose=args.v)
         return
+    if args.custom_url:
+        parser.error("-custom-url only works with -install")
     if not args.i:
         parser.error("-i is required (or -install)")
     outputs = inference.segment(args.i, output=args.o, release=args.release, device=args.device,
@@ -67,9 +69,36 @@ def _run_phantom(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
         print(f"{kind:17s} {path}")
 
 
+def _releases_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rootlets releases", description="List the model releases: what each segments, "
+                                "whether it is installed, current or outdated, and where models are stored.")
+    p.add_argument("-json", action="store_true", help="print the list as JSON")
+    return p
+
+
+def _run_releases(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    import json
+
+    from rootlets_task.install import ENV_HOME, models_dir, release_status
+
+    rows = release_status()
+    if args.json:
+        print(json.dumps({"models_dir": str(models_dir()), "releases": rows}, indent=2))
+        return
+    print(f"Model releases (stored in {models_dir()}; set {ENV_HOME} to move them)")
+    table = [("", "TAG", "DATE", "LEVELS", "ROOTLETS", "CONTRASTS", "STATUS")] + [
+        ("*" if r["default"] else "", r["tag"], r["date"], r["levels"], r["rootlets"], ", ".join(r["contrasts"]),
+         (f"installed {r['installed_at'][:10]}, " if r["installed"] else "") + r["status"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print("* default release. Install one with `rootlets -install -release TAG`.")
+
+
 # name -> (parser factory, handler). The segmentation parser is the default when no name is given.
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable]] = {
     "phantom": (_phantom_parser, _run_phantom),
+    "releases": (_releases_parser, _run_releases),
 }
 
 

@@ -500,3 +500,38 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
             print(f"installed model release {release.tag}{' (custom)' if custom else ''} from {rec['url']} "
                   f"({rec['size'] / 1e6:.1f} MB, sha256 {rec['sha256'][:12]}) into {installed.folder}")
     return installed
+
+
+def release_status() -> list[dict]:
+    """One row per known release (and per installed folder the registry no longer knows): what it is, and whether it is
+    installed, current, custom, outdated or damaged. Drives ``rootlets releases``."""
+    rows = []
+    root = models_dir()
+    extra = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in RELEASES) \
+        if root.is_dir() else []
+    for tag in [*RELEASES, *extra]:
+        release = RELEASES.get(tag)
+        folder = root / tag
+        installed, problem = _read_installed(folder) if folder.exists() else (None, None)
+        if installed is not None:
+            status = "custom" if installed.record.get("custom") else (
+                f"outdated: {installed.outdated}" if installed.outdated else "current")
+        else:
+            status = f"damaged: {problem}" if problem else "not installed"
+        record = installed.record if installed else {}
+        rows.append({
+            "tag": tag,
+            "default": bool(release and release.default),
+            "date": release.date if release else "",
+            "levels": f"{release.levels[0]}-{release.levels[-1]}" if release else "",
+            "rootlets": release.rootlets if release else "",
+            "contrasts": list(release.contrasts) if release else [],
+            "description": release.description if release else "not in the release registry",
+            "installed": installed is not None,
+            "status": status,
+            "installed_at": record.get("installed_at"),
+            "url": record.get("url"),
+            "sha256": record.get("sha256"),
+            "folder": str(folder),
+        })
+    return rows
