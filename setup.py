@@ -28,6 +28,7 @@ setup(
         "tqdm>=4.60",
         "platformdirs>=3.0",
         "filelock>=3.10",
+        "psutil>=5.9",
         "pandas>=2.0",
         "matplotlib>=3.7",
         "dask[distributed]>=2024.1",

@@ -1,0 +1,331 @@
+"""Rootlets segmentation with a RootletSeg nnU-Net v2 release, compatible with ``sct_deepseg rootlets``.
+
+:class:`Segmenter` loads the ``nnUNetPredictor`` once and reuses it for every image. One image goes through
+five separate stages, so that each can be swapped or sped up on its own:
+
+1. :meth:`Segmenter.prepare`: reorient to the model's orientation, transpose to nnU-Net's (c, z, y, x) order;
+2. :meth:`Segmenter.preprocess`: nnU-Net's own preprocessing from plans.json (crop, normalize, resample);
+3. :meth:`Segmenter.predict_logits`: sliding window over every fold (mirroring only with test-time augmentation);
+4. :meth:`Segmenter.export`: resample the logits back and take the argmax;
+5. :meth:`Segmenter.restore`: back to the input's voxel order, as uint8.
+
+These are the steps of ``nnUNetPredictor.predict_single_npy_array`` (the path SCT uses): no worker pools, so no
+``if __name__ == "__main__"`` guard is needed. :func:`segment` is the file-level job behind ``rootlets -i``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from rootlets_task import nifti
+from rootlets_task._version import __version__
+from rootlets_task.errors import RootletsError
+
+SUFFIX = "_rootlets"
+DEFAULT_ORIENTATION = "LPI"  # SCT code (= nibabel RAS), what SCT assumes when dataset.json has no "image_orientation"
+TILE_STEP_SIZE = 0.5
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def code_url() -> str:
+    """Where the code that made an output lives: the package's home page if it declares one, else this file."""
+    from importlib import metadata
+
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        home = metadata.metadata("rootlets_task").get("Home-page")
+        if home:
+            return f"{home.rstrip('/')}/blob/v{__version__}/rootlets_task/inference.py"
+    return Path(__file__).resolve().as_uri()
+
+
+def physical_cores() -> int:
+    """Physical CPU cores this process may use (hyper-threads do not speed up convolutions)."""
+    import psutil
+
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(psutil.cpu_count(logical=False) or allowed, allowed))
+
+
+def resolve_device(device: str = "auto"):
+    """``auto`` -> cuda, else mps, else cpu; an explicit device that is not available is an error."""
+    import torch
+
+    if device not in DEVICES:
+        raise RootletsError(f"device {device!r}: unknown; use one of {', '.join(DEVICES)}")
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+        "cpu": True,
+    }
+    if device == "auto":
+        device = next(d for d in ("cuda", "mps", "cpu") if available[d])
+    if not available[device]:
+        raise RootletsError(f"device {device}: not available on this machine (torch {torch.__version__}); "
+                            "use -device cpu or -device auto")
+    return torch.device(device)
+
+
+def find_checkpoints(model_folder: Path) -> tuple[tuple[int | str, ...], str]:
+    """Every fold of a trained model folder and the checkpoint to load (final, else best), as SCT picks them."""
+    folds = sorted(p for p in model_folder.glob("fold_*") if p.is_dir())
+    for name in ("checkpoint_final.pth", "checkpoint_best.pth"):
+        with_ckpt = [p.name[len("fold_"):] for p in folds if (p / name).is_file()]
+        if with_ckpt:
+            return tuple(f if f == "all" else int(f) for f in with_ckpt), name
+    raise RootletsError(f"model folder {model_folder}: no fold_*/checkpoint_final.pth or checkpoint_best.pth; "
+                        "reinstall the release with `rootlets -install -release TAG`")
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool):
+    """Hide nnU-Net's prints (environment-variable warnings, device notices) unless the user wants detail."""
+    if not enabled:
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+@dataclass
+class Prepared:
+    """An image in the model's frame: (1, z, y, x) float32, spacing (z, y, x) and how to undo the reorientation."""
+
+    data: np.ndarray
+    spacing: tuple[float, float, float]
+    inverse: np.ndarray
+    shape: tuple[int, int, int]
+
+
+class Segmenter:
+    """An nnU-Net rootlets model loaded once, applied to any number of images.
+
+    ``model_folder`` is the ``nnUNetTrainer*__nnUNetPlans__3d_fullres`` folder of a release (see
+    :func:`rootlets_task.install.model_folder`); ``record`` is its install record (tag, url, sha256), kept for the
+    JSON sidecar.
+    """
+
+    def __init__(self, model_folder: str | os.PathLike, device: str = "auto", test_time_aug: bool = False,
+                 verbose: int = 1, record: dict | None = None):
+        self.model_folder = Path(model_folder)
+        self.record = dict(record or {})
+        self.verbose = verbose
+        self.test_time_aug = test_time_aug
+        for name in ("dataset.json", "plans.json"):
+            if not (self.model_folder / name).is_file():
+                raise RootletsError(f"model folder {self.model_folder}: {name} missing; reinstall the release with "
+                                    "`rootlets -install -release TAG`")
+        self.dataset_json = json.loads((self.model_folder / "dataset.json").read_text())
+        self.orientation = self.dataset_json.get("image_orientation", DEFAULT_ORIENTATION)
+        self.axcodes = nifti.sct_to_axcodes(self.orientation)
+        self.folds, self.checkpoint = find_checkpoints(self.model_folder)
+        self.device = resolve_device(device)
+        self.threads = physical_cores() if self.device.type == "cpu" else None
+        t0 = time.perf_counter()
+        self.predictor = self._load()
+        self.load_seconds = time.perf_counter() - t0
+
+    def _load(self):
+        import torch
+
+        if self.threads:
+            # nnU-Net caps torch threads at nnUNet_def_n_proc (default 8), read when nnunetv2 is first imported.
+            os.environ.setdefault("nnUNet_def_n_proc", str(self.threads))
+            torch.set_num_threads(self.threads)
+        with _quiet(self.verbose < 2):
+            from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+            predictor = nnUNetPredictor(
+                tile_step_size=TILE_STEP_SIZE, use_gaussian=True, use_mirroring=self.test_time_aug,
+                perform_everything_on_device=self.device.type == "cuda", device=self.device,
+                verbose=self.verbose >= 2, verbose_preprocessing=self.verbose >= 2, allow_tqdm=self.verbose >= 1)
+            try:
+                predictor.initialize_from_trained_model_folder(str(self.model_folder), self.folds, self.checkpoint)
+            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                raise RootletsError(f"model folder {self.model_folder}: cannot be loaded ({type(exc).__name__}: "
+                                    f"{str(exc).splitlines()[0] if str(exc) else ''}); reinstall the release") from None
+        self.preprocessor = predictor.configuration_manager.preprocessor_class(verbose=self.verbose >= 2)
+        return predictor
+
+    @property
+    def settings(self) -> dict:
+        """What the sidecar records about how the prediction was made."""
+        return {"TileStepSize": TILE_STEP_SIZE, "UseGaussian": True, "Mirroring": self.test_time_aug,
+                "Folds": list(self.folds), "Checkpoint": self.checkpoint, "ModelOrientation": self.orientation,
+                "Threads": self.threads}
+
+    # --- the five stages -------------------------------------------------------------------------------------
+    def prepare(self, img: nib.Nifti1Image) -> Prepared:
+        """Reorient to the model's orientation and transpose (x, y, z) -> (1, z, y, x), spacing reversed."""
+        data, spacing, inverse = nifti.reorient(img, self.axcodes)
+        array = np.ascontiguousarray(np.asarray(data, dtype=np.float32).transpose(2, 1, 0)[None])
+        return Prepared(array, tuple(spacing[::-1]), inverse, tuple(img.shape[:3]))
+
+    def preprocess(self, prepared: Prepared):
+        """nnU-Net preprocessing (crop to nonzero, normalization, resampling to the plans' spacing)."""
+        import torch
+
+        p = self.predictor
+        data, _, properties = self.preprocessor.run_case_npy(prepared.data, None, {"spacing": list(prepared.spacing)},
+                                                             p.plans_manager, p.configuration_manager, p.dataset_json)
+        return torch.from_numpy(data), properties
+
+    def predict_logits(self, data):
+        """Sliding-window logits averaged over the folds (on the preprocessed grid)."""
+        return self.predictor.predict_logits_from_preprocessed_data(data).cpu()
+
+    def export(self, logits, properties: dict) -> np.ndarray:
+        """Logits -> label map (z, y, x) on the prepared grid (resampled back, crop reverted)."""
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        p = self.predictor
+        kwargs = {"num_threads_torch": self.threads} if self.threads else {}
+        return convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, p.plans_manager, p.configuration_manager, p.label_manager, properties, **kwargs)
+
+    def restore(self, seg: np.ndarray, prepared: Prepared) -> np.ndarray:
+        """(z, y, x) label map -> uint8 array in the input image's voxel order."""
+        seg = np.asarray(seg)
+        if seg.max(initial=0) > 255:
+            raise RootletsError(f"model folder {self.model_folder}: label values above 255 cannot be stored as uint8")
+        out = nifti.undo_reorient(seg.transpose(2, 1, 0), prepared.inverse).astype(np.uint8)
+        assert out.shape == prepared.shape, (out.shape, prepared.shape)
+        return out
+
+    # --- whole images and files --------------------------------------------------------------------------------
+    def segment_image(self, img: nib.Nifti1Image) -> np.ndarray:
+        """Rootlets of one image: uint8 on the input grid, value = spinal level (2=C2 ... 9=T1), 0 = background."""
+        prepared = self.prepare(img)
+        data, properties = self.preprocess(prepared)
+        logits = self.predict_logits(data)
+        return self.restore(self.export(logits, properties), prepared)
+
+    def segment_file(self, path: str | os.PathLike, out: str | os.PathLike, command: str | None = None) -> Path:
+        """Segment one NIfTI file into ``out`` (atomic, input grid/affine/header, uint8) plus its JSON sidecar."""
+        path, out = Path(path), Path(out)
+        img = nifti.load(path)
+        seg = self.segment_image(img)
+        nifti.save_like(seg, img, out)
+        write_sidecar(out, self.sidecar(path, out, command))
+        return out
+
+    def sidecar(self, source: Path, out: Path, command: str | None = None) -> dict:
+        """SCT-style ``GeneratedBy`` metadata for one output."""
+        tag = self.record.get("tag")
+        if command is None:
+            command = f"-i {source.name} -o {out.name}" + (f" -release {tag}" if tag else "") + (
+                " -test-time-aug" if self.test_time_aug else "") + f" -device {self.device.type}"
+        return {
+            "GeneratedBy": [{
+                "Name": f"rootlets_task: rootlets {command}",
+                "Version": __version__,
+                "CodeURL": code_url(),
+                "ModelURL": self.record.get("url"),
+                "Release": tag,
+                "ModelSHA256": self.record.get("sha256"),
+                "ModelFolder": str(self.model_folder),
+                "Device": self.device.type,
+                "Settings": self.settings,
+            }],
+            "InputFile": str(source.absolute()),
+        }
+
+
+def sidecar_path(out: Path) -> Path:
+    """``<output without .nii/.nii.gz>.json``, as SCT names it."""
+    return out.with_name(nifti.stem(out) + ".json")
+
+
+def write_sidecar(out: Path, content: dict) -> Path:
+    path = sidecar_path(out)
+    with nifti.atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(content, indent=2) + "\n")
+    return path
+
+
+def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None = None) -> list[Path]:
+    """Output path of every input, refusing anything that would overwrite an input or another output.
+
+    No ``output``: ``<input stem>_rootlets.nii.gz`` beside each input (SCT's default). ``output`` ending in
+    ``.nii``/``.nii.gz``: that exact file (one input only). Any other ``output``: a folder that receives
+    ``<input stem>_rootlets.nii.gz`` for every input.
+    """
+    sources = [Path(p) for p in inputs]
+    if output is not None and str(output).endswith((".nii", ".nii.gz")):
+        if len(sources) > 1:
+            raise RootletsError(f"output {output}: one file cannot hold {len(sources)} inputs; give a folder as -o")
+        targets = [Path(output)]
+    else:
+        folder = None if output is None else Path(output)
+        targets = [(folder or p.parent) / f"{nifti.stem(p)}{SUFFIX}.nii.gz" for p in sources]
+    seen: dict[Path, Path] = {}
+    for source, target in zip(sources, targets, strict=True):
+        key = target.absolute().resolve()
+        if key in seen:
+            raise RootletsError(f"output {target}: would be written for both {seen[key]} and {source}; "
+                                "give each input a distinct name or segment them separately with -o")
+        seen[key] = source
+    input_sidecars = {sidecar_path(p.absolute().resolve()) for p in sources}
+    checked = []
+    for target in targets:
+        target = nifti.check_output_path(target, sources)
+        if sidecar_path(target.resolve()) in input_sidecars:
+            raise RootletsError(f"output {target}: its JSON sidecar would overwrite an input's sidecar; choose another -o")
+        checked.append(target)
+    return checked
+
+
+def _release_folder(release: str | None) -> tuple[Path, dict]:
+    from rootlets_task import install
+
+    return install.model_folder(release)
+
+
+def segment(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike | None = None,
+            release: str | None = None, device: str = "auto", test_time_aug: bool = False, verbose: int = 1
+            ) -> list[Path]:
+    """Segment rootlets in one or more NIfTI images, like ``sct_deepseg rootlets -i ...``; returns the outputs.
+
+    Every input and output is checked before the model is loaded, so a bad call writes nothing. The model is
+    loaded once for all inputs. Each output is uint8 on its input's grid with a ``.json`` sidecar beside it.
+    """
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    sources = [Path(p) for p in inputs]
+    if not sources:
+        raise RootletsError("no input image given; pass at least one -i IMG")
+    for source in sources:
+        nifti.load(source)  # validates (exists, NIfTI, 3D, finite, non-empty); loaded again when segmented
+    if device not in DEVICES:
+        raise RootletsError(f"device {device!r}: unknown; use one of {', '.join(DEVICES)}")
+    folder, record = _release_folder(release)
+    targets = plan_outputs(sources, output)
+
+    segmenter = Segmenter(folder, device=device, test_time_aug=test_time_aug, verbose=verbose, record=record)
+    tag = record.get("tag", release)
+    start = time.perf_counter()
+    for source, target in zip(sources, targets, strict=True):
+        t0 = time.perf_counter()
+        command = " ".join(["-i", source.name, *(["-o", str(output)] if output is not None else []),
+                            *(["-release", tag] if tag else []), *(["-test-time-aug"] if test_time_aug else []),
+                            "-device", segmenter.device.type])
+        segmenter.segment_file(source, target, command)
+        if verbose:
+            print(f"rootlets: {source} -> {target} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    if verbose:
+        total = time.perf_counter() - start
+        print(f"rootlets: total inference time {int(total // 60)} minute(s) {total % 60:.0f} seconds for "
+              f"{len(sources)} image(s) on {segmenter.device.type}"
+              + (f" ({segmenter.threads} threads)" if segmenter.threads else "")
+              + f"; model loaded in {segmenter.load_seconds:.1f} s", file=sys.stderr)
+    return targets
