@@ -128,31 +128,31 @@ def _download(url: str, workdir: Path, progress: bool, retries: int, backoff: fl
 
     name = Path(unquote(urlparse(url).path)).name or "release.zip"
     target = Path(tempfile.mkstemp(prefix="download-", suffix=".zip", dir=workdir)[1])
-    digest, size, total = hashlib.sha256(), 0, None
+    digest, size, total, started = hashlib.sha256(), 0, None, False
     try:
         with _session(retries, backoff) as session, session.get(url, stream=True, timeout=timeout) as resp:
             if resp.status_code >= 400:
                 raise _SourceFailed(f"HTTP {resp.status_code} {resp.reason}")
+            started = True
             if resp.headers.get("Content-Length", "").isdigit() and not resp.headers.get("Content-Encoding"):
                 total = int(resp.headers["Content-Length"])
             with open(target, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
                                                  disable=not progress, file=sys.stderr, leave=True) as bar:
-                for chunk in resp.iter_content(_CHUNK):
+                for chunk in resp.iter_content(64 * 1024):
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
                     bar.update(len(chunk))
     except requests.exceptions.RetryError as exc:
         raise _SourceFailed(f"gave up after {retries} retries ({getattr(exc.args[0], 'reason', exc)})") from exc
-    except requests.exceptions.ConnectionError as exc:
-        if size:
-            raise _SourceFailed(f"download interrupted after {size} of {total or '?'} bytes (connection lost)") from exc
-        raise _SourceFailed(f"cannot connect to {urlparse(url).netloc} (no network, or the server is down)") from exc
-    except requests.exceptions.Timeout as exc:
-        raise _SourceFailed(f"timed out after {size} bytes") from exc
     except requests.exceptions.RequestException as exc:
-        if size:
-            raise _SourceFailed(f"download interrupted after {size} of {total or '?'} bytes ({type(exc).__name__})") from exc
+        if started:
+            raise _SourceFailed(f"download interrupted: the connection broke before the end of the file "
+                                f"({size} of {total or '?'} bytes saved)") from exc
+        if isinstance(exc, requests.exceptions.Timeout):
+            raise _SourceFailed("timed out (slow network, or the server does not answer)") from exc
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            raise _SourceFailed(f"cannot connect to {urlparse(url).netloc} (no network, or the server is down)") from exc
         raise _SourceFailed(f"{type(exc).__name__}: {exc}") from exc
     except OSError as exc:
         raise _SourceFailed(f"cannot write {target}: {exc.strerror or exc}") from exc
@@ -333,9 +333,10 @@ def _extract(layout: ReleaseZip, target: Path) -> None:
         raise RootletsError(f"cannot extract model zip into {target}: {exc.strerror or exc}") from None
 
 
-def atomic_install(zip_path: str | Path, dest: str | Path, record: dict, record_name: str = RECORD,
+def atomic_install(zip_path: str | Path, dest: str | Path, record: dict | str, record_name: str = RECORD,
                    layout: ReleaseZip | None = None) -> Path:
-    """Replace folder ``dest`` by ``<trainer folder>/`` from the zip plus ``record_name`` (JSON of ``record``).
+    """Replace folder ``dest`` by ``<trainer folder>/`` from the zip plus ``record_name`` (JSON of ``record``; a str
+    is written verbatim, e.g. SCT's ``source.json`` byte-for-byte).
 
     Call it inside ``install_lock(dest)``. Everything is built in a temp folder beside ``dest`` (same filesystem) and
     renamed into place; the previous ``dest`` is moved aside just before and deleted just after, so a failure at any
@@ -352,7 +353,7 @@ def atomic_install(zip_path: str | Path, dest: str | Path, record: dict, record_
     try:
         staging = tmp / dest.name
         _extract(layout, staging / layout.trainer_name)
-        (staging / record_name).write_text(json.dumps(record, indent=4) + "\n")
+        (staging / record_name).write_text(record if isinstance(record, str) else json.dumps(record, indent=4) + "\n")
         old = None
         if dest.exists() or dest.is_symlink():
             old = dest.parent / f"{_old_prefix(dest)}{time.time_ns()}"
@@ -365,7 +366,7 @@ def atomic_install(zip_path: str | Path, dest: str | Path, record: dict, record_
     return dest / layout.trainer_name
 
 
-def install_from(urls: list[str] | str, dest: str | Path, make_record: Callable[[Fetched, ReleaseZip], dict],
+def install_from(urls: list[str] | str, dest: str | Path, make_record: Callable[[Fetched, ReleaseZip], dict | str],
                  sha256: str | None = None, record_name: str = RECORD, skip: Callable[[], bool] | None = None,
                  progress: bool = True, verbose: int = 1) -> Path | None:
     """Lock ``dest``, return None if ``skip()`` (already installed), else fetch, validate and atomically install.
@@ -439,7 +440,14 @@ def installed_releases() -> list[Installed]:
 
 
 def model_folder(tag: str | None = None) -> tuple[Path, dict]:
-    """(installed ``nnUNetTrainer*__nnUNetPlans__3d_fullres`` folder, install record) of release ``tag``."""
+    """(installed ``nnUNetTrainer*__nnUNetPlans__3d_fullres`` folder, install record) of release ``tag``.
+
+    ``tag="sct"``: the rootlets model installed in SCT (see :func:`rootlets_task.sct.model_folder`), no download.
+    """
+    if tag == "sct":
+        from rootlets_task import sct
+
+        return sct.model_folder()
     release = get_release(tag)
     folder = models_dir() / release.tag
     if not folder.exists():
