@@ -122,12 +122,27 @@ def _session(retries: int, backoff: float):
 
 def _download(url: str, workdir: Path, progress: bool, retries: int, backoff: float,
               timeout: tuple[float, float]) -> tuple[Path, str, int]:
-    """Stream ``url`` into ``workdir``; return (path, sha256, size). Raises _SourceFailed with a short reason."""
+    """Stream ``url`` into a new file in ``workdir`` (removed on failure); return (path, sha256, size).
+
+    Raises _SourceFailed with a short reason.
+    """
+    name = Path(unquote(urlparse(url).path)).name or "release.zip"
+    fd, name_tmp = tempfile.mkstemp(prefix="download-", suffix=".zip", dir=workdir)
+    os.close(fd)
+    target = Path(name_tmp)
+    try:
+        return _stream(url, target, name, progress, retries, backoff, timeout)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def _stream(url: str, target: Path, name: str, progress: bool, retries: int, backoff: float,
+            timeout: tuple[float, float]) -> tuple[Path, str, int]:
+    """Write the body of ``url`` into ``target``, hashing and counting it on the way (tqdm bar on stderr)."""
     import requests
     from tqdm import tqdm
 
-    name = Path(unquote(urlparse(url).path)).name or "release.zip"
-    target = Path(tempfile.mkstemp(prefix="download-", suffix=".zip", dir=workdir)[1])
     digest, size, total, started = hashlib.sha256(), 0, None, False
     try:
         with _session(retries, backoff) as session, session.get(url, stream=True, timeout=timeout) as resp:
