@@ -36,6 +36,9 @@ setup(
     extras_require={
         "slurm": ["dask-jobqueue>=0.8"],
         "openvino": ["openvino>=2024.0", "onnx>=1.15"],
+        # external disc-label tools of `rootlets -levels` (they download their own weights on first use)
+        "totalspineseg": ["totalspineseg[nnunetv2]>=20250224"],
+        "spineps": ["spineps>=1.3"],
         "test": ["pytest>=7", "ruff>=0.5"],
     },
     entry_points={"console_scripts": ["rootlets=rootlets_task.cli:main"]},
