@@ -19,10 +19,15 @@ _API = {
     "models_dir": "install",
     "installed_releases": "install",
     "get_release": "releases",
+    "install_sct": "sct",
+    "sct_status": "sct",
+    "sct_model_entry": "sct",
+    "sct_task_entry": "sct",
 }
 
 __all__ = ["__version__", "RootletsError", "make_phantom", "write_phantom", "segment", "install_release",
-           "model_folder", "models_dir", "installed_releases", "get_release"]  # noqa: F822
+           "model_folder", "models_dir", "installed_releases", "get_release",
+           "install_sct", "sct_status", "sct_model_entry", "sct_task_entry"]  # noqa: F822
 
 
 def __getattr__(name: str):

@@ -26,7 +26,11 @@ def _segment_parser() -> argparse.ArgumentParser:
     p.add_argument("-install", action="store_true", help="install the model release (-release) and exit")
     p.add_argument("-custom-url", nargs="+", metavar="URL", help="with -install: install from these URL(s) or a local zip")
     p.add_argument("-release", metavar="TAG", help="model release tag (default r20250318; `phantom` is the bundled "
-                   "demo release); see `rootlets releases`")
+                   "demo release; `sct` = the model SCT has installed); see `rootlets releases`")
+    p.add_argument("-sct", action="store_true", help="with -install: install the release into SCT's model folder "
+                   "($SCT_DIR or the SCT of sct_deepseg on PATH) so `sct_deepseg rootlets` uses it; `-release sct` "
+                   "segments with the model SCT has installed")
+    p.add_argument("-sct-status", action="store_true", help="show the SCT found, its version and its rootlets model")
     p.add_argument("-test-time-aug", action="store_true", help="mirroring test-time augmentation (8x slower)")
     p.add_argument("-device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
     p.add_argument("-qc", metavar="DIR", help="write a QC report into this folder")
@@ -35,8 +39,16 @@ def _segment_parser() -> argparse.ArgumentParser:
 
 
 def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task import inference, install
+    from rootlets_task import inference, install, sct
 
+    if args.sct_status:
+        print(sct.format_status(sct.sct_status()))
+        return
+    if args.sct and not args.install:
+        parser.error("-sct only works with -install (to segment with SCT's model, use -release sct)")
+    if args.install and args.sct:
+        sct.install_sct(args.release, custom_url=args.custom_url, progress=args.v > 0, verbose=args.v)
+        return
     if args.install:
         install.install_release(args.release, custom_url=args.custom_url, progress=args.v > 0, verbose=args.v)
         return
