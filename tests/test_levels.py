@@ -1,0 +1,323 @@
+"""Spinal and vertebral levels: phantom truth in several grids, the published algorithm by hand, SCT t2 data, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from rootlets_task.errors import RootletsError
+from rootlets_task.levels import LEVEL_COLUMNS, SHIFT_COLUMNS, compute_levels, levels_from_files
+from rootlets_task.nifti import reorient, sct_to_axcodes, si_axis, undo_reorient
+from rootlets_task.phantom import FILES, make_phantom
+
+T2 = Path("/work/shared/data/sct_testing_data/t2")
+KINDS = ("rootlets", "cord", "discs", "pmj")
+
+
+def _step(ph) -> float:
+    return float(np.linalg.norm(ph.affine[:3, si_axis(ph.affine)]))
+
+
+@pytest.fixture(scope="module")
+def phantoms():
+    """One phantom per grid of the issue (built once: they are the slow part)."""
+    grids = {"sag0.8": ("PSR", (0.8, 0.8, 0.8), 0), "iso1": ("LPI", (1.0, 1.0, 1.0), 0),
+             "axial": ("RPI", (0.5, 0.5, 3.0), 0), "tilt": ("AIL", (1.0, 1.0, 1.0), 15)}
+    return {name: make_phantom(o, s, seed=1, tilt_deg=t) for name, (o, s, t) in grids.items()}
+
+
+@pytest.mark.parametrize("grid", ["sag0.8", "iso1", "axial", "tilt"])
+def test_reference_levels_match_truth(phantoms, grid):
+    """Extents, midpoints and shifts agree with the phantom truth (mm along the centerline from the PMJ).
+
+    Midpoints: within one voxel (along the superior-inferior axis). Shifts are differences of two midpoints, each
+    rounded to voxels on its own: one and a half. Extents: two voxels, because the published convention measures
+    between the centres of the end slices (up to one voxel inside each true end), the PMJ label is rounded to a
+    voxel (half a voxel), and the phantom's 2 mm thick rootlet strands are drawn as the voxels whose centres fall
+    inside them; in the 3 mm axial grid a strand can fall between two slice centres altogether.
+    """
+    ph = phantoms[grid]
+    step = _step(ph)
+    res = compute_levels(ph.rootlets, ph.cord, ph.affine, ph.discs, ph.pmj, method="reference")
+    assert res.reference == "PMJ" and res.warnings == []
+    table = res.levels
+    assert list(table.columns) == LEVEL_COLUMNS and (table["status"] == "ok").all()
+    assert set(table[table.kind == "spinal"].value) == set(range(2, 10))
+    assert set(table[table.kind == "vertebral"].value) == set(range(1, 9))
+    extent_tol = 2 * step
+    for row in table.itertuples():
+        truth = ph.truth[f"{row.kind}_levels"][str(row.value)]
+        assert abs(row.mid_mm - truth["mid_mm"]) <= step, (row.kind, row.level)
+        assert abs(row.start_mm - truth["start_mm"]) <= extent_tol and abs(row.end_mm - truth["end_mm"]) <= extent_tol
+        assert row.start_mm <= row.mid_mm <= row.end_mm and row.height_mm == pytest.approx(row.end_mm - row.start_mm)
+    spinal_truth = {int(k): v["mid_mm"] for k, v in ph.truth["spinal_levels"].items()}
+    vertebral_truth = {int(k): v["mid_mm"] for k, v in ph.truth["vertebral_levels"].items()}
+    shift = res.shift
+    assert list(shift.columns) == SHIFT_COLUMNS
+    assert len(shift[shift.pairing == "shifted"]) == 8 and len(shift[shift.pairing == "unshifted"]) == 7
+    names = {v: f"C{v}" for v in range(1, 9)} | {9: "T1"}
+    for row in shift.itertuples():
+        v = 8 if row.vertebral_level == "T1" else int(row.vertebral_level[1:])
+        k = [key for key, name in names.items() if name == row.spinal_level][0]
+        expected = vertebral_truth[v] - spinal_truth[k]
+        assert abs(row.shift_mm - expected) <= 1.5 * step, (row.pairing, row.vertebral_level, row.spinal_level)
+        assert (k == v + 1) if row.pairing == "shifted" else (row.vertebral_level == row.spinal_level)
+    # the painted cord labels agree with the truth image of the phantom except within a voxel of boundaries
+    cord = ph.cord > 0
+    agree = (res.spinal[cord] == ph.spinal_levels[cord]).mean()
+    assert agree > (0.8 if grid == "axial" else 0.9)
+    assert (res.vertebral[cord] == ph.vertebral_levels[cord]).mean() > (0.85 if grid == "axial" else 0.93)
+
+
+@pytest.mark.parametrize("grid", ["sag0.8", "iso1", "axial", "tilt"])
+def test_gapfree_boundaries_halfway(phantoms, grid):
+    """Gap-free: inner boundaries halfway (mm) between the truth spans, outer ends at the rootlets, no cord gaps."""
+    ph = phantoms[grid]
+    step = _step(ph)
+    res = compute_levels(ph.rootlets, ph.cord, ph.affine, ph.discs, ph.pmj)
+    spinal = res.levels[res.levels.kind == "spinal"].set_index("value")
+    truth = {int(k): v for k, v in ph.truth["spinal_levels"].items()}
+    tol = 2 * step  # as for the reference spans above
+    for k in range(2, 9):
+        assert spinal.loc[k, "end_mm"] == pytest.approx(spinal.loc[k + 1, "start_mm"])
+        assert abs(spinal.loc[k, "end_mm"] - (truth[k]["end_mm"] + truth[k + 1]["start_mm"]) / 2) <= tol
+    assert abs(spinal.loc[2, "start_mm"] - truth[2]["start_mm"]) <= tol
+    assert abs(spinal.loc[9, "end_mm"] - truth[9]["end_mm"]) <= tol
+    # every cord slice between the first and last level is labelled
+    axis = si_axis(ph.affine)
+    labelled = np.moveaxis(res.spinal, axis, 0).reshape(res.spinal.shape[axis], -1).max(1)
+    cord_slices = np.moveaxis(ph.cord, axis, 0).reshape(ph.cord.shape[axis], -1).any(1)
+    covered = np.flatnonzero(labelled)
+    inside = np.arange(covered.min(), covered.max() + 1)
+    assert (labelled[inside][cord_slices[inside]] > 0).all()
+    # gap-free never moves a level's midpoint by more than half the neighbouring gaps
+    assert np.all(np.diff(spinal["mid_mm"].to_numpy()) > 0)
+
+
+def test_identical_across_orientations(phantoms):
+    """The same phantom reoriented (LPI -> RPI, PSR, AIL) gives the same mm and the same labels voxel for voxel."""
+    ph = phantoms["iso1"]
+    base = compute_levels(ph.rootlets, ph.cord, ph.affine, ph.discs, ph.pmj)
+    cols = ["start_mm", "end_mm", "mid_mm", "height_mm"]
+    for orient in ("RPI", "PSR", "AIL"):
+        arrays = {}
+        for kind in KINDS:
+            arrays[kind], _, inverse = reorient(ph.nifti(kind), sct_to_axcodes(orient))
+        ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(ph.affine),
+                                               nib.orientations.axcodes2ornt(sct_to_axcodes(orient)))
+        affine = ph.affine @ nib.orientations.inv_ornt_aff(ornt, ph.rootlets.shape)
+        res = compute_levels(arrays["rootlets"], arrays["cord"], affine, arrays["discs"], arrays["pmj"])
+        np.testing.assert_allclose(res.levels[cols].to_numpy(float), base.levels[cols].to_numpy(float), atol=1e-6)
+        np.testing.assert_allclose(res.shift["shift_mm"], base.shift["shift_mm"], atol=1e-6)
+        assert np.array_equal(undo_reorient(res.spinal, inverse), base.spinal)
+        assert np.array_equal(undo_reorient(res.vertebral, inverse), base.vertebral)
+
+
+def test_reference_method_by_hand():
+    """The published 02a algorithm on a case small enough to work out by hand.
+
+    Cord: one voxel column at x=4, y=4, slices z=0..11 (LPI, 1 mm, z up). Rootlets (ball radius 3 voxels):
+    level 1 at (4,7,11): distance 3 -> kept (the script erased level 1; we keep it);
+    level 2 at (7,4,9..10): distance 3 -> kept, and at (8,4,11): distance 4 -> dropped;
+    level 3 at (4,6,5..8) and (6,6,4): distance 2 and sqrt(8) -> kept;
+    level 4 at (4,1,7) and (4,1,2): distance 3 -> kept; level 6 at (0,0,1): sqrt(32) -> dropped (missing);
+    level 5 absent (missing). Spans: 1: z11; 2: z9-10; 3: z4-8; 4: z2-7 -> painting in ascending order, the
+    higher level wins on the overlap z4-7: z11=1, z9-10=2, z8=3, z2-7=4, z0-1 and nothing else = 0.
+    Reference = cord rostral end (z=11), straight centerline, so mm = 11 - z.
+    """
+    shape = (9, 9, 12)
+    cord = np.zeros(shape, np.uint8)
+    cord[4, 4, :] = 1
+    rootlets = np.zeros(shape, np.uint8)
+    rootlets[4, 7, 11] = 1
+    rootlets[7, 4, 9:11] = 2
+    rootlets[8, 4, 11] = 2
+    rootlets[4, 6, 5:9] = 3
+    rootlets[6, 6, 4] = 3
+    rootlets[4, 1, 7] = rootlets[4, 1, 2] = 4
+    rootlets[0, 0, 1] = 6
+    res = compute_levels(rootlets, cord, np.eye(4), method="reference")
+    expected = np.zeros(12, np.uint8)
+    expected[11], expected[9:11], expected[8], expected[2:8] = 1, 2, 3, 4
+    assert np.array_equal(res.spinal[4, 4, :], expected)
+    assert res.spinal.sum() == expected.sum()
+    table = res.levels.set_index("value")
+    assert list(table["status"]) == ["ok", "ok", "ok", "ok", "missing", "missing"]
+    for value, (z_top, z_bottom) in {1: (11, 11), 2: (10, 9), 3: (8, 4), 4: (7, 2)}.items():
+        row = table.loc[value]
+        assert (row.start_slice, row.end_slice) == (z_top, z_bottom)
+        assert row.start_mm == pytest.approx(11 - z_top) and row.end_mm == pytest.approx(11 - z_bottom)
+        assert row.mid_mm == pytest.approx(11 - (z_top + z_bottom) / 2)
+        assert row.n_voxels == (rootlets == value).sum() and row.volume_mm3 == pytest.approx(row.n_voxels)
+    assert table.loc[5, "n_voxels"] == 0 and pd.isna(table.loc[5, "start_mm"])
+    assert res.reference == "cord rostral end"
+    assert any("C5" in w and "no rootlets" in w for w in res.warnings)
+    assert any("C6" in w and "do not touch" in w for w in res.warnings)
+    # gap-free on the same case: boundary 1|2 halfway between z11 and z10, 2|3 between z9 and z8 ...
+    gap = compute_levels(rootlets, cord, np.eye(4)).levels.set_index("value")
+    assert gap.loc[1, "end_mm"] == pytest.approx(0.5) and gap.loc[2, "end_mm"] == pytest.approx(2.5)
+    assert gap.loc[3, "end_mm"] == pytest.approx((7 + 4) / 2)  # overlap of 3 (3-7 mm) and 4 (4-9 mm) split halfway
+
+
+@pytest.fixture(scope="module")
+def files(phantoms, tmp_path_factory):
+    """The 1 mm phantom written to disk with the names write_phantom uses."""
+    folder = tmp_path_factory.mktemp("ph")
+    ph = phantoms["iso1"]
+    paths = {kind: folder / FILES[kind] for kind in KINDS}
+    for kind, path in paths.items():
+        nib.save(ph.nifti(kind), path)
+    return paths
+
+
+def test_files_outputs_on_input_grid(files, tmp_path):
+    out = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path)
+    assert set(out) == {"spinal", "vertebral", "csv", "json", "shift"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in out.values())
+    assert out["spinal"].name == FILES["rootlets"].replace(".nii.gz", "_spinal_levels.nii.gz")
+    src = nib.load(files["rootlets"])
+    for key in ("spinal", "vertebral"):
+        img = nib.load(out[key])
+        assert img.get_data_dtype() == np.uint8 and img.shape == src.shape and np.allclose(img.affine, src.affine)
+    table = pd.read_csv(out["csv"])
+    doc = json.loads(out["json"].read_text())
+    assert list(table.columns) == LEVEL_COLUMNS and len(doc["levels"]) == len(table)
+    assert doc["reference"] == "PMJ" and doc["method"] == "gapfree"
+    assert list(pd.read_csv(out["shift"]).columns) == SHIFT_COLUMNS
+    spinal = nib.load(out["spinal"]).get_fdata()
+    assert set(np.unique(spinal)) == {0, *range(2, 10)}
+
+
+def test_files_on_different_grids_are_resampled(phantoms, files, tmp_path):
+    """A cord on a 0.8 mm PSR grid and discs on a 0.5x0.5x3 mm RPI grid are resampled onto the rootlets grid."""
+    nib.save(phantoms["sag0.8"].nifti("cord"), tmp_path / "cord08.nii.gz")
+    nib.save(phantoms["axial"].nifti("discs"), tmp_path / "discs3.nii.gz")
+    same = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path / "a")
+    with pytest.warns(UserWarning, match="resampled with nearest neighbour"):
+        diff = levels_from_files(files["rootlets"], tmp_path / "cord08.nii.gz", tmp_path / "discs3.nii.gz",
+                                 files["pmj"], out_dir=tmp_path / "b")
+    a, b = pd.read_csv(same["csv"]), pd.read_csv(diff["csv"])
+    assert np.abs(a["mid_mm"] - b["mid_mm"]).max() <= 1.5  # the 3 mm disc grid rounds discs by up to 1.5 mm
+    assert nib.load(diff["spinal"]).shape == nib.load(files["rootlets"]).shape
+
+
+def test_image_grid_and_prefix(phantoms, files, tmp_path):
+    """-i IMAGE: outputs on the image's grid (rootlets and cord resampled), named by the prefix."""
+    image = phantoms["sag0.8"].nifti("image")
+    nib.save(image, tmp_path / "img.nii.gz")
+    with pytest.warns(UserWarning, match="resampled"):
+        out = levels_from_files(files["rootlets"], files["cord"], image=tmp_path / "img.nii.gz", out_dir=tmp_path / "o",
+                                prefix="sub-01", method="reference")
+    assert set(out) == {"spinal", "csv", "json"} and out["csv"].name == "sub-01_levels.csv"
+    assert nib.load(out["spinal"]).shape == image.shape
+    table = pd.read_csv(out["csv"])
+    assert table["reference"].iloc[0] == "cord rostral end" and list(table["level"]) == [f"C{k}" for k in range(2, 9)] + ["T1"]
+
+
+def test_c2c3_disc_reference(phantoms):
+    ph = phantoms["iso1"]
+    res = compute_levels(ph.rootlets, ph.cord, ph.affine, ph.discs)
+    vert = res.levels[res.levels.kind == "vertebral"].set_index("value")
+    assert res.reference == "C2/C3 disc" and vert.loc[3, "start_mm"] == pytest.approx(0, abs=1e-9)
+
+
+def test_missing_disc_and_level_are_rows_not_crashes(phantoms):
+    ph = phantoms["iso1"]
+    rootlets = np.where(ph.rootlets == 5, 0, ph.rootlets)
+    discs = np.where(ph.discs == 6, 0, ph.discs)
+    res = compute_levels(rootlets, ph.cord, ph.affine, discs, ph.pmj)
+    status = res.levels.set_index(["kind", "value"])["status"]
+    assert status["spinal", 5] == "missing" and status["vertebral", 5] == "missing" and status["vertebral", 6] == "missing"
+    assert (status == "ok").sum() == 7 + 6
+    assert len(res.warnings) == 3
+    # gap-free leaves the place of the missing level unlabelled rather than guessing
+    assert 5 not in np.unique(res.spinal)
+    assert "C5" not in set(res.shift["spinal_level"]) and "C5" not in set(res.shift["vertebral_level"])
+
+
+def test_sct_t2_manual_rootlets(tmp_path):
+    """Real data: manual rootlets + manual cord -> levels C5, C6, C7 in order, centres match the SCT midpoints file."""
+    out = levels_from_files(T2 / "t2_seg-deepseg_rootlets-manual.nii.gz", T2 / "t2_seg-manual.nii.gz", out_dir=tmp_path,
+                            method="reference")
+    table = pd.read_csv(out["csv"])
+    assert list(table["level"]) == ["C5", "C6", "C7"] and (table["status"] == "ok").all()
+    mids = table["mid_mm"].to_numpy()
+    assert np.all(np.diff(mids) > 5) and np.all(np.diff(mids) < 30), "levels run caudally, a few mm to cm apart"
+    midpoints = nib.load(T2 / "t2_seg-deepseg_rootlets-manual_midpoints.nii.gz")
+    axis = si_axis(midpoints.affine)
+    data = np.asarray(midpoints.dataobj)
+    for row in table.itertuples():
+        assert abs(row.mid_slice - np.argwhere(data == row.value)[0][axis]) <= 1
+    gap = pd.read_csv(levels_from_files(T2 / "t2_seg-deepseg_rootlets-manual.nii.gz", T2 / "t2_seg-manual.nii.gz",
+                                        out_dir=tmp_path / "g")["csv"])
+    assert np.allclose(gap["end_mm"].iloc[:-1].to_numpy(), gap["start_mm"].iloc[1:].to_numpy())
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+
+def _save(path: Path, data: np.ndarray, like: Path) -> Path:
+    ref = nib.load(like)
+    nib.save(nib.Nifti1Image(data, ref.affine), path)
+    return path
+
+
+def _bad_inputs(files: dict, tmp: Path) -> dict[str, tuple[dict, str]]:
+    """name -> (keyword arguments of levels_from_files, the file the error must name)."""
+    r, c, d, p = (np.asarray(nib.load(files[k]).dataobj) for k in KINDS)
+    like = files["rootlets"]
+    ok = {"rootlets": files["rootlets"], "cord": files["cord"], "discs": files["discs"], "pmj": files["pmj"]}
+    axis = si_axis(nib.load(like).affine)
+    t1 = np.unique(np.argwhere(r == 9)[:, axis])
+    half = np.moveaxis(c.copy(), axis, 0)
+    half[max(t1.min() - 4, 0): t1.max() + 5] = 0  # no cord on (and 3 slices around) the T1 rootlets
+    half = np.moveaxis(half, 0, axis)
+    blob, dup, swapped = d.copy(), d.copy(), d.copy()
+    v3 = np.argwhere(d == 3)[0]
+    blob[tuple(v3 + [1, 0, 0])] = 3
+    dup[tuple(v3 + [0, 0, 12])] = 3
+    swapped[d == 4], swapped[d == 5] = 5, 4
+    far = nib.load(files["cord"])
+    shifted = far.affine.copy()
+    shifted[:3, 3] += 500
+    cases = {
+        "empty rootlets": ({"rootlets": _save(tmp / "r0.nii.gz", np.zeros_like(r), like)}, "r0.nii.gz"),
+        "empty cord": ({"cord": _save(tmp / "c0.nii.gz", np.zeros_like(c), like)}, "c0.nii.gz"),
+        "non-integer": ({"rootlets": _save(tmp / "rf.nii.gz", r.astype(np.float32) * 0.5, like)}, "rf.nii.gz"),
+        "negative": ({"cord": _save(tmp / "cn.nii.gz", c.astype(np.int16) * -1, like)}, "cn.nii.gz"),
+        "multi-voxel disc": ({"discs": _save(tmp / "db.nii.gz", blob, like)}, "db.nii.gz"),
+        "duplicated disc": ({"discs": _save(tmp / "dd.nii.gz", dup, like)}, "dd.nii.gz"),
+        "discs out of order": ({"discs": _save(tmp / "ds.nii.gz", swapped, like)}, "ds.nii.gz"),
+        "4D": ({"rootlets": _save(tmp / "r4.nii.gz", np.stack([r, r], -1), like)}, "r4.nii.gz"),
+        "two-voxel PMJ": ({"pmj": _save(tmp / "p2.nii.gz", np.where(d == 3, 50, p).astype(np.uint8), like)}, "p2.nii.gz"),
+        "no overlap": ({"cord": tmp / "cfar.nii.gz"}, "cfar.nii.gz"),
+        "cord missing where rootlets are": ({"cord": _save(tmp / "ch.nii.gz", half, like)}, "ch.nii.gz"),
+    }
+    nib.save(nib.Nifti1Image(c, shifted), tmp / "cfar.nii.gz")
+    return {name: ({**ok, **kwargs}, file) for name, (kwargs, file) in cases.items()}
+
+
+def test_every_bad_input_is_one_clear_error(files, tmp_path):
+    (tmp_path / "in").mkdir()
+    for name, (kwargs, file) in _bad_inputs(files, tmp_path / "in").items():
+        out = tmp_path / name.replace(" ", "_")
+        with pytest.raises(RootletsError, match=file) as err:
+            levels_from_files(**kwargs, out_dir=out)
+        assert "\n" not in str(err.value), name
+        assert not out.exists() or not any(out.iterdir()), f"{name}: something was written"
+
+
+def test_output_never_overwrites_an_input(files, tmp_path):
+    """A cord file named like an output of the rootlets file is refused, and kept."""
+    rootlets, cord = tmp_path / "x.nii.gz", tmp_path / "x_spinal_levels.nii.gz"
+    rootlets.write_bytes(Path(files["rootlets"]).read_bytes())
+    cord.write_bytes(Path(files["cord"]).read_bytes())
+    with pytest.raises(RootletsError, match="input"):
+        levels_from_files(rootlets, cord)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii.gz", "x_spinal_levels.nii.gz"]
+    assert cord.read_bytes() == Path(files["cord"]).read_bytes()
