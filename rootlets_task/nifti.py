@@ -76,12 +76,12 @@ def load(path: str | os.PathLike, kind: str = "image") -> nib.Nifti1Image:
         raise RootletsError(f"{kind} {path}: unreadable or corrupt NIfTI ({exc}); re-export or re-copy the file") from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise RootletsError(f"{kind} {path}: not a NIfTI-1/2 image; convert it to NIfTI")
+    if 0 in img.shape or 0 in data.shape:  # checked first: nibabel reads a (0, y, z) image as shape (0,)
+        raise RootletsError(f"{kind} {path}: an axis has zero voxels (shape {img.shape}); the file is empty")
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise RootletsError(f"{kind} {path}: expected a 3D image, got shape {data.shape}; extract one 3D volume first")
-    if 0 in data.shape:
-        raise RootletsError(f"{kind} {path}: an axis has zero voxels (shape {data.shape}); the file is empty")
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         raise RootletsError(f"{kind} {path}: contains NaN or infinite voxels; replace them (e.g. fslmaths -nan) first")
     header = img.header.copy() if isinstance(img, nib.Nifti1Image) else nib.Nifti1Header.from_header(img.header)
