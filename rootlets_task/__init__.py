@@ -13,6 +13,9 @@ from rootlets_task.errors import RootletsError
 _API = {
     "make_phantom": "phantom",
     "write_phantom": "phantom",
+    "compute_levels": "levels",
+    "levels_from_files": "levels",
+    "group_stats": "stats",
     "segment": "inference",
     "install_release": "install",
     "model_folder": "install",
@@ -25,7 +28,8 @@ _API = {
     "sct_task_entry": "sct",
 }
 
-__all__ = ["__version__", "RootletsError", "make_phantom", "write_phantom", "segment", "install_release",
+__all__ = ["__version__", "RootletsError", "make_phantom", "write_phantom", "compute_levels", "levels_from_files", "group_stats",
+           "segment", "install_release",
            "model_folder", "models_dir", "installed_releases", "get_release",
            "install_sct", "sct_status", "sct_model_entry", "sct_task_entry"]  # noqa: F822
 

@@ -21,8 +21,8 @@ def _segment_parser() -> argparse.ArgumentParser:
         "Sub-commands: " + ", ".join(COMMANDS) + " (see `rootlets COMMAND -h`).",
     )
     p.add_argument("-i", nargs="+", metavar="IMG", help="input NIfTI image(s); several run with one model load")
-    p.add_argument("-o", metavar="OUT", help="output file if it ends in .nii/.nii.gz (one input), else a folder for "
-                   "<input>_rootlets.nii.gz of every input; default: <input>_rootlets.nii.gz beside each input")
+    p.add_argument("-o", metavar="OUT", help="output file (one input) or folder (several inputs); "
+                   "default: <input>_rootlets.nii.gz beside each input")
     p.add_argument("-install", action="store_true", help="install the model release (-release) and exit")
     p.add_argument("-custom-url", nargs="+", metavar="URL", help="with -install: install from these URL(s) or a local zip")
     p.add_argument("-release", metavar="TAG", help="model release tag (default r20250318; `phantom` is the bundled "
@@ -107,9 +107,72 @@ def _run_releases(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     print("* default release. Install one with `rootlets -install -release TAG`.")
 
 
+def _levels_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rootlets levels", description="Spinal levels from rootlets, vertebral levels "
+                                "from disc labels, distances along the cord centerline and their shift (no model needed).")
+    p.add_argument("-r", required=True, metavar="ROOTLETS", help="rootlets segmentation (value = spinal level, 2 = C2)")
+    p.add_argument("-s", required=True, metavar="CORD", help="spinal cord segmentation (binary)")
+    p.add_argument("-discs", metavar="DISCS", help="single-voxel disc labels, SCT numbering (3 = C2/C3)")
+    p.add_argument("-pmj", metavar="PMJ", help="single-voxel pontomedullary junction label (distance reference)")
+    p.add_argument("-i", metavar="IMAGE", help="image whose grid the outputs use (default: the rootlets grid)")
+    p.add_argument("-method", default="gapfree", choices=["gapfree", "reference"],
+                   help="gapfree: contiguous levels, boundaries halfway between neighbours (default); "
+                   "reference: the published algorithm (each level spans its rootlets, gaps stay 0)")
+    p.add_argument("-o", metavar="OUTDIR", help="output folder (default: beside the rootlets file)")
+    p.add_argument("-prefix", metavar="NAME", help="output name prefix (default: the rootlets file name)")
+    return p
+
+
+def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    import warnings
+
+    import pandas as pd
+
+    from rootlets_task.levels import levels_from_files
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outputs = levels_from_files(args.r, args.s, args.discs, args.pmj, args.i, args.o, args.method, args.prefix)
+    for warning in caught:
+        print(f"rootlets: warning: {warning.message}", file=sys.stderr)
+    table = pd.read_csv(outputs["csv"])
+    cols = ["kind", "level", "start_mm", "end_mm", "mid_mm", "height_mm", "status"]
+    print(f"distances in mm along the cord centerline from the {table['reference'].iloc[0]}")
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    if "shift" in outputs:
+        shift = pd.read_csv(outputs["shift"])
+        print(shift[shift["pairing"] == "shifted"].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    for path in outputs.values():
+        print(path)
+
+
+def _stats_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rootlets stats", description="Group statistics over many subjects' "
+                                "*_shift.csv / *_levels.csv: median bias and 2.5/97.5 percentile limits of agreement "
+                                "per level pair (Bland-Altman), mean and SD of level heights.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="*_shift.csv and *_levels.csv files, or folders to search")
+    p.add_argument("-o", required=True, metavar="OUTDIR", help="output folder")
+    return p
+
+
+def _run_stats(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    import pandas as pd
+
+    from rootlets_task.stats import group_stats
+
+    outputs = group_stats(args.files, args.o)
+    if "shift" in outputs:
+        stats = pd.read_csv(outputs["shift"])
+        print(stats.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    for path in outputs.values():
+        print(path)
+
+
 # name -> (parser factory, handler). The segmentation parser is the default when no name is given.
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable]] = {
     "phantom": (_phantom_parser, _run_phantom),
+    "levels": (_levels_parser, _run_levels),
+    "stats": (_stats_parser, _run_stats),
     "releases": (_releases_parser, _run_releases),
 }
 

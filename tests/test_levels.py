@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rootlets_task.cli import main
 from rootlets_task.errors import RootletsError
 from rootlets_task.levels import LEVEL_COLUMNS, SHIFT_COLUMNS, compute_levels, levels_from_files
 from rootlets_task.nifti import reorient, sct_to_axcodes, si_axis, undo_reorient
@@ -321,3 +322,61 @@ def test_output_never_overwrites_an_input(files, tmp_path):
         levels_from_files(rootlets, cord)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii.gz", "x_spinal_levels.nii.gz"]
     assert cord.read_bytes() == Path(files["cord"]).read_bytes()
+
+
+# ----------------------------------------------------------------------------------------------- command line, stats
+
+
+def test_cli_levels_end_to_end(files, tmp_path, capsys):
+    args = ["levels", "-r", str(files["rootlets"]), "-s", str(files["cord"]), "-discs", str(files["discs"]),
+            "-pmj", str(files["pmj"]), "-method", "reference", "-o", str(tmp_path / "out")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "from the PMJ" in printed and "T1" in printed and "shifted" in printed
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(written) == 5 and all(name in printed for name in written)
+    assert pd.read_csv(next((tmp_path / "out").glob("*_levels.csv")))["status"].eq("ok").all()
+    # bad input: one line on stderr, exit 1, nothing written; bad argument: exit 2
+    empty = tmp_path / "empty.nii.gz"
+    _save(empty, np.zeros(nib.load(files["cord"]).shape, np.uint8), files["cord"])
+    assert main(["levels", "-r", str(files["rootlets"]), "-s", str(empty), "-o", str(tmp_path / "bad")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rootlets: error:") and str(empty) in err and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["levels", "-r", str(files["rootlets"]), "-s", str(files["cord"]), "-method", "nearest"])
+    assert exit_info.value.code == 2
+
+
+def test_group_stats_on_phantom_subjects(phantoms, tmp_path, capsys):
+    """Three phantom subjects: bias and limits per pair from their shifts, heights from their levels, a PNG."""
+    subjects = {1: phantoms["iso1"], 2: make_phantom("LPI", (1.0, 1.0, 1.0), seed=2),
+                3: make_phantom("LPI", (1.0, 1.0, 1.0), seed=3)}
+    truth_shifts: dict[str, list[float]] = {}
+    for seed, ph in subjects.items():
+        folder = tmp_path / f"sub-{seed}"
+        folder.mkdir()
+        for kind in KINDS:
+            nib.save(ph.nifti(kind), folder / f"sub-{seed}_{kind}.nii.gz")
+        levels_from_files(*(folder / f"sub-{seed}_{k}.nii.gz" for k in KINDS), method="reference")
+        for v in range(2, 9):  # shifted pairing: vertebral v with spinal v+1
+            shift = ph.truth["vertebral_levels"][str(v)]["mid_mm"] - ph.truth["spinal_levels"][str(v + 1)]["mid_mm"]
+            truth_shifts.setdefault(f"C{v}" if v < 8 else "T1", []).append(shift)
+    assert main(["stats", str(tmp_path), "-o", str(tmp_path / "group")]) == 0
+    assert "bias_mm" in capsys.readouterr().out
+    shift = pd.read_csv(tmp_path / "group" / "shift_stats.csv")
+    shifted = shift[shift.pairing == "shifted"].set_index("vertebral_level")
+    for vl, values in truth_shifts.items():
+        assert shifted.loc[vl, "n"] == 3
+        assert abs(shifted.loc[vl, "bias_mm"] - np.median(values)) <= 1.5
+        assert shifted.loc[vl, "loa_low_mm"] <= shifted.loc[vl, "bias_mm"] <= shifted.loc[vl, "loa_high_mm"]
+    assert shifted.loc["all", "n"] == 3 * 8
+    heights = pd.read_csv(tmp_path / "group" / "level_stats.csv").set_index(["kind", "level"])
+    true_h = [ph.truth["spinal_levels"]["5"]["height_mm"] for ph in subjects.values()]
+    assert heights.loc[("spinal", "C5"), "n"] == 3 and abs(heights.loc[("spinal", "C5"), "mean_height_mm"] - np.mean(true_h)) <= 2
+    assert (tmp_path / "group" / "bland_altman.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a CSV that is not ours: one error naming it, nothing written
+    alien = tmp_path / "alien_shift.csv"
+    alien.write_text("a,b\n1,2\n")
+    assert main(["stats", str(alien), "-o", str(tmp_path / "nothing")]) == 1
+    assert "alien_shift.csv" in capsys.readouterr().err and not (tmp_path / "nothing").exists()
