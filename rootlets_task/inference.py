@@ -306,8 +306,7 @@ def segment(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str
         raise RootletsError("no input image given; pass at least one -i IMG")
     for source in sources:
         nifti.load(source)  # validates (exists, NIfTI, 3D, finite, non-empty); loaded again when segmented
-    if device not in DEVICES:
-        raise RootletsError(f"device {device!r}: unknown; use one of {', '.join(DEVICES)}")
+    device = resolve_device(device).type  # an unknown or unavailable device is refused before anything is written
     folder, record = _release_folder(release)
     targets = plan_outputs(sources, output)
 

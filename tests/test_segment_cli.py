@@ -16,6 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from random_model import write_random_model
 
 from rootlets_task import cli, inference, install, nifti
@@ -211,6 +212,8 @@ def test_every_bad_input_is_one_line_exit_1_and_writes_nothing(home, coarse_phan
     locked = _not_writable_folder(tmp_path)
     assert locked is not None, "no read-only folder available to test the not-writable output"
     cases["output folder not writable"] = (["-i", good, "-o", locked / "seg.nii.gz"], "not writable")
+    if not torch.cuda.is_available():
+        cases["device not available"] = (["-i", good, "-device", "cuda", "-o", folder / "new" / "seg.nii.gz"], "cuda")
     before = _snapshot(folder)
     for name, (argv, needle) in cases.items():
         code, out, err = _run(argv, capsys)
@@ -219,7 +222,7 @@ def test_every_bad_input_is_one_line_exit_1_and_writes_nothing(home, coarse_phan
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("rootlets: error:") and needle in lines[0], (name, err)
         named = [a for a in argv[1:] if isinstance(a, Path) and (str(a) in lines[0] or f"{a.parent}:" in lines[0])]
-        assert named or "release" in name, (name, lines[0])
+        assert named or "release" in name or "device" in name, (name, lines[0])
         assert _snapshot(folder) == before, name
     assert not (locked / "seg.nii.gz").exists()
 
