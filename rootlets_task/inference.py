@@ -36,6 +36,10 @@ SUFFIX = "_rootlets"
 DEFAULT_ORIENTATION = "LPI"  # SCT code (= nibabel RAS), what SCT assumes when dataset.json has no "image_orientation"
 TILE_STEP_SIZE = 0.5
 DEVICES = ("auto", "cpu", "cuda", "mps")
+BACKENDS = ("auto", "torch", "openvino")  # auto = OpenVINO on CPU when installed and numerically checked, else torch
+# Input spacing within this relative difference of the plans' spacing is taken as equal: no resampling either way.
+SPACING_TOLERANCE = 0.01
+CROP_MARGIN_MM = 25.0  # in-plane margin around the cord when cropping (benchmarks/README: result unchanged)
 
 
 def code_url() -> str:
@@ -116,7 +120,7 @@ class Segmenter:
     """
 
     def __init__(self, model_folder: str | os.PathLike, device: str = "auto", test_time_aug: bool = False,
-                 verbose: int = 1, record: dict | None = None):
+                 verbose: int = 1, record: dict | None = None, backend: str = "auto"):
         self.model_folder = Path(model_folder)
         self.record = dict(record or {})
         self.verbose = verbose
@@ -133,6 +137,7 @@ class Segmenter:
         self.threads = physical_cores() if self.device.type == "cpu" else None
         t0 = time.perf_counter()
         self.predictor = self._load()
+        self.backend = self._select_backend(backend)
         self.load_seconds = time.perf_counter() - t0
 
     def _load(self):
@@ -157,19 +162,47 @@ class Segmenter:
         self.preprocessor = predictor.configuration_manager.preprocessor_class(verbose=self.verbose >= 2)
         return predictor
 
+    def _select_backend(self, backend: str) -> str:
+        """Swap the network for OpenVINO when asked or (``auto``) when installed on CPU; see :mod:`rootlets_task.backends`."""
+        from rootlets_task import backends
+
+        if backend not in BACKENDS:
+            raise RootletsError(f"backend {backend!r}: unknown; use one of {', '.join(BACKENDS)}")
+        if backend == "torch" or self.device.type != "cpu" or (backend == "auto" and not backends.openvino_available()):
+            return "torch"
+        if not backends.openvino_available():
+            raise RootletsError("backend openvino: not installed; run `pip install 'rootlets_task[openvino]'` "
+                                "or use the torch backend")
+        with _quiet(self.verbose < 2):
+            return "openvino" if backends.use_openvino(self.predictor, self.threads) else "torch"
+
     @property
     def settings(self) -> dict:
         """What the sidecar records about how the prediction was made."""
         return {"TileStepSize": TILE_STEP_SIZE, "UseGaussian": True, "Mirroring": self.test_time_aug,
                 "Folds": list(self.folds), "Checkpoint": self.checkpoint, "ModelOrientation": self.orientation,
-                "Threads": self.threads}
+                "Threads": self.threads, "Backend": self.backend}
 
     # --- the five stages -------------------------------------------------------------------------------------
     def prepare(self, img: nib.Nifti1Image) -> Prepared:
         """Reorient to the model's orientation and transpose (x, y, z) -> (1, z, y, x), spacing reversed."""
         data, spacing, inverse = nifti.reorient(img, self.axcodes)
         array = np.ascontiguousarray(np.asarray(data, dtype=np.float32).transpose(2, 1, 0)[None])
-        return Prepared(array, tuple(spacing[::-1]), inverse, tuple(img.shape[:3]))
+        return Prepared(array, self.snap_spacing(tuple(spacing[::-1])), inverse, tuple(img.shape[:3]))
+
+    def snap_spacing(self, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
+        """The plans' spacing if ``spacing`` (z, y, x) is within ``SPACING_TOLERANCE`` of it, else ``spacing``.
+
+        nnU-Net resamples the image to the plans' spacing and the 10 class logits back; for an input already at
+        that spacing (up to header rounding) both steps are pure cost.
+        """
+        p = self.predictor
+        target = [0.0] * 3
+        for i, axis in enumerate(p.plans_manager.transpose_forward):
+            target[axis] = float(p.configuration_manager.spacing[i])
+        if np.allclose(spacing, target, rtol=SPACING_TOLERANCE, atol=0):
+            return tuple(target)
+        return spacing
 
     def preprocess(self, prepared: Prepared):
         """nnU-Net preprocessing (crop to nonzero, normalization, resampling to the plans' spacing)."""
@@ -190,8 +223,34 @@ class Segmenter:
 
         p = self.predictor
         kwargs = {"num_threads_torch": self.threads} if self.threads else {}
+        logits = self.resample_logits(logits, properties)
         return convert_predicted_logits_to_segmentation_with_correct_shape(
             logits, p.plans_manager, p.configuration_manager, p.label_manager, properties, **kwargs)
+
+    def resample_logits(self, logits, properties: dict):
+        """Logits resampled to the pre-resampling shape by trilinear interpolation in float32 (torch).
+
+        This is what nnU-Net's export does (order-1 resize with edge mode, pixel centres aligned), but nnU-Net runs
+        it per class in float64 with scikit-image, several times slower. When nnU-Net would resample
+        anisotropically (nearest along the low-resolution axis) the logits are returned unchanged, and nnU-Net's
+        own export does the work.
+        """
+        import torch
+        from nnunetv2.preprocessing.resampling.default_resampling import determine_do_sep_z_and_axis
+
+        shape = tuple(int(n) for n in properties["shape_after_cropping_and_before_resampling"])
+        if tuple(logits.shape[1:]) == shape or len(shape) != 3:
+            return logits
+        p = self.predictor
+        config = p.configuration_manager.configuration
+        kwargs = config.get("resampling_fn_probabilities_kwargs", {})
+        original = [properties["spacing"][i] for i in p.plans_manager.transpose_forward]
+        separate_z, _ = determine_do_sep_z_and_axis(kwargs.get("force_separate_z"), p.configuration_manager.spacing, original)
+        if (separate_z or config.get("resampling_fn_probabilities") != "resample_data_or_seg_to_shape"
+                or kwargs.get("order", 1) != 1 or kwargs.get("is_seg", False)):
+            return logits
+        return torch.nn.functional.interpolate(torch.as_tensor(logits)[None].float(), size=shape, mode="trilinear",
+                                               align_corners=False)[0]
 
     def restore(self, seg: np.ndarray, prepared: Prepared) -> np.ndarray:
         """(z, y, x) label map -> uint8 array in the input image's voxel order."""
@@ -203,18 +262,32 @@ class Segmenter:
         return out
 
     # --- whole images and files --------------------------------------------------------------------------------
-    def segment_image(self, img: nib.Nifti1Image) -> np.ndarray:
-        """Rootlets of one image: uint8 on the input grid, value = spinal level (2=C2 ... 9=T1), 0 = background."""
+    def segment_image(self, img: nib.Nifti1Image, cord: nib.Nifti1Image | np.ndarray | None = None,
+                      margin_mm: float = CROP_MARGIN_MM) -> np.ndarray:
+        """Rootlets of one image: uint8 on the input grid, value = spinal level (2=C2 ... 9=T1), 0 = background.
+
+        With ``cord`` (a spinal cord mask on the input grid) only the region within ``margin_mm`` of the cord in the
+        axial plane (the whole superior-inferior extent) is segmented and pasted back: fewer sliding-window tiles.
+        """
+        if cord is not None:
+            box = crop_box(img, cord, margin_mm)
+            out = np.zeros(img.shape[:3], np.uint8)
+            out[box] = self.segment_image(img.slicer[box])
+            return out
         prepared = self.prepare(img)
         data, properties = self.preprocess(prepared)
         logits = self.predict_logits(data)
         return self.restore(self.export(logits, properties), prepared)
 
-    def segment_file(self, path: str | os.PathLike, out: str | os.PathLike, command: str | None = None) -> Path:
-        """Segment one NIfTI file into ``out`` (atomic, input grid/affine/header, uint8) plus its JSON sidecar."""
+    def segment_file(self, path: str | os.PathLike, out: str | os.PathLike, command: str | None = None,
+                     cord: str | os.PathLike | None = None) -> Path:
+        """Segment one NIfTI file into ``out`` (atomic, input grid/affine/header, uint8) plus its JSON sidecar.
+
+        ``cord``: optional spinal cord mask file on the same grid; the segmentation is then cropped around it.
+        """
         path, out = Path(path), Path(out)
         img = nifti.load(path)
-        seg = self.segment_image(img)
+        seg = self.segment_image(img, None if cord is None else nifti.load_labels(cord, "cord")[0])
         nifti.save_like(seg, img, out)
         write_sidecar(out, self.sidecar(path, out, command))
         return out
@@ -239,6 +312,28 @@ class Segmenter:
             }],
             "InputFile": str(source.absolute()),
         }
+
+
+def crop_box(img: nib.Nifti1Image, cord: nib.Nifti1Image | np.ndarray, margin_mm: float = CROP_MARGIN_MM
+             ) -> tuple[slice, slice, slice]:
+    """Voxel box of ``img`` holding the cord mask plus ``margin_mm`` in the axial plane and the full S-I extent."""
+    mask = np.asarray(cord.dataobj if isinstance(cord, nib.Nifti1Image) else cord) > 0
+    name = cord.get_filename() if isinstance(cord, nib.Nifti1Image) else None
+    if mask.shape != img.shape[:3] or (isinstance(cord, nib.Nifti1Image) and not np.allclose(cord.affine, img.affine, atol=1e-3)):
+        raise RootletsError(f"cord mask {name or ''}: not on the image grid {img.shape[:3]}; resample it onto the image first")
+    if not mask.any():
+        raise RootletsError(f"cord mask {name or ''}: empty; segment the cord first (or segment without a cord mask)")
+    si = nifti.si_axis(img.affine)
+    zooms = img.header.get_zooms()[:3]
+    box = []
+    for axis in range(3):
+        if axis == si:
+            box.append(slice(0, img.shape[axis]))
+            continue
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        pad = int(np.ceil(margin_mm / zooms[axis]))
+        box.append(slice(max(0, hits[0] - pad), min(img.shape[axis], hits[-1] + 1 + pad)))
+    return tuple(box)
 
 
 def sidecar_path(out: Path) -> Path:

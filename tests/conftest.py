@@ -22,8 +22,15 @@ def _loopback_only(sock, address):
     return _real_connect(sock, address)
 
 
+@pytest.fixture(scope="session")
+def _backend_cache(tmp_path_factory):
+    """One converted-network cache for the session (content-addressed, so sharing it cannot mix models up)."""
+    return tmp_path_factory.mktemp("backend_cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory, monkeypatch):
-    """Private model store per test and a loopback-only network."""
+def _isolated(tmp_path_factory, monkeypatch, _backend_cache):
+    """Private model store per test, a session-wide backend cache and a loopback-only network."""
     monkeypatch.setenv("ROOTLETS_TASK_HOME", str(tmp_path_factory.mktemp("rootlets_home")))
+    monkeypatch.setenv("ROOTLETS_TASK_CACHE", str(_backend_cache))
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)

@@ -1,0 +1,204 @@
+"""Benchmark rootlets_task's inference against the reference path (SCT's plain nnUNetPredictor), in one run.
+
+    python benchmarks/bench_inference.py --json bench.json            # full: 3 single-image runs, one 10-image batch
+    python benchmarks/bench_inference.py --quick --json quick.json    # 1 run, 3-image batch, 1 phantom
+
+Timing uses the realistic model (nnU-Net 3d_fullres planned for 64x320x320 at 0.8 mm, random weights; built and
+cached by bench_model.py). The reference runs a fresh process per image, as ``sct_deepseg`` does per call; ours runs
+the whole batch in one process. Wall time is measured around each process, CPU time and peak RSS inside it.
+Agreement uses the bundled phantom release (a trained model) on a few phantoms: voxel agreement and per-level
+Dice of ours vs the reference. Backends: max |softmax difference| of OpenVINO vs PyTorch on the realistic model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_model import benchmark_image, benchmark_model, cache_dir  # noqa: E402
+
+
+def run_worker(mode: str, model: Path, images: list[Path], out_dir: Path, env: dict | None = None) -> dict:
+    """One worker process; returns wall (measured here), CPU and peak RSS (measured inside)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(HERE / "bench_workers.py"), mode, str(model), str(out_dir), *map(str, images)],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode} worker failed:\n{proc.stderr[-3000:]}")
+    return {"wall_s": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def reference_batch(model: Path, images: list[Path], out_dir: Path) -> dict:
+    """The reference on a batch: one fresh process per image (walls and CPU add up, peak RSS is the max)."""
+    runs = [run_worker("reference", model, [img], out_dir) for img in images]
+    return {"wall_s": sum(r["wall_s"] for r in runs), "cpu_s": sum(r["cpu_s"] for r in runs),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+
+
+def medians(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in ("wall_s", "cpu_s", "peak_rss_mb")} | {"runs": runs}
+
+
+def bench_images(n: int) -> list[Path]:
+    """``n`` distinct realistic images (cached)."""
+    folder = cache_dir() / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"bench_{i:02d}.nii.gz"
+        if not path.exists():
+            nib.save(benchmark_image(seed=100 + i), path)
+        paths.append(path)
+    return paths
+
+
+def timing(model: Path, reps: int, batch: int, reps_batch: int, work: Path, log) -> dict:
+    images = bench_images(max(batch, 1))
+    single = {"reference": [], "ours": []}
+    for r in range(reps):  # interleaved so that both paths see the same machine load
+        for mode in ("reference", "ours"):
+            single[mode].append(run_worker(mode, model, images[:1], work / f"single_{mode}_{r}"))
+            log(f"single {mode} run {r}: {single[mode][-1]}")
+    result = {"single": {m: medians(v) for m, v in single.items()}}
+    if batch:
+        runs = {"reference": [], "ours": []}
+        for r in range(reps_batch):
+            runs["reference"].append(reference_batch(model, images[:batch], work / f"batch_reference_{r}"))
+            log(f"batch reference run {r}: {runs['reference'][-1]}")
+            runs["ours"].append(run_worker("ours", model, images[:batch], work / f"batch_ours_{r}"))
+            log(f"batch ours run {r}: {runs['ours'][-1]}")
+        result["batch"] = {m: medians(v) for m, v in runs.items()} | {"n_images": batch}
+    return result
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
+
+
+def phantom_agreement(n: int, work: Path, log) -> dict:
+    """Ours vs the reference on ``n`` phantoms with the bundled phantom release (in-process; agreement only)."""
+    from bench_workers import reference
+
+    from rootlets_task.inference import Segmenter
+    from rootlets_task.phantom import write_phantom
+
+    folder = phantom_release(work)
+    segmenter = Segmenter(model_folder=folder)
+    per_case, levels_dice = [], {}
+    for seed in range(n):
+        case = work / f"phantom_{seed}"
+        image = write_phantom(case, orient=("LPI", "AIL", "RPI")[seed % 3], seed=100 + seed)["image"]
+        ref_dir, ours_dir = case / "ref", case / "ours"
+        ref_dir.mkdir(exist_ok=True)
+        ours_dir.mkdir(exist_ok=True)
+        reference(folder, ref_dir, [image])
+        segmenter.segment_file(image, ours_dir / image.name)
+        a = np.asarray(nib.load(ref_dir / image.name).dataobj)
+        b = np.asarray(nib.load(ours_dir / image.name).dataobj)
+        fg = (a > 0) | (b > 0)
+        case_dice = {int(v): dice(a == v, b == v) for v in np.union1d(np.unique(a), np.unique(b)) if v > 0}
+        for v, d in case_dice.items():
+            levels_dice.setdefault(v, []).append(d)
+        per_case.append({"seed": 100 + seed, "voxel_agreement": float((a == b).mean()),
+                         "foreground_agreement": float((a == b)[fg].mean()) if fg.any() else 1.0, "dice": case_dice})
+        log(f"phantom {seed}: {per_case[-1]}")
+    return {"cases": per_case,
+            "phantom_voxel_agreement": min(c["voxel_agreement"] for c in per_case),
+            "phantom_foreground_agreement": min(c["foreground_agreement"] for c in per_case),
+            "phantom_min_level_dice": min(min(v) for v in levels_dice.values())}
+
+
+def phantom_release(work: Path) -> Path:
+    """The bundled phantom release unpacked under ``work``; returns its trainer folder."""
+    import zipfile
+
+    import rootlets_task
+
+    archive = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
+    dest = work / "phantom_release"
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(dest)
+    return next(dest.rglob("nnUNetTrainer*__*")).resolve()
+
+
+def backend_check(model: Path) -> dict:
+    """Max |softmax difference| of each installed alternative backend vs PyTorch on the realistic model."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from rootlets_task import backends
+
+    if not backends.openvino_available():
+        return {"openvino": None}
+    predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=torch.device("cpu"),
+                                allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model), use_folds=None)
+    patch = backends.check_patch(tuple(predictor.configuration_manager.patch_size), seed=1)  # not the seed checked at load
+    with torch.no_grad():
+        predictor.network.load_state_dict(predictor.list_of_parameters[0])
+        reference = predictor.network(patch)
+    if not backends.use_openvino(predictor):
+        return {"openvino": "failed its load check"}
+    predictor.network.load_state_dict(predictor.list_of_parameters[0])
+    return {"openvino": backends.max_softmax_difference(predictor.network(patch), reference)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--reps", type=int, default=3, help="single-image runs of each path (median reported)")
+    parser.add_argument("--batch", type=int, default=10, help="images in the batch run (0 = no batch run)")
+    parser.add_argument("--reps-batch", type=int, default=1, help="batch runs of each path")
+    parser.add_argument("--phantoms", type=int, default=3, help="phantoms for the agreement check (0 = skip)")
+    parser.add_argument("--quick", action="store_true", help="1 single run, a 3-image batch, 1 phantom")
+    parser.add_argument("--rebuild-model", action="store_true", help="plan and build the realistic model again")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reps, args.batch, args.reps_batch, args.phantoms = 1, 3, 1, 1
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    model = benchmark_model(rebuild=args.rebuild_model)
+    log(f"realistic model: {model}")
+    with tempfile.TemporaryDirectory(prefix="rootlets_bench_") as tmp:
+        work = Path(tmp)
+        log(f"backend check: {(backend := backend_check(model))}")
+        result = {"model": str(model), "settings": vars(args) | {"json": str(args.json)}, "backends_max_softmax_diff": backend}
+        result.update(timing(model, args.reps, args.batch, args.reps_batch, work, log))
+        single = result["single"]
+        result["single_image_speedup"] = single["reference"]["wall_s"] / single["ours"]["wall_s"]
+        result["single_image_cpu_ratio"] = single["reference"]["cpu_s"] / single["ours"]["cpu_s"]
+        result["peak_rss_ratio"] = single["ours"]["peak_rss_mb"] / single["reference"]["peak_rss_mb"]
+        if "batch" in result:
+            b = result["batch"]
+            result["batch_per_image_speedup"] = b["reference"]["wall_s"] / b["ours"]["wall_s"]
+            result["batch_peak_rss_ratio"] = b["ours"]["peak_rss_mb"] / b["reference"]["peak_rss_mb"]
+        if args.phantoms:
+            result.update(phantom_agreement(args.phantoms, work, log))
+        else:
+            log("agreement skipped (--phantoms 0)")
+    log(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict | list)}, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    main()

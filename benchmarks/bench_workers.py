@@ -1,0 +1,62 @@
+"""Worker processes of the inference benchmark: one run of the reference path or of ours, timed from inside.
+
+``python bench_workers.py reference MODEL_FOLDER OUT_DIR IMAGE...`` runs the plain way SCT runs a rootlets model
+(nnUNetPredictor, tile step 0.5, Gaussian, no mirroring, all folds, ``predict_single_npy_array`` after reorientation
+to LPI); the benchmark starts one such process per image. ``python bench_workers.py ours MODEL_FOLDER OUT_DIR IMAGE...``
+runs rootlets_task's default path on all images in one process. Either prints one JSON line with its CPU time
+and peak resident memory (``getrusage`` of the process itself; neither path spawns children).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+
+def _usage() -> dict:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024}
+
+
+def reference(model_folder: Path, out_dir: Path, images: list[Path]) -> None:
+    """SCT's way (``spinalcordtoolbox/deepseg/{nnunet,inference}.py``): predictor per call, LPI, z-y-x transpose."""
+    import glob
+
+    import nibabel as nib
+    import numpy as np
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    folds = sorted(int(p.split("_")[-1]) if not p.endswith("fold_all") else "all" for p in glob.glob(f"{model_folder}/fold_*"))
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False, perform_everything_on_device=False,
+                                device=torch.device("cpu"), verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=folds, checkpoint_name="checkpoint_final.pth")
+    for path in images:
+        img = nib.load(path)
+        ornt, target = nib.orientations.io_orientation(img.affine), nib.orientations.axcodes2ornt(("R", "A", "S"))
+        lpi = nib.orientations.ornt_transform(ornt, target)
+        data = nib.orientations.apply_orientation(np.asanyarray(img.dataobj), lpi)
+        zooms = np.array(img.header.get_zooms()[:3])[np.argsort(lpi[:, 0])]
+        x = data.transpose(2, 1, 0)[None].astype(np.float32)
+        seg = predictor.predict_single_npy_array(x, {"spacing": zooms[::-1].tolist()})
+        seg = nib.orientations.apply_orientation(seg.transpose(2, 1, 0), nib.orientations.ornt_transform(target, ornt))
+        nib.save(nib.Nifti1Image(seg.astype(np.uint8), img.affine, img.header), out_dir / path.name)
+
+
+def ours(model_folder: Path, out_dir: Path, images: list[Path]) -> None:
+    """rootlets_task's default path: one Segmenter (model loaded once) for all images."""
+    from rootlets_task.inference import Segmenter
+
+    segmenter = Segmenter(model_folder=model_folder)
+    for path in images:
+        segmenter.segment_file(path, out_dir / path.name)
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    mode, model, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    {"reference": reference, "ours": ours}[mode](model, out, [Path(p) for p in sys.argv[4:]])
+    print(json.dumps({**_usage(), "wall_inside_s": time.perf_counter() - t0}))
