@@ -381,11 +381,8 @@ def _on_grid(data: np.ndarray, img: nib.Nifti1Image, grid: nib.Nifti1Image, name
             notes.append(f"{name}: {int((~inside).sum())} label voxel(s) lie outside the grid of {grid_name}; ignored")
     else:
         from_grid = np.linalg.inv(to_grid)
-        ijk = np.indices(grid.shape[:3]).reshape(3, -1).T
-        src = np.round(ijk @ from_grid[:3, :3].T + from_grid[:3, 3]).astype(int)
-        inside = np.all((src >= 0) & (src < data.shape), axis=1)
-        flat = out.reshape(-1)
-        flat[inside] = data[tuple(src[inside].T)]
+        out = ndimage.affine_transform(data, from_grid[:3, :3], from_grid[:3, 3], output_shape=grid.shape[:3], order=0,
+                                       mode="constant", cval=0)
     if data.any() and not out.any():
         raise RootletsError(f"{name}: its labels fall outside {grid_name} after resampling; the files do not overlap")
     notes.append(f"{name}: on a different grid from {grid_name}; resampled with nearest neighbour")

@@ -114,7 +114,7 @@ def bland_altman_figure(shift: pd.DataFrame, stats: pd.DataFrame) -> Figure:
         ax.set_title(f"{pairing} pairing (n = {rows['subject'].nunique() if len(rows) else 0} subjects)")
         ax.set_xlabel("mean of vertebral and spinal midpoints (mm)")
         if len(rows):
-            ax.legend(fontsize=7, loc="upper left")
+            ax.legend(fontsize=7, loc="best")
     axes[0].set_ylabel("vertebral − spinal midpoint (mm)")
     return fig
 

@@ -380,3 +380,16 @@ def test_group_stats_on_phantom_subjects(phantoms, tmp_path, capsys):
     alien.write_text("a,b\n1,2\n")
     assert main(["stats", str(alien), "-o", str(tmp_path / "nothing")]) == 1
     assert "alien_shift.csv" in capsys.readouterr().err and not (tmp_path / "nothing").exists()
+
+
+def test_pmj_above_the_cord_is_reached_by_extrapolation(phantoms):
+    """A cord segmentation stopping 12 mm below the PMJ: the centerline is extended linearly up to it."""
+    ph = phantoms["iso1"]
+    axis = si_axis(ph.affine)
+    cord = np.moveaxis(ph.cord.copy(), axis, 0)
+    top = np.argwhere(ph.pmj)[0][axis]
+    cord[top - 12:] = 0  # LPI: the index grows towards superior
+    cropped = compute_levels(ph.rootlets, np.moveaxis(cord, 0, axis), ph.affine, ph.discs, ph.pmj, method="reference")
+    full = compute_levels(ph.rootlets, ph.cord, ph.affine, ph.discs, ph.pmj, method="reference")
+    assert np.abs(cropped.levels["mid_mm"] - full.levels["mid_mm"]).max() < 0.2
+    assert cropped.centerline.length_mm > full.centerline.length_mm - 12 - 2 * _step(ph)
