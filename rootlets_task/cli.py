@@ -35,7 +35,49 @@ def _segment_parser() -> argparse.ArgumentParser:
     p.add_argument("-device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
     p.add_argument("-qc", metavar="DIR", help="write a QC report into this folder")
     p.add_argument("-v", type=int, default=1, choices=[0, 1, 2], help="verbosity")
+    _add_chain_arguments(p)
     return p
+
+
+def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("image to levels in one command (-levels)")
+    g.add_argument("-levels", action="store_true", help="also get the cord, discs and PMJ and derive spinal and "
+                   "vertebral levels (see README: From image to levels in one command)")
+    g.add_argument("-r", metavar="ROOTLETS", help="existing rootlets file to use instead of segmenting (e.g. corrected)")
+    g.add_argument("-s", metavar="CORD", help="spinal cord segmentation to use (else sct_deepseg spinalcord)")
+    g.add_argument("-discs", metavar="DISCS", help="single-voxel disc labels, SCT numbering (3 = C2/C3)")
+    g.add_argument("-pmj", metavar="PMJ", help="single-voxel PMJ label (else sct_detect_pmj when installed)")
+    g.add_argument("-cord-from", default="auto", choices=["auto", "file", "sct"], help="cord source (auto: -s, else SCT)")
+    g.add_argument("-discs-from", default="auto", choices=["auto", "file", "sct", "totalspineseg", "spineps", "none"],
+                   help="disc source; auto: the first available of -discs, sct_deepseg spine, totalspineseg, spineps, none")
+    g.add_argument("-pmj-from", default="auto", choices=["auto", "file", "sct", "none"],
+                   help="PMJ source (auto: -pmj, else sct_detect_pmj, else none)")
+    g.add_argument("-c", default="t2", choices=["t1", "t2"], help="contrast for sct_detect_pmj")
+    g.add_argument("-method", default="gapfree", choices=["gapfree", "reference"], help="spinal level method")
+    g.add_argument("-ofolder", metavar="DIR", help="output folder (default: beside each input)")
+    g.add_argument("-overwrite", action="store_true", help="recompute every step even when up to date")
+
+
+def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from rootlets_task.chain import run_chain
+
+    if args.o:
+        parser.error("with -levels, give the output folder with -ofolder (-o is the rootlets file of plain segmentation)")
+    if len(args.i) > 1 and (args.r or args.s or args.discs or args.pmj):
+        parser.error("-r, -s, -discs and -pmj belong to one image: give a single -i with them")
+    segmenter = None
+    for image in args.i:
+        result = run_chain(image, out_dir=args.ofolder, cord=args.s, discs=args.discs, pmj=args.pmj,
+                           cord_from=args.cord_from, discs_from=args.discs_from, pmj_from=args.pmj_from,
+                           release=args.release, method=args.method, overwrite=args.overwrite, segmenter=segmenter,
+                           device=args.device, test_time_aug=args.test_time_aug, contrast=args.c, rootlets=args.r,
+                           verbose=args.v)
+        segmenter = result.segmenter or segmenter
+        print(f"{image}: cord from {result.sources['cord']}, discs from {result.sources['discs']}, "
+              f"PMJ from {result.sources['pmj']}")
+        print(result.table())
+        for name, path in result.outputs.items():
+            print(f"{name:10s} {path}")
 
 
 def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -56,6 +98,12 @@ def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
         parser.error("-custom-url only works with -install")
     if not args.i:
         parser.error("-i is required (or -install)")
+    chain_only = [f for f, v in (("-r", args.r), ("-s", args.s), ("-discs", args.discs), ("-pmj", args.pmj),
+                                 ("-ofolder", args.ofolder), ("-overwrite", args.overwrite)) if v]
+    if args.levels:
+        return _run_chain(args, parser)
+    if chain_only:
+        parser.error(f"{', '.join(chain_only)} only work with -levels")
     outputs = inference.segment(args.i, output=args.o, release=args.release, device=args.device,
                                 test_time_aug=args.test_time_aug, verbose=args.v)
     for out in outputs:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,7 +105,16 @@ def pmj_problem(data: np.ndarray) -> str | None:
     return None if n == 1 else f"holds {n} labelled voxels; the PMJ must be a single voxel"
 
 
-PROBLEMS: dict[str, Callable[[np.ndarray], str | None]] = {"cord": cord_problem, "discs": discs_problem, "pmj": pmj_problem}
+def rootlets_problem(data: np.ndarray) -> str | None:
+    if not data.any():
+        return "holds no rootlets (all voxels are 0)"
+    if data.max() > 255:
+        return f"value {int(data.max())} is not a spinal level (2 = C2 ... 9 = T1)"
+    return None
+
+
+PROBLEMS: dict[str, Callable[[np.ndarray], str | None]] = {"cord": cord_problem, "discs": discs_problem, "pmj": pmj_problem,
+                                                          "rootlets": rootlets_problem}
 
 
 def on_image_grid(img: nib.Nifti1Image, data: np.ndarray, reference: nib.Nifti1Image,
@@ -148,7 +158,7 @@ def _overlap(img: nib.Nifti1Image, reference: nib.Nifti1Image) -> bool:
 
 
 def checked_labels(path: Path, kind: str, reference: nib.Nifti1Image) -> tuple[np.ndarray, list[str]]:
-    """Load a label file of ``kind`` (cord|discs|pmj), put it on the image grid and check its values.
+    """Load a label file of ``kind`` (cord|discs|pmj|rootlets), put it on the image grid and check its values.
 
     Raises ``ValueError`` with the problem (the caller adds who made the file and what to do).
     """
@@ -156,7 +166,7 @@ def checked_labels(path: Path, kind: str, reference: nib.Nifti1Image) -> tuple[n
         img, data = load_labels(path, kind)
     except RootletsError as exc:
         raise ValueError(str(exc)) from None
-    data, note = on_image_grid(img, data, reference, points=kind != "cord")
+    data, note = on_image_grid(img, data, reference, points=kind in ("discs", "pmj"))
     problem = PROBLEMS[kind](data)
     if problem:
         raise ValueError(problem)
@@ -176,6 +186,11 @@ def _quote(command: list[str]) -> str:
     return " ".join(command)
 
 
+def require(kind: str, source: str) -> None:
+    """Raise the "not installed" error of ``(kind, source)`` unless its program is on PATH."""
+    _require(TOOLS[kind, source])
+
+
 def _require(tool: Tool) -> None:
     if shutil.which(tool.executable) is None:
         raise RootletsError(f"{tool.name}: `{tool.executable}` was not found on PATH; {tool.install}, "
@@ -186,7 +201,7 @@ def _run(tool: Tool, command: list[str], workdir: Path, verbose: int) -> subproc
     """Run one tool in ``workdir``; raise a RootletsError when it is missing or exits non-zero."""
     _require(tool)
     if verbose:
-        print(f"running: {_quote(command)}", flush=True)
+        print(f"rootlets: running {_quote(command)}", file=sys.stderr, flush=True)
     try:
         done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, errors="replace",
                               stdin=subprocess.DEVNULL)
