@@ -155,6 +155,29 @@ def _run_releases(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     print("* default release. Install one with `rootlets -install -release TAG`.")
 
 
+def _qc_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rootlets qc", description="Write a subject's QC (rootlets over the image, "
+                                "levels figure, HTML page) into a QC folder and refresh its index.html.")
+    p.add_argument("-i", required=True, metavar="IMG", help="the image the rootlets were segmented on")
+    p.add_argument("-r", required=True, metavar="ROOTLETS", help="rootlets segmentation (value = spinal level)")
+    p.add_argument("-s", metavar="CORD", help="spinal cord segmentation (centres the views, drawn as an outline)")
+    p.add_argument("-discs", metavar="DISCS", help="disc labels (SCT numbering), drawn as numbered points")
+    p.add_argument("-levels", metavar="TABLE", help="levels table (*_levels.csv or .json from `rootlets levels`)")
+    p.add_argument("-shift", metavar="TABLE", help="shift table (*_shift.csv); default: derived from -levels")
+    p.add_argument("-qc", required=True, metavar="DIR", help="QC folder (shared by all subjects of a dataset)")
+    p.add_argument("-qc-subject", metavar="NAME", help="subject name in the report (default: the image file name)")
+    p.add_argument("-slab", type=float, default=6.0, metavar="MM", help="half-thickness of the rootlets projection")
+    return p
+
+
+def _run_qc(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from rootlets_task.qc import qc_subject
+
+    page = qc_subject(args.qc, args.i, args.r, args.s, args.discs, args.levels, args.shift, subject=args.qc_subject,
+                      provenance={"command": "rootlets qc", "slab_mm": args.slab}, slab_mm=args.slab)
+    print(page)
+
+
 def _levels_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rootlets levels", description="Spinal levels from rootlets, vertebral levels "
                                 "from disc labels, distances along the cord centerline and their shift (no model needed).")
@@ -222,6 +245,7 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable]] = {
     "levels": (_levels_parser, _run_levels),
     "stats": (_stats_parser, _run_stats),
     "releases": (_releases_parser, _run_releases),
+    "qc": (_qc_parser, _run_qc),
 }
 
 

@@ -65,6 +65,10 @@ CORD_COLOUR = "#ffffff"
 VERTEBRA_COLOURS = ("#d9d9d9", "#bdbdbd")
 
 
+def _spinal(value: int) -> str:
+    return level_name(value, "spinal")
+
+
 def level_colour(name: str) -> str:
     """Display colour of a level name (C2, T1 ...); levels beyond the table reuse a qualitative map."""
     if name in LEVEL_COLOURS:
@@ -196,7 +200,7 @@ def rootlets_overlay(view: View) -> np.ndarray:
     """RGBA overlay of the rootlets: opaque level colours, transparent elsewhere."""
     rgba = np.zeros((*view.rootlets.shape, 4))
     for value in np.unique(view.rootlets[view.rootlets > 0]):
-        rgba[view.rootlets == value] = (*to_rgb(level_colour(level_name(int(value), "spinal"))), 1.0)
+        rgba[view.rootlets == value] = (*to_rgb(level_colour(_spinal(int(value)))), 1.0)
     return rgba
 
 
@@ -250,10 +254,10 @@ def rootlets_figure(views: dict[str, View], path: Path, title: str) -> dict:
     coronal = views["coronal"]
     for value in sorted({int(v) for v in np.unique(coronal.rootlets) if v > 0}):
         row = np.argwhere(coronal.rootlets == value)[:, 0].mean()
-        name = level_name(value, "spinal")
+        name = _spinal(value)
         axes[1].text(1.03, 1 - (row + 0.5) / coronal.rootlets.shape[0], name, transform=axes[1].transAxes,
                      color=level_colour(name), fontsize=9, fontweight="bold", ha="left", va="center", clip_on=False)
-    names = [level_name(v, "spinal") for v in sorted(levels_seen)]
+    names = [_spinal(v) for v in sorted(levels_seen)]
     handles = [Patch(facecolor=level_colour(name), label=name) for name in names]
     handles += [Line2D([], [], color=CORD_COLOUR, lw=0.8, ls="--", label="cord outline", **_outlined()),
                 Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="disc no.")]

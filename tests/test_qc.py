@@ -1,0 +1,295 @@
+"""QC figures and reports, checked by what they show (colours where the rootlets are, orientation, scale),
+in a real headless Chromium, and with several real processes writing into one QC folder at once."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_rgb
+from PIL import Image
+
+from rootlets_task.cli import main
+from rootlets_task.errors import RootletsError
+from rootlets_task.levels import compute_levels, level_name
+from rootlets_task.phantom import SPINAL_LEVELS, make_phantom
+from rootlets_task.qc import display_views, level_colour, qc_subject
+
+# Four orientations, one of them anisotropic (0.5 x 0.5 x 3 mm axial).
+CASES = {"LPI": (1.0, 1.0, 1.0), "RPI": (0.5, 0.5, 3.0), "AIL": (0.8, 0.8, 0.8), "PSR": (1.0, 1.0, 1.0)}
+ONE_SIDED = 5  # C5: patient-left rootlets removed -> must appear on the patient's right only
+DORSAL_ONLY = 7  # C7: ventral (anterior) rootlets removed -> must appear posterior only
+
+
+def _world(ph, mask: np.ndarray) -> np.ndarray:
+    ijk = np.argwhere(mask)
+    return ijk @ ph.affine[:3, :3].T + ph.affine[:3, 3]
+
+
+def asymmetric_phantom(orient: str, spacing, seed: int = 0):
+    """A phantom whose rootlets tell left from right and front from back (the real phantom is symmetric)."""
+    ph = make_phantom(orient, spacing, seed=seed)
+    for level, world_axis, keep_above in ((ONE_SIDED, 0, True), (DORSAL_ONLY, 1, False)):
+        mask = ph.rootlets == level
+        coords = _world(ph, mask)[:, world_axis]  # RAS+: x grows to the patient's right, y anteriorly
+        middle = np.median(coords)
+        drop = coords < middle if keep_above else coords > middle
+        idx = tuple(np.argwhere(mask)[drop].T)
+        ph.rootlets[idx] = 0
+    return ph
+
+
+def write_subject(qc_dir: Path, ph, subject: str, **kw) -> Path:
+    result = compute_levels(ph.rootlets, ph.cord, ph.affine, ph.discs, ph.pmj)
+    return qc_subject(qc_dir, ph.nifti("image"), ph.nifti("rootlets"), ph.nifti("cord"), ph.nifti("discs"),
+                      result.levels, result.shift, subject=subject,
+                      provenance={"release": "phantom", "cord": "phantom truth", "method": result.method}, **kw)
+
+
+@pytest.fixture(scope="module")
+def qc_folder(tmp_path_factory):
+    """One QC folder with a subject per orientation (PSR carries a warning)."""
+    qc_dir = tmp_path_factory.mktemp("qc")
+    phantoms = {}
+    for seed, (orient, spacing) in enumerate(CASES.items()):
+        ph = asymmetric_phantom(orient, spacing, seed)
+        write_subject(qc_dir, ph, f"sub-{orient}", warnings=["check C8: faint rootlets"] if orient == "PSR" else ())
+        phantoms[orient] = ph
+    return qc_dir, phantoms
+
+
+def _png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def _colour_mask(picture: np.ndarray, colour, alpha: float = 1.0) -> np.ndarray:
+    rgb = np.array(to_rgb(colour)) * alpha + (1 - alpha)  # over white when not opaque
+    return (np.abs(picture - np.round(rgb * 255)) <= 3).all(axis=-1)
+
+
+def _record(qc_dir: Path, key: str) -> dict:
+    return json.loads((qc_dir / "_records" / f"{key}.json").read_text())
+
+
+@pytest.mark.parametrize("orient", CASES)
+def test_rootlets_figure_shows_levels_where_the_rootlets_are(qc_folder, orient):
+    qc_dir, phantoms = qc_folder
+    record = _record(qc_dir, f"sub-{orient}")
+    picture = _png(qc_dir / f"sub-{orient}" / "rootlets.png")
+    truth = phantoms[orient].truth["spinal_levels"]
+    for name, panel in record["figures"]["rootlets"]["panels"].items():
+        x0, y0, x1, y1 = panel["box_px"]
+        width_mm, height_mm = panel["extent_mm"]
+        px_per_mm_x, px_per_mm_y = (x1 - x0) / width_mm, (y1 - y0) / height_mm
+        assert px_per_mm_x == pytest.approx(px_per_mm_y, rel=0.03), f"{name}: pixels are not square in mm"
+        crop = picture[y0:y1, x0:x1]
+        centres = {}
+        for level in SPINAL_LEVELS:
+            hits = np.argwhere(_colour_mask(crop, level_colour(level_name(level, "spinal"))))
+            assert len(hits) > 20, f"{name}: colour of {level_name(level, 'spinal')} missing"
+            centres[level] = hits.mean(axis=0)
+        rows = [centres[level][0] for level in SPINAL_LEVELS]
+        assert np.all(np.diff(rows) > 0), f"{name}: levels not ordered rostral (top) to caudal: {rows}"
+        # Distances on the picture are millimetres of the patient, whatever the voxel size.
+        for level in SPINAL_LEVELS[1:]:
+            seen = (centres[level][0] - centres[2][0]) / px_per_mm_y
+            expected = truth[str(level)]["mid_mm"] - truth["2"]["mid_mm"]
+            assert seen == pytest.approx(expected, abs=3.0), f"{name}: {level_name(level, 'spinal')} misplaced"
+        if name == "coronal":  # neurological convention: the patient's right on the right
+            one_sided = np.argwhere(_colour_mask(crop, level_colour(f"C{ONE_SIDED}")))[:, 1]
+            both = np.argwhere(_colour_mask(crop, level_colour("C4")))[:, 1]
+            middle = both.mean()
+            assert (one_sided > middle).all(), "coronal view is flipped left-right"
+            assert (both < middle).any() and (both > middle).any()
+        else:  # anterior on the left
+            dorsal = centres[DORSAL_ONLY][1]
+            assert dorsal - centres[DORSAL_ONLY - 1][1] > 1.0 * px_per_mm_x, "sagittal view is flipped front-back"
+
+
+def test_views_are_the_same_in_every_orientation():
+    """Same seed and spacing, different voxel order -> the same picture, voxel for voxel."""
+    views = []
+    for orient in ("LPI", "PSR", "AIL"):
+        ph = asymmetric_phantom(orient, (1.0, 1.0, 1.0), seed=3)
+        views.append(display_views(ph.nifti("image"), ph.nifti("rootlets"), ph.nifti("cord"), ph.nifti("discs")))
+    for other in views[1:]:
+        for name in ("sagittal", "coronal"):
+            assert other[name].rootlets.shape == views[0][name].rootlets.shape
+            assert np.mean(other[name].rootlets == views[0][name].rootlets) > 0.995
+            # same anatomy; the phantom's noise is drawn in voxel order, so it differs between orientations
+            assert np.corrcoef(other[name].image.ravel(), views[0][name].image.ravel())[0, 1] > 0.95
+            # within one voxel: the phantom rounds disc positions that fall halfway between voxels
+            assert np.allclose(sorted(other[name].discs), sorted(views[0][name].discs), atol=1.0)
+
+
+def test_levels_figure_places_bars_by_distance(qc_folder):
+    qc_dir, phantoms = qc_folder
+    picture = _png(qc_dir / "sub-LPI" / "levels.png")
+    truth = phantoms["LPI"].truth["spinal_levels"]
+    rows, mids, cols = [], [], []
+    for level in SPINAL_LEVELS:
+        hits = np.argwhere(_colour_mask(picture, level_colour(level_name(level, "spinal")), alpha=0.9))
+        assert len(hits) > 200, f"no bar for {level_name(level, 'spinal')}"
+        rows.append(hits[:, 0].mean())
+        cols.append(hits[:, 1].mean())
+        mids.append(truth[str(level)]["mid_mm"])
+    fit = np.polyfit(mids, rows, 1)
+    residual = np.array(rows) - np.polyval(fit, mids)
+    assert fit[0] > 0, "rostral levels must be at the top"
+    assert np.abs(residual).max() < 0.02 * (max(rows) - min(rows)), "bars are not placed by distance along the cord"
+    vertebral = np.argwhere(_colour_mask(picture, "#d9d9d9") | _colour_mask(picture, "#bdbdbd"))
+    assert len(vertebral) > 1000 and vertebral[:, 1].mean() < min(cols), "vertebral column must be left of spinal"
+
+
+def test_subject_page_and_record_report_the_levels(qc_folder):
+    qc_dir, phantoms = qc_folder
+    ph = phantoms["AIL"]
+    result = compute_levels(ph.rootlets, ph.cord, ph.affine, ph.discs, ph.pmj)
+    record = _record(qc_dir, "sub-AIL")
+    assert record["spinal_levels"] == [level_name(v, "spinal") for v in SPINAL_LEVELS]
+    shifted = result.shift[result.shift["pairing"] == "shifted"]
+    assert [s["shift_mm"] for s in record["shifts"]] == pytest.approx(shifted["shift_mm"].tolist(), abs=0.01)
+    page = (qc_dir / "sub-AIL" / "index.html").read_text()
+    for text in ("rootlets.png", "levels.png", "Provenance", "phantom truth", "gapfree", "../index.html"):
+        assert text in page
+    assert page.count("<tr>") >= len(result.levels) + len(result.shift)
+    assert "check C8: faint rootlets" in (qc_dir / "sub-PSR" / "index.html").read_text()
+
+
+def test_missing_level_is_a_warning_on_page_and_index(tmp_path):
+    ph = make_phantom("LPI", (2.0, 2.0, 2.0), seed=5)
+    ph.rootlets[ph.rootlets == 4] = 0
+    write_subject(tmp_path, ph, "sub-gap")
+    record = _record(tmp_path, "sub-gap")
+    assert "C4" not in record["spinal_levels"]
+    assert any("C4" in w and "missing" in w for w in record["warnings"])
+    assert "missing" in (tmp_path / "index.html").read_text()
+
+
+def test_bad_input_writes_nothing(tmp_path):
+    ph = make_phantom("LPI", (2.0, 2.0, 2.0), seed=1)
+    table = tmp_path / "levels.csv"
+    pd.DataFrame({"kind": ["spinal"], "level": ["C2"]}).to_csv(table, index=False)
+    qc_dir = tmp_path / "qc"
+    with pytest.raises(RootletsError, match=r"levels table .*levels.csv: missing columns"):
+        qc_subject(qc_dir, ph.nifti("image"), ph.nifti("rootlets"), levels=table)
+    far_affine = ph.affine.copy()
+    far_affine[:3, 3] += 500  # half a metre away
+    far = nib.Nifti1Image(ph.rootlets, far_affine)
+    with pytest.raises(RootletsError, match="does not overlap the image"):
+        qc_subject(qc_dir, ph.nifti("image"), far)
+    assert not qc_dir.exists()
+
+
+def test_qc_command(tmp_path, capsys):
+    from rootlets_task.phantom import write_phantom
+
+    files = write_phantom(tmp_path / "in", "RPI", (2.0, 2.0, 2.0), seed=2)
+    qc_dir = tmp_path / "qc"
+    assert main(["qc", "-i", str(files["image"]), "-r", str(files["rootlets"]), "-s", str(files["cord"]),
+                 "-discs", str(files["discs"]), "-qc", str(qc_dir), "-qc-subject", "sub-cli"]) == 0
+    assert (qc_dir / "sub-cli" / "rootlets.png").is_file() and "sub-cli" in (qc_dir / "index.html").read_text()
+    assert main(["qc", "-i", str(files["image"]), "-r", str(tmp_path / "nope.nii.gz"), "-qc", str(qc_dir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.nii.gz" in err[0]
+
+
+class _Rows(html.parser.HTMLParser):
+    """Subject rows of the index (strict enough to notice a truncated or interleaved file)."""
+
+    def __init__(self):
+        super().__init__()
+        self.subjects, self.stack = [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in ("meta", "link", "img", "input", "br"):
+            self.stack.append(tag)
+        if tag == "tr" and dict(attrs).get("data-search") is not None:
+            self.subjects.append(dict(attrs)["data-search"].split()[0])
+
+    def handle_endtag(self, tag):
+        if tag not in ("meta", "link", "img", "input", "br"):
+            assert self.stack.pop() == tag
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from rootlets_task.phantom import make_phantom
+    from rootlets_task.qc import qc_subject
+    qc_dir, worker, go = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+    ph = make_phantom("LPI", (2.0, 2.0, 2.0), seed=worker)
+    (qc_dir.parent / f"ready-{worker}").touch()
+    while not go.exists():
+        time.sleep(0.01)
+    for n in range(2):
+        qc_subject(qc_dir, ph.nifti("image"), ph.nifti("rootlets"), ph.nifti("cord"), subject=f"sub-w{worker}n{n}")
+""")
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    """Four processes, two subjects each, released at the same instant into one QC folder."""
+    qc_dir, go = tmp_path / "qc", tmp_path / "go"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(qc_dir), str(w), str(go)], env=env,
+                              stderr=subprocess.PIPE, text=True) for w in range(4)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < len(procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    for p in procs:
+        assert p.wait(timeout=180) == 0, p.stderr.read()
+    expected = sorted(f"sub-w{w}n{n}" for w in range(4) for n in range(2))
+    parser = _Rows()
+    parser.feed((qc_dir / "index.html").read_text())
+    parser.close()
+    assert sorted(parser.subjects) == [s.lower() for s in expected] and not parser.stack
+    assert sorted(json.loads(p.read_text())["subject"] for p in (qc_dir / "_records").glob("*.json")) == expected
+    assert not [p for p in qc_dir.rglob("*") if ".tmp" in p.name], "temporary files left behind"
+
+
+@pytest.mark.skipif(not __import__("_chromium").chromium_path(),
+                    reason="chromium is not installed (apt-get install chromium); CI installs it")
+def test_pages_in_headless_chromium(qc_folder, tmp_path):
+    from _chromium import Chromium
+
+    qc_dir, _ = qc_folder
+    load_all = """Promise.all(Array.from(document.images).map(i => { i.loading = "eager";
+        return i.decode().catch(() => null); })).then(() =>
+        Array.from(document.images).map(i => [i.getAttribute("src"), i.naturalWidth]))"""
+    with Chromium(tmp_path / "profile") as browser:
+        browser.open((qc_dir / "index.html").as_uri())
+        images = browser.evaluate(load_all)
+        assert len(images) == len(CASES) and all(width > 0 for _, width in images), images
+        browser.screenshot(qc_dir / "screenshot_index.png")
+        count = """(q, w) => { const box = document.getElementById("filter"); box.value = q;
+            box.dispatchEvent(new Event("input")); const c = document.getElementById("only-warn"); c.checked = w;
+            c.dispatchEvent(new Event("change"));
+            return Array.from(document.querySelectorAll("#subjects tbody tr")).filter(r => !r.hidden).length; }"""
+        assert browser.evaluate(f"({count})('', false)") == len(CASES)
+        assert browser.evaluate(f"({count})('sub-psr', false)") == 1
+        assert browser.evaluate(f"({count})('c8 faint', false)") == 1
+        assert browser.evaluate(f"({count})('', true)") == 1
+        assert browser.evaluate(f"({count})('no-such-subject', false)") == 0
+        for orient in CASES:
+            browser.open((qc_dir / f"sub-{orient}" / "index.html").as_uri())
+            images = browser.evaluate(load_all)
+            assert [src for src, _ in images] == ["rootlets.png", "levels.png"]
+            assert all(width > 0 for _, width in images), images
+        browser.screenshot(qc_dir / "screenshot_subject.png")
+        assert browser.errors == []
+    shot = Image.open(qc_dir / "screenshot_subject.png")
+    assert shot.width == 1280 and shot.height > 900
+    print(f"screenshots: {qc_dir}/screenshot_index.png, {qc_dir}/screenshot_subject.png")
