@@ -31,6 +31,7 @@ setup(
         "psutil>=5.9",
         "pandas>=2.0",
         "matplotlib>=3.7",
+        "jinja2>=3.0",
         "dask[distributed]>=2024.1",
     ],
     extras_require={

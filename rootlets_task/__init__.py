@@ -26,12 +26,14 @@ _API = {
     "sct_status": "sct",
     "sct_model_entry": "sct",
     "sct_task_entry": "sct",
+    "qc_subject": "qc",
+    "rebuild_index": "qc",
 }
 
 __all__ = ["__version__", "RootletsError", "make_phantom", "write_phantom", "compute_levels", "levels_from_files", "group_stats",
            "segment", "install_release",
            "model_folder", "models_dir", "installed_releases", "get_release",
-           "install_sct", "sct_status", "sct_model_entry", "sct_task_entry"]  # noqa: F822
+           "install_sct", "sct_status", "sct_model_entry", "sct_task_entry", "qc_subject", "rebuild_index"]  # noqa: F822
 
 
 def __getattr__(name: str):
