@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import savgol_filter
 
 from rootlets_task.nifti import si_axis
 
@@ -119,4 +118,6 @@ def _smooth(points: np.ndarray, step_mm: float, smooth_mm: float) -> np.ndarray:
     window = min(window, len(points) if len(points) % 2 else len(points) - 1)
     if window <= POLYORDER + 1:
         return points
+    from scipy.signal import savgol_filter  # imported on use: scipy.signal is slow to import
+
     return savgol_filter(points, window, POLYORDER, axis=0, mode="interp")

@@ -189,6 +189,8 @@ def _levels_parser() -> argparse.ArgumentParser:
     p.add_argument("-method", default="gapfree", choices=["gapfree", "reference"],
                    help="gapfree: contiguous levels, boundaries halfway between neighbours (default); "
                    "reference: the published algorithm (each level spans its rootlets, gaps stay 0)")
+    p.add_argument("-dilate", type=int, default=3, metavar="N", help="radius in voxels of the ball the cord is "
+                   "dilated by to find the rootlets' entry zone (default 3, as published)")
     p.add_argument("-o", metavar="OUTDIR", help="output folder (default: beside the rootlets file)")
     p.add_argument("-prefix", metavar="NAME", help="output name prefix (default: the rootlets file name)")
     return p
@@ -203,7 +205,8 @@ def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        outputs = levels_from_files(args.r, args.s, args.discs, args.pmj, args.i, args.o, args.method, args.prefix)
+        outputs = levels_from_files(args.r, args.s, args.discs, args.pmj, args.i, args.o, args.method, args.prefix,
+                                    args.dilate)
     for warning in caught:
         print(f"rootlets: warning: {warning.message}", file=sys.stderr)
     table = pd.read_csv(outputs["csv"])

@@ -107,7 +107,7 @@ def _check_labels(data: np.ndarray, name: str) -> np.ndarray:
             raise RootletsError(f"{name}: has non-integer values; a label file must hold whole numbers")
     if data.size and data.min() < 0:
         raise RootletsError(f"{name}: has negative values; a label file must hold values >= 0")
-    return data.astype(np.int64)
+    return data if np.issubdtype(data.dtype, np.integer) else data.astype(np.int32)
 
 
 def _single_voxels(data: np.ndarray, name: str, what: str) -> dict[int, np.ndarray]:
@@ -136,6 +136,8 @@ def compute_levels(rootlets: np.ndarray, cord: np.ndarray, affine: np.ndarray, d
     names = {k: (names or {}).get(k, k) for k in ("rootlets", "cord", "discs", "pmj")}
     if method not in METHODS:
         raise RootletsError(f"method {method!r} is unknown; use one of {', '.join(METHODS)}")
+    if dilate_voxels < 0:
+        raise RootletsError(f"dilation radius {dilate_voxels} is negative; use 0 or more voxels (published: 3)")
     affine = np.asarray(affine, dtype=float)
     rootlets = _check_labels(rootlets, names["rootlets"])
     cord_labels = _check_labels(cord, names["cord"])
@@ -302,7 +304,7 @@ def _vertebral(discs: dict[int, np.ndarray], line: Centerline, affine: np.ndarra
                                 f"{upper}); check the disc numbering (SCT: 3 = C2/C3)")
     out = np.zeros(cord.shape, np.uint8)
     rows: dict[int, dict] = {}
-    notes = []
+    notes = [] if len(values) > 1 else [f"{names['discs']}: only disc {values[0]}; a vertebral level needs two discs"]
     for v in range(values[0], values[-1]):
         if v in mm and v + 1 in mm:
             _paint(out, cord, line.axis, slice_mm, mm[v], mm[v + 1], False, v)

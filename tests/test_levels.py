@@ -159,6 +159,9 @@ def test_reference_method_by_hand():
     assert res.reference == "cord rostral end"
     assert any("C5" in w and "no rootlets" in w for w in res.warnings)
     assert any("C6" in w and "do not touch" in w for w in res.warnings)
+    # a radius of 4 voxels also keeps (8,4,11): level 2 then spans z9-11 and wins over level 1 on z11
+    wider = compute_levels(rootlets, cord, np.eye(4), method="reference", dilate_voxels=4)
+    assert wider.spinal[4, 4, 11] == 2 and wider.levels.set_index("value").loc[2, "start_slice"] == 11
     # gap-free on the same case: boundary 1|2 halfway between z11 and z10, 2|3 between z9 and z8 ...
     gap = compute_levels(rootlets, cord, np.eye(4)).levels.set_index("value")
     assert gap.loc[1, "end_mm"] == pytest.approx(0.5) and gap.loc[2, "end_mm"] == pytest.approx(2.5)
@@ -329,7 +332,7 @@ def test_output_never_overwrites_an_input(files, tmp_path):
 
 def test_cli_levels_end_to_end(files, tmp_path, capsys):
     args = ["levels", "-r", str(files["rootlets"]), "-s", str(files["cord"]), "-discs", str(files["discs"]),
-            "-pmj", str(files["pmj"]), "-method", "reference", "-o", str(tmp_path / "out")]
+            "-pmj", str(files["pmj"]), "-method", "reference", "-dilate", "3", "-o", str(tmp_path / "out")]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "from the PMJ" in printed and "T1" in printed and "shifted" in printed
