@@ -28,7 +28,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_model import benchmark_image, benchmark_model, cache_dir  # noqa: E402
+from bench_model import benchmark_model, cache_dir, write_benchmark_image  # noqa: E402
 
 
 def run_worker(mode: str, model: Path, images: list[Path], out_dir: Path, env: dict | None = None) -> dict:
@@ -61,17 +61,17 @@ def bench_images(n: int) -> list[Path]:
     paths = []
     for i in range(n):
         path = folder / f"bench_{i:02d}.nii.gz"
-        if not path.exists():
-            nib.save(benchmark_image(seed=100 + i), path)
+        if not path.with_name(f"bench_{i:02d}_cord.nii.gz").exists():
+            write_benchmark_image(path, seed=100 + i)
         paths.append(path)
     return paths
 
 
-def timing(model: Path, reps: int, batch: int, reps_batch: int, work: Path, log) -> dict:
+def timing(model: Path, reps: int, batch: int, reps_batch: int, variants: list[str], work: Path, log) -> dict:
     images = bench_images(max(batch, 1))
-    single = {"reference": [], "ours": []}
-    for r in range(reps):  # interleaved so that both paths see the same machine load
-        for mode in ("reference", "ours"):
+    single = {mode: [] for mode in ("reference", "ours", *variants)}
+    for r in range(reps):  # interleaved so that every path sees the same machine load
+        for mode in single:
             single[mode].append(run_worker(mode, model, images[:1], work / f"single_{mode}_{r}"))
             log(f"single {mode} run {r}: {single[mode][-1]}")
     result = {"single": {m: medians(v) for m, v in single.items()}}
@@ -143,6 +143,7 @@ def backend_check(model: Path) -> dict:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from rootlets_task import backends
+    from rootlets_task.inference import physical_cores
 
     if not backends.openvino_available():
         return {"openvino": None}
@@ -153,7 +154,7 @@ def backend_check(model: Path) -> dict:
     with torch.no_grad():
         predictor.network.load_state_dict(predictor.list_of_parameters[0])
         reference = predictor.network(patch)
-    if not backends.use_openvino(predictor):
+    if not backends.use_openvino(predictor, physical_cores()):
         return {"openvino": "failed its load check"}
     predictor.network.load_state_dict(predictor.list_of_parameters[0])
     return {"openvino": backends.max_softmax_difference(predictor.network(patch), reference)}
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=10, help="images in the batch run (0 = no batch run)")
     parser.add_argument("--reps-batch", type=int, default=1, help="batch runs of each path")
     parser.add_argument("--phantoms", type=int, default=3, help="phantoms for the agreement check (0 = skip)")
+    parser.add_argument("--variants", default="ours-torch,ours-crop",
+                        help="extra single-image paths, comma-separated: ours-torch (PyTorch backend), ours-crop (cord given)")
     parser.add_argument("--quick", action="store_true", help="1 single run, a 3-image batch, 1 phantom")
     parser.add_argument("--rebuild-model", action="store_true", help="plan and build the realistic model again")
     args = parser.parse_args(argv)
@@ -181,11 +184,14 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(tmp)
         log(f"backend check: {(backend := backend_check(model))}")
         result = {"model": str(model), "settings": vars(args) | {"json": str(args.json)}, "backends_max_softmax_diff": backend}
-        result.update(timing(model, args.reps, args.batch, args.reps_batch, work, log))
+        variants = [v for v in args.variants.split(",") if v]
+        result.update(timing(model, args.reps, args.batch, args.reps_batch, variants, work, log))
         single = result["single"]
         result["single_image_speedup"] = single["reference"]["wall_s"] / single["ours"]["wall_s"]
         result["single_image_cpu_ratio"] = single["reference"]["cpu_s"] / single["ours"]["cpu_s"]
         result["peak_rss_ratio"] = single["ours"]["peak_rss_mb"] / single["reference"]["peak_rss_mb"]
+        for v in variants:
+            result[f"single_image_speedup_{v}"] = single["reference"]["wall_s"] / single[v]["wall_s"]
         if "batch" in result:
             b = result["batch"]
             result["batch_per_image_speedup"] = b["reference"]["wall_s"] / b["ours"]["wall_s"]

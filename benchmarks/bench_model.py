@@ -29,8 +29,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ROOTLETS_BENCH_CACHE", Path.home() / ".cache" / "rootlets_task" / "bench"))
 
 
-def synthetic_case(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A T2w-like volume (bright canal, darker cord, noise) with 9 label blobs along the cord: image, labels, affine."""
+def synthetic_case(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A T2w-like volume (bright canal, darker cord, noise) with 9 label blobs along the cord: image, labels, cord, affine."""
     rng = np.random.default_rng(seed)
     x, y, z = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in SHAPE], indexing="ij")
     cx, cy = SHAPE[0] / 2 + rng.normal(0, 2), SHAPE[1] / 2 + 10 * np.sin(z / 90.0)
@@ -43,7 +43,7 @@ def synthetic_case(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         labels[blob] = level
         image[blob] -= 0.3
     affine = np.diag([SPACING, SPACING, SPACING, 1.0])
-    return (image * 1000).astype(np.float32), labels, affine
+    return (image * 1000).astype(np.float32), labels, (r < 8).astype(np.uint8), affine
 
 
 def _plan(work: Path) -> Path:
@@ -54,7 +54,7 @@ def _plan(work: Path) -> Path:
     (ds / "imagesTr").mkdir(parents=True, exist_ok=True)
     (ds / "labelsTr").mkdir(parents=True, exist_ok=True)
     for i in range(N_CASES):
-        image, labels, affine = synthetic_case(i)
+        image, labels, _, affine = synthetic_case(i)
         nib.save(nib.Nifti1Image(image, affine), ds / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
         nib.save(nib.Nifti1Image(labels, affine), ds / "labelsTr" / f"case_{i:03d}.nii.gz")
     (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T2w"}, "labels": LABELS,
@@ -101,10 +101,12 @@ def benchmark_model(rebuild: bool = False) -> Path:
     return build_release(root / "model", plans_file)
 
 
-def benchmark_image(seed: int = 100) -> nib.Nifti1Image:
-    """A 64x320x320 0.8 mm image like the planning cases (LPI)."""
-    image, _, affine = synthetic_case(seed)
-    return nib.Nifti1Image(image, affine)
+def write_benchmark_image(path: Path, seed: int = 100) -> Path:
+    """A 64x320x320 0.8 mm LPI image like the planning cases, and its cord mask beside it (``*_cord.nii.gz``)."""
+    image, _, cord, affine = synthetic_case(seed)
+    nib.save(nib.Nifti1Image(image, affine), path)
+    nib.save(nib.Nifti1Image(cord, affine), path.with_name(path.name.replace(".nii.gz", "_cord.nii.gz")))
+    return path
 
 
 if __name__ == "__main__":

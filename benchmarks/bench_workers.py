@@ -3,7 +3,8 @@
 ``python bench_workers.py reference MODEL_FOLDER OUT_DIR IMAGE...`` runs the plain way SCT runs a rootlets model
 (nnUNetPredictor, tile step 0.5, Gaussian, no mirroring, all folds, ``predict_single_npy_array`` after reorientation
 to LPI); the benchmark starts one such process per image. ``python bench_workers.py ours MODEL_FOLDER OUT_DIR IMAGE...``
-runs rootlets_task's default path on all images in one process. Either prints one JSON line with its CPU time
+runs rootlets_task's default path on all images in one process (``ours-torch``: PyTorch backend; ``ours-crop``:
+with the cord mask beside each image). Each prints one JSON line with its CPU time
 and peak resident memory (``getrusage`` of the process itself; neither path spawns children).
 """
 
@@ -46,17 +47,29 @@ def reference(model_folder: Path, out_dir: Path, images: list[Path]) -> None:
         nib.save(nib.Nifti1Image(seg.astype(np.uint8), img.affine, img.header), out_dir / path.name)
 
 
-def ours(model_folder: Path, out_dir: Path, images: list[Path]) -> None:
-    """rootlets_task's default path: one Segmenter (model loaded once) for all images."""
+def ours(model_folder: Path, out_dir: Path, images: list[Path], backend: str = "auto", crop: bool = False) -> None:
+    """rootlets_task's default path: one Segmenter (model loaded once) for all images.
+
+    ``crop``: pass the cord mask written beside each image (``<name>_cord.nii.gz``), as the chain does.
+    """
     from rootlets_task.inference import Segmenter
 
-    segmenter = Segmenter(model_folder=model_folder)
+    segmenter = Segmenter(model_folder, verbose=0, backend=backend)
     for path in images:
-        segmenter.segment_file(path, out_dir / path.name)
+        cord = path.with_name(path.name.replace(".nii.gz", "_cord.nii.gz")) if crop else None
+        segmenter.segment_file(path, out_dir / path.name, cord=cord)
+
+
+MODES = {
+    "reference": reference,
+    "ours": ours,
+    "ours-torch": lambda *a: ours(*a, backend="torch"),
+    "ours-crop": lambda *a: ours(*a, crop=True),
+}
 
 
 if __name__ == "__main__":
     t0 = time.perf_counter()
     mode, model, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    {"reference": reference, "ours": ours}[mode](model, out, [Path(p) for p in sys.argv[4:]])
+    MODES[mode](model, out, [Path(p) for p in sys.argv[4:]])
     print(json.dumps({**_usage(), "wall_inside_s": time.perf_counter() - t0}))

@@ -1,0 +1,114 @@
+"""Speed levers keep the result: OpenVINO backend vs PyTorch, spacing snap, float32 logits export, cord crop.
+
+These are agreement tests, not timing tests (timings: benchmarks/bench_inference.py). The random-weight model
+checks numerics (backend, export); the trained phantom release checks that cropping around the cord keeps labels.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from random_model import write_random_model
+
+import rootlets_task
+from rootlets_task import backends
+from rootlets_task.inference import Segmenter, crop_box
+from rootlets_task.phantom import make_phantom
+
+COARSE = (2.0, 2.0, 2.0)  # the random model's plan spacing
+PHANTOM_ZIP = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
+needs_openvino = pytest.mark.skipif(not backends.openvino_available(), reason="openvino extra not installed")
+
+
+@pytest.fixture(scope="module")
+def random_folder(tmp_path_factory):
+    return write_random_model(tmp_path_factory.mktemp("random_model"))
+
+
+@pytest.fixture(scope="module")
+def torch_segmenter(random_folder):
+    return Segmenter(random_folder, device="cpu", verbose=0, backend="torch")
+
+
+@pytest.fixture(scope="module")
+def coarse_image():
+    return make_phantom("LPI", COARSE).nifti("image").slicer[:, :, 20:68]
+
+
+@pytest.fixture(scope="module")
+def phantom_folder(tmp_path_factory):
+    if not PHANTOM_ZIP.exists():
+        pytest.skip("bundled phantom release not built yet")
+    dest = tmp_path_factory.mktemp("phantom_release")
+    with zipfile.ZipFile(PHANTOM_ZIP) as zf:
+        zf.extractall(dest)
+    return next(dest.rglob("nnUNetTrainer*__*"))
+
+
+def _logits(segmenter: Segmenter, patch: torch.Tensor) -> torch.Tensor:
+    net = segmenter.predictor.network
+    net.load_state_dict(segmenter.predictor.list_of_parameters[0])
+    with torch.no_grad():
+        return net(patch)
+
+
+@needs_openvino
+def test_openvino_backend_matches_torch(random_folder, torch_segmenter, coarse_image):
+    ov = Segmenter(random_folder, device="cpu", verbose=0)  # auto picks OpenVINO on CPU when installed
+    assert ov.backend == "openvino" and ov.settings["Backend"] == "openvino"
+    patch = backends.check_patch(tuple(ov.predictor.configuration_manager.patch_size), seed=3)
+    assert backends.max_softmax_difference(_logits(ov, patch), _logits(torch_segmenter, patch)) <= backends.TOLERANCE
+    a, b = torch_segmenter.segment_image(coarse_image), ov.segment_image(coarse_image)
+    assert len(np.unique(a)) > 2 and (a == b).mean() >= 0.999
+
+
+@needs_openvino
+def test_openvino_failing_its_check_falls_back_to_torch(tmp_path, monkeypatch):
+    monkeypatch.setattr(backends, "TOLERANCE", -1.0)  # no backend can pass: stands in for a broken OpenVINO build
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seg = Segmenter(write_random_model(tmp_path), device="cpu", verbose=0)
+    assert seg.backend == "torch" and any("using PyTorch" in str(w.message) for w in caught)
+
+
+def test_spacing_within_tolerance_is_not_resampled(torch_segmenter, coarse_image):
+    off = nib.Nifti1Image(np.asanyarray(coarse_image.dataobj), coarse_image.affine @ np.diag([1.004, 0.997, 1.003, 1]))
+    assert torch_segmenter.prepare(off).spacing == COARSE
+    assert np.array_equal(torch_segmenter.segment_image(off), torch_segmenter.segment_image(coarse_image))
+    far = nib.Nifti1Image(np.asanyarray(coarse_image.dataobj), coarse_image.affine @ np.diag([1.1, 1, 1, 1]))
+    assert torch_segmenter.prepare(far).spacing[2] == pytest.approx(2.2)
+
+
+def test_float32_logits_export_matches_nnunet_export(torch_segmenter):
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    s = torch_segmenter
+    img = make_phantom("LPI", (1.5, 1.5, 1.5)).nifti("image").slicer[:, :, 30:90]  # resampled to 2 mm and back
+    data, properties = s.preprocess(s.prepare(img))
+    logits = s.predict_logits(data)
+    assert tuple(logits.shape[1:]) != tuple(properties["shape_after_cropping_and_before_resampling"])
+    p = s.predictor
+    nnunet = convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits.clone(), p.plans_manager, p.configuration_manager, p.label_manager, properties)
+    ours = s.export(logits, properties)
+    assert ours.shape == nnunet.shape and len(np.unique(nnunet)) > 2
+    assert (ours == nnunet).mean() >= 0.999
+
+
+def test_crop_around_cord_keeps_labels(phantom_folder):
+    seg = Segmenter(phantom_folder, device="cpu", verbose=0)
+    ph = make_phantom("LPI", (1.0, 1.0, 1.0), seed=7)
+    img, cord = ph.nifti("image"), ph.nifti("cord")
+    box = crop_box(img, cord)
+    assert np.prod([s.stop - s.start for s in box]) < np.prod(img.shape)  # the crop does remove voxels
+    assert ph.rootlets[box].sum() == ph.rootlets.sum()  # every true rootlet voxel lies in the box
+    full, cropped = seg.segment_image(img), seg.segment_image(img, cord=cord)
+    for level in np.unique(full[full > 0]):
+        a, b = full == level, cropped == level
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) >= 0.99, level
