@@ -88,6 +88,8 @@ def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
         return
     if args.sct and not args.install:
         parser.error("-sct only works with -install (to segment with SCT's model, use -release sct)")
+    if args.install and args.release == "sct" and not args.sct:
+        parser.error("-release sct segments with SCT's installed model; to install into SCT use -install -sct -release TAG")
     if args.install and args.sct:
         sct.install_sct(args.release, custom_url=args.custom_url, progress=args.v > 0, verbose=args.v)
         return

@@ -352,7 +352,7 @@ def install_sct(tag: str | None = None, custom_url: str | list[str] | None = Non
                             "previous model is unchanged") from None
     model = read_model(sct)
     if verbose:
-        what = f"release {release.tag}" + (" (custom)" if custom else "")
+        what = f"custom model {model.url}" if custom_url else f"release {release.tag}" + (" (custom)" if custom else "")
         if trainer is None:
             print(f"{what} is already installed in SCT {sct.version}: {model.folder}")
         else:

@@ -145,6 +145,20 @@ def test_unlisted_release_is_custom_and_reinstall_is_a_noop(sct73, zips, capsys)
     assert sct.read_model(sct.find_sct()).release is None
 
 
+def test_concurrent_installs_into_sct_wait_for_each_other(sct73):
+    """Two batch jobs running `rootlets -install -sct` at once: one installs; the other (waiting for the lock if they
+    overlap) finds it current. SCT's folder ends with one complete model and no temp folders."""
+    cmd = [sys.executable, "-m", "rootlets_task.cli", "-install", "-sct", "-release", "r20250318"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    said = sorted("already installed" in out for out, _ in outs)
+    assert said == [False, True], outs
+    assert (model_dir(sct73) / "source.json").read_bytes() == sct_writes(
+        {"model_name": KEY, "model_urls": URL_7X, "custom": False})
+    assert sorted(p.name for p in model_dir(sct73).parent.iterdir() if not p.name.endswith(".lock")) == sorted([KEY, OTHER])
+
+
 @pytest.mark.parametrize("version, tag, source", [
     ("6.5", "r20240730", {"model_name": KEY, "model_urls": URL_6X, "custom": False}),
     ("6.4", "r20240730", {"model_name": KEY, "model_urls": URL_6X}),  # 6.4's source.json has no "custom" flag
