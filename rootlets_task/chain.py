@@ -217,14 +217,17 @@ def run_chain(image: str | os.PathLike, out_dir: str | os.PathLike | None = None
               discs: str | os.PathLike | None = None, pmj: str | os.PathLike | None = None, cord_from: str = "auto",
               discs_from: str = "auto", pmj_from: str = "auto", release: str | None = None, method: str = "gapfree",
               overwrite: bool = False, segmenter=None, device: str = "auto", test_time_aug: bool = False,
-              contrast: str = "t2", rootlets: str | os.PathLike | None = None, verbose: int = 1) -> ChainResult:
-    """Image -> rootlets -> cord, discs, PMJ -> spinal and vertebral levels, with the sources chosen as documented.
+              contrast: str = "t2", rootlets: str | os.PathLike | None = None, crop_to_cord: bool = True,
+              verbose: int = 1) -> ChainResult:
+    """Image -> cord -> rootlets -> discs, PMJ -> spinal and vertebral levels, sources chosen as documented above.
 
     ``segmenter``: an already loaded :class:`rootlets_task.inference.Segmenter` to reuse (then ``release``,
-    ``device`` and ``test_time_aug`` are its own); it is loaded only if the rootlets have to be segmented.
+    ``device`` and ``test_time_aug`` are its own); otherwise a model is loaded only if the rootlets must be segmented.
     ``rootlets``: an existing rootlets file (e.g. from ``sct_deepseg rootlets`` or corrected by hand) used instead
-    of segmenting. Writes into ``out_dir`` (default: beside the image), skips the steps whose record in
-    ``<stem>_chain.json`` is up to date unless ``overwrite``, and returns a :class:`ChainResult`.
+    of segmenting. ``crop_to_cord``: segment only the region around the cord (fewer tiles, see
+    :meth:`~rootlets_task.inference.Segmenter.segment_image`). Writes into ``out_dir`` (default: beside the image),
+    skips the steps whose record in ``<stem>_chain.json`` is up to date unless ``overwrite``, and returns a
+    :class:`ChainResult`.
     """
     from rootlets_task import levels as levels_mod
 
@@ -253,42 +256,50 @@ def run_chain(image: str | os.PathLike, out_dir: str | os.PathLike | None = None
     image_hash = sha256(image)
     base = {"version": __version__, "image": image_hash}
 
-    # 1. rootlets
-    folder_record = None
-    if files["rootlets"] is not None:
-        _say(verbose, f"rootlets: -r {files['rootlets']} (no segmentation)")
-        copied, _ = _label_step("rootlets", "file", f"-r {files['rootlets']}", image, reference, files["rootlets"],
-                                paths["rootlets"], record, steps, base, None, contrast, device, verbose, [])
-    elif segmenter is None:
+    # the model is looked up first, so that a missing release fails before any work; it is loaded only if needed
+    folder = folder_record = model = None
+    if files["rootlets"] is None and segmenter is None:
         from rootlets_task import install
 
         folder, folder_record = install.model_folder(release)
         model = {"tag": folder_record.get("tag"), "sha256": folder_record.get("sha256") or str(folder),
                  "test_time_aug": test_time_aug}
-    else:
+    elif files["rootlets"] is None:
         model = {"tag": segmenter.record.get("tag"), "sha256": segmenter.record.get("sha256") or str(segmenter.model_folder),
                  "test_time_aug": segmenter.test_time_aug}
-    rootlets_out = [paths["rootlets"], paths["rootlets"].with_name(f"{prefix}_rootlets.json")]
-    rootlets_file = copied if files["rootlets"] is not None else paths["rootlets"]
 
-    def segment() -> None:
-        nonlocal segmenter
-        if segmenter is None:
-            from rootlets_task.inference import Segmenter
-
-            segmenter = Segmenter(folder, device=device, test_time_aug=test_time_aug, verbose=verbose, record=folder_record)
-        segmenter.segment_file(image, paths["rootlets"], command=f"-i {image.name} -levels -ofolder {out_dir}")
-
-    if files["rootlets"] is None:
-        _step(record, steps, "rootlets", {**base, "model": model}, rootlets_out, segment, verbose)
-
-    # 2-4. cord, discs, PMJ
+    # 1. cord (first: the segmentation is cropped around it)
     used: dict[str, Path | None] = {}
     sources: dict[str, str] = {}
-    for kind in ("cord", "discs", "pmj"):
-        source, why = resolved[kind]
-        used[kind], sources[kind] = _label_step(kind, source, why, image, reference, files[kind], paths[kind], record,
-                                                steps, base, used.get("cord"), contrast, device, verbose, notes)
+    used["cord"], sources["cord"] = _label_step("cord", *resolved["cord"], image, reference, files["cord"], paths["cord"],
+                                                record, steps, base, None, contrast, device, verbose, notes)
+
+    # 2. rootlets
+    if files["rootlets"] is not None:
+        _say(verbose, f"rootlets: -r {files['rootlets']} (no segmentation)")
+        rootlets_file, _ = _label_step("rootlets", "file", f"-r {files['rootlets']}", image, reference, files["rootlets"],
+                                       paths["rootlets"], record, steps, base, None, contrast, device, verbose, [])
+    else:
+        rootlets_file = paths["rootlets"]
+
+        def segment() -> None:
+            nonlocal segmenter
+            if segmenter is None:
+                from rootlets_task.inference import Segmenter
+
+                segmenter = Segmenter(folder, device=device, test_time_aug=test_time_aug, verbose=verbose,
+                                      record=folder_record)
+            segmenter.segment_file(image, paths["rootlets"], command=f"-i {image.name} -levels -ofolder {out_dir}",
+                                   cord=used["cord"] if crop_to_cord else None)
+
+        key = {**base, "model": model, "crop_to_cord": sha256(used["cord"]) if crop_to_cord else None}
+        _step(record, steps, "rootlets", key, [paths["rootlets"], paths["rootlets"].with_name(f"{prefix}_rootlets.json")],
+              segment, verbose)
+
+    # 3-4. discs, PMJ
+    for kind in ("discs", "pmj"):
+        used[kind], sources[kind] = _label_step(kind, *resolved[kind], image, reference, files[kind], paths[kind], record,
+                                                steps, base, used["cord"], contrast, device, verbose, notes)
 
     # 5. levels
     level_keys = ("spinal", "vertebral", "csv", "json", "shift")

@@ -277,9 +277,7 @@ def test_a_failed_tool_step_leaves_nothing_in_the_output_folder(fake, monkeypatc
         kwargs.pop("cord")
         with pytest.raises(RootletsError, match="sct_deepseg spinalcord.*command `sct_deepseg spinalcord -i .*-s CORD"):
             chain.run_chain(files["image"], out, rootlets=files["rootlets"], **kwargs, verbose=0)
-        assert sorted(p.name for p in out.iterdir()) == ["phantom_T2w_chain.json", "phantom_T2w_rootlets.json",
-                                                         "phantom_T2w_rootlets.nii.gz"]
-        assert "cord" not in json.loads((out / "phantom_T2w_chain.json").read_text())["steps"]
+        assert list(out.iterdir()) == []  # the cord is the first step (the segmentation is cropped around it)
     else:
         with pytest.raises(RootletsError, match="command `"):
             chain.run_chain(files["image"], out, rootlets=files["rootlets"], **kwargs, verbose=0)
