@@ -36,11 +36,12 @@ setup(
     ],
     extras_require={
         "slurm": ["dask-jobqueue>=0.8"],
-        "openvino": ["openvino>=2024.0", "onnx>=1.15"],
+        # CPU inference backend, about 2x faster per tile; used automatically when installed (rootlets_task.backends)
+        "openvino": ["openvino>=2024.0"],
         # external disc-label tools of `rootlets -levels` (they download their own weights on first use)
         "totalspineseg": ["totalspineseg[nnunetv2]>=20250224"],
         "spineps": ["spineps>=1.3"],
-        "test": ["pytest>=7", "ruff>=0.5"],
+        "test": ["pytest>=7", "ruff>=0.5", "openvino>=2024.0"],  # openvino: CI exercises the default CPU backend
     },
     entry_points={"console_scripts": ["rootlets=rootlets_task.cli:main"]},
     classifiers=[
