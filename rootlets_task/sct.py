@@ -294,18 +294,15 @@ def source_json(url: str, custom: bool, sct: SCT) -> str:
 
 
 def _check_writable(sct: SCT) -> None:
-    """The deepseg folder (or the nearest existing parent it will be created in) and the model folder must be writable."""
-    for path in (sct.model_dir, sct.deepseg_dir):
-        if path.exists():
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise RootletsError(f"SCT folder {path} is not writable; run as the user who installed SCT "
-                                    f"({sct.root}) or give yourself write access to it")
+    """The model folder (when present) and the deepseg folder, or the nearest parent it will be created in, must be
+    writable: the install renames the one and creates temp folders and a lock in the other."""
     parent = sct.deepseg_dir
-    while not parent.exists():
+    while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise RootletsError(f"SCT folder {parent} is not writable; run as the user who installed SCT ({sct.root}) "
-                            "or give yourself write access to it")
+    for path in ([sct.model_dir] if sct.model_dir.exists() else []) + [parent]:
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise RootletsError(f"SCT folder {path} is not writable; run as the user who installed SCT ({sct.root}) "
+                                "or give yourself write access to it")
 
 
 def install_sct(tag: str | None = None, custom_url: str | list[str] | None = None,

@@ -396,3 +396,14 @@ def test_release_sct_segments_with_scts_model(tmp_path, sct73, capsys):
     assert 2 * np.sum((a > 0) & truth) / (np.sum(a > 0) + np.sum(truth)) > 0.3
     sidecar = json.loads((tmp_path / "sct.json").read_text())
     assert str(model_dir(sct73)) in json.dumps(sidecar)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-sct", "-i", "x.nii.gz"], "-sct only works with -install"),
+    (["-install", "-release", "sct"], "-release sct segments with SCT's installed model"),
+])
+def test_cli_misuse(argv, message, sct73, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not model_dir(sct73).exists()
