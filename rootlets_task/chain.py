@@ -434,6 +434,8 @@ def _run_tool(kind: str, source: str, image: Path, reference: nib.Nifti1Image, c
         return tools.discs_from_sct(image, reference, verbose)
     if source == "totalspineseg":
         return tools.discs_from_totalspineseg(image, reference, verbose)
-    from rootlets_task.inference import resolve_device
+    if device == "auto":  # only then is torch needed to know
+        from rootlets_task.inference import resolve_device
 
-    return tools.discs_from_spineps(image, reference, cpu=resolve_device(device).type == "cpu", verbose=verbose)
+        device = resolve_device(device).type
+    return tools.discs_from_spineps(image, reference, cpu=device == "cpu", verbose=verbose)
