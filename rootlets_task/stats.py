@@ -126,6 +126,9 @@ def group_stats(files: list[str | os.PathLike], out_dir: str | os.PathLike) -> d
     ``bland_altman.png`` (with shift tables) into ``out_dir``; returns {"shift", "levels", "plot": path}.
     """
     shift, levels = _collect(list(files))
+    if not len(shift) and not len(levels):
+        raise RootletsError(f"no level with status ok and no level pair in {', '.join(map(str, files))}; "
+                            "check the `rootlets levels` warnings of these subjects")
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -383,6 +383,10 @@ def test_group_stats_on_phantom_subjects(phantoms, tmp_path, capsys):
     alien.write_text("a,b\n1,2\n")
     assert main(["stats", str(alien), "-o", str(tmp_path / "nothing")]) == 1
     assert "alien_shift.csv" in capsys.readouterr().err and not (tmp_path / "nothing").exists()
+    empty = tmp_path / "sub-9_levels.csv"
+    pd.DataFrame(columns=LEVEL_COLUMNS).to_csv(empty, index=False)
+    assert main(["stats", str(empty), "-o", str(tmp_path / "nothing")]) == 1
+    assert "sub-9_levels.csv" in capsys.readouterr().err and not (tmp_path / "nothing").exists()
 
 
 def test_pmj_above_the_cord_is_reached_by_extrapolation(phantoms):
