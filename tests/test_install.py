@@ -372,3 +372,16 @@ def test_install_bundled_phantom_with_no_network(monkeypatch, capsys):
     assert record["sha256"] == manifest["sha256"] == releases.get_release("phantom").sha256
     assert folder.name == manifest["trainer_folder"] and not record["custom"]
     assert "installed model release phantom" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not releases.PHANTOM_ZIP.is_file(), reason="bundled phantom release not built yet")
+def test_bundled_phantom_zip_is_a_valid_release_served_over_http(server, capsys):
+    data = releases.PHANTOM_ZIP.read_bytes()
+    manifest = json.loads(releases.PHANTOM_MANIFEST.read_text())
+    layout = install.validate_release_zip(releases.PHANTOM_ZIP)
+    assert layout.trainer_name == manifest["trainer_folder"] and layout.folds == tuple(f"fold_{f}" for f in manifest["folds"])
+    url = server.add("phantom.zip", data)
+    assert main(["-install", "-release", "phantom", "-custom-url", url]) == 0
+    record = install.model_folder("phantom")[1]
+    assert record["sha256"] == sha(data) == manifest["sha256"] and record["custom"] and record["size"] == len(data)
+    assert "phantom.zip" in capsys.readouterr().err, "progress bar"
