@@ -75,7 +75,6 @@ class LevelsResult:
 
 @dataclass
 class _Span:
-    value: int
     start_mm: float  # rostral end
     end_mm: float  # caudal end
 
@@ -117,8 +116,8 @@ def _single_voxels(data: np.ndarray, name: str, what: str) -> dict[int, np.ndarr
         where = np.argwhere(data == value)
         if len(where) > 1:
             n = ndimage.label(data == value)[1]
-            kind = "a blob of" if n == 1 else f"{n} separate places,"
-            raise RootletsError(f"{name}: {what} label {value} is {kind} {len(where)} voxels; "
+            kind = "one blob" if n == 1 else f"{n} separate places"
+            raise RootletsError(f"{name}: {what} label {value} occurs in {len(where)} voxels ({kind}); "
                                 "keep exactly one voxel per label (e.g. sct_label_utils -cubic-to-point)")
         points[int(value)] = where[0]
     return points
@@ -242,7 +241,7 @@ def _spinal_spans(rootlets: np.ndarray, cord: np.ndarray, axis: int, slice_mm: n
                          f"(dilated by {radius} voxels); reported as missing")
             continue
         a, b = slice_mm[slices.min()], slice_mm[slices.max()]
-        spans[value] = _Span(value, min(a, b), max(a, b))
+        spans[value] = _Span(min(a, b), max(a, b))
         rows[value]["status"] = "ok"
     mids = [(s.start_mm + s.end_mm) / 2 for _, s in sorted(spans.items())]
     if np.any(np.diff(mids) < 0):
