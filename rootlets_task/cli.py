@@ -168,7 +168,8 @@ def _qc_parser() -> argparse.ArgumentParser:
     p.add_argument("-shift", metavar="TABLE", help="shift table (*_shift.csv); default: derived from -levels")
     p.add_argument("-qc", required=True, metavar="DIR", help="QC folder (shared by all subjects of a dataset)")
     p.add_argument("-qc-subject", metavar="NAME", help="subject name in the report (default: the image file name)")
-    p.add_argument("-slab", type=float, default=6.0, metavar="MM", help="half-thickness of the rootlets projection")
+    p.add_argument("-slab", type=float, nargs=2, default=(12.0, 6.0), metavar=("SAG", "COR"),
+                   help="half-thickness (mm) of the rootlets projection: sagittal (left-right), coronal (front-back)")
     return p
 
 

@@ -22,34 +22,32 @@ so the last writer's index always holds every subject and a reader never sees a 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import platform
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from filelock import FileLock
+from matplotlib import patheffects
+from matplotlib.colors import to_hex, to_rgb
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from scipy.ndimage import gaussian_filter1d, map_coordinates
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from filelock import FileLock  # noqa: E402
-from matplotlib import patheffects  # noqa: E402
-from matplotlib.colors import to_rgb  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch, Rectangle  # noqa: E402
-from scipy.ndimage import gaussian_filter1d, map_coordinates  # noqa: E402
-
-from rootlets_task import __version__  # noqa: E402
-from rootlets_task.errors import RootletsError  # noqa: E402
-from rootlets_task.levels import level_name, shift_table  # noqa: E402
-from rootlets_task.nifti import atomic_path, load, load_labels, reorient, stem  # noqa: E402
+from rootlets_task import __version__
+from rootlets_task.errors import RootletsError
+from rootlets_task.levels import level_name, shift_table
+from rootlets_task.nifti import atomic_path, load, load_labels, orientation, reorient, stem
 
 # SCT "SAL" as nibabel axcodes (where each axis ends): rows S->I, then A->P, then L->R.
 DISPLAY_AXCODES = ("I", "P", "R")
@@ -62,6 +60,9 @@ LEVEL_COLOURS = {
     "C7": "#1f78b4", "C8": "#6a3d9a", "T1": "#e7298a", "T2": "#b15928", "T3": "#8dd3c7", "T4": "#fb9a99",
 }
 CORD_COLOUR = "#ffffff"
+# Half-thickness (mm) of the rootlets projection: sagittal view across the canal (left-right), coronal view around
+# the cord (front-back), so each view shows every level's rostro-caudal extent.
+SLAB_MM = (12.0, 6.0)
 VERTEBRA_COLOURS = ("#d9d9d9", "#bdbdbd")
 
 
@@ -74,7 +75,25 @@ def level_colour(name: str) -> str:
     if name in LEVEL_COLOURS:
         return LEVEL_COLOURS[name]
     digits = int(re.sub(r"\D", "", name) or 0)
-    return matplotlib.colors.to_hex(plt.get_cmap("tab20")(digits % 20))
+    return to_hex(matplotlib.colormaps["tab20"](digits % 20))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """:func:`atomic_path`, with the file readable as the umask allows (temporary files are created 0600), so a
+    QC folder can be shared with a group or served by a web server."""
+    with atomic_path(path) as tmp:
+        yield tmp
+        os.chmod(tmp, _FILE_MODE)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -123,12 +142,13 @@ def _square(a: np.ndarray, spacing: tuple[float, float], pixel: float, order: in
 
 
 def display_views(image: nib.Nifti1Image, rootlets: nib.Nifti1Image, cord: nib.Nifti1Image | None = None,
-                  discs: nib.Nifti1Image | None = None, slab_mm: float = 6.0, half_width_mm: float = 25.0,
+                  discs: nib.Nifti1Image | None = None, slab_mm: tuple[float, float] = SLAB_MM, half_width_mm: float = 25.0,
                   margin_mm: float = 12.0) -> dict[str, View]:
     """Sagittal and coronal views of images that share one grid, in any orientation and spacing.
 
     Each row (an axial level) is sampled at the cord's centre in that row, so the views follow a curved cord;
-    the rootlets are projected (maximum) over ``±slab_mm`` around that centre. Without a cord the views are
+    the rootlets are projected (maximum) over ``±slab_mm`` around that centre: (left-right half-thickness of the
+    sagittal view, anterior-posterior half-thickness of the coronal view). Without a cord the views are
     centred on the rootlets.
     """
     img, spacing, _ = reorient(image, DISPLAY_AXCODES)
@@ -149,14 +169,15 @@ def display_views(image: nib.Nifti1Image, rootlets: nib.Nifti1Image, cord: nib.N
     rows = np.arange(nz)
     iy = np.clip(np.round(cy).astype(int), 0, ny - 1)
     ix = np.clip(np.round(cx).astype(int), 0, nx - 1)
-    in_y = np.abs(np.arange(ny)[None, :] - cy[:, None]) <= slab_mm / sy  # (nz, ny)
-    in_x = np.abs(np.arange(nx)[None, :] - cx[:, None]) <= slab_mm / sx  # (nz, nx)
+    in_x = np.abs(np.arange(nx)[None, :] - cx[:, None]) <= slab_mm[0] / sx  # (nz, nx): sagittal slab
+    in_y = np.abs(np.arange(ny)[None, :] - cy[:, None]) <= slab_mm[1] / sy  # (nz, ny): coronal slab
 
-    # Rows worth showing: everything labelled, plus a margin.
-    present = [np.flatnonzero(a.any(axis=(1, 2))) for a in (roots > 0, cord_d, disc_d) if a is not None and a.any()]
-    present = np.concatenate(present) if present else rows
-    r0 = max(0, int(present.min() - margin_mm / sz))
-    r1 = min(nz, int(present.max() + margin_mm / sz) + 1)
+    # Rows worth showing: the rootlets (else the cord, else everything) plus a margin; a long cord or a whole-spine
+    # field of view would otherwise shrink the rootlets to nothing.
+    present = next((np.flatnonzero(a.any(axis=(1, 2))) for a in (roots > 0, cord_d) if a is not None and a.any()), rows)
+    margin = max(margin_mm, 0.15 * np.ptp(present) * sz) / sz
+    r0 = max(0, int(present.min() - margin))
+    r1 = min(nz, int(present.max() + margin) + 1)
 
     def crop_cols(centre: np.ndarray, step: float, n: int) -> slice:
         span = np.ptp(centre[r0:r1]) / 2
@@ -166,11 +187,11 @@ def display_views(image: nib.Nifti1Image, rootlets: nib.Nifti1Image, cord: nib.N
 
     pixel = max(min(spacing), 0.2)
     views = {}
-    for name, bg, mip, cord2d, step, cols, sides, disc_col in (
+    for name, bg, mip, cord2d, step, cols, sides, disc_col, slab in (
         ("sagittal", img[rows, :, ix], (roots * in_x[:, None, :]).max(axis=2),
-         cord_d[rows, :, ix] if cord_d is not None else None, sy, crop_cols(cy, sy, ny), ("A", "P"), 1),
+         cord_d[rows, :, ix] if cord_d is not None else None, sy, crop_cols(cy, sy, ny), ("A", "P"), 1, slab_mm[0]),
         ("coronal", img[rows, iy, :], (roots * in_y[:, :, None]).max(axis=1),
-         cord_d[rows, iy, :] if cord_d is not None else None, sx, crop_cols(cx, sx, nx), ("L", "R"), 2),
+         cord_d[rows, iy, :] if cord_d is not None else None, sx, crop_cols(cx, sx, nx), ("L", "R"), 2, slab_mm[1]),
     ):
         crop = (slice(r0, r1), cols)
         spacing2 = (sz, step)
@@ -179,9 +200,9 @@ def display_views(image: nib.Nifti1Image, rootlets: nib.Nifti1Image, cord: nib.N
         lo, hi = (np.percentile(core, [0.5, 99.5]) if core.size else (0.0, 1.0))
         view = View(name=name, image=bg_sq, rootlets=_square(mip[crop], spacing2, pixel, order=0),
                     cord=_square(cord2d[crop].astype(np.uint8), spacing2, pixel, order=0) > 0 if cord2d is not None else None,
-                    pixel_mm=pixel, sides=sides, window=(float(lo), float(hi if hi > lo else lo + 1)), slab_mm=slab_mm)
+                    pixel_mm=pixel, sides=sides, window=(float(lo), float(hi if hi > lo else lo + 1)), slab_mm=slab)
         if disc_d is not None:
-            for z, y, x in np.argwhere(disc_d > 0):
+            for z, y, x in np.argwhere(disc_d[r0:r1] > 0) + (r0, 0, 0):
                 col = (y, x)[disc_col - 1]
                 view.discs.append((int(disc_d[z, y, x]), (z - r0 + 0.5) * sz, (col - cols.start + 0.5) * step))
         views[name] = view
@@ -204,18 +225,20 @@ def rootlets_overlay(view: View) -> np.ndarray:
     return rgba
 
 
-def rootlets_figure(views: dict[str, View], path: Path, title: str) -> dict:
+def rootlets_figure(views: dict[str, View], path: Path, title: str, caption: str = "") -> dict:
     """Draw both views side by side; returns each panel's pixel box in the PNG and its size in mm."""
     order = [views["sagittal"], views["coronal"]]
     height_mm = order[0].extent_mm[1]
     scale = float(np.clip(720.0 / height_mm, 2.5, 9.0))  # screen px per mm
     dpi = 100
-    left, gap, right, top, bottom = 20, 60, 60, 48, 96
+    left, gap, right, top, bottom = 20, 60, 60, 64, 96
     widths = [v.extent_mm[0] * scale for v in order]
     fig_w = left + sum(widths) + gap + right
     fig_h = top + height_mm * scale + bottom
-    fig = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi, facecolor="#1e1e1e")
-    fig.suptitle(title, color="white", fontsize=11, y=1 - 10 / fig_h, va="top")
+    fig = Figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi, facecolor="#1e1e1e")
+    fig.suptitle(title, color="white", fontsize=11, y=1 - 8 / fig_h, va="top")
+    if caption:
+        fig.text(0.5, 4 / fig_h, caption, color="#9a9a9a", fontsize=7, ha="center", va="bottom")
     levels_seen: set[int] = set()
     x = left
     axes = []
@@ -249,7 +272,8 @@ def rootlets_figure(views: dict[str, View], path: Path, title: str) -> dict:
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_color("#555555")
-        ax.set_title(f"{view.name}: rootlets within ±{view.slab_mm:g} mm", color="#dddddd", fontsize=9)
+        across = "left-right" if view.name == "sagittal" else "front-back"
+        ax.set_title(f"{view.name}\nrootlets within ±{view.slab_mm:g} mm {across}", color="#dddddd", fontsize=8.5)
     # Level names beside the coronal view, at each level's rostro-caudal centre.
     coronal = views["coronal"]
     for value in sorted({int(v) for v in np.unique(coronal.rootlets) if v > 0}):
@@ -263,7 +287,7 @@ def rootlets_figure(views: dict[str, View], path: Path, title: str) -> dict:
                 Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="disc no.")]
     fig.legend(handles=handles, loc="lower center", ncol=int(np.ceil(len(handles) / 2)), frameon=False, fontsize=8,
                handlelength=1.4, columnspacing=1.0,
-               labelcolor="white", bbox_to_anchor=(0.5, 4 / fig_h))
+               labelcolor="white", bbox_to_anchor=(0.5, 16 / fig_h))
     fig.canvas.draw()
     panels = {}
     for view, ax in zip(order, axes, strict=True):
@@ -271,9 +295,8 @@ def rootlets_figure(views: dict[str, View], path: Path, title: str) -> dict:
         panels[view.name] = {"box_px": [int(round(box.x0)), int(round(fig_h - box.y1)), int(round(box.x1)),
                                         int(round(fig_h - box.y0))],
                              "extent_mm": [round(v, 3) for v in view.extent_mm]}
-    with atomic_path(path) as tmp:
+    with _atomic(path) as tmp:
         fig.savefig(tmp, dpi=dpi, facecolor=fig.get_facecolor(), format="png")
-    plt.close(fig)
     return panels
 
 
@@ -296,8 +319,8 @@ def levels_figure(levels: pd.DataFrame, shift: pd.DataFrame | None, path: Path, 
     span = pd.concat([ok["start_mm"], ok["end_mm"]]).dropna()
     lo, hi = (float(span.min()), float(span.max())) if len(span) else (0.0, 1.0)
     pad = 0.04 * (hi - lo) + 2
-    fig, (ax, ax_shift) = plt.subplots(1, 2, figsize=(7.2, 6.4), dpi=100, sharey=True,
-                                       gridspec_kw={"width_ratios": [1.6, 1], "wspace": 0.08})
+    fig = Figure(figsize=(7.2, 6.4), dpi=100)
+    ax, ax_shift = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [1.6, 1], "wspace": 0.08})
     fig.suptitle(title, fontsize=11)
     for i, row in enumerate(vert.sort_values("start_mm").itertuples()):
         ax.add_patch(Rectangle((-0.32, row.start_mm), 0.64, row.end_mm - row.start_mm, facecolor=VERTEBRA_COLOURS[i % 2],
@@ -333,23 +356,24 @@ def levels_figure(levels: pd.DataFrame, shift: pd.DataFrame | None, path: Path, 
     ax.set_title("levels along the cord", fontsize=9)
     for a in (ax, ax_shift):
         a.spines[["top", "right"]].set_visible(False)
-    with atomic_path(path) as tmp:
+    with _atomic(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
-    plt.close(fig)
 
 
-def thumbnail(view: View, path: Path, height: int = 160) -> None:
-    """A small picture of one view (background + rootlets) for the dataset index."""
+def thumbnail(views: dict[str, View], path: Path, height: int = 160) -> None:
+    """A small picture of both views (background + rootlets) for the dataset index."""
     from PIL import Image
 
-    lo, hi = view.window
-    grey = np.clip((view.image - lo) / (hi - lo), 0, 1)[..., None] * np.ones(3)
-    overlay = rootlets_overlay(view)
-    rgb = grey * (1 - overlay[..., 3:]) + overlay[..., :3] * overlay[..., 3:]
-    picture = Image.fromarray((rgb * 255).astype(np.uint8))
+    parts = []
+    for view in (views["sagittal"], views["coronal"]):
+        lo, hi = view.window
+        grey = np.clip((view.image - lo) / (hi - lo), 0, 1)[..., None] * np.ones(3)
+        overlay = rootlets_overlay(view)
+        parts += [grey * (1 - overlay[..., 3:]) + overlay[..., :3] * overlay[..., 3:], np.zeros((grey.shape[0], 2, 3))]
+    picture = Image.fromarray((np.concatenate(parts[:-1], axis=1) * 255).astype(np.uint8))
     width = max(1, round(picture.width * height / picture.height))
-    with atomic_path(path) as tmp:
-        picture.resize((width, height), Image.Resampling.NEAREST).save(tmp, format="PNG")
+    with _atomic(path) as tmp:
+        picture.resize((width, height), Image.Resampling.LANCZOS).save(tmp, format="PNG")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -448,7 +472,7 @@ def _templates():
 
 
 def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
+    with _atomic(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
@@ -487,7 +511,7 @@ def _now() -> str:
 def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike, cord: ImageLike | None = None,
                discs: ImageLike | None = None, levels: TableLike | None = None, shift: TableLike | None = None, *,
                subject: str | None = None, provenance: Mapping | None = None, warnings: Iterable[str] = (),
-               slab_mm: float = 6.0) -> Path:
+               slab_mm: tuple[float, float] = SLAB_MM) -> Path:
     """Write one subject's QC (figures, page, record) into ``qc_dir`` and refresh the dataset index.
 
     Images are NIfTI paths or nibabel images (labels on another grid are resampled with nearest neighbour);
@@ -520,8 +544,11 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
     out = qc_dir / key
     out.mkdir(parents=True, exist_ok=True)
     views = display_views(img, roots, cord_img, disc_img, slab_mm=slab_mm)
-    panels = rootlets_figure(views, out / "rootlets.png", f"{subject}: rootlets by spinal level")
-    thumbnail(views["coronal"], out / "thumbnail.png")
+    zooms = "×".join(f"{z:g}" for z in img.header.get_zooms()[:3])
+    caption = (f"image {orientation(img)} {zooms} mm, shown at {views['coronal'].pixel_mm:g} mm pixels; "
+               f"rootlets_task {__version__}")
+    panels = rootlets_figure(views, out / "rootlets.png", f"{subject}: rootlets by spinal level", caption)
+    thumbnail(views, out / "thumbnail.png")
     figures = {"rootlets": {"file": "rootlets.png", "panels": panels}}
     if levels_df is not None:
         levels_figure(levels_df, shift_df, out / "levels.png", f"{subject}: spinal vs vertebral levels")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html.parser
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -164,6 +165,10 @@ def test_subject_page_and_record_report_the_levels(qc_folder):
         assert text in page
     assert page.count("<tr>") >= len(result.levels) + len(result.shift)
     assert "check C8: faint rootlets" in (qc_dir / "sub-PSR" / "index.html").read_text()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in (qc_dir / "index.html", qc_dir / "sub-AIL" / "rootlets.png", qc_dir / "_records" / "sub-AIL.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, f"{path} not readable as the umask allows"
 
 
 def test_missing_level_is_a_warning_on_page_and_index(tmp_path):
