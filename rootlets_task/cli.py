@@ -177,7 +177,7 @@ def _run_qc(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from rootlets_task.qc import qc_subject
 
     page = qc_subject(args.qc, args.i, args.r, args.s, args.discs, args.levels, args.shift, subject=args.qc_subject,
-                      provenance={"command": "rootlets qc", "slab_mm": args.slab}, slab_mm=args.slab)
+                      provenance={"command": "rootlets qc", "slab_mm": args.slab}, slab_mm=tuple(args.slab))
     print(page)
 
 
