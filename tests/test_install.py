@@ -348,6 +348,7 @@ def test_releases_command(good_zip, monkeypatch, capsys):
     monkeypatch.setenv(install.ENV_MIRROR, str(good_zip.parent))
     install.install_release(verbose=0)
     install.install_release("r20240523", custom_url=str(good_zip), verbose=0)
+    assert [inst.tag for inst in install.installed_releases()] == ["r20240523", "r20250318"]
     table = rows()
     assert table["r20250318"].endswith("current") and "C2-T1" in table["r20250318"] and "UNIT1" in table["r20250318"]
     assert table["r20240523"].endswith("custom") and table["r20240129"].endswith("not installed")
