@@ -283,8 +283,10 @@ def rootlets_figure(views: dict[str, View], path: Path, title: str, caption: str
                      color=level_colour(name), fontsize=9, fontweight="bold", ha="left", va="center", clip_on=False)
     names = [_spinal(v) for v in sorted(levels_seen)]
     handles = [Patch(facecolor=level_colour(name), label=name) for name in names]
-    handles += [Line2D([], [], color=CORD_COLOUR, lw=0.8, ls="--", label="cord outline", **_outlined()),
-                Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="disc no.")]
+    if any(view.cord is not None and view.cord.any() for view in order):
+        handles.append(Line2D([], [], color=CORD_COLOUR, lw=0.8, ls="--", label="cord outline", **_outlined()))
+    if any(view.discs for view in order):
+        handles.append(Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="disc no."))
     fig.legend(handles=handles, loc="lower center", ncol=int(np.ceil(len(handles) / 2)), frameon=False, fontsize=8,
                handlelength=1.4, columnspacing=1.0,
                labelcolor="white", bbox_to_anchor=(0.5, 16 / fig_h))
