@@ -30,6 +30,10 @@ sys.path.insert(0, str(HERE))
 
 from bench_model import benchmark_model, cache_dir, write_benchmark_image  # noqa: E402
 
+import rootlets_task  # noqa: E402
+
+PHANTOM_ZIP = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
+
 
 def run_worker(mode: str, model: Path, images: list[Path], out_dir: Path, env: dict | None = None) -> dict:
     """One worker process; returns wall (measured here), CPU and peak RSS (measured inside)."""
@@ -67,23 +71,41 @@ def bench_images(n: int) -> list[Path]:
     return paths
 
 
-def timing(model: Path, reps: int, batch: int, reps_batch: int, variants: list[str], work: Path, log) -> dict:
+def timing(model: Path, reps: int, batch: int, reps_batch: int, variants: list[str], work: Path, log, result: dict) -> None:
+    """Single-image runs (variants in the first repetition only), then the batch; fills ``result`` as it goes."""
     images = bench_images(max(batch, 1))
     single = {mode: [] for mode in ("reference", "ours", *variants)}
     for r in range(reps):  # interleaved so that every path sees the same machine load
-        for mode in single:
+        for mode in single if r == 0 else ("reference", "ours"):
             single[mode].append(run_worker(mode, model, images[:1], work / f"single_{mode}_{r}"))
             log(f"single {mode} run {r}: {single[mode][-1]}")
-    result = {"single": {m: medians(v) for m, v in single.items()}}
+        result["single"] = {m: medians(v) for m, v in single.items()}
+        ratios(result, variants)
+        log.save(result)
     if batch:
         runs = {"reference": [], "ours": []}
         for r in range(reps_batch):
-            runs["reference"].append(reference_batch(model, images[:batch], work / f"batch_reference_{r}"))
-            log(f"batch reference run {r}: {runs['reference'][-1]}")
             runs["ours"].append(run_worker("ours", model, images[:batch], work / f"batch_ours_{r}"))
             log(f"batch ours run {r}: {runs['ours'][-1]}")
-        result["batch"] = {m: medians(v) for m, v in runs.items()} | {"n_images": batch}
-    return result
+            runs["reference"].append(reference_batch(model, images[:batch], work / f"batch_reference_{r}"))
+            log(f"batch reference run {r}: {runs['reference'][-1]}")
+            result["batch"] = {m: medians(v) for m, v in runs.items() if v} | {"n_images": batch}
+            ratios(result, variants)
+            log.save(result)
+
+
+def ratios(result: dict, variants: list[str]) -> None:
+    """Speed-ups (reference wall / ours wall) and memory ratios (ours / reference) from the medians so far."""
+    single = result["single"]
+    result["single_image_speedup"] = single["reference"]["wall_s"] / single["ours"]["wall_s"]
+    result["single_image_cpu_ratio"] = single["reference"]["cpu_s"] / single["ours"]["cpu_s"]
+    result["peak_rss_ratio"] = single["ours"]["peak_rss_mb"] / single["reference"]["peak_rss_mb"]
+    for v in variants:
+        result[f"single_image_speedup_{v}"] = single["reference"]["wall_s"] / single[v]["wall_s"]
+    b = result.get("batch", {})
+    if "reference" in b and "ours" in b:
+        result["batch_per_image_speedup"] = b["reference"]["wall_s"] / b["ours"]["wall_s"]
+        result["batch_peak_rss_ratio"] = b["ours"]["peak_rss_mb"] / b["reference"]["peak_rss_mb"]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -103,7 +125,8 @@ def phantom_agreement(n: int, work: Path, log) -> dict:
     per_case, levels_dice = [], {}
     for seed in range(n):
         case = work / f"phantom_{seed}"
-        image = write_phantom(case, orient=("LPI", "AIL", "RPI")[seed % 3], seed=100 + seed)["image"]
+        orient, spacing = (("LPI", (1.0, 1.0, 1.0)), ("AIL", (0.8, 0.8, 0.8)), ("RPI", (0.9, 0.9, 1.2)))[seed % 3]
+        image = write_phantom(case, orient=orient, spacing=spacing, seed=100 + seed)["image"]
         ref_dir, ours_dir = case / "ref", case / "ours"
         ref_dir.mkdir(exist_ok=True)
         ours_dir.mkdir(exist_ok=True)
@@ -115,7 +138,7 @@ def phantom_agreement(n: int, work: Path, log) -> dict:
         case_dice = {int(v): dice(a == v, b == v) for v in np.union1d(np.unique(a), np.unique(b)) if v > 0}
         for v, d in case_dice.items():
             levels_dice.setdefault(v, []).append(d)
-        per_case.append({"seed": 100 + seed, "voxel_agreement": float((a == b).mean()),
+        per_case.append({"seed": 100 + seed, "orientation": orient, "spacing": spacing, "voxel_agreement": float((a == b).mean()),
                          "foreground_agreement": float((a == b)[fg].mean()) if fg.any() else 1.0, "dice": case_dice})
         log(f"phantom {seed}: {per_case[-1]}")
     return {"cases": per_case,
@@ -128,11 +151,8 @@ def phantom_release(work: Path) -> Path:
     """The bundled phantom release unpacked under ``work``; returns its trainer folder."""
     import zipfile
 
-    import rootlets_task
-
-    archive = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
     dest = work / "phantom_release"
-    with zipfile.ZipFile(archive) as zf:
+    with zipfile.ZipFile(PHANTOM_ZIP) as zf:
         zf.extractall(dest)
     return next(dest.rglob("nnUNetTrainer*__*")).resolve()
 
@@ -178,31 +198,26 @@ def main(argv: list[str] | None = None) -> dict:
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
+    def save(result: dict) -> None:  # after every stage, so that a long run interrupted late still leaves figures
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1, default=str))
+
+    log.save = save
     model = benchmark_model(rebuild=args.rebuild_model)
     log(f"realistic model: {model}")
+    result = {"model": str(model), "settings": vars(args) | {"json": str(args.json)}}
     with tempfile.TemporaryDirectory(prefix="rootlets_bench_") as tmp:
         work = Path(tmp)
-        log(f"backend check: {(backend := backend_check(model))}")
-        result = {"model": str(model), "settings": vars(args) | {"json": str(args.json)}, "backends_max_softmax_diff": backend}
+        result["backends_max_softmax_diff"] = backend_check(model)
+        log(f"backend check: {result['backends_max_softmax_diff']}")
         variants = [v for v in args.variants.split(",") if v]
-        result.update(timing(model, args.reps, args.batch, args.reps_batch, variants, work, log))
-        single = result["single"]
-        result["single_image_speedup"] = single["reference"]["wall_s"] / single["ours"]["wall_s"]
-        result["single_image_cpu_ratio"] = single["reference"]["cpu_s"] / single["ours"]["cpu_s"]
-        result["peak_rss_ratio"] = single["ours"]["peak_rss_mb"] / single["reference"]["peak_rss_mb"]
-        for v in variants:
-            result[f"single_image_speedup_{v}"] = single["reference"]["wall_s"] / single[v]["wall_s"]
-        if "batch" in result:
-            b = result["batch"]
-            result["batch_per_image_speedup"] = b["reference"]["wall_s"] / b["ours"]["wall_s"]
-            result["batch_peak_rss_ratio"] = b["ours"]["peak_rss_mb"] / b["reference"]["peak_rss_mb"]
-        if args.phantoms:
+        timing(model, args.reps, args.batch, args.reps_batch, variants, work, log, result)
+        if args.phantoms and PHANTOM_ZIP.exists():
             result.update(phantom_agreement(args.phantoms, work, log))
-        else:
-            log("agreement skipped (--phantoms 0)")
+        elif args.phantoms:
+            log(f"agreement skipped: {PHANTOM_ZIP} not built")
+    save(result)
     log(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict | list)}, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1, default=str))
     return result
 
 

@@ -83,7 +83,7 @@ def _cache_key(params: dict, patch_size: tuple[int, ...]) -> str:
     return digest.hexdigest()[:24]
 
 
-def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...], threads: int):
+def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...], threads: int, log=None):
     """Compiled OpenVINO model for ``network`` with ``params``, converted and checked once, then read from the cache."""
     import openvino as ov
 
@@ -91,6 +91,8 @@ def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...]
     xml, check_file = folder / "network.xml", folder / "check.json"
     core = ov.Core()
     if not check_file.exists():
+        if log:
+            log(f"converting the network to OpenVINO once (can take minutes on a large model), cached in {folder}")
         network.load_state_dict(params)
         network.eval()
         example = check_patch(patch_size)
@@ -108,16 +110,17 @@ def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...]
     return compiled, difference
 
 
-def use_openvino(predictor, threads: int) -> bool:
+def use_openvino(predictor, threads: int, log=None) -> bool:
     """Swap the network of an initialised CPU ``nnUNetPredictor`` for OpenVINO; return False (PyTorch kept) if it fails.
 
     Every fold is converted and checked against PyTorch; one failing fold keeps the whole predictor on PyTorch.
+    ``log`` (a callable taking a message) hears about first-time conversions.
     """
     patch_size = tuple(int(p) for p in predictor.configuration_manager.patch_size)
     try:
         compiled = {}
         for params in predictor.list_of_parameters:
-            model, difference = _convert(predictor.network, params, patch_size, threads)
+            model, difference = _convert(predictor.network, params, patch_size, threads, log)
             if not difference <= TOLERANCE:
                 warnings.warn(f"OpenVINO differs from PyTorch by {difference:.2e} (> {TOLERANCE}); using PyTorch", stacklevel=2)
                 return False

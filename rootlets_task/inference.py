@@ -173,8 +173,12 @@ class Segmenter:
         if not backends.openvino_available():
             raise RootletsError("backend openvino: not installed; run `pip install 'rootlets_task[openvino]'` "
                                 "or use the torch backend")
+        def log(msg: str) -> None:
+            if self.verbose:
+                print(f"rootlets: {msg}", file=sys.stderr)
+
         with _quiet(self.verbose < 2):
-            return "openvino" if backends.use_openvino(self.predictor, self.threads) else "torch"
+            return "openvino" if backends.use_openvino(self.predictor, self.threads, log) else "torch"
 
     @property
     def settings(self) -> dict:
