@@ -321,7 +321,7 @@ def levels_figure(levels: pd.DataFrame, shift: pd.DataFrame | None, path: Path, 
     span = pd.concat([ok["start_mm"], ok["end_mm"]]).dropna()
     lo, hi = (float(span.min()), float(span.max())) if len(span) else (0.0, 1.0)
     pad = 0.04 * (hi - lo) + 2
-    fig = Figure(figsize=(7.2, 6.4), dpi=100)
+    fig = Figure(figsize=(6.3, 6.4), dpi=100)
     ax, ax_shift = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [1.6, 1], "wspace": 0.08})
     fig.suptitle(title, fontsize=11)
     for i, row in enumerate(vert.sort_values("start_mm").itertuples()):

@@ -298,3 +298,23 @@ def test_pages_in_headless_chromium(qc_folder, tmp_path):
     shot = Image.open(qc_dir / "screenshot_subject.png")
     assert shot.width == 1280 and shot.height > 900
     print(f"screenshots: {qc_dir}/screenshot_index.png, {qc_dir}/screenshot_subject.png")
+
+
+def test_labels_on_another_grid_and_empty_rootlets(tmp_path):
+    """Rootlets on a coarser grid of the same space land where they belong; empty rootlets still give a page."""
+    fine, coarse = make_phantom("LPI", (1.0, 1.0, 1.0), seed=4), make_phantom("AIL", (2.0, 2.0, 2.0), seed=4)
+    page = qc_subject(tmp_path, fine.nifti("image"), coarse.nifti("rootlets"), fine.nifti("cord"), subject="sub-grid")
+    record = _record(tmp_path, "sub-grid")
+    assert any("rootlets came on another grid" in n for n in record["notes"]) and "another grid" in page.read_text()
+    views = display_views(fine.nifti("image"), fine.nifti("rootlets"), fine.nifti("cord"))
+    picture = _png(tmp_path / "sub-grid" / "rootlets.png")
+    x0, y0, x1, y1 = record["figures"]["rootlets"]["panels"]["coronal"]["box_px"]
+    rows = [np.argwhere(_colour_mask(picture[y0:y1, x0:x1], level_colour(level_name(v, "spinal"))))[:, 0].mean()
+            / (y1 - y0) for v in SPINAL_LEVELS]
+    expected = [np.argwhere(views["coronal"].rootlets == v)[:, 0].mean() / views["coronal"].rootlets.shape[0]
+                for v in SPINAL_LEVELS]
+    assert np.allclose(rows, expected, atol=0.02), "resampled rootlets are not where the fine ones are"
+    empty = nib.Nifti1Image(np.zeros_like(fine.rootlets), fine.affine)
+    qc_subject(tmp_path, fine.nifti("image"), empty, fine.nifti("cord"), subject="sub-empty")
+    assert "no rootlets in the segmentation" in _record(tmp_path, "sub-empty")["warnings"]
+    assert "sub-empty" in (tmp_path / "index.html").read_text()
