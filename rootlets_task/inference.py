@@ -116,11 +116,13 @@ class Segmenter:
 
     ``model_folder`` is the ``nnUNetTrainer*__nnUNetPlans__3d_fullres`` folder of a release (see
     :func:`rootlets_task.install.model_folder`); ``record`` is its install record (tag, url, sha256), kept for the
-    JSON sidecar.
+    JSON sidecar. ``threads``: CPU threads for this model (default: every physical core this process may use; give
+    fewer when several processes share the machine, as ``rootlets batch -jobs N`` does).
     """
 
     def __init__(self, model_folder: str | os.PathLike, device: str = "auto", test_time_aug: bool = False,
-                 verbose: int = 1, record: dict | None = None, backend: str = "auto"):
+                 verbose: int = 1, record: dict | None = None, backend: str = "auto",
+                 threads: int | None = None):
         self.model_folder = Path(model_folder)
         self.record = dict(record or {})
         self.verbose = verbose
@@ -134,7 +136,7 @@ class Segmenter:
         self.axcodes = nifti.sct_to_axcodes(self.orientation)
         self.folds, self.checkpoint = find_checkpoints(self.model_folder)
         self.device = resolve_device(device)
-        self.threads = physical_cores() if self.device.type == "cpu" else None
+        self.threads = (threads or physical_cores()) if self.device.type == "cpu" else None
         t0 = time.perf_counter()
         self.predictor = self._load()
         self.backend = self._select_backend(backend)
