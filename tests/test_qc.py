@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from filelock import FileLock
 from matplotlib.colors import to_rgb
 from PIL import Image
 
@@ -24,7 +25,7 @@ from rootlets_task.cli import main
 from rootlets_task.errors import RootletsError
 from rootlets_task.levels import compute_levels, level_name
 from rootlets_task.phantom import SPINAL_LEVELS, make_phantom
-from rootlets_task.qc import display_views, level_colour, qc_subject
+from rootlets_task.qc import LOCK, display_views, level_colour, qc_subject
 
 # Four orientations, one of them anisotropic (0.5 x 0.5 x 3 mm axial).
 CASES = {"LPI": (1.0, 1.0, 1.0), "RPI": (0.5, 0.5, 3.0), "AIL": (0.8, 0.8, 0.8), "PSR": (1.0, 1.0, 1.0)}
@@ -243,7 +244,8 @@ WRITER = textwrap.dedent("""
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
-    """Four processes, two subjects each, released at the same instant into one QC folder."""
+    """Four processes, two subjects each, released at the same instant into one QC folder; the test holds the
+    folder's lock first, so all of them contend for it at once (and the test fails if they do not use it)."""
     qc_dir, go = tmp_path / "qc", tmp_path / "go"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
@@ -253,7 +255,14 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("ready-*"))) < len(procs) and time.monotonic() < deadline:
         time.sleep(0.05)
-    go.touch()
+    qc_dir.mkdir()
+    with FileLock(qc_dir / LOCK):  # hold the folder's lock: every writer must queue behind it
+        go.touch()
+        while len(list(qc_dir.glob("_records/*.json"))) < len(procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert not (qc_dir / "index.html").exists(), "the index was written without taking the folder's lock"
+        assert all(p.poll() is None for p in procs), "a writer finished without waiting for the lock"
     for p in procs:
         assert p.wait(timeout=180) == 0, p.stderr.read()
     expected = sorted(f"sub-w{w}n{n}" for w in range(4) for n in range(2))
