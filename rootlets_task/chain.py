@@ -166,10 +166,11 @@ class _Record:
                 raise RootletsError(f"output {out} exists and was not written by this chain (or was changed since); "
                                     "use -overwrite to replace it, or choose another -ofolder")
 
-    def done(self, step: str, key: dict, outputs: list[Path], extra: dict | None = None) -> None:
+    def done(self, step: str, key: dict, outputs: list[Path], extra: dict | None = None, keep: tuple[Path, ...] = ()) -> None:
+        """Record a finished step; its stale files from an earlier run (e.g. discs now none) are removed, except ``keep``."""
         previous = self.data["steps"].get(step, {}).get("outputs", {})
-        written = {p.name for p in outputs}
-        for name in set(previous) - written:  # stale files of this step from an earlier run (e.g. discs now none)
+        written = {p.name for p in outputs} | {p.name for p in keep}
+        for name in set(previous) - written:
             old = self.path.parent / name
             if old.is_file() and sha256(old) == previous[name]:
                 old.unlink()
@@ -376,6 +377,7 @@ def _label_step(kind: str, source: str, why: str, image: Path, reference: nib.Ni
         steps[kind] = "none"
         return None, "none"
     sidecar = target.with_name(f"{nifti.stem(target)}.json")
+    in_place = False
     if source == "file":
         key = {"version": __version__, "source": "file", "file": sha256(file)}
         in_place = file.absolute().resolve() == target.absolute().resolve()
@@ -419,7 +421,8 @@ def _label_step(kind: str, source: str, why: str, image: Path, reference: nib.Ni
         with nifti.atomic_path(sidecar) as tmp_json:  # the sidecar is moved in only once the label file is saved
             tmp_json.write_text(json.dumps(content, indent=2) + "\n")
             nifti.save_like(np.asarray(data), reference, target)
-    record.done(kind, key, outputs, {"found": True})
+    # a file given in place (under the chain's own name) is the user's input from now on: never removed as stale
+    record.done(kind, key, outputs, {"found": True}, keep=(target, sidecar) if source == "file" and in_place else ())
     steps[kind] = "computed"
     return (target if outputs else file), source
 

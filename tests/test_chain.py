@@ -179,6 +179,18 @@ def test_cord_file_inside_the_output_folder_is_used_in_place(no_tools, tmp_path,
     assert not (out / "phantom_T2w_label-SC_seg.json").exists()
 
 
+def test_a_produced_cord_given_back_with_s_is_kept_and_nothing_recomputed(fake, tmp_path, files):
+    out = tmp_path / "out"
+    first = chain.run_chain(files["image"], out, rootlets=files["rootlets"], discs_from="none", pmj_from="none", verbose=0)
+    produced = first.outputs["cord"]
+    again = chain.run_chain(files["image"], out, rootlets=files["rootlets"], cord=produced, discs_from="none",
+                            pmj_from="none", verbose=0)
+    assert again.sources["cord"] == "file" and again.outputs["cord"] == produced
+    assert produced.is_file() and produced.with_name("phantom_T2w_label-SC_seg.json").is_file()
+    assert again.steps["levels"] == "up to date"  # same cord bytes, so the levels stand
+    assert [c[1] for c in fake_tools.calls(fake)] == ["spinalcord"]
+
+
 def test_an_output_never_overwrites_an_input(no_tools, tmp_path, files):
     out = tmp_path / "out"
     out.mkdir()
