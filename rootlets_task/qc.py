@@ -345,7 +345,12 @@ def levels_figure(levels: pd.DataFrame, shift: pd.DataFrame | None, path: Path, 
         limit = max(10.0, float(np.abs(pairs["shift_mm"]).max()) * 1.3)
         ax_shift.set_xlim(-limit, limit * 2.2)
     else:
-        ax_shift.text(0.5, 0.5, "no level present in both kinds", transform=ax_shift.transAxes, ha="center", color="#777777")
+        why = "no vertebral levels\n(no disc labels)" if vert.empty else "no level present\nin both kinds"
+        ax_shift.text(0.5, 0.5, why, transform=ax_shift.transAxes, ha="center", va="center", color="#777777")
+        ax_shift.set_xlim(-10, 22)
+    if vert.empty:
+        ax.text(0, 0.5, "no disc labels:\nvertebral levels\nnot computed", transform=ax.get_xaxis_transform(),
+                ha="center", va="center", color="#777777", fontsize=8)
     ax_shift.axvline(0, color="#777777", lw=0.8)
     pairing = pairs["pairing"].iloc[0] if len(pairs) and "pairing" in pairs else ""
     ax_shift.set_title(f"shift per level ({pairing} pairing)" if pairing else "shift per level", fontsize=9)

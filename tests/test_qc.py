@@ -65,7 +65,7 @@ def qc_folder(tmp_path_factory):
     phantoms = {}
     for seed, (orient, spacing) in enumerate(CASES.items()):
         ph = asymmetric_phantom(orient, spacing, seed)
-        write_subject(qc_dir, ph, f"sub-{orient}", warnings=["check C8: faint rootlets"] if orient == "PSR" else ())
+        write_subject(qc_dir, ph, f"sub-{orient}", warnings=["check C8: faint rootlets <b>&</b>"] if orient == "PSR" else ())
         phantoms[orient] = ph
     return qc_dir, phantoms
 
@@ -165,7 +165,8 @@ def test_subject_page_and_record_report_the_levels(qc_folder):
     for text in ("rootlets.png", "levels.png", "Provenance", "phantom truth", "gapfree", "../index.html"):
         assert text in page
     assert page.count("<tr>") >= len(result.levels) + len(result.shift)
-    assert "check C8: faint rootlets" in (qc_dir / "sub-PSR" / "index.html").read_text()
+    for page in (qc_dir / "sub-PSR" / "index.html", qc_dir / "index.html"):  # shown as text, never as markup
+        assert "check C8: faint rootlets &lt;b&gt;&amp;&lt;/b&gt;" in page.read_text()
     umask = os.umask(0o022)
     os.umask(umask)
     for path in (qc_dir / "index.html", qc_dir / "sub-AIL" / "rootlets.png", qc_dir / "_records" / "sub-AIL.json"):
