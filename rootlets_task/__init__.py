@@ -29,12 +29,14 @@ _API = {
     "qc_subject": "qc",
     "rebuild_index": "qc",
     "run_chain": "chain",
+    "run_batch": "batch",
 }
 
 __all__ = ["__version__", "RootletsError", "make_phantom", "write_phantom", "compute_levels", "levels_from_files", "group_stats",
            "segment", "install_release",
            "model_folder", "models_dir", "installed_releases", "get_release",
-           "install_sct", "sct_status", "sct_model_entry", "sct_task_entry", "qc_subject", "rebuild_index", "run_chain"]  # noqa: F822
+           "install_sct", "sct_status", "sct_model_entry", "sct_task_entry", "qc_subject", "rebuild_index", "run_chain",
+           "run_batch"]  # noqa: F822
 
 
 def __getattr__(name: str):

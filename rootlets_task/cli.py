@@ -245,6 +245,62 @@ def _run_stats(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         print(path)
 
 
+def _batch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rootlets batch", description="Segment rootlets (and with -levels derive levels) "
+                                "in every selected image of a BIDS dataset into a BIDS derivative dataset; resumable "
+                                "(finished images are skipped), parallel (-jobs), on a Dask cluster (-dask, -slurm). "
+                                "See README 'Batch runs'.")
+    p.add_argument("bids", metavar="BIDS_ROOT", help="BIDS dataset root (holding sub-*/[ses-*/]anat/)")
+    p.add_argument("-o", required=True, metavar="DERIVATIVES",
+                   help="output derivative dataset, e.g. BIDS_ROOT/derivatives/rootlets")
+    p.add_argument("-contrast", nargs="+", default=["T2w"], metavar="SUFFIX",
+                   help="BIDS suffix(es) to process (default T2w; e.g. T1w, UNIT1, MP2RAGE = both inversions, "
+                   "inv-1 / inv-2 = one MP2RAGE inversion)")
+    p.add_argument("-include", metavar="RE", help="only images whose path inside BIDS_ROOT matches this regex")
+    p.add_argument("-exclude", metavar="RE", help="skip images whose path inside BIDS_ROOT matches this regex")
+    p.add_argument("-jobs", type=int, default=1, help="local worker processes (default 1 = in this process); with "
+                   "-slurm: the number of SLURM jobs")
+    p.add_argument("-threads", type=int, metavar="N", help="CPU threads per worker (default: the cores divided among the jobs)")
+    engine = p.add_mutually_exclusive_group()
+    engine.add_argument("-dask", metavar="ADDRESS", help="run on an existing Dask scheduler, e.g. tcp://HOST:8786")
+    engine.add_argument("-slurm", nargs="*", metavar="KEY=VALUE", help="start workers as SLURM jobs with dask-jobqueue "
+                        "(pip install 'rootlets_task[slurm]'); SLURMCluster options, e.g. cores=4 memory=16GB "
+                        "walltime=04:00:00 queue=NAME account=NAME")
+    p.add_argument("-levels", action="store_true", help="run the whole chain to spinal and vertebral levels per image, "
+                   "then dataset tables (levels.csv, shift.csv) and group statistics")
+    p.add_argument("-labels", metavar="DIR", help="manual labels derivative (default BIDS_ROOT/derivatives/labels): "
+                   "<stem>_label-SC_seg, _label-discs_dlabel, _label-PMJ_dlabel, _label-rootlets_dseg are used when present")
+    p.add_argument("-cord-from", default="auto", choices=["auto", "file", "sct"], help="with -levels: cord source")
+    p.add_argument("-discs-from", default="auto", choices=["auto", "file", "sct", "totalspineseg", "spineps", "none"],
+                   help="with -levels: disc source")
+    p.add_argument("-pmj-from", default="auto", choices=["auto", "file", "sct", "none"], help="with -levels: PMJ source")
+    p.add_argument("-method", default="gapfree", choices=["gapfree", "reference"], help="spinal level method")
+    p.add_argument("-qc", metavar="DIR", help="write a QC report of every image into this folder")
+    p.add_argument("-continue-on-error", type=int, default=1, choices=[0, 1], help="1 (default): a failed image never "
+                   "stops the others; 0: start no new image after the first failure")
+    p.add_argument("-release", metavar="TAG", help="model release (default r20250318; see `rootlets releases`)")
+    p.add_argument("-test-time-aug", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    p.add_argument("-device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
+    p.add_argument("-overwrite", action="store_true", help="redo every image, even those already done")
+    p.add_argument("-v", type=int, default=1, choices=[0, 1], help="verbosity (0: no progress bar)")
+    return p
+
+
+def _run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from rootlets_task.batch import parse_slurm, run_batch
+
+    summary = run_batch(args.bids, args.o, contrasts=args.contrast, include=args.include, exclude=args.exclude,
+                        jobs=args.jobs, dask=args.dask, slurm=parse_slurm(args.slurm) if args.slurm is not None else None,
+                        levels=args.levels, qc=args.qc, continue_on_error=bool(args.continue_on_error),
+                        release=args.release, overwrite=args.overwrite, labels=args.labels, method=args.method,
+                        cord_from=args.cord_from, discs_from=args.discs_from, pmj_from=args.pmj_from,
+                        test_time_aug=args.test_time_aug, device=args.device, threads=args.threads, progress=args.v > 0)
+    print(summary.text())
+    if summary.failed:
+        raise RootletsError(f"{len(summary.failed)} of {len(summary.results)} image(s) not done; see the list above "
+                            f"and {summary.out}/logs/err.*.log")
+
+
 # name -> (parser factory, handler). The segmentation parser is the default when no name is given.
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable]] = {
     "phantom": (_phantom_parser, _run_phantom),
@@ -252,6 +308,7 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable]] = {
     "stats": (_stats_parser, _run_stats),
     "releases": (_releases_parser, _run_releases),
     "qc": (_qc_parser, _run_qc),
+    "batch": (_batch_parser, _run_batch),
 }
 
 
