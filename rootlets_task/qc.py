@@ -120,18 +120,16 @@ class View:
         return self.image.shape[1] * self.pixel_mm, self.image.shape[0] * self.pixel_mm
 
 
-def _centre_curve(mask: np.ndarray | None, axis: int, fallback: float, sigma: float) -> np.ndarray:
-    """Per-row centre (float index along ``axis`` of a (rows, a1, a2) mask), interpolated where the mask is empty."""
-    n = mask.shape[0] if mask is not None else 0
-    if mask is None or not mask.any():
-        return np.full(n, fallback) if n else np.zeros(0)
-    other = 2 if axis == 1 else 1
-    profile = mask.sum(axis=other)  # (rows, n_axis)
+def _centre_curve(mask: np.ndarray | None, axis: int, n_rows: int, fallback: float, sigma: float) -> np.ndarray:
+    """Per-row centre (float index along ``axis`` of a (rows, a1, a2) mask), smoothed, and interpolated (or held
+    constant beyond the ends) where a row has no voxel; ``fallback`` everywhere without a mask."""
+    if mask is None:
+        return np.full(n_rows, fallback)
+    profile = mask.sum(axis=2 if axis == 1 else 1)  # (rows, n_axis)
     counts = profile.sum(axis=1)
     rows = np.flatnonzero(counts)
     centres = (profile[rows] * np.arange(profile.shape[1])).sum(axis=1) / counts[rows]
-    curve = np.interp(np.arange(n), rows, centres)
-    return gaussian_filter1d(curve, sigma, mode="nearest")
+    return gaussian_filter1d(np.interp(np.arange(n_rows), rows, centres), sigma, mode="nearest")
 
 
 def _square(a: np.ndarray, spacing: tuple[float, float], pixel: float, order: int) -> np.ndarray:
@@ -152,17 +150,15 @@ def display_views(image: nib.Nifti1Image, rootlets: nib.Nifti1Image, cord: nib.N
     centred on the rootlets.
     """
     img, spacing, _ = reorient(image, DISPLAY_AXCODES)
-    img = img.astype(float)
-    roots = reorient(rootlets, DISPLAY_AXCODES)[0].astype(np.int32)
+    roots = reorient(rootlets, DISPLAY_AXCODES)[0]
+    roots = roots.astype(np.uint8 if roots.max() < 256 else np.int32)  # small: projected over whole volumes
     cord_d = reorient(cord, DISPLAY_AXCODES)[0] > 0 if cord is not None else None
     disc_d = reorient(discs, DISPLAY_AXCODES)[0].astype(np.int32) if discs is not None else None
     sz, sy, sx = spacing
     nz, ny, nx = img.shape
     centre_mask = cord_d if cord_d is not None and cord_d.any() else (roots > 0 if roots.any() else None)
-    cy = _centre_curve(centre_mask, 1, (ny - 1) / 2, max(1.0, 3.0 / sz))
-    cx = _centre_curve(centre_mask, 2, (nx - 1) / 2, max(1.0, 3.0 / sz))
-    if centre_mask is None:
-        cy, cx = np.full(nz, (ny - 1) / 2), np.full(nz, (nx - 1) / 2)
+    cy = _centre_curve(centre_mask, 1, nz, (ny - 1) / 2, max(1.0, 3.0 / sz))
+    cx = _centre_curve(centre_mask, 2, nz, (nx - 1) / 2, max(1.0, 3.0 / sz))
     if centre_mask is not None and centre_mask is not cord_d:  # rootlets lie on both sides: centre on their middle
         cx = np.full(nz, np.median(np.argwhere(centre_mask)[:, 2]))
 
@@ -195,7 +191,7 @@ def display_views(image: nib.Nifti1Image, rootlets: nib.Nifti1Image, cord: nib.N
     ):
         crop = (slice(r0, r1), cols)
         spacing2 = (sz, step)
-        bg_sq = _square(bg[crop], spacing2, pixel, order=1)
+        bg_sq = _square(bg[crop].astype(np.float32), spacing2, pixel, order=1)
         core = bg_sq[bg_sq > np.percentile(bg_sq, 5)] if bg_sq.size else bg_sq
         lo, hi = (np.percentile(core, [0.5, 99.5]) if core.size else (0.0, 1.0))
         view = View(name=name, image=bg_sq, rootlets=_square(mip[crop], spacing2, pixel, order=0),
@@ -204,7 +200,8 @@ def display_views(image: nib.Nifti1Image, rootlets: nib.Nifti1Image, cord: nib.N
         if disc_d is not None:
             for z, y, x in np.argwhere(disc_d[r0:r1] > 0) + (r0, 0, 0):
                 col = (y, x)[disc_col - 1]
-                view.discs.append((int(disc_d[z, y, x]), (z - r0 + 0.5) * sz, (col - cols.start + 0.5) * step))
+                if cols.start <= col < cols.stop:
+                    view.discs.append((int(disc_d[z, y, x]), (z - r0 + 0.5) * sz, (col - cols.start + 0.5) * step))
         views[name] = view
     return views
 
@@ -225,8 +222,38 @@ def rootlets_overlay(view: View) -> np.ndarray:
     return rgba
 
 
+def _draw_view(ax, view: View) -> None:
+    """One panel: image, rootlets, cord outline, discs, orientation letters, a 10 mm bar; axes in mm."""
+    w_mm, h_mm = view.extent_mm
+    extent = (0, w_mm, h_mm, 0)
+    ax.imshow(view.image, cmap="gray", vmin=view.window[0], vmax=view.window[1], extent=extent, interpolation="nearest")
+    ax.imshow(rootlets_overlay(view), extent=extent, interpolation="nearest")
+    if view.cord is not None and view.cord.any():
+        cols, rows = ((np.arange(n) + 0.5) * view.pixel_mm for n in (view.cord.shape[1], view.cord.shape[0]))
+        ax.contour(cols, rows, view.cord.astype(float), levels=[0.5], colors=CORD_COLOUR, linewidths=0.8,
+                   linestyles="dashed").set(path_effects=[patheffects.withStroke(linewidth=2.2, foreground="black")])
+    for value, row_mm, col_mm in view.discs:
+        ax.plot(col_mm, row_mm, "o", ms=6, mfc="white", mec="black", mew=1.0, zorder=5)
+        ax.text(col_mm - 2.5, row_mm, str(value), color="white", fontsize=8, ha="right", va="center", zorder=6,
+                **_outlined())
+    for text, pos, ha, va in ((view.sides[0], (0.02, 0.5), "left", "center"), (view.sides[1], (0.98, 0.5), "right", "center"),
+                              ("S", (0.5, 0.99), "center", "top"), ("I", (0.5, 0.01), "center", "bottom")):
+        ax.text(*pos, text, transform=ax.transAxes, color="white", fontsize=9, ha=ha, va=va, **_outlined())
+    bar_x, bar_y = 0.04 * w_mm, 0.97 * h_mm
+    ax.plot([bar_x, bar_x + 10], [bar_y, bar_y], color="white", lw=2.5, solid_capstyle="butt")
+    ax.text(bar_x + 5, bar_y - 1, "10 mm", color="white", fontsize=7, ha="center", va="bottom", **_outlined())
+    ax.set_xlim(0, w_mm)
+    ax.set_ylim(h_mm, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_color("#555555")
+    across = "left-right" if view.name == "sagittal" else "front-back"
+    ax.set_title(f"{view.name}\nrootlets within ±{view.slab_mm:g} mm {across}", color="#dddddd", fontsize=8.5)
+
+
 def rootlets_figure(views: dict[str, View], path: Path, title: str, caption: str = "") -> dict:
-    """Draw both views side by side; returns each panel's pixel box in the PNG and its size in mm."""
+    """Draw both views side by side at one scale; returns each panel's pixel box in the PNG and its size in mm."""
     order = [views["sagittal"], views["coronal"]]
     height_mm = order[0].extent_mm[1]
     scale = float(np.clip(720.0 / height_mm, 2.5, 9.0))  # screen px per mm
@@ -239,41 +266,11 @@ def rootlets_figure(views: dict[str, View], path: Path, title: str, caption: str
     fig.suptitle(title, color="white", fontsize=11, y=1 - 8 / fig_h, va="top")
     if caption:
         fig.text(0.5, 4 / fig_h, caption, color="#9a9a9a", fontsize=7, ha="center", va="bottom")
-    levels_seen: set[int] = set()
-    x = left
-    axes = []
+    axes, x = [], left
     for view, width in zip(order, widths, strict=True):
-        w_mm, h_mm = view.extent_mm
-        ax = fig.add_axes((x / fig_w, bottom / fig_h, width / fig_w, h_mm * scale / fig_h))
+        axes.append(fig.add_axes((x / fig_w, bottom / fig_h, width / fig_w, view.extent_mm[1] * scale / fig_h)))
+        _draw_view(axes[-1], view)
         x += width + gap
-        axes.append(ax)
-        extent = (0, w_mm, h_mm, 0)
-        ax.imshow(view.image, cmap="gray", vmin=view.window[0], vmax=view.window[1], extent=extent,
-                  interpolation="nearest")
-        ax.imshow(rootlets_overlay(view), extent=extent, interpolation="nearest")
-        levels_seen |= {int(v) for v in np.unique(view.rootlets) if v > 0}
-        if view.cord is not None and view.cord.any():
-            centres = (np.arange(view.cord.shape[1]) + 0.5) * view.pixel_mm, (np.arange(view.cord.shape[0]) + 0.5) * view.pixel_mm
-            ax.contour(*centres, view.cord.astype(float), levels=[0.5], colors=CORD_COLOUR, linewidths=0.8,
-                       linestyles="dashed").set(path_effects=[patheffects.withStroke(linewidth=2.2, foreground="black")])
-        for value, row_mm, col_mm in view.discs:
-            ax.plot(col_mm, row_mm, "o", ms=6, mfc="white", mec="black", mew=1.0, zorder=5)
-            ax.text(col_mm - 2.5, row_mm, str(value), color="white", fontsize=8, ha="right", va="center",
-                    zorder=6, **_outlined())
-        for text, pos, ha, va in ((view.sides[0], (0.02, 0.5), "left", "center"), (view.sides[1], (0.98, 0.5), "right", "center"),
-                                  ("S", (0.5, 0.99), "center", "top"), ("I", (0.5, 0.01), "center", "bottom")):
-            ax.text(*pos, text, transform=ax.transAxes, color="white", fontsize=9, ha=ha, va=va, **_outlined())
-        bar_x, bar_y = 0.04 * w_mm, h_mm - 0.03 * h_mm
-        ax.plot([bar_x, bar_x + 10], [bar_y, bar_y], color="white", lw=2.5, solid_capstyle="butt")
-        ax.text(bar_x + 5, bar_y - 1, "10 mm", color="white", fontsize=7, ha="center", va="bottom", **_outlined())
-        ax.set_xlim(0, w_mm)
-        ax.set_ylim(h_mm, 0)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_color("#555555")
-        across = "left-right" if view.name == "sagittal" else "front-back"
-        ax.set_title(f"{view.name}\nrootlets within ±{view.slab_mm:g} mm {across}", color="#dddddd", fontsize=8.5)
     # Level names beside the coronal view, at each level's rostro-caudal centre.
     coronal = views["coronal"]
     for value in sorted({int(v) for v in np.unique(coronal.rootlets) if v > 0}):
@@ -281,15 +278,15 @@ def rootlets_figure(views: dict[str, View], path: Path, title: str, caption: str
         name = _spinal(value)
         axes[1].text(1.03, 1 - (row + 0.5) / coronal.rootlets.shape[0], name, transform=axes[1].transAxes,
                      color=level_colour(name), fontsize=9, fontweight="bold", ha="left", va="center", clip_on=False)
-    names = [_spinal(v) for v in sorted(levels_seen)]
-    handles = [Patch(facecolor=level_colour(name), label=name) for name in names]
+    levels_seen = sorted({int(v) for view in order for v in np.unique(view.rootlets) if v > 0})
+    handles = [Patch(facecolor=level_colour(_spinal(v)), label=_spinal(v)) for v in levels_seen]
     if any(view.cord is not None and view.cord.any() for view in order):
         handles.append(Line2D([], [], color=CORD_COLOUR, lw=0.8, ls="--", label="cord outline", **_outlined()))
     if any(view.discs for view in order):
         handles.append(Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="disc no."))
-    fig.legend(handles=handles, loc="lower center", ncol=int(np.ceil(len(handles) / 2)), frameon=False, fontsize=8,
-               handlelength=1.4, columnspacing=1.0,
-               labelcolor="white", bbox_to_anchor=(0.5, 16 / fig_h))
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=int(np.ceil(len(handles) / 2)), frameon=False, fontsize=8,
+                   handlelength=1.4, columnspacing=1.0, labelcolor="white", bbox_to_anchor=(0.5, 16 / fig_h))
     fig.canvas.draw()
     panels = {}
     for view, ax in zip(order, axes, strict=True):
