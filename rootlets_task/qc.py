@@ -36,7 +36,7 @@ import matplotlib
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from matplotlib import patheffects
 from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
@@ -53,6 +53,7 @@ from rootlets_task.nifti import atomic_path, load, load_labels, orientation, reo
 DISPLAY_AXCODES = ("I", "P", "R")
 RECORDS = "_records"
 LOCK = ".qc.lock"
+LOCK_TIMEOUT_S = 600
 
 # One colour per level name, ordered in hue from rostral (warm) to caudal (cool/magenta); shared by both figures.
 LEVEL_COLOURS = {
@@ -492,16 +493,31 @@ def _read_records(qc_dir: Path) -> list[dict]:
 
 def rebuild_index(qc_dir: str | os.PathLike) -> Path:
     """Regenerate ``<qc_dir>/index.html`` from every subject record, under the folder's lock."""
-    qc_dir = Path(qc_dir)
-    (qc_dir / RECORDS).mkdir(parents=True, exist_ok=True)
-    with FileLock(qc_dir / LOCK, timeout=600):
-        records = _read_records(qc_dir)
-        html = _templates().get_template("qc_index.html").render(
-            records=records, version=__version__, created=_now(),
-            n_warn=sum(bool(r["warnings"]) for r in records))
-        index = qc_dir / "index.html"
-        _write_text(index, html)
+    qc_dir = _writable_folder(Path(qc_dir))
+    (qc_dir / RECORDS).mkdir(exist_ok=True)
+    try:
+        with FileLock(qc_dir / LOCK, timeout=LOCK_TIMEOUT_S):
+            records = _read_records(qc_dir)
+            html = _templates().get_template("qc_index.html").render(
+                records=records, version=__version__, created=_now(),
+                n_warn=sum(bool(r["warnings"]) for r in records))
+            index = qc_dir / "index.html"
+            _write_text(index, html)
+    except Timeout:
+        raise RootletsError(f"QC folder {qc_dir}: another process held {LOCK} for {LOCK_TIMEOUT_S} s; this subject's "
+                            "record is saved, run `rootlets_task.rebuild_index` on the folder later") from None
     return index
+
+
+def _writable_folder(folder: Path) -> Path:
+    """Create the QC folder if needed; refuse one that cannot be written, before anything is drawn."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RootletsError(f"QC folder {folder}: cannot be created ({exc.strerror}); choose another -qc") from None
+    if not os.access(folder, os.W_OK):
+        raise RootletsError(f"QC folder {folder}: not writable; choose another -qc or fix its permissions")
+    return folder
 
 
 def _now() -> str:
@@ -545,8 +561,8 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
         for row in levels_df[levels_df["status"] != "ok"].itertuples():
             warnings.append(f"{row.kind} level {row.level}: {row.status}")
 
-    out = qc_dir / key
-    out.mkdir(parents=True, exist_ok=True)
+    out = _writable_folder(qc_dir) / key
+    out.mkdir(exist_ok=True)
     views = display_views(img, roots, cord_img, disc_img, slab_mm=slab_mm)
     zooms = "×".join(f"{z:g}" for z in img.header.get_zooms()[:3])
     caption = (f"image {orientation(img)} {zooms} mm, shown at {views['coronal'].pixel_mm:g} mm pixels; "

@@ -196,6 +196,22 @@ def test_bad_input_writes_nothing(tmp_path):
     with pytest.raises(RootletsError, match="does not overlap the image"):
         qc_subject(qc_dir, ph.nifti("image"), far)
     assert not qc_dir.exists()
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(RootletsError, match="QC folder .*a_file/qc: cannot be created"):
+        qc_subject(tmp_path / "a_file" / "qc", ph.nifti("image"), ph.nifti("rootlets"))
+
+
+def test_lock_held_too_long_is_a_clear_error(tmp_path, monkeypatch):
+    import rootlets_task.qc as qc
+
+    ph = make_phantom("LPI", (2.0, 2.0, 2.0), seed=1)
+    monkeypatch.setattr(qc, "LOCK_TIMEOUT_S", 0.2)
+    tmp_path.joinpath("qc").mkdir()
+    with FileLock(tmp_path / "qc" / LOCK), pytest.raises(RootletsError, match="another process held"):
+        qc_subject(tmp_path / "qc", ph.nifti("image"), ph.nifti("rootlets"), subject="sub-late")
+    assert (tmp_path / "qc" / "_records" / "sub-late.json").is_file()  # kept for the next index rebuild
+    qc.rebuild_index(tmp_path / "qc")
+    assert "sub-late" in (tmp_path / "qc" / "index.html").read_text()
 
 
 def test_qc_command(tmp_path, capsys):
