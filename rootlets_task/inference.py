@@ -91,6 +91,40 @@ def find_checkpoints(model_folder: Path) -> tuple[tuple[int | str, ...], str]:
                         "reinstall the release with `rootlets -install -release TAG`")
 
 
+def initialize(predictor, model_folder: Path, folds: tuple[int | str, ...], checkpoint: str) -> None:
+    """``predictor.initialize_from_trained_model_folder``, without importing the training code for stock trainers.
+
+    nnU-Net looks the trainer class up by name to build the network, which imports the whole training stack
+    (seaborn, the data loaders...): seconds of every start-up. Stock trainers (``nnUNetTrainer``, its
+    ``_<N>epochs`` / ``_NoMirroring`` variants, which RootletSeg releases use) build exactly the plans' network, so
+    that is built directly; any other trainer goes through nnU-Net's own lookup.
+    """
+    import re
+
+    import torch
+
+    checkpoints = [torch.load(model_folder / f"fold_{f}" / checkpoint, map_location="cpu", weights_only=False) for f in folds]
+    first = checkpoints[0]
+    if not re.fullmatch(r"nnUNetTrainer(_\d+epochs)?(_NoMirroring)?", first["trainer_name"]):
+        predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint)
+        return
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    dataset_json = json.loads((model_folder / "dataset.json").read_text())
+    plans_manager = PlansManager(json.loads((model_folder / "plans.json").read_text()))
+    cm = plans_manager.get_configuration(first["init_args"]["configuration"])
+    network = get_network_from_plans(
+        cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import,
+        determine_num_input_channels(plans_manager, cm, dataset_json),
+        plans_manager.get_label_manager(dataset_json).num_segmentation_heads, deep_supervision=False)
+    parameters = [c["network_weights"] for c in checkpoints]
+    network.load_state_dict(parameters[0])
+    predictor.manual_initialization(network, plans_manager, cm, parameters, dataset_json, first["trainer_name"],
+                                    first.get("inference_allowed_mirroring_axes"))
+
+
 @contextlib.contextmanager
 def _quiet(enabled: bool):
     """Hide nnU-Net's prints (environment-variable warnings, device notices) unless the user wants detail."""
@@ -157,7 +191,7 @@ class Segmenter:
                 perform_everything_on_device=self.device.type == "cuda", device=self.device,
                 verbose=self.verbose >= 2, verbose_preprocessing=self.verbose >= 2, allow_tqdm=self.verbose >= 1)
             try:
-                predictor.initialize_from_trained_model_folder(str(self.model_folder), self.folds, self.checkpoint)
+                initialize(predictor, self.model_folder, self.folds, self.checkpoint)
             except (OSError, RuntimeError, KeyError, ValueError) as exc:
                 raise RootletsError(f"model folder {self.model_folder}: cannot be loaded ({type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0] if str(exc) else ''}); reinstall the release") from None
