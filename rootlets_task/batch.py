@@ -71,7 +71,7 @@ class Settings:
         return {"version": __version__, "release": self.model.get("tag"), "model_sha256": self.model.get("sha256"),
                 "test_time_aug": self.test_time_aug, "levels": self.levels,
                 **({"method": self.method, "cord_from": self.cord_from, "discs_from": self.discs_from,
-                    "pmj_from": self.pmj_from} if self.levels else {}), "qc": self.qc is not None}
+                    "pmj_from": self.pmj_from} if self.levels else {})}
 
 
 @dataclass(frozen=True)
@@ -232,12 +232,13 @@ def _now() -> str:
 
 
 def is_done(unit: Unit, settings: Settings) -> bool:
-    """Whether ``unit``'s record matches its inputs and settings and every output it lists is intact."""
+    """Whether ``unit``'s record matches its inputs and settings, every output it lists is intact, and (with ``qc``)
+    its QC went into that folder. A QC folder alone does not change the outputs, so it is not part of the key."""
     from rootlets_task.chain import sha256
 
     out_dir = Path(unit.out_dir)
     record = _read_record(out_dir / f"{unit.name}{RECORD_SUFFIX}")
-    if not record or record.get("key") != unit.key(settings):
+    if not record or record.get("key") != unit.key(settings) or (settings.qc and record.get("qc") != settings.qc):
         return False
     return all((out_dir / name).is_file() and sha256(out_dir / name) == digest for name, digest in record["outputs"].items())
 
@@ -345,7 +346,7 @@ def _finish(unit: Unit, settings: Settings, tmp: Path, final: Path, made: dict[s
     record = {"key": unit.key(settings), "image": unit.image, "rel": unit.rel, "subject": unit.subject,
               "session": unit.session, "outputs": outputs, "notes": notes, "finished": _now(),
               "seconds": round(seconds, 3), "host": socket.gethostname(), "version": __version__,
-              "release": settings.model.get("tag")}
+              "release": settings.model.get("tag"), "qc": settings.qc}
     with nifti.atomic_path(record_path) as t:
         t.write_text(json.dumps(record, indent=2) + "\n")
 
@@ -392,6 +393,14 @@ def _on_dask(client, units: list[Unit], settings: Settings, out: str, stop) -> I
             return
 
 
+def _slurm_cluster_class():
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise RootletsError("-slurm needs dask-jobqueue; run `pip install 'rootlets_task[slurm]'`") from None
+    return SLURMCluster
+
+
 @contextlib.contextmanager
 def _client(jobs: int, dask: str | None, slurm: dict | None):
     """A Dask client: on ``dask`` (address), on a new SLURM cluster, or on ``jobs`` local worker processes."""
@@ -407,10 +416,7 @@ def _client(jobs: int, dask: str | None, slurm: dict | None):
             yield client
         return
     if slurm is not None:
-        try:
-            from dask_jobqueue import SLURMCluster
-        except ImportError:
-            raise RootletsError("-slurm needs dask-jobqueue; run `pip install 'rootlets_task[slurm]'`") from None
+        SLURMCluster = _slurm_cluster_class()
         options = {"cores": 2, "processes": 1, "memory": "8GB", "walltime": "02:00:00", **slurm}
         with SLURMCluster(**options) as cluster, Client(cluster) as client:
             cluster.scale(jobs=jobs)
@@ -460,8 +466,10 @@ class BatchSummary:
 
     def text(self) -> str:
         counts = {s: len(self.by_status(s)) for s in ("done", "skipped", "failed", "not run")}
+        retried = sum(bool(r.get("retried")) for r in self.results)
         lines = [f"rootlets batch: {len(self.results)} image(s) in {self.seconds:.0f} s: "
-                 + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "not run")]
+                 + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "not run")
+                 + (f" ({retried} retried after an interrupted attempt)" if retried else "")]
         lines += [f"  {r['status']}: {r['rel']}: {r['error']}" + (f" (log: {r['log']})" if r.get("log") else "")
                   for r in self.failed]
         lines += [f"  {name}: {path}" for name, path in self.tables.items()]
@@ -518,6 +526,8 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, contrasts: t
         raise RootletsError(f"-jobs {jobs}: give a number of worker processes >= 1")
     if dask and slurm is not None:
         raise RootletsError("-dask and -slurm exclude each other: use an existing scheduler or start one on SLURM")
+    if slurm is not None:
+        _slurm_cluster_class()  # a missing extra is reported before anything is written
     if out.absolute().resolve() == bids_root.absolute().resolve():
         raise RootletsError(f"-o {out}: is the BIDS root; give a derivatives folder (e.g. {bids_root}/derivatives/rootlets)")
     images = find_images(bids_root, tuple(contrasts), include, exclude)

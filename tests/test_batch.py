@@ -1,0 +1,343 @@
+"""`rootlets batch` on a small phantom BIDS dataset: sequential, `-jobs 2` and a real Dask LocalCluster give identical
+outputs; a worker killed mid-run (SIGKILL) gets its image retried with nothing half-written; a killed driver leaves no
+file that looks finished; a second run skips what is done and reruns what changed; a broken file is reported.
+
+Everything is real: nnU-Net inference with the bundled phantom release (or, until it is built, an untrained nnU-Net
+zip installed as the phantom tag: then the levels are meaningless but every comparison below still holds), the chain
+with the phantom's cord/discs/PMJ as manual labels, Dask on 127.0.0.1. Threads per worker are fixed to 1 in every
+mode: OpenVINO's results depend on the thread count at the float-rounding level (README 'Batch runs').
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from rootlets_task import batch, cli, install
+from rootlets_task.errors import RootletsError
+from rootlets_task.phantom import write_phantom
+
+BUNDLED = Path(batch.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
+# (subject, session, orientation, seed): 6 images over 5 subjects, one with two sessions
+SPECS = [("01", None, "LPI", 0), ("02", None, "RPI", 1), ("03", "01", "AIL", 2), ("03", "02", "PSR", 3),
+         ("04", None, "LPI", 5), ("05", None, "RPI", 6)]
+BROKEN = "sub-06/anat/sub-06_T2w.nii.gz"
+COMMON = {"release": "phantom", "threads": 1, "levels": True, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A model store with the phantom release, shared by this module's tests (and the Dask workers)."""
+    home = tmp_path_factory.mktemp("batch_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROOTLETS_TASK_HOME", str(home))
+        if BUNDLED.is_file():
+            install.install_release("phantom", progress=False, verbose=0)
+        else:  # the release engineer's zip is not built yet: an untrained real nnU-Net under the same tag
+            sys.path.insert(0, str(Path(__file__).parent))
+            import random_model
+
+            folder = random_model.write_random_model(tmp_path_factory.mktemp("random_model"))
+            archive = shutil.make_archive(str(folder.parent / "release"), "zip", folder.parent, folder.name)
+            install.install_release("phantom", custom_url=archive, progress=False, verbose=0)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _store(home, monkeypatch):
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(home))
+
+
+@pytest.fixture(scope="module")
+def bids(tmp_path_factory) -> Path:
+    """sub-01..05 (sub-03 with two sessions) in four orientations, manual labels in derivatives/labels, a broken sub-06."""
+    root = tmp_path_factory.mktemp("bids")
+    work = tmp_path_factory.mktemp("phantoms")
+    for sub, ses, orient, seed in SPECS:
+        rel = Path(f"sub-{sub}", *([f"ses-{ses}"] if ses else []), "anat")
+        stem = f"sub-{sub}{f'_ses-{ses}' if ses else ''}_T2w"
+        files = write_phantom(work / stem, orient, seed=seed, prefix=stem)
+        (root / rel).mkdir(parents=True)
+        shutil.copy(files["image"], root / rel / f"{stem}.nii.gz")
+        labels = root / "derivatives" / "labels" / rel
+        labels.mkdir(parents=True)
+        for kind in ("cord", "discs", "pmj"):
+            shutil.copy(files[kind], labels / files[kind].name)
+    (root / BROKEN).parent.mkdir(parents=True)
+    (root / BROKEN).write_bytes(b"\x1f\x8b truncated download")
+    (root / "sub-01" / "anat" / "sub-01_T1w.nii.gz").write_bytes(b"another contrast: never selected by default")
+    return root
+
+
+@pytest.fixture(scope="module")
+def sequential(bids, home, tmp_path_factory):
+    """The reference run: sequential, in this process."""
+    out = tmp_path_factory.mktemp("seq") / "rootlets"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROOTLETS_TASK_HOME", str(home))
+        summary = batch.run_batch(bids, out, **COMMON)
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def cluster(home, tmp_path_factory):
+    """A real Dask LocalCluster on 127.0.0.1: 2 worker processes, 1 thread each."""
+    from distributed import LocalCluster
+
+    env = {"ROOTLETS_TASK_HOME": str(home), "ROOTLETS_TASK_CACHE": os.environ.get("ROOTLETS_TASK_CACHE", "")}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                      silence_logs=50, env={k: v for k, v in env.items() if v}) as cluster:
+        yield cluster
+
+
+def _outputs(out: Path) -> dict[str, object]:
+    """Every image array and table of a derivative folder, by relative path (sidecars and records hold times/hosts)."""
+    found = {}
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out).as_posix()
+        if rel.startswith(("logs/", ".")) or not path.is_file():
+            continue
+        if path.name.endswith(".nii.gz"):
+            img = nib.load(path)
+            found[rel] = (np.asanyarray(img.dataobj), img.affine)
+        elif path.suffix == ".csv":
+            found[rel] = pd.read_csv(path)
+        elif path.suffix == ".png":
+            found[rel] = "png"
+    return found
+
+
+def _assert_same(a: Path, b: Path) -> None:
+    left, right = _outputs(a), _outputs(b)
+    assert sorted(left) == sorted(right)
+    for rel, value in left.items():
+        if isinstance(value, tuple):
+            assert np.array_equal(value[0], right[rel][0]), rel
+            assert np.allclose(value[1], right[rel][1]), rel
+        elif isinstance(value, pd.DataFrame):
+            pd.testing.assert_frame_equal(value, right[rel], obj=rel)
+
+
+def _done_names(summary) -> set[str]:
+    return {r["name"] for r in summary.by_status("done")}
+
+
+NAMES = {f"sub-{s}{f'_ses-{e}' if e else ''}_T2w" for s, e, _, _ in SPECS}
+
+
+def test_sequential_outputs_layout_and_summary(sequential, bids):
+    out, summary = sequential
+    assert _done_names(summary) == NAMES
+    failed = summary.by_status("failed")
+    assert [r["rel"] for r in failed] == [BROKEN]
+    assert "sub-06_T2w.nii.gz" in failed[0]["error"] and "\n" not in failed[0]["error"]
+    assert (out / "logs" / "err.sub-06_T2w.log").is_file() and not (out / "sub-06").exists()
+    text = summary.text()
+    assert "6 done, 0 skipped, 1 failed" in text and BROKEN in text
+
+    for name in NAMES:
+        sub = name.split("_")[0]
+        ses = [p for p in name.split("_") if p.startswith("ses-")]
+        folder = out.joinpath(sub, *ses, "anat")
+        for tail in ("_rootlets.nii.gz", "_rootlets.json", "_label-SC_seg.nii.gz", "_label-discs_dlabel.nii.gz",
+                     "_spinal_levels.nii.gz", "_vertebral_levels.nii.gz", "_levels.csv", "_shift.csv", "_batch.json"):
+            assert (folder / f"{name}{tail}").is_file(), (name, tail)
+        image = nib.load(next(bids.rglob(f"{name}.nii.gz")))
+        rootlets = nib.load(folder / f"{name}_rootlets.nii.gz")
+        assert rootlets.shape == image.shape and np.allclose(rootlets.affine, image.affine)
+        assert (out / "logs" / f"{name}.log").is_file()
+        sidecar = json.loads((folder / f"{name}_levels.json").read_text())
+        assert ".tmp" not in json.dumps(sidecar), "temporary paths must be rewritten to the final folder"
+        record = json.loads((folder / f"{name}_batch.json").read_text())
+        assert record["release"] == "phantom" and record["key"]["levels"] is True
+        assert set(record["key"]["inputs"]) == {f"{Path(record['rel']).as_posix()}", "labels:cord", "labels:discs",
+                                               "labels:pmj"}
+    assert not (out / ".tmp").exists()
+
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["BIDSVersion"]
+    generated = description["GeneratedBy"][0]
+    assert generated["Name"] == "rootlets_task" and generated["Release"] == "phantom"
+    from rootlets_task import __version__
+
+    assert generated["Version"] == __version__
+
+    levels = pd.read_csv(out / "levels.csv")
+    assert set(levels["image"]) == NAMES and {"subject", "session", "kind", "level", "mid_mm"} <= set(levels.columns)
+    per_subject = pd.read_csv(out / "sub-02" / "anat" / "sub-02_T2w_levels.csv")
+    pd.testing.assert_frame_equal(levels[levels["image"] == "sub-02_T2w"].drop(columns=["image", "subject", "session"])
+                                  .reset_index(drop=True), per_subject)
+    assert set(pd.read_csv(out / "shift.csv")["image"]) <= NAMES
+    assert set(summary.tables) >= {"levels", "shift"}
+    saved = json.loads((out / "logs" / "batch_summary.json").read_text())
+    assert {r["name"]: r["status"] for r in saved["results"]}["sub-06_T2w"] == "failed"
+
+
+def test_jobs_2_identical_to_sequential(sequential, bids, tmp_path):
+    out = tmp_path / "rootlets"
+    summary = batch.run_batch(bids, out, jobs=2, **COMMON)
+    assert _done_names(summary) == NAMES
+    assert {r["pid"] for r in summary.by_status("done")} - {os.getpid()}, "-jobs 2 runs in worker processes"
+    _assert_same(sequential[0], out)
+
+
+def test_dask_cluster_identical_to_sequential(sequential, bids, cluster, tmp_path):
+    out = tmp_path / "rootlets"
+    summary = batch.run_batch(bids, out, dask=cluster.scheduler_address, **COMMON)
+    assert _done_names(summary) == NAMES
+    assert len({r["pid"] for r in summary.by_status("done")}) == 2, "both workers took images"
+    _assert_same(sequential[0], out)
+
+
+def test_worker_killed_mid_image_is_retried(sequential, bids, cluster, tmp_path):
+    """SIGKILL the worker process that is writing an image: Dask reschedules it, the result is complete and correct."""
+    import threading
+
+    out = tmp_path / "rootlets"
+    killed: dict = {}
+
+    def killer() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            for tmp in (out / batch.TMP).glob("*.*.*") if (out / batch.TMP).is_dir() else []:
+                pid = int(tmp.name.split(".")[-2])
+                if pid != os.getpid():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.update(pid=pid, name=tmp.name.split(".")[0])
+                    return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    summary = batch.run_batch(bids, out, dask=cluster.scheduler_address, **COMMON)
+    thread.join()
+    assert killed, "no image was seen in progress"
+    result = {r["name"]: r for r in summary.results}[killed["name"]]
+    assert result["status"] == "done" and result["retried"] and result["pid"] != killed["pid"]
+    assert _done_names(summary) == NAMES
+    _assert_same(sequential[0], out)
+    assert "retried" in summary.text()
+
+
+def test_killed_driver_leaves_nothing_that_looks_finished(bids, tmp_path):
+    """SIGKILL a sequential `rootlets batch` while it writes: every image is either complete with its record or redone."""
+    out = tmp_path / "rootlets"
+    cmd = [sys.executable, "-c", "import sys; from rootlets_task.cli import main; sys.exit(main(sys.argv[1:]))",
+           "batch", str(bids), "-o", str(out), "-release", "phantom", "-threads", "1", "-levels", "-v", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill while the second image is in its temporary folder (the first one is done)
+        records = list(out.rglob("*_batch.json"))
+        if records and (out / batch.TMP).is_dir() and any((out / batch.TMP).iterdir()):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    units = batch.plan_units(bids, out, batch.find_images(bids), levels=True)
+    settings = batch.Settings(model_folder=str(install.model_folder("phantom")[0]),
+                              model={k: install.model_folder("phantom")[1].get(k) for k in ("tag", "sha256", "url")},
+                              levels=True, threads=1)
+    done = [u for u in units if batch.is_done(u, settings)]
+    assert 1 <= len(done) < len(units)
+    finished = {u.name for u in done}
+    for unit in units:  # an image without its record is not finished, whatever files it may have moved in already
+        assert (Path(unit.out_dir) / f"{unit.name}_batch.json").is_file() == (unit.name in finished)
+    for path in out.rglob("*.nii.gz"):  # and no file outside the temporary folder is truncated
+        if batch.TMP not in path.parts:
+            assert nib.load(path).get_fdata().size, path
+
+    summary = batch.run_batch(bids, out, **COMMON)
+    assert {r["name"] for r in summary.by_status("skipped")} == finished
+    assert _done_names(summary) | finished == NAMES
+    assert not (out / batch.TMP).exists()
+
+
+def test_second_run_skips_and_reruns_what_changed(sequential, bids, tmp_path):
+    out = tmp_path / "rootlets"
+    shutil.copytree(sequential[0], out)
+    again = batch.run_batch(bids, out, **COMMON)
+    assert {r["name"] for r in again.by_status("skipped")} == NAMES
+    assert [r["rel"] for r in again.by_status("failed")] == [BROKEN], "a failed image is tried again"
+
+    # a changed input reruns that image only; a deleted output reruns its image
+    changed = tmp_path / "bids"
+    shutil.copytree(bids, changed)
+    image = changed / "sub-02" / "anat" / "sub-02_T2w.nii.gz"
+    img = nib.load(image)
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj)[::-1].copy(), img.affine, img.header), image)
+    (out / "sub-04" / "anat" / "sub-04_T2w_levels.csv").unlink()
+    third = batch.run_batch(changed, out, **COMMON)
+    assert _done_names(third) == {"sub-02_T2w", "sub-04_T2w"}
+    assert (out / "sub-04" / "anat" / "sub-04_T2w_levels.csv").is_file()
+
+    # changed settings (method, release digest, -levels) or -overwrite: not done any more
+    units = [u for u in batch.plan_units(changed, out, batch.find_images(changed), levels=True) if u.name in NAMES]
+    folder, record = install.model_folder("phantom")
+    base = {"model_folder": str(folder), "model": {k: record.get(k) for k in ("tag", "sha256", "url")}, "threads": 1}
+    assert all(batch.is_done(u, batch.Settings(**base, levels=True)) for u in units)
+    for other in (batch.Settings(**base, levels=True, method="reference"), batch.Settings(**base, levels=False),
+                  batch.Settings(**{**base, "model": {**base["model"], "sha256": "0" * 64}}, levels=True),
+                  batch.Settings(**base, levels=True, qc=str(tmp_path / "qc"))):
+        assert not any(batch.is_done(u, other) for u in units), other
+
+
+def test_stop_at_first_error_and_selection(bids, tmp_path, capsys):
+    out = tmp_path / "rootlets"
+    code = cli.main(["batch", str(bids), "-o", str(out), "-release", "phantom", "-threads", "1", "-v", "0",
+                     "-include", "sub-0[56]", "-continue-on-error", "0"])
+    assert code == 1
+    text = capsys.readouterr()
+    assert "not done" in text.err and BROKEN in text.out
+    statuses = {r["name"]: r["status"] for r in json.loads((out / "logs" / "batch_summary.json").read_text())["results"]}
+    assert statuses == {"sub-05_T2w": "done", "sub-06_T2w": "failed"}  # sorted order: sub-05 first
+
+    out2 = tmp_path / "stop"
+    (bids_first := tmp_path / "bids_broken_first").mkdir()
+    shutil.copytree(bids / "sub-05", bids_first / "sub-05")
+    shutil.copytree(bids / "sub-06", bids_first / "sub-00")
+    (bids_first / "sub-00" / "anat" / "sub-06_T2w.nii.gz").rename(bids_first / "sub-00" / "anat" / "sub-00_T2w.nii.gz")
+    summary = batch.run_batch(bids_first, out2, continue_on_error=False, release="phantom", threads=1, progress=False)
+    assert [(r["name"], r["status"]) for r in summary.results] == [("sub-00_T2w", "failed"), ("sub-05_T2w", "not run")]
+
+    found = [p.relative_to(bids).as_posix() for p, _, _ in batch.find_images(bids, ("T2w",), exclude="ses-02|sub-06")]
+    assert "sub-03/ses-01/anat/sub-03_ses-01_T2w.nii.gz" in found and len(found) == 5
+    assert [p.name for p, _, _ in batch.find_images(bids, ("T1w",))] == ["sub-01_T1w.nii.gz"]
+
+
+def test_contrasts_mp2rage_inversions(tmp_path):
+    for name in ("sub-01_inv-1_MP2RAGE.nii.gz", "sub-01_inv-2_MP2RAGE.nii.gz", "sub-01_UNIT1.nii.gz", "sub-01_T2w.nii.gz"):
+        (tmp_path / "sub-01" / "anat").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "sub-01" / "anat" / name).write_bytes(b"")
+    names = {c: [p.name for p, _, _ in batch.find_images(tmp_path, (c,))] for c in ("inv-2", "MP2RAGE", "UNIT1")}
+    assert names == {"inv-2": ["sub-01_inv-2_MP2RAGE.nii.gz"],
+                     "MP2RAGE": ["sub-01_inv-1_MP2RAGE.nii.gz", "sub-01_inv-2_MP2RAGE.nii.gz"],
+                     "UNIT1": ["sub-01_UNIT1.nii.gz"]}
+    assert len(batch.find_images(tmp_path, ("UNIT1", "inv-1"))) == 2
+
+
+def test_bad_calls_write_nothing(bids, tmp_path, home):
+    out = tmp_path / "rootlets"
+    with pytest.raises(RootletsError, match="no sub-"):
+        batch.run_batch(bids, out, contrasts=("FLAIR",), release="phantom")
+    with pytest.raises(RootletsError, match="regular expression"):
+        batch.run_batch(bids, out, include="sub-(", release="phantom")
+    with pytest.raises(RootletsError, match="no model release r20250318 installed"):
+        batch.run_batch(bids, out)
+    with pytest.raises(RootletsError, match=r"rootlets_task\[slurm\]"):
+        batch.run_batch(bids, out, slurm={}, release="phantom", progress=False)  # dask-jobqueue is not installed here
+    with pytest.raises(RootletsError, match="KEY=VALUE"):
+        batch.parse_slurm(["cores"])
+    assert batch.parse_slurm(["cores=4", "memory=16GB", "job_extra_directives=--gres=gpu:1"]) == {
+        "cores": 4, "memory": "16GB", "job_extra_directives": ["--gres=gpu:1"]}
+    assert not any(p for p in out.rglob("*.nii.gz")) if out.exists() else True
