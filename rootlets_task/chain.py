@@ -1,7 +1,8 @@
 """From one image to spinal and vertebral levels in one call: rootlets, cord, discs and PMJ chained with the levels.
 
-:func:`run_chain` segments the rootlets, takes the cord, the discs and the PMJ from the user's files or from the
-external tools (:mod:`rootlets_task.tools`), and derives the levels (:func:`rootlets_task.levels.levels_from_files`).
+:func:`run_chain` takes the cord from the user's file or from SCT, segments the rootlets in a box around it (or
+takes a rootlets file), takes the discs and the PMJ from files or from the external tools (:mod:`rootlets_task.tools`),
+and derives the levels (:func:`rootlets_task.levels.levels_from_files`).
 Sources, in the order ``auto`` tries them:
 
 * cord: a file (``-s``), else ``sct_deepseg spinalcord``;

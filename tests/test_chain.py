@@ -264,6 +264,16 @@ def test_no_cord_source_is_a_clear_error(no_tools, tmp_path, files):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("kind,choice,file,message", [
+    ("discs", "sct", "d.nii.gz", "-discs d.nii.gz and -discs-from sct contradict each other"),
+    ("cord", "file", None, "-cord-from file needs a file: give it with -s FILE"),
+    ("pmj", "spineps", None, "-pmj-from spineps: unknown source; use one of auto, file, sct, none"),
+])
+def test_contradictory_or_unknown_sources_are_refused(kind, choice, file, message):
+    with pytest.raises(RootletsError, match=message):
+        chain.resolve_source(kind, choice, file)
+
+
 def test_missing_chosen_tool_fails_before_any_work(no_tools, tmp_path, files):
     with pytest.raises(RootletsError, match=r"totalspineseg: `totalspineseg` was not found on PATH; pip install "
                                             r"'rootlets_task\[totalspineseg\]'.*-discs DISCS"):
