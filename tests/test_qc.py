@@ -314,6 +314,21 @@ def test_pages_in_headless_chromium(qc_folder, tmp_path):
         assert browser.evaluate(f"({count})('c8 faint', false)") == 1
         assert browser.evaluate(f"({count})('', true)") == 1
         assert browser.evaluate(f"({count})('no-such-subject', false)") == 0
+        # review mode: the filtered subjects one by one, with the keyboard
+        assert browser.evaluate(f"({count})('', false)") == len(CASES)
+        viewer = """(key) => { if (key) document.dispatchEvent(new KeyboardEvent("keydown", {key: key}));
+            else document.getElementById("review").click();
+            const v = document.getElementById("viewer"), imgs = Array.from(v.querySelectorAll("img"));
+            return Promise.all(imgs.map(i => i.decode().catch(() => null))).then(() => [v.hidden,
+                document.getElementById("v-subject").textContent, imgs.map(i => i.naturalWidth)]); }"""
+        subjects = sorted(f"sub-{orient}" for orient in CASES)
+        hidden, subject, widths = browser.evaluate(f"({viewer})('')")
+        assert not hidden and subject == subjects[0] and len(widths) == 2 and min(widths) > 0
+        assert browser.evaluate(f"({viewer})('ArrowRight')")[1] == subjects[1]
+        assert browser.evaluate(f"({viewer})('ArrowLeft')")[1] == subjects[0]
+        assert browser.evaluate(f"({viewer})('ArrowLeft')")[1] == subjects[-1]  # wraps around
+        browser.screenshot(qc_dir / "screenshot_review.png")
+        assert browser.evaluate(f"({viewer})('Escape')")[0] is True
         for orient in CASES:
             browser.open((qc_dir / f"sub-{orient}" / "index.html").as_uri())
             images = browser.evaluate(load_all)
