@@ -23,7 +23,7 @@ from PIL import Image
 
 from rootlets_task.cli import main
 from rootlets_task.errors import RootletsError
-from rootlets_task.levels import compute_levels, level_name
+from rootlets_task.levels import compute_levels, level_name, levels_from_files
 from rootlets_task.phantom import SPINAL_LEVELS, make_phantom
 from rootlets_task.qc import LOCK, display_views, level_colour, qc_subject
 
@@ -218,10 +218,17 @@ def test_qc_command(tmp_path, capsys):
     from rootlets_task.phantom import write_phantom
 
     files = write_phantom(tmp_path / "in", "RPI", (2.0, 2.0, 2.0), seed=2)
+    levels = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path / "lv")
     qc_dir = tmp_path / "qc"
     assert main(["qc", "-i", str(files["image"]), "-r", str(files["rootlets"]), "-s", str(files["cord"]),
-                 "-discs", str(files["discs"]), "-qc", str(qc_dir), "-qc-subject", "sub-cli"]) == 0
-    assert (qc_dir / "sub-cli" / "rootlets.png").is_file() and "sub-cli" in (qc_dir / "index.html").read_text()
+                 "-discs", str(files["discs"]), "-levels", str(levels["json"]), "-qc", str(qc_dir),
+                 "-qc-subject", "sub-cli"]) == 0
+    assert (qc_dir / "sub-cli" / "levels.png").is_file() and "sub-cli" in (qc_dir / "index.html").read_text()
+    record = _record(qc_dir, "sub-cli")
+    table = pd.read_csv(levels["csv"])
+    assert record["spinal_levels"] == table[(table["kind"] == "spinal") & (table["status"] == "ok")]["level"].tolist()
+    assert [s["spinal_level"] for s in record["shifts"]] == pd.read_csv(levels["shift"]).query(
+        "pairing == 'shifted'")["spinal_level"].tolist(), "shift derived from the levels JSON"
     assert main(["qc", "-i", str(files["image"]), "-r", str(tmp_path / "nope.nii.gz"), "-qc", str(qc_dir)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.nii.gz" in err[0]
