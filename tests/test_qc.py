@@ -334,8 +334,14 @@ def test_pages_in_headless_chromium(qc_folder, tmp_path):
         assert browser.evaluate(f"({viewer})('ArrowRight')")[1] == subjects[1]
         assert browser.evaluate(f"({viewer})('ArrowLeft')")[1] == subjects[0]
         assert browser.evaluate(f"({viewer})('ArrowLeft')")[1] == subjects[-1]  # wraps around
+        browser.evaluate(f"({viewer})('f')")  # verdict "fail" for the subject shown (the last), kept across reloads
+        assert browser.evaluate("document.getElementById('v-verdict').textContent") == "fail"
         browser.screenshot(qc_dir / "screenshot_review.png")
         assert browser.evaluate(f"({viewer})('Escape')")[0] is True
+        browser.open((qc_dir / "index.html").as_uri())
+        assert browser.evaluate("rootletsQcVerdictsCsv()") == f'subject,verdict\n"{subjects[-1]}",fail\n'
+        assert browser.evaluate("Array.from(document.querySelectorAll('#subjects tbody tr .verdict'))"
+                                ".map(b => b.textContent)") == ["", "", "", "fail"]
         for orient in CASES:
             browser.open((qc_dir / f"sub-{orient}" / "index.html").as_uri())
             images = browser.evaluate(load_all)
