@@ -528,6 +528,29 @@ def _now() -> str:
 # The per-subject entry point
 
 
+def _levels_summary(levels: pd.DataFrame | None, shift: pd.DataFrame | None) -> dict:
+    """What the index shows of a subject's levels: names found per kind and the shift per linked pair."""
+    ok = levels[levels["status"] == "ok"] if levels is not None else pd.DataFrame(columns=LEVEL_COLUMNS)
+    spinal = ok[ok["kind"] == "spinal"].sort_values("value")["level"].tolist()
+    vertebral = ok[ok["kind"] == "vertebral"].sort_values("value")["level"].tolist()
+    return {"spinal_levels": spinal, "vertebral_levels": vertebral,
+            "spinal_text": _span_text(spinal), "vertebral_text": _span_text(vertebral),
+            "shifts": [{"pairing": p.pairing, "vertebral_level": p.vertebral_level, "spinal_level": p.spinal_level,
+                        "shift_mm": round(float(p.shift_mm), 2)} for p in _pairs(shift).itertuples()]}
+
+
+def _page_tables(levels: pd.DataFrame | None, shift: pd.DataFrame | None) -> dict[str, tuple[list, list]]:
+    """Levels and shift tables as (columns, rows) for the subject page, rounded, blanks for missing values."""
+    tables = {}
+    if levels is not None:
+        tables["levels"] = levels[[c for c in ("kind", "level", "value", "start_mm", "end_mm", "mid_mm", "height_mm",
+                                               "n_voxels", "volume_mm3", "reference", "status") if c in levels]]
+    if shift is not None:
+        tables["shift"] = shift[list(SHIFT_COLUMNS)]
+    return {name: (list(t.columns), t.round(2).astype(object).where(t.notna(), "").values.tolist())
+            for name, t in tables.items()}
+
+
 def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike, cord: ImageLike | None = None,
                discs: ImageLike | None = None, levels: TableLike | None = None, shift: TableLike | None = None, *,
                subject: str | None = None, provenance: Mapping | None = None, warnings: Iterable[str] = (),
@@ -574,34 +597,16 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
         levels_figure(levels_df, shift_df, out / "levels.png", f"{subject}: spinal vs vertebral levels")
         figures["levels"] = {"file": "levels.png"}
 
-    ok = levels_df[levels_df["status"] == "ok"] if levels_df is not None else pd.DataFrame(columns=LEVEL_COLUMNS)
-    spinal = ok[ok["kind"] == "spinal"].sort_values("value")["level"].tolist()
-    vertebral = ok[ok["kind"] == "vertebral"].sort_values("value")["level"].tolist()
-    pairs = _pairs(shift_df)
-    record = {
-        "subject": subject, "key": key, "created": _now(), "page": f"{key}/index.html",
-        "thumbnail": f"{key}/thumbnail.png", "figures": figures,
-        "spinal_levels": spinal, "vertebral_levels": vertebral,
-        "spinal_text": _span_text(spinal), "vertebral_text": _span_text(vertebral),
-        "shifts": [{"pairing": p.pairing, "vertebral_level": p.vertebral_level, "spinal_level": p.spinal_level,
-                    "shift_mm": round(float(p.shift_mm), 2)} for p in pairs.itertuples()],
-        "warnings": warnings, "notes": notes,
-        "provenance": _jsonable({"rootlets_task": __version__, "python": platform.python_version(),
-                                 "image": _name(image), "rootlets": _name(rootlets),
-                                 "cord": _name(cord) if cord is not None else "none",
-                                 "discs": _name(discs) if discs is not None else "none", **(provenance or {})}),
-    }
-    tables = {}
-    if levels_df is not None:
-        shown = [c for c in ("kind", "level", "value", "start_mm", "end_mm", "mid_mm", "height_mm", "n_voxels",
-                             "volume_mm3", "reference", "status") if c in levels_df]
-        tables["levels"] = levels_df[shown].round(2)
-    if shift_df is not None:
-        tables["shift"] = shift_df[list(SHIFT_COLUMNS)].round(2)
+    files = {"image file": _name(image), "rootlets file": _name(rootlets),
+             "cord file": _name(cord) if cord is not None else "none",
+             "discs file": _name(discs) if discs is not None else "none"}
+    record = {"subject": subject, "key": key, "created": _now(), "page": f"{key}/index.html",
+              "thumbnail": f"{key}/thumbnail.png", "figures": figures, **_levels_summary(levels_df, shift_df),
+              "warnings": warnings, "notes": notes,
+              "provenance": _jsonable({"rootlets_task": __version__, "python": platform.python_version(), **files,
+                                       **(provenance or {})})}
     page = out / "index.html"
-    _write_text(page, _templates().get_template("qc_subject.html").render(
-        r=record, tables={k: (list(t.columns), t.astype(object).where(t.notna(), "").values.tolist())
-                          for k, t in tables.items()}))
+    _write_text(page, _templates().get_template("qc_subject.html").render(r=record, tables=_page_tables(levels_df, shift_df)))
     (qc_dir / RECORDS).mkdir(parents=True, exist_ok=True)
     _write_text(qc_dir / RECORDS / f"{key}.json", json.dumps(record, indent=1))
     rebuild_index(qc_dir)
