@@ -44,7 +44,6 @@ LABELS = {"cord": "_label-SC_seg", "discs": "_label-discs_dlabel", "pmj": "_labe
 T1_LIKE = {"T1w", "UNIT1", "MP2RAGE", "T1map"}  # contrast given to sct_detect_pmj (-c t1); every other suffix: t2
 RECORD_SUFFIX = "_batch.json"
 TMP, LOGS, GROUP = ".tmp", "logs", "group"
-LOCK = ".rootlets_batch.lock"
 SUMMARY = "batch_summary.json"
 
 
@@ -255,7 +254,7 @@ def process_unit(unit: Unit, settings: Settings, out_root: str) -> dict:
     tmp_root = out_root_p / TMP
     tmp_root.mkdir(parents=True, exist_ok=True)
     stale = list(tmp_root.glob(f"{unit.name}.*"))
-    for old in stale:  # an earlier attempt of this unit that died (the driver holds the output folder's lock)
+    for old in stale:  # an earlier attempt of this unit that died (killed worker or driver)
         shutil.rmtree(old, ignore_errors=True)
     tmp = tmp_root / f"{unit.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -516,8 +515,6 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, contrasts: t
     ``continue_on_error=False`` starts no new image after the first failure (the running ones finish). ``threads``:
     CPU threads per worker process (default: the cores divided among the local jobs / the Dask worker's threads).
     """
-    from filelock import FileLock, Timeout
-
     from rootlets_task import install
 
     t0 = time.perf_counter()
@@ -548,34 +545,23 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, contrasts: t
     except OSError as exc:
         raise RootletsError(f"output folder {out}: cannot be created ({exc.strerror}); choose another -o") from None
     units = plan_units(bids_root, out, images, labels, levels)
-    lock = FileLock(out / LOCK)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RootletsError(f"output folder {out}: another `rootlets batch` is writing into it; wait for it to end "
-                            "or choose another -o") from None
-    try:
-        shutil.rmtree(out / TMP, ignore_errors=True)  # temporary folders of killed runs (we hold the lock)
-        _write_description(out, dataset_description(settings, bids_root))
-        results = [{"name": u.name, "rel": u.rel, "status": "skipped", "error": None, "seconds": 0.0}
-                   for u in units if not overwrite and is_done(u, settings)]
-        skipped = {r["name"] for r in results}
-        todo = [u for u in units if u.name not in skipped]
-        failed = threading.Event()
-        results += _run(todo, settings, out, jobs, dask, slurm, continue_on_error, failed, progress)
-        shutil.rmtree(out / TMP, ignore_errors=True)
-        summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0)
-        if levels:
-            summary.tables = dataset_tables(out, [u for u in units if u.name in {r["name"] for r in results
-                                                                                  if r["status"] in ("done", "skipped")}])
-        summary_file = out / LOGS / SUMMARY
-        summary_file.parent.mkdir(exist_ok=True)
-        with nifti.atomic_path(summary_file) as tmp:
-            tmp.write_text(json.dumps({"finished": _now(), "seconds": round(summary.seconds, 1), "version": __version__,
-                                       "release": settings.model.get("tag"), "results": summary.results,
-                                       "tables": {k: str(v) for k, v in summary.tables.items()}}, indent=2) + "\n")
-    finally:
-        lock.release()
+    _write_description(out, dataset_description(settings, bids_root))
+    results = [{"name": u.name, "rel": u.rel, "status": "skipped", "error": None, "seconds": 0.0}
+               for u in units if not overwrite and is_done(u, settings)]
+    skipped = {r["name"] for r in results}
+    todo = [u for u in units if u.name not in skipped]
+    results += _run(todo, settings, out, jobs, dask, slurm, continue_on_error, threading.Event(), progress)
+    with contextlib.suppress(OSError):
+        (out / TMP).rmdir()  # only when empty: another run may be writing into the same folder
+    summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0)
+    if levels:
+        summary.tables = dataset_tables(out, settings)
+    summary_file = out / LOGS / SUMMARY
+    summary_file.parent.mkdir(exist_ok=True)
+    with nifti.atomic_path(summary_file) as tmp:
+        tmp.write_text(json.dumps({"finished": _now(), "seconds": round(summary.seconds, 1), "version": __version__,
+                                   "release": settings.model.get("tag"), "results": summary.results,
+                                   "tables": {k: str(v) for k, v in summary.tables.items()}}, indent=2) + "\n")
     return summary
 
 
@@ -610,25 +596,35 @@ def _run(todo: list[Unit], settings: Settings, out: Path, jobs: int, dask: str |
     return results
 
 
-def dataset_tables(out: Path, units: list[Unit]) -> dict[str, Path]:
-    """``levels.csv`` and ``shift.csv`` of the whole dataset (one row per subject, level and kind) and the group
-    statistics of :func:`rootlets_task.stats.group_stats` (in ``group/``)."""
+def dataset_tables(out: Path, settings: Settings) -> dict[str, Path]:
+    """``levels.csv`` and ``shift.csv`` of the whole derivative dataset (one row per image, level and kind) and the
+    group statistics of :func:`rootlets_task.stats.group_stats` (in ``group/``).
+
+    They cover every image in ``out`` whose record was made with the current settings, including images of earlier
+    runs (e.g. other ``-include`` selections or other jobs of an ``sct_run_batch`` script).
+    """
     import pandas as pd
 
     from rootlets_task.stats import group_stats
 
+    wanted = settings.key()
+    records = []
+    for path in sorted(out.rglob(f"*{RECORD_SUFFIX}")):
+        record = _read_record(path)
+        if record and {k: v for k, v in record.get("key", {}).items() if k != "inputs"} == wanted:
+            records.append((path.parent, path.name[: -len(RECORD_SUFFIX)], record))
     tables: dict[str, Path] = {}
     files = []
     for kind in ("levels", "shift"):
         frames = []
-        for unit in units:
-            path = Path(unit.out_dir) / f"{unit.name}_{kind}.csv"
-            if path.is_file():
+        for folder, name, record in records:
+            path = folder / f"{name}_{kind}.csv"
+            if path.is_file() and f"{name}_{kind}.csv" in record.get("outputs", {}):
                 files.append(path)
                 frame = pd.read_csv(path)
-                frame.insert(0, "image", unit.name)
-                frame.insert(1, "session", unit.session or "")
-                frame.insert(1, "subject", unit.subject)
+                frame.insert(0, "image", name)
+                frame.insert(1, "session", record.get("session") or "")
+                frame.insert(1, "subject", record.get("subject"))
                 frames.append(frame)
         if frames:
             tables[kind] = out / f"{kind}.csv"
@@ -640,4 +636,3 @@ def dataset_tables(out: Path, units: list[Unit]) -> dict[str, Path]:
         except RootletsError as exc:
             print(f"rootlets batch: no group statistics: {exc}", file=sys.stderr)
     return tables
-

@@ -192,6 +192,22 @@ def test_jobs_2_identical_to_sequential(sequential, bids, tmp_path):
     _assert_same(sequential[0], out)
 
 
+def test_qc_requested_later_reruns_those_images(sequential, bids, tmp_path):
+    """-qc on a finished folder: the selected images are redone with their QC pages; the index lists them."""
+    out, qc = tmp_path / "rootlets", tmp_path / "qc"
+    shutil.copytree(sequential[0], out)
+    summary = batch.run_batch(bids, out, qc=qc, include="sub-0[12]/", **COMMON)
+    assert _done_names(summary) == {"sub-01_T2w", "sub-02_T2w"}
+    index = (qc / "index.html").read_text()
+    for name in ("sub-01_T2w", "sub-02_T2w"):
+        assert name in index and (qc / name / "rootlets.png").is_file() and (qc / name / "levels.png").is_file()
+        page = (qc / name / "index.html").read_text()
+        assert "phantom" in page and batch.TMP + "/" not in page
+    again = batch.run_batch(bids, out, qc=qc, include="sub-0[12]/", **COMMON)
+    assert {r["name"] for r in again.by_status("skipped")} == {"sub-01_T2w", "sub-02_T2w"}
+    _assert_same(sequential[0], out)
+
+
 def test_dask_cluster_identical_to_sequential(sequential, bids, cluster, tmp_path):
     out = tmp_path / "rootlets"
     summary = batch.run_batch(bids, out, dask=cluster.scheduler_address, **COMMON)
