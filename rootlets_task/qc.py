@@ -596,6 +596,8 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
     if levels_df is not None:
         levels_figure(levels_df, shift_df, out / "levels.png", f"{subject}: spinal vs vertebral levels")
         figures["levels"] = {"file": "levels.png"}
+    else:
+        (out / "levels.png").unlink(missing_ok=True)  # from an earlier run of this subject
 
     files = {"image file": _name(image), "rootlets file": _name(rootlets),
              "cord file": _name(cord) if cord is not None else "none",
