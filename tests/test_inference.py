@@ -8,14 +8,17 @@ release.
 
 from __future__ import annotations
 
+import os
+
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from random_model import write_random_model
 
 from rootlets_task import nifti
 from rootlets_task.errors import RootletsError
-from rootlets_task.inference import Segmenter, find_checkpoints, plan_outputs
+from rootlets_task.inference import Segmenter, find_checkpoints, physical_cores, plan_outputs, resolve_device
 from rootlets_task.phantom import make_phantom
 
 COARSE = (2.0, 2.0, 2.0)  # keeps each random-model prediction to a few tiles
@@ -41,9 +44,21 @@ def test_segmenter_loads_all_folds_on_cpu_with_physical_cores(tmp_path):
     seg = Segmenter(folder, device="cpu", verbose=0)
     assert seg.folds == (0, 1) and seg.checkpoint == "checkpoint_best.pth"
     assert len(seg.predictor.list_of_parameters) == 2
-    assert seg.device.type == "cpu" and seg.threads >= 1
+    assert seg.device.type == "cpu" and seg.threads == physical_cores() == torch.get_num_threads()
+    assert 1 <= seg.threads <= len(os.sched_getaffinity(0))
+    assert os.environ["nnUNet_def_n_proc"]  # nnU-Net's thread cap is lifted (to our count unless the user set it)
     assert seg.predictor.use_mirroring is False and seg.predictor.tile_step_size == 0.5
     assert seg.predictor.perform_everything_on_device is False
+
+
+def test_device_auto_falls_back_to_cpu_and_missing_devices_are_refused():
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RootletsError, match="device cuda: not available"):
+            resolve_device("cuda")
+    with pytest.raises(RootletsError, match="unknown"):
+        resolve_device("tpu")
 
 
 def test_checkpoint_final_is_preferred_and_fold_all_is_all(tmp_path):
