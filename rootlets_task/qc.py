@@ -412,6 +412,22 @@ def _labels(source: ImageLike | None, kind: str, reference: nib.Nifti1Image, not
     return resampled
 
 
+def _sidecar_provenance(kind: str, source) -> dict:
+    """What a label file's JSON sidecar (SCT style, as our segmentation and chain write them) says made it."""
+    if not isinstance(source, str | os.PathLike):
+        return {}
+    path = Path(source).with_name(stem(source) + ".json")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+        made = content.get("GeneratedBy", [{}])[0]
+    except (OSError, ValueError, AttributeError, IndexError, TypeError):
+        return {}
+    found = {f"{kind} made by": made.get("Command") or made.get("Name"), f"{kind} source": content.get("Source")}
+    if kind == "rootlets":
+        found |= {"release": made.get("Release"), "model URL": made.get("ModelURL")}
+    return {k: v for k, v in found.items() if v}
+
+
 def _name(source) -> str:
     return str(source) if isinstance(source, str | os.PathLike) else "(in-memory image)"
 
@@ -602,11 +618,14 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
     files = {"image file": _name(image), "rootlets file": _name(rootlets),
              "cord file": _name(cord) if cord is not None else "none",
              "discs file": _name(discs) if discs is not None else "none"}
+    sidecars = {}  # release and sources, read from the label files' JSON sidecars; the caller's provenance wins
+    for kind, source in (("rootlets", rootlets), ("cord", cord), ("discs", discs)):
+        sidecars.update(_sidecar_provenance(kind, source))
     record = {"subject": subject, "key": key, "created": _now(), "page": f"{key}/index.html",
               "thumbnail": f"{key}/thumbnail.png", "figures": figures, **_levels_summary(levels_df, shift_df),
               "warnings": warnings, "notes": notes,
               "provenance": _jsonable({"rootlets_task": __version__, "python": platform.python_version(), **files,
-                                       **(provenance or {})})}
+                                       **sidecars, **(provenance or {})})}
     page = out / "index.html"
     _write_text(page, _templates().get_template("qc_subject.html").render(r=record, tables=_page_tables(levels_df, shift_df)))
     (qc_dir / RECORDS).mkdir(parents=True, exist_ok=True)

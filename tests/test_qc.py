@@ -219,12 +219,15 @@ def test_qc_command(tmp_path, capsys):
 
     files = write_phantom(tmp_path / "in", "RPI", (2.0, 2.0, 2.0), seed=2)
     levels = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path / "lv")
+    sidecar = {"GeneratedBy": [{"Name": "rootlets_task: rootlets -i x", "Release": "phantom", "ModelURL": "file:///m.zip"}]}
+    files["rootlets"].with_name("phantom_T2w_label-rootlets_dseg.json").write_text(json.dumps(sidecar))
     qc_dir = tmp_path / "qc"
     assert main(["qc", "-i", str(files["image"]), "-r", str(files["rootlets"]), "-s", str(files["cord"]),
                  "-discs", str(files["discs"]), "-levels", str(levels["json"]), "-qc", str(qc_dir),
                  "-qc-subject", "sub-cli"]) == 0
     assert (qc_dir / "sub-cli" / "levels.png").is_file() and "sub-cli" in (qc_dir / "index.html").read_text()
     record = _record(qc_dir, "sub-cli")
+    assert record["provenance"]["release"] == "phantom", "the release is read from the rootlets' JSON sidecar"
     table = pd.read_csv(levels["csv"])
     assert record["spinal_levels"] == table[(table["kind"] == "spinal") & (table["status"] == "ok")]["level"].tolist()
     assert [s["spinal_level"] for s in record["shifts"]] == pd.read_csv(levels["shift"]).query(
