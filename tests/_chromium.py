@@ -10,6 +10,7 @@ import base64
 import fcntl
 import json
 import os
+import select
 import shutil
 import subprocess
 import time
@@ -56,6 +57,8 @@ class Chromium:
 
     def _read(self) -> dict:
         while b"\0" not in self._buffer:
+            if not select.select([self._in], [], [], self.timeout)[0]:
+                raise TimeoutError(f"chromium sent nothing for {self.timeout} s")
             chunk = os.read(self._in, 1 << 16)
             if not chunk:
                 raise RuntimeError("chromium closed the DevTools pipe")
