@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import warnings
 from pathlib import Path
 
@@ -75,39 +76,46 @@ class OpenVINONetwork(torch.nn.Module):
 def _cache_key(params: dict, patch_size: tuple[int, ...]) -> str:
     import openvino
 
-    digest = hashlib.sha256()
+    digest = hashlib.blake2b(digest_size=16)
     for name, tensor in params.items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().numpy().tobytes())
+        digest.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).view(np.uint8))  # no copy for contiguous weights
     digest.update(json.dumps([list(patch_size), openvino.__version__, torch.__version__, platform.machine()]).encode())
     return digest.hexdigest()[:24]
 
 
 def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...], threads: int, log=None):
-    """Compiled OpenVINO model for ``network`` with ``params``, converted and checked once, then read from the cache."""
+    """Compiled OpenVINO model for ``network`` with ``params`` and its check result; converted once, then cached.
+
+    A conversion is written to a private folder and renamed into place, so concurrent processes never read a
+    half-written model (the first to finish wins; the others discard theirs).
+    """
     import openvino as ov
 
     folder = cache_dir() / "openvino" / _cache_key(params, patch_size)
-    xml, check_file = folder / "network.xml", folder / "check.json"
-    core = ov.Core()
-    if not check_file.exists():
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    if not (folder / "check.json").exists():
         if log:
             log(f"converting the network to OpenVINO once (can take minutes on a large model), cached in {folder}")
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
         network.load_state_dict(params)
         network.eval()
         example = check_patch(patch_size)
         with torch.no_grad():
-            model = ov.convert_model(network, example_input=example)
+            ov.save_model(ov.convert_model(network, example_input=example), tmp / "network.xml", compress_to_fp16=False)
             reference = network(example)
-        folder.mkdir(parents=True, exist_ok=True)
-        ov.save_model(model, xml, compress_to_fp16=False)
-        compiled = core.compile_model(xml, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
-        difference = max_softmax_difference(compiled.create_infer_request().infer({0: example.numpy()})[0], reference)
-        check_file.write_text(json.dumps({"max_softmax_difference": difference, "tolerance": TOLERANCE}))
-        return compiled, difference
-    difference = json.loads(check_file.read_text())["max_softmax_difference"]
-    compiled = core.compile_model(xml, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
-    return compiled, difference
+        request = ov.Core().compile_model(tmp / "network.xml", "CPU", config).create_infer_request()
+        difference = max_softmax_difference(request.infer({0: example.numpy()})[0], reference)
+        (tmp / "check.json").write_text(json.dumps({"max_softmax_difference": difference, "tolerance": TOLERANCE}))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished the same conversion first
+            shutil.rmtree(tmp, ignore_errors=True)
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(folder / "compiled")})  # OpenVINO's own cache of the compiled blob
+    compiled = core.compile_model(folder / "network.xml", "CPU", config)
+    return compiled, json.loads((folder / "check.json").read_text())["max_softmax_difference"]
 
 
 def use_openvino(predictor, threads: int, log=None) -> bool:
