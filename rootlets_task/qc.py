@@ -22,13 +22,12 @@ so the last writer's index always holds every subject and a reader never sees a 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
 import platform
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,24 +76,6 @@ def level_colour(name: str) -> str:
         return LEVEL_COLOURS[name]
     digits = int(re.sub(r"\D", "", name) or 0)
     return to_hex(matplotlib.colormaps["tab20"](digits % 20))
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """:func:`atomic_path`, with the file readable as the umask allows (temporary files are created 0600), so a
-    QC folder can be shared with a group or served by a web server."""
-    with atomic_path(path) as tmp:
-        yield tmp
-        os.chmod(tmp, _FILE_MODE)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -295,7 +276,7 @@ def rootlets_figure(views: dict[str, View], path: Path, title: str, caption: str
         panels[view.name] = {"box_px": [int(round(box.x0)), int(round(fig_h - box.y1)), int(round(box.x1)),
                                         int(round(fig_h - box.y0))],
                              "extent_mm": [round(v, 3) for v in view.extent_mm]}
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, facecolor=fig.get_facecolor(), format="png")
     return panels
 
@@ -361,7 +342,7 @@ def levels_figure(levels: pd.DataFrame, shift: pd.DataFrame | None, path: Path, 
     ax.set_title("levels along the cord", fontsize=9)
     for a in (ax, ax_shift):
         a.spines[["top", "right"]].set_visible(False)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
 
 
@@ -377,7 +358,7 @@ def thumbnail(views: dict[str, View], path: Path, height: int = 160) -> None:
         parts += [grey * (1 - overlay[..., 3:]) + overlay[..., :3] * overlay[..., 3:], np.zeros((grey.shape[0], 2, 3))]
     picture = Image.fromarray((np.concatenate(parts[:-1], axis=1) * 255).astype(np.uint8))
     width = max(1, round(picture.width * height / picture.height))
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         picture.resize((width, height), Image.Resampling.LANCZOS).save(tmp, format="PNG")
 
 
@@ -493,7 +474,7 @@ def _templates():
 
 
 def _write_text(path: Path, text: str) -> None:
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
