@@ -377,30 +377,27 @@ def _extract(zip_path: Path, dest: Path) -> Path:
 
 
 def test_release_sct_segments_with_scts_model(tmp_path, sct73, zips, capsys):
-    """``-release sct`` runs SCT's installed model (no download) and gives what the same release gives from our store.
+    """``-release sct`` runs the model in SCT's folder (no download, names its release) on the input's grid.
 
-    With the bundled phantom release (trained) the result must also match the phantom's truth; before it is built, an
-    untrained model zip installed as a custom model checks the same path."""
+    The bundled phantom release is used when it is built; before that, an untrained model zip installed as a custom
+    model checks the same path. (Segmentation accuracy against the phantom truth is test_inference's job.)"""
     with pytest.raises(RootletsError, match=r"has no rootlets model installed; run `sct_deepseg rootlets -install`"):
         install.model_folder("sct")
     trained = releases.PHANTOM_ZIP.is_file()
-    source, tag = (["-release", "phantom"], "phantom") if trained else (["-custom-url", str(zips["a"])], "r20250318")
+    source = ["-release", "phantom"] if trained else ["-custom-url", str(zips["a"])]
     assert main(["-install", "-sct", *source, "-v", "0"]) == 0
-    assert main(["-install", *source, "-v", "0"]) == 0
-    files = write_phantom(tmp_path / "ph", "LPI", (1.0, 1.0, 1.0), 3, 0.0)
-    image = files["image"]
-    assert main(["-i", str(image), "-release", "sct", "-o", str(tmp_path / "sct.nii.gz")]) == 0
-    err = capsys.readouterr().err
+    trainer = next(model_dir(sct73).glob("nnUNetTrainer*"))
+    folder, record = install.model_folder("sct")
+    assert folder == trainer and record["tag"] == "sct" and record["release"] == ("phantom" if trained else None)
+    assert install.models_dir().exists() is False or not any(install.models_dir().iterdir())  # nothing in our store
+    files = write_phantom(tmp_path / "ph", "RPI", (1.0, 1.0, 1.0), 3, 0.0)
+    out = tmp_path / "sct.nii.gz"
+    assert main(["-i", str(files["image"]), "-release", "sct", "-o", str(out)]) == 0
     named = "release phantom" if trained else f"an unknown release ({zips['a']})"
-    assert f"using SCT 7.3's rootlets model, {named} (custom): {model_dir(sct73)}" in err
-    assert main(["-i", str(image), "-release", tag, "-o", str(tmp_path / "ours.nii.gz"), "-v", "0"]) == 0
-    a, b = (np.asanyarray(nib.load(tmp_path / f"{n}.nii.gz").dataobj) for n in ("sct", "ours"))
-    assert a.shape == b.shape and np.array_equal(a, b)
-    if trained:
-        truth = np.asanyarray(nib.load(files["rootlets"]).dataobj) > 0
-        assert 2 * np.sum((a > 0) & truth) / (np.sum(a > 0) + np.sum(truth)) > 0.5
-    sidecar = json.loads((tmp_path / "sct.json").read_text())
-    assert str(model_dir(sct73)) in json.dumps(sidecar)
+    assert f"using SCT 7.3's rootlets model, {named} (custom): {trainer}" in capsys.readouterr().err
+    seg, img = nib.load(out), nib.load(files["image"])
+    assert seg.shape == img.shape and np.allclose(seg.affine, img.affine) and seg.get_data_dtype() == np.uint8
+    assert str(trainer) in json.dumps(json.loads((tmp_path / "sct.json").read_text()))
 
 
 @pytest.mark.parametrize("argv, message", [
