@@ -345,8 +345,9 @@ def install_sct(tag: str | None = None, custom_url: str | list[str] | None = Non
         trainer = install.install_from(urls, sct.model_dir, make_record, sha256=None if custom_url else release.sha256,
                                        record_name=SOURCE_JSON, skip=current, progress=progress, verbose=verbose)
     except RootletsError as exc:
-        raise RootletsError(f"cannot install model release {release.tag} into SCT ({sct.model_dir}): {exc}; SCT's "
-                            "previous model is unchanged") from None
+        what = f"custom model {' '.join(urls)}" if custom_url else f"model release {release.tag}"
+        raise RootletsError(f"cannot install {what} into SCT ({sct.model_dir}): {exc}; SCT's previous model is "
+                            "unchanged") from None
     model = read_model(sct)
     if verbose:
         what = f"custom model {model.url}" if custom_url else f"release {release.tag}" + (" (custom)" if custom else "")
