@@ -306,18 +306,62 @@ class Segmenter:
                       margin_mm: float = CROP_MARGIN_MM) -> np.ndarray:
         """Rootlets of one image: uint8 on the input grid, value = spinal level (2=C2 ... 9=T1), 0 = background.
 
-        With ``cord`` (a spinal cord mask on the input grid) only the region within ``margin_mm`` of the cord in the
-        axial plane (the whole superior-inferior extent) is segmented and pasted back: fewer sliding-window tiles.
+        With ``cord`` (a spinal cord mask on the input grid) the sliding window only runs the tiles that touch the
+        region within ``margin_mm`` of the cord in the axial plane (whole superior-inferior extent): fewer tiles,
+        identical labels inside the region (same preprocessing, same tiles there), 0 outside it.
         """
-        if cord is not None:
-            box = crop_box(img, cord, margin_mm)
-            out = np.zeros(img.shape[:3], np.uint8)
-            out[box] = self.segment_image(img.slicer[box])
-            return out
         prepared = self.prepare(img)
         data, properties = self.preprocess(prepared)
-        logits = self.predict_logits(data)
+        if cord is None:
+            logits = self.predict_logits(data)
+        else:
+            box = self.network_box(img, crop_box(img, cord, margin_mm), properties, tuple(data.shape[1:]))
+            logits = self.predict_logits_in_box(data, box)
         return self.restore(self.export(logits, properties), prepared)
+
+    def network_box(self, img: nib.Nifti1Image, box: tuple[slice, slice, slice], properties: dict,
+                    data_shape: tuple[int, int, int]) -> tuple[slice, ...]:
+        """A voxel box of the input image, mapped onto nnU-Net's preprocessed grid (reoriented, cropped, resampled)."""
+        mask = np.zeros(img.shape[:3], np.uint8)
+        mask[box] = 1
+        prepared = self.prepare(nib.Nifti1Image(mask, img.affine, img.header)).data[0]  # (z, y, x) like the image
+        transposed = prepared.transpose(self.predictor.plans_manager.transpose_forward)
+        before = properties["shape_after_cropping_and_before_resampling"]
+        after = data_shape
+        slices = []
+        for axis, (lo, hi) in enumerate(properties["bbox_used_for_cropping"]):
+            hits = np.flatnonzero(transposed.any(axis=tuple(a for a in range(3) if a != axis)))
+            start, stop = max(hits[0], lo) - lo, min(hits[-1] + 1, hi) - lo
+            scale = after[axis] / before[axis]
+            slices.append(slice(int(np.floor(start * scale)), min(after[axis], int(np.ceil(stop * scale)))))
+        return tuple(slices)
+
+    def predict_logits_in_box(self, data, box: tuple[slice, ...]):
+        """Logits of the sliding window restricted to the tiles that touch ``box``; background outside ``box``.
+
+        The tiles kept are nnU-Net's own (same positions, same Gaussian weights), and every voxel of the box keeps
+        all the tiles that cover it, so the logits inside the box are exactly those of the whole-image window.
+        """
+        import torch
+
+        p = self.predictor
+        patch = p.configuration_manager.patch_size
+        all_tiles = p._internal_get_sliding_window_slicers
+
+        def tiles_touching_box(image_size):
+            return [tile for tile in all_tiles(image_size)
+                    if all(t.start < b.stop and t.stop > b.start
+                           for t, b, n, k in zip(tile[1:], box, data.shape[1:], patch, strict=True) if n >= k)]
+
+        p._internal_get_sliding_window_slicers = tiles_touching_box  # instance attribute shadows nnU-Net's method
+        try:
+            inside = self.predict_logits(data)
+        finally:
+            del p._internal_get_sliding_window_slicers
+        logits = torch.zeros_like(inside)
+        logits[1:] = -1e4  # background wins everywhere outside the box
+        logits[(slice(None), *box)] = inside[(slice(None), *box)]
+        return logits
 
     def segment_file(self, path: str | os.PathLike, out: str | os.PathLike, command: str | None = None,
                      cord: str | os.PathLike | None = None) -> Path:

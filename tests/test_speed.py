@@ -104,11 +104,11 @@ def test_float32_logits_export_matches_nnunet_export(torch_segmenter):
 def test_crop_around_cord_keeps_labels(phantom_folder):
     seg = Segmenter(phantom_folder, device="cpu", verbose=0)
     ph = make_phantom("LPI", (1.0, 1.0, 1.0), seed=7)
-    img, cord = ph.nifti("image"), ph.nifti("cord")
-    box = crop_box(img, cord)
-    assert np.prod([s.stop - s.start for s in box]) < np.prod(img.shape)  # the crop does remove voxels
-    assert ph.rootlets[box].sum() == ph.rootlets.sum()  # every true rootlet voxel lies in the box
-    full, cropped = seg.segment_image(img), seg.segment_image(img, cord=cord)
-    for level in np.unique(full[full > 0]):
-        a, b = full == level, cropped == level
-        assert 2 * (a & b).sum() / (a.sum() + b.sum()) >= 0.99, level
+    cut = (slice(None), slice(None), slice(60, 124))  # C4-C6, one tile of the phantom model along S-I
+    img, cord, truth = ph.nifti("image").slicer[cut], ph.nifti("cord").slicer[cut], ph.rootlets[cut]
+    box = crop_box(img, cord, margin_mm=8.0)
+    assert np.prod([s.stop - s.start for s in box]) < 0.8 * np.prod(img.shape)  # the crop does remove voxels
+    assert truth[box].sum() == truth.sum() > 0  # every true rootlet voxel lies in the box
+    full, cropped = seg.segment_image(img), seg.segment_image(img, cord=cord, margin_mm=8.0)
+    assert np.array_equal(cropped[box], full[box]) and not cropped.sum() - cropped[box].sum()
+    assert (full > 0).sum() > 100  # the model does find rootlets here
