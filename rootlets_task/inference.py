@@ -202,8 +202,10 @@ class Segmenter:
         """Swap the network for OpenVINO when asked or (``auto``) when installed on CPU; see :mod:`rootlets_task.backends`."""
         from rootlets_task import backends
 
+        if backend == "auto":
+            backend = os.environ.get("ROOTLETS_TASK_BACKEND", "auto")  # lets a user force torch without code changes
         if backend not in BACKENDS:
-            raise RootletsError(f"backend {backend!r}: unknown; use one of {', '.join(BACKENDS)}")
+            raise RootletsError(f"backend {backend!r}: unknown (ROOTLETS_TASK_BACKEND?); use one of {', '.join(BACKENDS)}")
         if backend == "torch" or self.device.type != "cpu" or (backend == "auto" and not backends.openvino_available()):
             return "torch"
         if not backends.openvino_available():
