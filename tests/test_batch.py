@@ -74,6 +74,8 @@ def bids(tmp_path_factory) -> Path:
         labels.mkdir(parents=True)
         for kind in ("cord", "discs", "pmj"):
             shutil.copy(files[kind], labels / files[kind].name)
+        (root / "derivatives" / "truth").mkdir(parents=True, exist_ok=True)
+        shutil.copy(files["truth"], root / "derivatives" / "truth" / f"{stem}.json")
     (root / BROKEN).parent.mkdir(parents=True)
     (root / BROKEN).write_bytes(b"\x1f\x8b truncated download")
     (root / "sub-01" / "anat" / "sub-01_T1w.nii.gz").write_bytes(b"another contrast: never selected by default")
@@ -179,6 +181,14 @@ def test_sequential_outputs_layout_and_summary(sequential, bids):
     pd.testing.assert_frame_equal(levels[levels["image"] == "sub-02_T2w"].drop(columns=["image", "subject", "session"])
                                   .reset_index(drop=True), per_subject)
     assert set(pd.read_csv(out / "shift.csv")["image"]) <= NAMES
+    # vertebral levels come from the manual discs: within the two voxel roundings of the disc and PMJ labels
+    # (at most sqrt(3)/2 mm each on these 1 mm grids) of the phantom truth, whatever the segmentation
+    for name in NAMES:
+        truth = json.loads((bids / "derivatives" / "truth" / f"{name}.json").read_text())["vertebral_levels"]
+        rows = levels[(levels["image"] == name) & (levels["kind"] == "vertebral") & (levels["status"] == "ok")]
+        got = {str(r.value): r.mid_mm for r in rows.itertuples()}
+        assert set(truth) <= set(got), (name, sorted(got))
+        assert all(abs(got[v] - truth[v]["mid_mm"]) <= 3 ** 0.5 for v in truth), (name, got, truth)
     assert set(summary.tables) >= {"levels", "shift"}
     saved = json.loads((out / "logs" / "batch_summary.json").read_text())
     assert {r["name"]: r["status"] for r in saved["results"]}["sub-06_T2w"] == "failed"
@@ -222,19 +232,7 @@ def test_worker_killed_mid_image_is_retried(sequential, bids, cluster, tmp_path)
 
     out = tmp_path / "rootlets"
     killed: dict = {}
-
-    def killer() -> None:
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            for tmp in (out / batch.TMP).glob("*.*.*") if (out / batch.TMP).is_dir() else []:
-                pid = int(tmp.name.split(".")[-2])
-                if pid != os.getpid():
-                    os.kill(pid, signal.SIGKILL)
-                    killed.update(pid=pid, name=tmp.name.split(".")[0])
-                    return
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=killer)
+    thread = threading.Thread(target=_kill_first_worker_seen, args=(out, killed))
     thread.start()
     summary = batch.run_batch(bids, out, dask=cluster.scheduler_address, **COMMON)
     thread.join()
@@ -246,21 +244,62 @@ def test_worker_killed_mid_image_is_retried(sequential, bids, cluster, tmp_path)
     assert "retried" in summary.text()
 
 
+def _kill_first_worker_seen(out: Path, killed: dict) -> None:
+    """SIGKILL the process named by the first temporary image folder that appears (``<stem>.<pid>.<random>``)."""
+    deadline = time.time() + 240
+    while time.time() < deadline and not killed:
+        for tmp in (out / batch.TMP).glob("*.*.*") if (out / batch.TMP).is_dir() else []:
+            pid = int(tmp.name.split(".")[-2])
+            if pid != os.getpid():
+                os.kill(pid, signal.SIGKILL)
+                killed.update(pid=pid, name=tmp.name.split(".")[0])
+                return
+        time.sleep(0.01)
+
+
+def test_worker_killed_too_often_is_reported(bids, cluster, tmp_path):
+    """With no failure allowed (the scheduler's real setting, set to 0 here), the killed worker's image is reported."""
+    import threading
+
+    out = tmp_path / "rootlets"
+    killed: dict = {}
+    thread = threading.Thread(target=_kill_first_worker_seen, args=(out, killed))
+    allowed = cluster.scheduler.allowed_failures
+    cluster.scheduler.allowed_failures = 0
+    try:
+        thread.start()
+        summary = batch.run_batch(bids, out, dask=cluster.scheduler_address, include="sub-0[1-3]/", **COMMON)
+        thread.join()
+    finally:
+        cluster.scheduler.allowed_failures = allowed
+    results = {r["name"]: r for r in summary.results}
+    assert killed and results[killed["name"]]["status"] == "failed"
+    assert "worker process died" in results[killed["name"]]["error"] and killed["name"] in summary.text()
+    for name, result in results.items():  # a reported image left nothing in its folder; the others are complete
+        unit_files = list(out.rglob(f"{name}_*"))
+        assert bool(unit_files) == (result["status"] == "done"), (name, result, unit_files)
+    again = batch.run_batch(bids, out, dask=cluster.scheduler_address, include="sub-0[1-3]/", **COMMON)
+    assert {r["name"] for r in again.by_status("done")} == {n for n, r in results.items() if r["status"] == "failed"}
+
+
 def test_killed_driver_leaves_nothing_that_looks_finished(bids, tmp_path):
     """SIGKILL a sequential `rootlets batch` while it writes: every image is either complete with its record or redone."""
     out = tmp_path / "rootlets"
     cmd = [sys.executable, "-c", "import sys; from rootlets_task.cli import main; sys.exit(main(sys.argv[1:]))",
-           "batch", str(bids), "-o", str(out), "-release", "phantom", "-threads", "1", "-levels", "-v", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+           "batch", str(bids), "-o", str(out), "-release", "phantom", "-threads", "1", "-levels", "-v", "0",
+           "-include", "sub-0[1-3]/"]
+    log = tmp_path / "driver.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(cmd, stdout=stderr, stderr=stderr)
+    deadline = time.time() + 240
     while time.time() < deadline:  # kill while the second image is in its temporary folder (the first one is done)
-        records = list(out.rglob("*_batch.json"))
-        if records and (out / batch.TMP).is_dir() and any((out / batch.TMP).iterdir()):
+        assert proc.poll() is None, f"the driver ended before it was killed:\n{log.read_text()[-2000:]}"
+        if list(out.rglob("*_batch.json")) and (out / batch.TMP).is_dir() and any((out / batch.TMP).iterdir()):
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    units = batch.plan_units(bids, out, batch.find_images(bids), levels=True)
+    units = batch.plan_units(bids, out, batch.find_images(bids, include="sub-0[1-3]/"), levels=True)
     settings = batch.Settings(model_folder=str(install.model_folder("phantom")[0]),
                               model={k: install.model_folder("phantom")[1].get(k) for k in ("tag", "sha256", "url")},
                               levels=True, threads=1)
@@ -273,9 +312,9 @@ def test_killed_driver_leaves_nothing_that_looks_finished(bids, tmp_path):
         if batch.TMP not in path.parts:
             assert nib.load(path).get_fdata().size, path
 
-    summary = batch.run_batch(bids, out, **COMMON)
+    summary = batch.run_batch(bids, out, include="sub-0[1-3]/", **COMMON)
     assert {r["name"] for r in summary.by_status("skipped")} == finished
-    assert _done_names(summary) | finished == NAMES
+    assert _done_names(summary) | finished == {u.name for u in units}
     assert not (out / batch.TMP).exists()
 
 
