@@ -383,9 +383,10 @@ def _on_dask(client, units: list[Unit], settings: Settings, out: str, stop) -> I
         unit = futures[future]
         try:
             result = future.result()
-        except Exception as exc:  # KilledWorker (its workers died too often) or a lost worker
-            result = {"name": unit.name, "rel": unit.rel, "status": "failed", "seconds": None, "retried": True,
-                      "error": f"worker process died while processing it ({_one_line(exc)})", "log": None}
+        except Exception as exc:  # KilledWorker (its workers died too often), or the worker could not run it at all
+            died = type(exc).__name__ == "KilledWorker"
+            result = {"name": unit.name, "rel": unit.rel, "status": "failed", "seconds": None, "retried": died, "log": None,
+                      "error": f"worker process died while processing it ({_one_line(exc)})" if died else _one_line(exc)}
         yield result
         if stop():
             client.cancel([f for f in futures if not f.done()])
@@ -525,8 +526,11 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, contrasts: t
         raise RootletsError("-dask and -slurm exclude each other: use an existing scheduler or start one on SLURM")
     if slurm is not None:
         _slurm_cluster_class()  # a missing extra is reported before anything is written
-    if out.absolute().resolve() == bids_root.absolute().resolve():
-        raise RootletsError(f"-o {out}: is the BIDS root; give a derivatives folder (e.g. {bids_root}/derivatives/rootlets)")
+    labels_root = Path(labels) if labels else bids_root / "derivatives" / "labels"
+    for kept, what in ((bids_root, "the BIDS root"), (labels_root, "the manual labels folder")):
+        if out.absolute().resolve() == kept.absolute().resolve():
+            raise RootletsError(f"-o {out}: is {what}, whose files must be kept; give a folder of its own "
+                                f"(e.g. {bids_root}/derivatives/rootlets)")
     images = find_images(bids_root, tuple(contrasts), include, exclude)
     if not images:
         raise RootletsError(f"BIDS folder {bids_root}: no sub-*/[ses-*/]anat/*_{'|'.join(contrasts)}.nii.gz image "
@@ -544,13 +548,15 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, contrasts: t
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RootletsError(f"output folder {out}: cannot be created ({exc.strerror}); choose another -o") from None
+    if not os.access(out, os.W_OK):
+        raise RootletsError(f"output folder {out}: not writable; choose another -o or fix its permissions")
     units = plan_units(bids_root, out, images, labels, levels)
     _write_description(out, dataset_description(settings, bids_root))
     results = [{"name": u.name, "rel": u.rel, "status": "skipped", "error": None, "seconds": 0.0}
                for u in units if not overwrite and is_done(u, settings)]
     skipped = {r["name"] for r in results}
     todo = [u for u in units if u.name not in skipped]
-    results += _run(todo, settings, out, jobs, dask, slurm, continue_on_error, threading.Event(), progress)
+    results += _run(todo, len(results), settings, out, jobs, dask, slurm, continue_on_error, progress)
     with contextlib.suppress(OSError):
         (out / TMP).rmdir()  # only when empty: another run may be writing into the same folder
     summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0)
@@ -565,15 +571,18 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, contrasts: t
     return summary
 
 
-def _run(todo: list[Unit], settings: Settings, out: Path, jobs: int, dask: str | None, slurm: dict | None,
-         continue_on_error: bool, failed: threading.Event, progress: bool) -> list[dict]:
-    """Run ``todo`` on the chosen engine with a progress bar; with ``continue_on_error`` False, stop at a failure."""
+def _run(todo: list[Unit], skipped: int, settings: Settings, out: Path, jobs: int, dask: str | None, slurm: dict | None,
+         continue_on_error: bool, progress: bool) -> list[dict]:
+    """Run ``todo`` on the chosen engine with a progress bar over the dataset (``skipped`` images already counted);
+    with ``continue_on_error`` False, start nothing new after a failure."""
     from tqdm import tqdm
 
     if not todo:
         return []
     results: list[dict] = []
-    bar = tqdm(total=len(todo), desc="rootlets batch", unit="image", disable=not progress, file=sys.stderr)
+    failed = threading.Event()
+    bar = tqdm(total=len(todo) + skipped, initial=skipped, desc="rootlets batch", unit="image", disable=not progress,
+               file=sys.stderr)
     out_s = str(out.absolute())
 
     def stop() -> bool:

@@ -391,6 +391,12 @@ def test_bad_calls_write_nothing(bids, tmp_path, home):
         batch.run_batch(bids, out)
     with pytest.raises(RootletsError, match=r"rootlets_task\[slurm\]"):
         batch.run_batch(bids, out, slurm={}, release="phantom", progress=False)  # dask-jobqueue is not installed here
+    with pytest.raises(RootletsError, match="manual labels folder, whose files must be kept"):
+        batch.run_batch(bids, bids / "derivatives" / "labels", release="phantom", levels=True)
+    with pytest.raises(RootletsError, match="is the BIDS root"):
+        batch.run_batch(bids, bids, release="phantom")
+    with pytest.raises(RootletsError, match="BIDS folder .* not found"):
+        batch.run_batch(tmp_path / "nowhere", out, release="phantom")
     with pytest.raises(RootletsError, match="KEY=VALUE"):
         batch.parse_slurm(["cores"])
     assert batch.parse_slurm(["cores=4", "memory=16GB", "job_extra_directives=--gres=gpu:1"]) == {
