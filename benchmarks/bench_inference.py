@@ -71,11 +71,18 @@ def bench_images(n: int) -> list[Path]:
     return paths
 
 
-def timing(model: Path, reps: int, batch: int, reps_batch: int, variants: list[str], work: Path, log, result: dict) -> None:
-    """Single-image runs (variants in the first repetition only), then the batch; fills ``result`` as it goes."""
+def timing(model: Path, reps: int, batch: int, reps_batch: int, variants: list[str], work: Path, log, result: dict,
+           reference_batch_from_single: bool = False) -> None:
+    """Single-image runs (variants in the first repetition only), then the batch; fills ``result`` as it goes.
+
+    ``reference_batch_from_single``: the reference runs a fresh process per image, so its batch is N copies of its
+    single-image run; take N times the single-image median instead of running it again (saves N reference runs).
+    """
     images = bench_images(max(batch, 1))
     single = {mode: [] for mode in ("reference", "ours", *variants)}
-    for r in range(reps):  # interleaved so that every path sees the same machine load
+    for mode, runs in result.get("single", {}).items():  # --resume: runs already made
+        single.setdefault(mode, []).extend(runs["runs"])
+    for r in range(len(single["reference"]), reps):  # interleaved so that every path sees the same machine load
         for mode in single if r == 0 else ("reference", "ours"):
             single[mode].append(run_worker(mode, model, images[:1], work / f"single_{mode}_{r}"))
             log(f"single {mode} run {r}: {single[mode][-1]}")
@@ -87,7 +94,12 @@ def timing(model: Path, reps: int, batch: int, reps_batch: int, variants: list[s
         for r in range(reps_batch):
             runs["ours"].append(run_worker("ours", model, images[:batch], work / f"batch_ours_{r}"))
             log(f"batch ours run {r}: {runs['ours'][-1]}")
-            runs["reference"].append(reference_batch(model, images[:batch], work / f"batch_reference_{r}"))
+            if reference_batch_from_single:
+                ref = result["single"]["reference"]
+                runs["reference"].append({"wall_s": batch * ref["wall_s"], "cpu_s": batch * ref["cpu_s"],
+                                          "peak_rss_mb": ref["peak_rss_mb"], "from_single_image_median": True})
+            else:
+                runs["reference"].append(reference_batch(model, images[:batch], work / f"batch_reference_{r}"))
             log(f"batch reference run {r}: {runs['reference'][-1]}")
             result["batch"] = {m: medians(v) for m, v in runs.items() if v} | {"n_images": batch}
             ratios(result, variants)
@@ -198,6 +210,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="extra single-image paths, comma-separated: ours-torch (PyTorch backend), ours-crop (cord given)")
     parser.add_argument("--quick", action="store_true", help="1 single run, a 3-image batch, 1 phantom")
     parser.add_argument("--rebuild-model", action="store_true", help="plan and build the realistic model again")
+    parser.add_argument("--reference-batch-from-single", action="store_true",
+                        help="reference batch = N x its single-image median (it is N identical fresh processes anyway)")
+    parser.add_argument("--resume", type=Path, help="a JSON of an earlier run: keep its single-image runs and backend check")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.batch, args.reps_batch, args.phantoms = 1, 3, 1, 1
@@ -212,13 +227,15 @@ def main(argv: list[str] | None = None) -> dict:
     log.save = save
     model = benchmark_model(rebuild=args.rebuild_model)
     log(f"realistic model: {model}")
-    result = {"model": str(model), "settings": vars(args) | {"json": str(args.json)}}
+    result = json.loads(args.resume.read_text()) if args.resume else {}
+    result.update(model=str(model), settings=vars(args) | {"json": str(args.json), "resume": str(args.resume)})
     with tempfile.TemporaryDirectory(prefix="rootlets_bench_") as tmp:
         work = Path(tmp)
-        result["backends_max_softmax_diff"] = run_backend_check(model)
+        if "backends_max_softmax_diff" not in result:
+            result["backends_max_softmax_diff"] = run_backend_check(model)
         log(f"backend check: {result['backends_max_softmax_diff']}")
-        variants = [v for v in args.variants.split(",") if v]
-        timing(model, args.reps, args.batch, args.reps_batch, variants, work, log, result)
+        variants = [v for v in args.variants.split(",") if v and v in result.get("single", {v: 0})]
+        timing(model, args.reps, args.batch, args.reps_batch, variants, work, log, result, args.reference_batch_from_single)
         if args.phantoms and PHANTOM_ZIP.exists():
             result.update(phantom_agreement(args.phantoms, work, log))
         elif args.phantoms:
