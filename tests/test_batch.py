@@ -336,7 +336,10 @@ def test_second_run_skips_and_reruns_what_changed(sequential, bids, tmp_path):
     assert _done_names(third) == {"sub-02_T2w", "sub-04_T2w"}
     assert (out / "sub-04" / "anat" / "sub-04_T2w_levels.csv").is_file()
 
-    # changed settings (method, release digest, -levels) or -overwrite: not done any more
+    forced = batch.run_batch(changed, out, overwrite=True, include="sub-01/", **COMMON)
+    assert _done_names(forced) == {"sub-01_T2w"}
+
+    # changed settings (method, release digest, -levels): not done any more
     units = [u for u in batch.plan_units(changed, out, batch.find_images(changed), levels=True) if u.name in NAMES]
     folder, record = install.model_folder("phantom")
     base = {"model_folder": str(folder), "model": {k: record.get(k) for k in ("tag", "sha256", "url")}, "threads": 1}
