@@ -41,7 +41,8 @@ setup(
         # external disc-label tools of `rootlets -levels` (they download their own weights on first use)
         "totalspineseg": ["totalspineseg[nnunetv2]>=20250224"],
         "spineps": ["spineps>=1.3"],
-        "test": ["pytest>=7", "ruff>=0.5", "openvino>=2024.0"],  # openvino: CI exercises the default CPU backend
+        # openvino: CI exercises the default CPU backend; dask-jobqueue: the SLURM job script of `rootlets batch -slurm`
+        "test": ["pytest>=7", "ruff>=0.5", "openvino>=2024.0", "dask-jobqueue>=0.8"],
     },
     entry_points={"console_scripts": ["rootlets=rootlets_task.cli:main"]},
     classifiers=[

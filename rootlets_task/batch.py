@@ -401,6 +401,17 @@ def _slurm_cluster_class():
     return SLURMCluster
 
 
+def slurm_cluster(options: dict):
+    """A ``dask_jobqueue.SLURMCluster`` (no job submitted yet): our defaults, then ``options``.
+
+    Each SLURM job runs one worker process with one task thread (``--nthreads 1`` is appended: a process segments one
+    image at a time), and its model uses every core the job was given (``cores``).
+    """
+    options = {"cores": 2, "processes": 1, "memory": "8GB", "walltime": "02:00:00", **options}
+    options["worker_extra_args"] = [*options.get("worker_extra_args", []), "--nthreads", "1"]
+    return _slurm_cluster_class()(**options)
+
+
 @contextlib.contextmanager
 def _client(jobs: int, dask: str | None, slurm: dict | None):
     """A Dask client: on ``dask`` (address), on a new SLURM cluster, or on ``jobs`` local worker processes."""
@@ -416,9 +427,7 @@ def _client(jobs: int, dask: str | None, slurm: dict | None):
             yield client
         return
     if slurm is not None:
-        SLURMCluster = _slurm_cluster_class()
-        options = {"cores": 2, "processes": 1, "memory": "8GB", "walltime": "02:00:00", **slurm}
-        with SLURMCluster(**options) as cluster, Client(cluster) as client:
+        with slurm_cluster(slurm) as cluster, Client(cluster) as client:
             cluster.scale(jobs=jobs)
             yield client
         return

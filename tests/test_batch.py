@@ -384,7 +384,7 @@ def test_contrasts_mp2rage_inversions(tmp_path):
     assert len(batch.find_images(tmp_path, ("UNIT1", "inv-1"))) == 2
 
 
-def test_bad_calls_write_nothing(bids, tmp_path, home):
+def test_bad_calls_write_nothing(bids, tmp_path, home, monkeypatch):
     out = tmp_path / "rootlets"
     with pytest.raises(RootletsError, match="no sub-"):
         batch.run_batch(bids, out, contrasts=("FLAIR",), release="phantom")
@@ -392,8 +392,9 @@ def test_bad_calls_write_nothing(bids, tmp_path, home):
         batch.run_batch(bids, out, include="sub-(", release="phantom")
     with pytest.raises(RootletsError, match="no model release r20250318 installed"):
         batch.run_batch(bids, out)
-    with pytest.raises(RootletsError, match=r"rootlets_task\[slurm\]"):
-        batch.run_batch(bids, out, slurm={}, release="phantom", progress=False)  # dask-jobqueue is not installed here
+    with monkeypatch.context() as mp, pytest.raises(RootletsError, match=r"rootlets_task\[slurm\]"):
+        mp.setitem(sys.modules, "dask_jobqueue", None)  # MOCK: the optional extra made absent (import fails)
+        batch.run_batch(bids, out, slurm={}, release="phantom", progress=False)
     with pytest.raises(RootletsError, match="manual labels folder, whose files must be kept"):
         batch.run_batch(bids, bids / "derivatives" / "labels", release="phantom", levels=True)
     with pytest.raises(RootletsError, match="is the BIDS root"):
@@ -405,3 +406,16 @@ def test_bad_calls_write_nothing(bids, tmp_path, home):
     assert batch.parse_slurm(["cores=4", "memory=16GB", "job_extra_directives=--gres=gpu:1"]) == {
         "cores": 4, "memory": "16GB", "job_extra_directives": ["--gres=gpu:1"]}
     assert not any(p for p in out.rglob("*.nii.gz")) if out.exists() else True
+
+
+def test_slurm_job_script():
+    """The SLURM worker job dask-jobqueue would submit (sbatch itself cannot run here): our defaults and the user's
+    options, one task thread per worker, the scheduler kept on loopback for the test."""
+    pytest.importorskip("dask_jobqueue")
+    options = batch.parse_slurm(["cores=4", "memory=16GB", "walltime=04:00:00", "account=def-lab",
+                                 "job_extra_directives=--exclusive"])
+    with batch.slurm_cluster({**options, "scheduler_options": {"host": "127.0.0.1"}}) as cluster:
+        script = cluster.job_script()
+    assert "--cpus-per-task=4" in script and "#SBATCH -A def-lab" in script and "#SBATCH --exclusive" in script
+    assert "#SBATCH -t 04:00:00" in script and "distributed.cli.dask_worker tcp://127.0.0.1:" in script
+    assert script.rstrip().endswith("--nthreads 1"), script
