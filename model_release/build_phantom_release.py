@@ -63,14 +63,16 @@ class Settings:
     features_per_stage: tuple[int, ...] = (8, 16, 32, 32)
     n_conv_per_stage: tuple[int, ...] = (1, 2, 2, 2)
     batch_size: int = 2
-    epochs: int = 12
+    epochs: int = 40
     iterations_per_epoch: int = 50
     val_iterations_per_epoch: int = 3
-    initial_lr: float = 3e-3
+    initial_lr: float = 1e-2
+    head_lr_scale: float = 30.0
     mirror_axes: str = "R-L"  # the phantom is left-right symmetric: the only anatomically true flip
     rotation_deg: float = 10.0
     scaling: tuple[float, float] = (0.85, 1.15)
     oversample_foreground: float = 0.66
+    init_from: str | None = None  # checkpoint whose network_weights start the training (None = from scratch)
     torch_threads: int = 1  # on a shared 2-core machine, 2 threads were 10x slower than 1 (spin-waiting)
     seed: int = 12345
     heldout: list[tuple[int, str, tuple[float, float, float]]] = field(default_factory=lambda: [
@@ -161,11 +163,21 @@ def train(settings: Settings, plans: dict, dataset_json: dict) -> Path:
     from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
     from batchgeneratorsv2.transforms.utils.random import RandomTransform
     from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
+    from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     # Array axes seen by the network: nibabel (x=R-L, y=A-P, z=S-I) transposed [2,1,0], then transpose_forward.
     lr_axis = plans["transpose_forward"].index(2)
     rotation = np.deg2rad(settings.rotation_deg)
+
+    class GroupPolyLR(PolyLRScheduler):
+        """nnU-Net's polynomial decay, keeping each parameter group's ``lr_scale``."""
+
+        def step(self, current_step=None):
+            super().step(current_step)
+            for group in self.optimizer.param_groups:
+                group["lr"] *= group["lr_scale"]
+            self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     class PhantomTrainer(nnUNetTrainer):
         """Stock nnUNetTrainer with a short schedule and augmentation that keeps the phantom's level cue.
@@ -210,12 +222,16 @@ def train(settings: Settings, plans: dict, dataset_json: dict) -> Path:
             ])
 
         def configure_optimizers(self):
-            # Adam gets a tiny network off the all-background plateau far sooner than nnU-Net's SGD (momentum 0.99),
-            # which stayed at foreground Dice 0 for the first few hundred iterations here.
-            from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-
-            optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
-            return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+            # Rootlet levels differ by a small grey-value step, so the output layers need large weights; Adam moves
+            # each weight by about lr per step, so the segmentation heads get a larger learning rate. With nnU-Net's
+            # SGD, or Adam at one rate, the network labelled every rootlet with one level for hundreds of iterations.
+            heads = [p for name, p in self.network.named_parameters() if "seg_layers" in name]
+            head_ids = {id(p) for p in heads}
+            body = [p for p in self.network.parameters() if id(p) not in head_ids]
+            optimizer = torch.optim.AdamW([{"params": body, "lr_scale": 1.0},
+                                           {"params": heads, "lr_scale": settings.head_lr_scale}],
+                                          self.initial_lr, weight_decay=self.weight_decay)
+            return optimizer, GroupPolyLR(optimizer, self.initial_lr, self.num_epochs)
 
         def plot_network_architecture(self):
             pass  # needs hiddenlayer/graphviz; irrelevant here
@@ -226,6 +242,10 @@ def train(settings: Settings, plans: dict, dataset_json: dict) -> Path:
     torch.set_num_threads(settings.torch_threads)
     plans = dict(plans, continue_training=False)
     trainer = PhantomTrainer(plans, CONFIGURATION, 0, dataset_json, device=torch.device("cpu"))
+    if settings.init_from:  # continue from an earlier build's weights (a longer schedule in several sittings)
+        trainer.initialize()
+        weights = torch.load(settings.init_from, map_location="cpu", weights_only=False)["network_weights"]
+        trainer.network.load_state_dict(weights)
     trainer.run_training()
     return Path(trainer.output_folder) / "checkpoint_final.pth"
 
@@ -365,12 +385,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=Settings.epochs)
     parser.add_argument("--iterations", type=int, default=Settings.iterations_per_epoch, help="training iterations per epoch")
+    parser.add_argument("--lr", type=float, default=Settings.initial_lr, help="initial learning rate (AdamW)")
+    parser.add_argument("--init-from", help="start from this checkpoint's network_weights (e.g. a previous build's "
+                        "fold_0/checkpoint_final.pth) instead of random weights")
     parser.add_argument("--threads", type=int, default=Settings.torch_threads, help="torch threads for training")
     parser.add_argument("--out", type=Path, default=DATA_DIR, help="folder for the zip and manifest (default: %(default)s)")
     parser.add_argument("--work", type=Path, help="work folder (default: a temporary folder, deleted afterwards)")
     parser.add_argument("--min-dice", type=float, default=0.6, help="fail if the held-out mean Dice is lower")
     args = parser.parse_args(argv)
-    settings = Settings(epochs=args.epochs, iterations_per_epoch=args.iterations, torch_threads=args.threads)
+    settings = Settings(epochs=args.epochs, iterations_per_epoch=args.iterations, torch_threads=args.threads,
+                        initial_lr=args.lr, init_from=args.init_from)
     work = args.work or Path(tempfile.mkdtemp(prefix="rootlets_phantom_release_"))
     try:
         manifest = build(settings, work, args.out)
