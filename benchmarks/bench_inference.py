@@ -117,6 +117,7 @@ def ratios(result: dict, variants: list[str]) -> None:
     b = result.get("batch", {})
     if "reference" in b and "ours" in b:
         result["batch_per_image_speedup"] = b["reference"]["wall_s"] / b["ours"]["wall_s"]
+        result["batch_cpu_ratio"] = b["reference"]["cpu_s"] / b["ours"]["cpu_s"]
         result["batch_peak_rss_ratio"] = b["ours"]["peak_rss_mb"] / b["reference"]["peak_rss_mb"]
 
 
