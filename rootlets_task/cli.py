@@ -21,8 +21,8 @@ def _segment_parser() -> argparse.ArgumentParser:
         "Sub-commands: " + ", ".join(COMMANDS) + " (see `rootlets COMMAND -h`).",
     )
     p.add_argument("-i", nargs="+", metavar="IMG", help="input NIfTI image(s); several run with one model load")
-    p.add_argument("-o", metavar="OUT", help="output file (one input) or folder (several inputs); "
-                   "default: <input>_rootlets.nii.gz beside each input")
+    p.add_argument("-o", metavar="OUT", help="output file if it ends in .nii/.nii.gz (one input), else a folder for "
+                   "<input>_rootlets.nii.gz of every input; default: <input>_rootlets.nii.gz beside each input")
     p.add_argument("-install", action="store_true", help="install the model release (-release) and exit")
     p.add_argument("-custom-url", nargs="+", metavar="URL", help="with -install: install from these URL(s) or a local zip")
     p.add_argument("-release", metavar="TAG", help="model release tag (default r20250318; `phantom` is the bundled "
@@ -107,7 +107,7 @@ def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     if chain_only:
         parser.error(f"{', '.join(chain_only)} only work with -levels")
     outputs = inference.segment(args.i, output=args.o, release=args.release, device=args.device,
-                                test_time_aug=args.test_time_aug, verbose=args.v)
+                                test_time_aug=args.test_time_aug, verbose=args.v, qc=args.qc)
     for out in outputs:
         print(out)
 

@@ -473,12 +473,13 @@ def _release_folder(release: str | None) -> tuple[Path, dict]:
 
 
 def segment(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike | None = None,
-            release: str | None = None, device: str = "auto", test_time_aug: bool = False, verbose: int = 1
-            ) -> list[Path]:
+            release: str | None = None, device: str = "auto", test_time_aug: bool = False, verbose: int = 1,
+            qc: str | os.PathLike | None = None) -> list[Path]:
     """Segment rootlets in one or more NIfTI images, like ``sct_deepseg rootlets -i ...``; returns the outputs.
 
     Every input and output is checked before the model is loaded, so a bad call writes nothing. The model is
     loaded once for all inputs. Each output is uint8 on its input's grid with a ``.json`` sidecar beside it.
+    ``qc``: a folder that receives a QC page per image (:func:`rootlets_task.qc.qc_subject`).
     """
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
@@ -490,6 +491,10 @@ def segment(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str
     device = resolve_device(device).type  # an unknown or unavailable device is refused before anything is written
     folder, record = _release_folder(release)
     targets = plan_outputs(sources, output)
+    if qc is not None:
+        from rootlets_task import qc as qc_mod
+
+        qc_mod.writable_folder(Path(qc))
 
     segmenter = Segmenter(folder, device=device, test_time_aug=test_time_aug, verbose=verbose, record=record)
     tag = record.get("tag", release)
@@ -500,6 +505,11 @@ def segment(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str
                             *(["-release", tag] if tag else []), *(["-test-time-aug"] if test_time_aug else []),
                             "-device", segmenter.device.type])
         segmenter.segment_file(source, target, command)
+        if qc is not None:
+            page = qc_mod.qc_subject(qc, source, target, subject=nifti.stem(source),
+                                     provenance={"release": tag, "command": f"rootlets {command}"})
+            if verbose:
+                print(f"rootlets: QC {page}", file=sys.stderr)
         if verbose:
             print(f"rootlets: {source} -> {target} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     if verbose:

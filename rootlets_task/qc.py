@@ -490,7 +490,7 @@ def _read_records(qc_dir: Path) -> list[dict]:
 
 def rebuild_index(qc_dir: str | os.PathLike) -> Path:
     """Regenerate ``<qc_dir>/index.html`` from every subject record, under the folder's lock."""
-    qc_dir = _writable_folder(Path(qc_dir))
+    qc_dir = writable_folder(Path(qc_dir))
     (qc_dir / RECORDS).mkdir(exist_ok=True)
     try:
         with FileLock(qc_dir / LOCK, timeout=LOCK_TIMEOUT_S):
@@ -506,7 +506,7 @@ def rebuild_index(qc_dir: str | os.PathLike) -> Path:
     return index
 
 
-def _writable_folder(folder: Path) -> Path:
+def writable_folder(folder: Path) -> Path:
     """Create the QC folder if needed; refuse one that cannot be written, before anything is drawn."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -581,7 +581,7 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
         for row in levels_df[levels_df["status"] != "ok"].itertuples():
             warnings.append(f"{row.kind} level {row.level}: {row.status}")
 
-    out = _writable_folder(qc_dir) / key
+    out = writable_folder(qc_dir) / key
     out.mkdir(exist_ok=True)
     views = display_views(img, roots, cord_img, disc_img, slab_mm=slab_mm)
     zooms = "×".join(f"{z:g}" for z in img.header.get_zooms()[:3])

@@ -146,6 +146,30 @@ def test_exact_output_path_and_test_time_aug(home, coarse_phantom, tmp_path, cap
     assert not np.array_equal(nib.load(plain).get_fdata(), nib.load(target).get_fdata())  # mirroring really ran
 
 
+def test_qc_page_per_input_listed_in_the_index(home, coarse_phantom, tmp_path, capsys):
+    srcs = []
+    for name in ("sub-01_T2w", "sub-02_T2w"):
+        srcs.append(tmp_path / f"{name}.nii.gz")
+        srcs[-1].write_bytes(coarse_phantom.read_bytes())
+    qc_dir = tmp_path / "qc"
+    code, out, err = _run(["-i", *srcs, "-qc", qc_dir, "-device", "cpu"], capsys)
+    assert code == 0, err
+    index = (qc_dir / "index.html").read_text()
+    for name in ("sub-01_T2w", "sub-02_T2w"):
+        page = qc_dir / name / "index.html"
+        assert page.is_file() and (qc_dir / name / "rootlets.png").stat().st_size > 0
+        assert f"{name}_rootlets.nii.gz" in page.read_text() and name in index
+
+
+def test_unwritable_qc_folder_writes_nothing(home, coarse_phantom, tmp_path, capsys):
+    src = tmp_path / "sub-01_T2w.nii.gz"
+    src.write_bytes(coarse_phantom.read_bytes())
+    before = _snapshot(tmp_path)
+    code, out, err = _run(["-i", src, "-qc", "/proc/sys/rootlets_qc"], capsys)
+    assert code == 1 and "QC folder /proc/sys/rootlets_qc" in err and len(err.strip().splitlines()) == 1
+    assert _snapshot(tmp_path) == before
+
+
 def test_several_inputs_one_model_load_distinct_outputs(home, coarse_phantom, tmp_path, monkeypatch):
     loads = []
     real_init = inference.Segmenter.__init__
