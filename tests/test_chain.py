@@ -372,13 +372,14 @@ def test_image_to_levels_with_the_tiny_release(no_tools, tmp_path, files, truth,
     if _bundled_dice() < 0.6:
         pytest.skip(f"bundled phantom release is interim (held-out Dice {_bundled_dice():.2f} < 0.6, reported by "
                     "test_release_bundle): level accuracy cannot be asked of it")
-    # The tiny model's rootlets are imperfect (see its held-out Dice): a stray voxel of a level moves that level's end
-    # (the published method takes the extreme slices), so one voxel cannot be asked of it; the one-voxel agreement is
-    # checked above with the true rootlets through the same chain (-r). What must hold is that every level is found
-    # at its own place: its midpoint nearer to its true midpoint than to any other level's.
+    # The tiny model's rootlets are imperfect (held-out Dice ~0.7 in its manifest): a few stray voxels of a level move
+    # that level's end (the published method takes the extreme slices), so one voxel cannot be asked of every level;
+    # the one-voxel agreement of every level is checked with the true rootlets through the same chain (-r). What must
+    # hold here: every level is found, in rostro-caudal order, and the typical (median) midpoint error is one voxel.
     got = _by_level(result, "spinal")
     assert set(got) == set(truth["spinal_levels"])
-    mids = {int(v): e["mid_mm"] for v, e in truth["spinal_levels"].items()}
-    for value, mid in mids.items():
-        nearest = min(mids, key=lambda v: abs(mids[v] - got[str(value)]["mid_mm"]))
-        assert nearest == value, (value, got[str(value)]["mid_mm"], mid)
+    values = sorted(truth["spinal_levels"], key=int)
+    predicted = [got[v]["mid_mm"] for v in values]
+    assert predicted == sorted(predicted), predicted
+    errors = [abs(got[v]["mid_mm"] - truth["spinal_levels"][v]["mid_mm"]) for v in values]
+    assert float(np.median(errors)) <= 1.0, errors
