@@ -59,6 +59,7 @@ class ChainResult:
     reference: str
     notes: list[str] = field(default_factory=list)
     segmenter: object | None = None  # the model loaded by this call (pass it to the next call to reuse it)
+    qc_page: Path | None = None  # the subject's QC page, when a QC folder was given
 
     def table(self) -> str:
         """Short text table: level, spinal and vertebral extent (mm from the reference) and their shift."""
@@ -220,7 +221,7 @@ def run_chain(image: str | os.PathLike, out_dir: str | os.PathLike | None = None
               discs_from: str = "auto", pmj_from: str = "auto", release: str | None = None, method: str = "gapfree",
               overwrite: bool = False, segmenter=None, device: str = "auto", test_time_aug: bool = False,
               contrast: str = "t2", rootlets: str | os.PathLike | None = None, crop_to_cord: bool = True,
-              verbose: int = 1) -> ChainResult:
+              qc_dir: str | os.PathLike | None = None, verbose: int = 1) -> ChainResult:
     """Image -> cord -> rootlets -> discs, PMJ -> spinal and vertebral levels, sources chosen as documented above.
 
     ``segmenter``: an already loaded :class:`rootlets_task.inference.Segmenter` to reuse (then ``release``,
@@ -229,7 +230,7 @@ def run_chain(image: str | os.PathLike, out_dir: str | os.PathLike | None = None
     of segmenting. ``crop_to_cord``: segment only the region around the cord (fewer tiles, see
     :meth:`~rootlets_task.inference.Segmenter.segment_image`). Writes into ``out_dir`` (default: beside the image),
     skips the steps whose record in ``<stem>_chain.json`` is up to date unless ``overwrite``, and returns a
-    :class:`ChainResult`.
+    :class:`ChainResult`. ``qc_dir``: a QC folder that receives the subject's page (:func:`rootlets_task.qc.qc_subject`).
     """
     from rootlets_task import levels as levels_mod
 
@@ -252,6 +253,10 @@ def run_chain(image: str | os.PathLike, out_dir: str | os.PathLike | None = None
     paths.update({kind: out_dir / f"{prefix}{suffix}.nii.gz" for kind, suffix in LABEL_SUFFIX.items()})
     paths.update({k: out_dir / f"{prefix}{suffix}" for k, suffix in levels_mod.OUTPUTS.items()})
     _check_paths(image, files, paths, out_dir)
+    if qc_dir is not None:
+        from rootlets_task import qc
+
+        qc.writable_folder(Path(qc_dir))
     record = _Record(paths["record"], overwrite)
     steps: dict[str, str] = {}
     notes: list[str] = []
@@ -330,8 +335,15 @@ def run_chain(image: str | os.PathLike, out_dir: str | os.PathLike | None = None
     outputs = {"rootlets": rootlets_file, **{k: v for k, v in used.items() if v is not None},
                **{k: paths[k] for k in level_keys if paths[k] in expected}, "record": paths["record"]}
     notes += [n for n in document.get("warnings", []) if n not in notes]
+    page = None
+    if qc_dir is not None:
+        page = qc.qc_subject(qc_dir, image, rootlets_file, cord=used["cord"], discs=used["discs"], levels=levels_df,
+                             shift=shift_df, subject=prefix, warnings=notes,
+                             provenance={"release": (model or {}).get("tag"), "method": method,
+                                         **{f"{kind} source": tools.describe(kind, sources[kind]) for kind in sources}})
+        _say(verbose, f"QC: {page}")
     return ChainResult(outputs=outputs, sources=sources, steps=steps, levels=levels_df, shift=shift_df,
-                       reference=document.get("reference", ""), notes=notes, segmenter=segmenter)
+                       reference=document.get("reference", ""), notes=notes, segmenter=segmenter, qc_page=page)
 
 
 def _check_paths(image: Path, files: dict[str, Path | None], paths: dict[str, Path], out_dir: Path) -> None:

@@ -71,7 +71,7 @@ def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
                            cord_from=args.cord_from, discs_from=args.discs_from, pmj_from=args.pmj_from,
                            release=args.release, method=args.method, overwrite=args.overwrite, segmenter=segmenter,
                            device=args.device, test_time_aug=args.test_time_aug, contrast=args.c, rootlets=args.r,
-                           verbose=args.v)
+                           qc_dir=args.qc, verbose=args.v)
         segmenter = result.segmenter or segmenter
         print(f"{image}: cord from {result.sources['cord']}, discs from {result.sources['discs']}, "
               f"PMJ from {result.sources['pmj']}")
@@ -301,8 +301,28 @@ def _run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
                             f"and {summary.out}/logs/err.*.log")
 
 
+def _demo_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rootlets demo", description="Run the whole job offline on a phantom with the "
+                                "bundled release: rootlets, spinal and vertebral levels, QC; prints where each output is.")
+    p.add_argument("-o", default="demo_output", metavar="DIR", help="output folder (default: demo_output)")
+    p.add_argument("-seed", type=int, default=7, help="phantom seed")
+    p.add_argument("-orient", default="AIL", help="SCT orientation code of the phantom image")
+    p.add_argument("-v", type=int, default=1, choices=[0, 1, 2], help="verbosity")
+    return p
+
+
+def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from rootlets_task.demo import run_demo
+
+    outputs = run_demo(args.o, seed=args.seed, orient=args.orient, verbose=args.v)
+    print("\nOutputs:")
+    for name, path in outputs.items():
+        print(f"  {name:10s} {path}")
+
+
 # name -> (parser factory, handler). The segmentation parser is the default when no name is given.
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable]] = {
+    "demo": (_demo_parser, _run_demo),
     "phantom": (_phantom_parser, _run_phantom),
     "levels": (_levels_parser, _run_levels),
     "stats": (_stats_parser, _run_stats),

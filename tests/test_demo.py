@@ -1,0 +1,42 @@
+"""``rootlets demo``: the whole job offline, as a new user runs it first (``make demo``)."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from rootlets_task.cli import main
+from rootlets_task.demo import dice_per_level
+from rootlets_task.phantom import SPINAL_LEVELS
+
+
+def test_demo_runs_the_whole_chain_offline(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "-v", "0"]) == 0
+    printed = capsys.readouterr().out
+    derivatives = out / "derivatives"
+    rootlets = derivatives / "sub-phantom_T2w_rootlets.nii.gz"
+    for path in (rootlets, derivatives / "sub-phantom_T2w_spinal_levels.nii.gz",
+                 derivatives / "sub-phantom_T2w_vertebral_levels.nii.gz", derivatives / "sub-phantom_T2w_shift.csv",
+                 out / "qc" / "sub-phantom_T2w" / "index.html"):
+        assert path.is_file() and str(path) in printed, path  # every output exists and is named on the terminal
+    assert (out / "qc" / "index.html").is_file() and (out / "qc" / "sub-phantom_T2w" / "levels.png").is_file()
+    # the segmentation really comes from the bundled model and matches the phantom truth
+    pred = np.asarray(nib.load(rootlets).dataobj)
+    truth = np.asarray(nib.load(out / "data" / "sub-phantom_T2w_label-rootlets_dseg.nii.gz").dataobj)
+    assert np.mean(list(dice_per_level(pred, truth).values())) >= 0.6
+    levels = pd.read_csv(derivatives / "sub-phantom_T2w_levels.csv")
+    spinal = levels[(levels.kind == "spinal") & (levels.status == "ok")]
+    assert set(spinal.value) == set(SPINAL_LEVELS) and (spinal.reference == "PMJ").all()
+    sidecar = json.loads((derivatives / "sub-phantom_T2w_rootlets.json").read_text())
+    assert sidecar["GeneratedBy"][0]["Release"] == "phantom"
+    assert "sub-phantom_T2w" in (out / "qc" / "index.html").read_text()
+
+
+def test_dice_per_level():
+    a = np.zeros((4, 4, 4), np.uint8)
+    b = a.copy()
+    a[0, 0, :2] = 2
+    b[0, 0, :1] = 2
+    assert dice_per_level(a, b, levels=(2, 3)) == {2: 2 / 3, 3: 1.0}
