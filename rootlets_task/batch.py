@@ -36,6 +36,7 @@ from pathlib import Path
 from rootlets_task import nifti
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
+from rootlets_task.install import sha256_file as sha256
 
 SKIP_DIRS = {"derivatives", "sourcedata", "code", "stimuli"}
 IMAGE_RE = re.compile(r"^(?P<entities>sub-[A-Za-z0-9]+(?:_[A-Za-z0-9]+-[A-Za-z0-9]+)*)_(?P<suffix>[A-Za-z0-9]+)\.nii(?:\.gz)?$")
@@ -144,7 +145,6 @@ def find_images(bids_root: str | os.PathLike, contrasts: tuple[str, ...] = ("T2w
 def plan_units(bids_root: str | os.PathLike, out: str | os.PathLike, images: list[tuple[Path, dict[str, str], str]],
                labels_dir: str | os.PathLike | None = None, levels: bool = False) -> list[Unit]:
     """One :class:`Unit` per image, with its manual labels (``-levels``) and the sha256 of every input."""
-    from rootlets_task.chain import sha256
 
     root, out = Path(bids_root).absolute(), Path(out).absolute()
     labels_root = Path(labels_dir).absolute() if labels_dir else root / "derivatives" / "labels"
@@ -233,7 +233,6 @@ def _now() -> str:
 def is_done(unit: Unit, settings: Settings) -> bool:
     """Whether ``unit``'s record matches its inputs and settings, every output it lists is intact, and (with ``qc``)
     its QC went into that folder. A QC folder alone does not change the outputs, so it is not part of the key."""
-    from rootlets_task.chain import sha256
 
     out_dir = Path(unit.out_dir)
     record = _read_record(out_dir / f"{unit.name}{RECORD_SUFFIX}")
@@ -320,7 +319,6 @@ def _make_outputs(unit: Unit, settings: Settings, seg, tmp: Path) -> tuple[list[
 def _finish(unit: Unit, settings: Settings, tmp: Path, final: Path, made: dict[str, Path], notes: list[str],
             seconds: float) -> None:
     """Move the outputs into place (paths in JSON files rewritten), QC, then the record last."""
-    from rootlets_task.chain import sha256
 
     files = sorted(p for p in tmp.iterdir() if p.is_file() and p.suffix != ".log")
     for path in files:
@@ -553,12 +551,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, contrasts: t
                         levels=levels, method=method, cord_from=cord_from, discs_from=discs_from, pmj_from=pmj_from,
                         test_time_aug=test_time_aug, device=device, threads=threads,
                         qc=str(Path(qc).absolute()) if qc else None)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RootletsError(f"output folder {out}: cannot be created ({exc.strerror}); choose another -o") from None
-    if not os.access(out, os.W_OK):
-        raise RootletsError(f"output folder {out}: not writable; choose another -o or fix its permissions")
+    nifti.writable_folder(out)
     units = plan_units(bids_root, out, images, labels, levels)
     _write_description(out, dataset_description(settings, bids_root))
     results = [{"name": u.name, "rel": u.rel, "status": "skipped", "error": None, "seconds": 0.0}

@@ -19,7 +19,6 @@ the next run. An output file the chain did not write (or that was changed since)
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import sys
@@ -35,6 +34,7 @@ import pandas as pd
 from rootlets_task import nifti, tools
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
+from rootlets_task.install import sha256_file as sha256
 
 SOURCES = {
     "cord": ("file", "sct"),
@@ -126,14 +126,6 @@ def _tool_names(kind: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ the record
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Record:
@@ -254,9 +246,7 @@ def run_chain(image: str | os.PathLike, out_dir: str | os.PathLike | None = None
     paths.update({k: out_dir / f"{prefix}{suffix}" for k, suffix in levels_mod.OUTPUTS.items()})
     _check_paths(image, files, paths, out_dir)
     if qc_dir is not None:
-        from rootlets_task import qc
-
-        qc.writable_folder(Path(qc_dir))
+        nifti.writable_folder(qc_dir, "QC folder", "-qc")
     record = _Record(paths["record"], overwrite)
     steps: dict[str, str] = {}
     notes: list[str] = []
@@ -337,6 +327,8 @@ def run_chain(image: str | os.PathLike, out_dir: str | os.PathLike | None = None
     notes += [n for n in document.get("warnings", []) if n not in notes]
     page = None
     if qc_dir is not None:
+        from rootlets_task import qc
+
         page = qc.qc_subject(qc_dir, image, rootlets_file, cord=used["cord"], discs=used["discs"], levels=levels_df,
                              shift=shift_df, subject=prefix, warnings=notes,
                              provenance={"release": (model or {}).get("tag"), "method": method,
@@ -359,12 +351,7 @@ def _check_paths(image: Path, files: dict[str, Path | None], paths: dict[str, Pa
         if owner is not None and not (name in files and files[name] is not None
                                       and files[name].absolute().resolve() == out.absolute().resolve()):
             raise RootletsError(f"output {out} would overwrite {owner}; choose another -ofolder so the input is kept")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RootletsError(f"output folder {out_dir}: cannot be created ({exc.strerror}); choose another -ofolder") from None
-    if not os.access(out_dir, os.W_OK):
-        raise RootletsError(f"output folder {out_dir}: not writable; choose another -ofolder or fix its permissions")
+    nifti.writable_folder(out_dir, flag="-ofolder")
 
 
 def _step(record: _Record, steps: dict[str, str], name: str, key: dict, outputs: list[Path], produce: Callable[[], None],

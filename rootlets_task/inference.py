@@ -494,7 +494,7 @@ def segment(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str
     if qc is not None:
         from rootlets_task import qc as qc_mod
 
-        qc_mod.writable_folder(Path(qc))
+        nifti.writable_folder(qc, "QC folder", "-qc")
 
     segmenter = Segmenter(folder, device=device, test_time_aug=test_time_aug, verbose=verbose, record=record)
     tag = record.get("tag", release)

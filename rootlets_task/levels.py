@@ -40,7 +40,7 @@ from scipy import ndimage
 
 from rootlets_task.centerline import Centerline, cord_centerline, voxel_to_world
 from rootlets_task.errors import RootletsError
-from rootlets_task.nifti import atomic_path, load, load_labels, save_like, stem
+from rootlets_task.nifti import atomic_path, load, load_labels, save_like, stem, writable_folder
 
 METHODS = ("gapfree", "reference")
 DILATE_VOXELS = 3
@@ -424,12 +424,7 @@ def levels_from_files(rootlets: str | os.PathLike, cord: str | os.PathLike, disc
     for out in outputs.values():
         if out.absolute().resolve() in inputs:
             raise RootletsError(f"output {out} is an input file; choose another -o or prefix so the input is kept")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RootletsError(f"output folder {out_dir}: cannot be created ({exc.strerror}); choose another -o") from None
-    if not os.access(out_dir, os.W_OK):
-        raise RootletsError(f"output folder {out_dir}: not writable; choose another -o or fix its permissions")
+    writable_folder(out_dir)
     document = {"method": result.method, "reference": result.reference, "warnings": notes,
                 "inputs": {k: str(p) for k, p in paths.items()},
                 "levels": json.loads(result.levels.to_json(orient="records")),

@@ -117,13 +117,20 @@ def check_output_path(output: str | os.PathLike, inputs: list[Path] | tuple[Path
             raise RootletsError(f"output {output} is the input file; choose another -o so the input is kept")
     if not output.name.endswith((".nii", ".nii.gz")):
         raise RootletsError(f"output {output}: must end in .nii.gz or .nii")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RootletsError(f"output folder {output.parent}: cannot be created ({exc.strerror}); choose another -o") from None
-    if not os.access(output.parent, os.W_OK):
-        raise RootletsError(f"output folder {output.parent}: not writable; choose another -o or fix its permissions")
+    writable_folder(output.parent)
     return output
+
+
+def writable_folder(folder: str | os.PathLike, label: str = "output folder", flag: str = "-o") -> Path:
+    """Create ``folder`` if needed; refuse one that cannot be written, before any work (``flag`` names the fix)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RootletsError(f"{label} {folder}: cannot be created ({exc.strerror}); choose another {flag}") from None
+    if not os.access(folder, os.W_OK):
+        raise RootletsError(f"{label} {folder}: not writable; choose another {flag} or fix its permissions")
+    return folder
 
 
 @contextlib.contextmanager

@@ -46,7 +46,7 @@ from scipy.ndimage import gaussian_filter1d, map_coordinates
 from rootlets_task import __version__
 from rootlets_task.errors import RootletsError
 from rootlets_task.levels import level_name, shift_table
-from rootlets_task.nifti import atomic_path, load, load_labels, orientation, reorient, stem
+from rootlets_task.nifti import atomic_path, load, load_labels, orientation, reorient, stem, writable_folder
 
 # SCT "SAL" as nibabel axcodes (where each axis ends): rows S->I, then A->P, then L->R.
 DISPLAY_AXCODES = ("I", "P", "R")
@@ -490,7 +490,7 @@ def _read_records(qc_dir: Path) -> list[dict]:
 
 def rebuild_index(qc_dir: str | os.PathLike) -> Path:
     """Regenerate ``<qc_dir>/index.html`` from every subject record, under the folder's lock."""
-    qc_dir = writable_folder(Path(qc_dir))
+    qc_dir = writable_folder(qc_dir, "QC folder", "-qc")
     (qc_dir / RECORDS).mkdir(exist_ok=True)
     try:
         with FileLock(qc_dir / LOCK, timeout=LOCK_TIMEOUT_S):
@@ -504,17 +504,6 @@ def rebuild_index(qc_dir: str | os.PathLike) -> Path:
         raise RootletsError(f"QC folder {qc_dir}: another process held {LOCK} for {LOCK_TIMEOUT_S} s; this subject's "
                             "record is saved, run `rootlets_task.rebuild_index` on the folder later") from None
     return index
-
-
-def writable_folder(folder: Path) -> Path:
-    """Create the QC folder if needed; refuse one that cannot be written, before anything is drawn."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RootletsError(f"QC folder {folder}: cannot be created ({exc.strerror}); choose another -qc") from None
-    if not os.access(folder, os.W_OK):
-        raise RootletsError(f"QC folder {folder}: not writable; choose another -qc or fix its permissions")
-    return folder
 
 
 def _now() -> str:
@@ -581,7 +570,7 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
         for row in levels_df[levels_df["status"] != "ok"].itertuples():
             warnings.append(f"{row.kind} level {row.level}: {row.status}")
 
-    out = writable_folder(qc_dir) / key
+    out = writable_folder(qc_dir, "QC folder", "-qc") / key
     out.mkdir(exist_ok=True)
     views = display_views(img, roots, cord_img, disc_img, slab_mm=slab_mm)
     zooms = "×".join(f"{z:g}" for z in img.header.get_zooms()[:3])
