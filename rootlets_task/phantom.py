@@ -217,11 +217,15 @@ def make_phantom(orient: str = "LPI", spacing: tuple[float, float, float] = (1.0
         disc_voxels[v] = voxel(tip)
         disc_img[disc_voxels[v]] = v
     pmj_img = np.zeros(shape, np.uint8)
-    pmj_img[voxel(np.zeros(3))] = PMJ_VALUE
+    pmj_voxel = voxel(np.zeros(3))
+    pmj_img[pmj_voxel] = PMJ_VALUE
+    # The PMJ label is the voxel nearest the anatomical PMJ: distances measured from it are shifted by its offset.
+    pmj_label_depth = -(_tilt(tilt_deg).T @ (affine[:3, :3] @ np.array(pmj_voxel) + affine[:3, 3]))[2]
 
     truth = {
         "seed": seed, "orientation": orient, "spacing": [float(v) for v in spacing], "shape": list(shape),
         "tilt_deg": tilt_deg, "reference": "PMJ", "distances": "mm along the cord centerline, caudal from the PMJ",
+        "pmj_label_offset_mm": float(arc_length(pmj_label_depth)),
         "spinal_levels": {str(k): _span(arc_length(t), arc_length(b)) for k, (t, b) in spans.items()},
         "vertebral_levels": {str(v): _span(arc_length(discs[v]), arc_length(discs[v + 1])) for v in range(1, 9)},
         "discs": {str(v): {"distance_mm": float(arc_length(d)), "voxel": list(disc_voxels[v])} for v, d in discs.items()},

@@ -36,11 +36,12 @@ def phantoms():
 def test_reference_levels_match_truth(phantoms, grid):
     """Extents, midpoints and shifts agree with the phantom truth (mm along the centerline from the PMJ).
 
-    Midpoints: within one voxel (along the superior-inferior axis). Shifts are differences of two midpoints, each
-    rounded to voxels on its own: one and a half. Extents: two voxels, because the published convention measures
-    between the centres of the end slices (up to one voxel inside each true end), the PMJ label is rounded to a
-    voxel (half a voxel), and the phantom's 2 mm thick rootlet strands are drawn as the voxels whose centres fall
-    inside them; in the 3 mm axial grid a strand can fall between two slice centres altogether.
+    Distances are measured from the PMJ label voxel, which lies ``pmj_label_offset_mm`` caudal of the truth's
+    anatomical PMJ. Midpoints: within one voxel along the superior-inferior axis. Shifts are differences of two
+    midpoints, each rounded to voxels on its own: one and a half. Extents: two voxels, because the published
+    convention measures between the centres of the end slices (up to one voxel inside each true end) and the
+    phantom's 2 mm thick rootlet strands are drawn as the voxels whose centres fall inside them; in the 3 mm axial
+    grid a strand can fall between two slice centres altogether.
     """
     ph = phantoms[grid]
     step = _step(ph)
@@ -51,8 +52,9 @@ def test_reference_levels_match_truth(phantoms, grid):
     assert set(table[table.kind == "spinal"].value) == set(range(2, 10))
     assert set(table[table.kind == "vertebral"].value) == set(range(1, 9))
     extent_tol = 2 * step
+    offset = ph.truth["pmj_label_offset_mm"]
     for row in table.itertuples():
-        truth = ph.truth[f"{row.kind}_levels"][str(row.value)]
+        truth = {k: v - offset for k, v in ph.truth[f"{row.kind}_levels"][str(row.value)].items() if k != "height_mm"}
         assert abs(row.mid_mm - truth["mid_mm"]) <= step, (row.kind, row.level)
         assert abs(row.start_mm - truth["start_mm"]) <= extent_tol and abs(row.end_mm - truth["end_mm"]) <= extent_tol
         assert row.start_mm <= row.mid_mm <= row.end_mm and row.height_mm == pytest.approx(row.end_mm - row.start_mm)
