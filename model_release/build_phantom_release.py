@@ -63,7 +63,7 @@ class Settings:
     features_per_stage: tuple[int, ...] = (8, 16, 32, 32)
     n_conv_per_stage: tuple[int, ...] = (1, 2, 2, 2)
     batch_size: int = 2
-    epochs: int = 40
+    epochs: int = 100
     iterations_per_epoch: int = 50
     val_iterations_per_epoch: int = 3
     initial_lr: float = 1e-2
