@@ -1,13 +1,16 @@
 """Benchmark rootlets_task's inference against the reference path (SCT's plain nnUNetPredictor), in one run.
 
-    python benchmarks/bench_inference.py --json bench.json            # full: 3 single-image runs, one 10-image batch
+    python benchmarks/bench_inference.py --json bench.json            # full: 3 single-image runs, 10-image batches
     python benchmarks/bench_inference.py --quick --json quick.json    # 1 run, 3-image batch, 1 phantom
 
 Timing uses the realistic model (nnU-Net 3d_fullres planned for 64x320x320 at 0.8 mm, random weights; built and
 cached by bench_model.py). The reference runs a fresh process per image, as ``sct_deepseg`` does per call; ours runs
-the whole batch in one process. Wall time is measured around each process, CPU time and peak RSS inside it.
+the whole batch in one process. Paths: ``ours`` (the default, what ``rootlets -i`` does), ``ours-crop`` (the cord
+mask given, as ``-levels -crop-to-cord`` does: sub-image around the cord), ``ours-torch`` (PyTorch backend, to show
+the backend's share). Wall time is measured around each process, CPU time and peak RSS inside it.
 Agreement uses the bundled phantom release (a trained model) on a few phantoms: voxel agreement and per-level
-Dice of ours vs the reference. Backends: max |softmax difference| of OpenVINO vs PyTorch on the realistic model.
+Dice of ours and ours-crop vs the reference. Backends: max |softmax difference| of OpenVINO vs PyTorch on the
+realistic model.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from bench_model import benchmark_model, cache_dir, write_benchmark_image  # noq
 import rootlets_task  # noqa: E402
 
 PHANTOM_ZIP = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
+BATCH_VARIANTS = ("ours-crop",)  # variants also timed on the batch (ours-torch only shows the backend's share)
 
 
 def run_worker(mode: str, model: Path, images: list[Path], out_dir: Path, env: dict | None = None) -> dict:
@@ -73,7 +77,7 @@ def bench_images(n: int) -> list[Path]:
 
 def timing(model: Path, reps: int, batch: int, reps_batch: int, variants: list[str], work: Path, log, result: dict,
            reference_batch_from_single: bool = False) -> None:
-    """Single-image runs (variants in the first repetition only), then the batch; fills ``result`` as it goes.
+    """Single-image runs of every path, interleaved, then the batch of each path; fills ``result`` as it goes.
 
     ``reference_batch_from_single``: the reference runs a fresh process per image, so its batch is N copies of its
     single-image run; take N times the single-image median instead of running it again (saves N reference runs).
@@ -82,28 +86,30 @@ def timing(model: Path, reps: int, batch: int, reps_batch: int, variants: list[s
     single = {mode: [] for mode in ("reference", "ours", *variants)}
     for mode, runs in result.get("single", {}).items():  # --resume: runs already made
         single.setdefault(mode, []).extend(runs["runs"])
-    for r in range(len(single["reference"]), reps):  # interleaved so that every path sees the same machine load
-        for mode in single if r == 0 else ("reference", "ours"):
-            single[mode].append(run_worker(mode, model, images[:1], work / f"single_{mode}_{r}"))
-            log(f"single {mode} run {r}: {single[mode][-1]}")
+    for r in range(reps):  # interleaved so that every path sees the same machine load
+        for mode in single:
+            if len(single[mode]) <= r:
+                single[mode].append(run_worker(mode, model, images[:1], work / f"single_{mode}_{r}"))
+                log(f"single {mode} run {r}: {single[mode][-1]}")
         result["single"] = {m: medians(v) for m, v in single.items()}
         ratios(result, variants)
         log.save(result)
     if batch:
-        runs = {"reference": [], "ours": []}
+        runs = {mode: [] for mode in ("reference", "ours", *(v for v in variants if v in BATCH_VARIANTS))}
         for r in range(reps_batch):
-            runs["ours"].append(run_worker("ours", model, images[:batch], work / f"batch_ours_{r}"))
-            log(f"batch ours run {r}: {runs['ours'][-1]}")
-            if reference_batch_from_single:
-                ref = result["single"]["reference"]
-                runs["reference"].append({"wall_s": batch * ref["wall_s"], "cpu_s": batch * ref["cpu_s"],
-                                          "peak_rss_mb": ref["peak_rss_mb"], "from_single_image_median": True})
-            else:
-                runs["reference"].append(reference_batch(model, images[:batch], work / f"batch_reference_{r}"))
-            log(f"batch reference run {r}: {runs['reference'][-1]}")
-            result["batch"] = {m: medians(v) for m, v in runs.items() if v} | {"n_images": batch}
-            ratios(result, variants)
-            log.save(result)
+            for mode in runs:
+                if mode != "reference":
+                    runs[mode].append(run_worker(mode, model, images[:batch], work / f"batch_{mode}_{r}"))
+                elif reference_batch_from_single:
+                    ref = result["single"]["reference"]
+                    runs[mode].append({"wall_s": batch * ref["wall_s"], "cpu_s": batch * ref["cpu_s"],
+                                       "peak_rss_mb": ref["peak_rss_mb"], "from_single_image_median": True})
+                else:
+                    runs[mode].append(reference_batch(model, images[:batch], work / f"batch_reference_{r}"))
+                log(f"batch {mode} run {r}: {runs[mode][-1]}")
+                result["batch"] = {m: medians(v) for m, v in runs.items() if v} | {"n_images": batch}
+                ratios(result, variants)
+                log.save(result)
 
 
 def ratios(result: dict, variants: list[str]) -> None:
@@ -113,12 +119,17 @@ def ratios(result: dict, variants: list[str]) -> None:
     result["single_image_cpu_ratio"] = single["reference"]["cpu_s"] / single["ours"]["cpu_s"]
     result["peak_rss_ratio"] = single["ours"]["peak_rss_mb"] / single["reference"]["peak_rss_mb"]
     for v in variants:
-        result[f"single_image_speedup_{v}"] = single["reference"]["wall_s"] / single[v]["wall_s"]
+        if v in single:
+            result[f"single_image_speedup_{v}"] = single["reference"]["wall_s"] / single[v]["wall_s"]
+            result[f"peak_rss_ratio_{v}"] = single[v]["peak_rss_mb"] / single["reference"]["peak_rss_mb"]
     b = result.get("batch", {})
     if "reference" in b and "ours" in b:
         result["batch_per_image_speedup"] = b["reference"]["wall_s"] / b["ours"]["wall_s"]
         result["batch_cpu_ratio"] = b["reference"]["cpu_s"] / b["ours"]["cpu_s"]
         result["batch_peak_rss_ratio"] = b["ours"]["peak_rss_mb"] / b["reference"]["peak_rss_mb"]
+    for v in variants:
+        if "reference" in b and v in b:
+            result[f"batch_per_image_speedup_{v}"] = b["reference"]["wall_s"] / b[v]["wall_s"]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -127,7 +138,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def phantom_agreement(n: int, work: Path, log) -> dict:
-    """Ours vs the reference on ``n`` phantoms with the bundled phantom release (in-process; agreement only)."""
+    """Ours (and ours with the cord crop) vs the reference on ``n`` phantoms with the bundled phantom release."""
     from bench_workers import reference
 
     from rootlets_task.inference import Segmenter
@@ -135,29 +146,29 @@ def phantom_agreement(n: int, work: Path, log) -> dict:
 
     folder = phantom_release(work)
     segmenter = Segmenter(model_folder=folder)
-    per_case, levels_dice = [], {}
+    cases, result = [], {}
     for seed in range(n):
         case = work / f"phantom_{seed}"
         orient, spacing = (("LPI", (1.0, 1.0, 1.0)), ("AIL", (0.8, 0.8, 0.8)), ("RPI", (0.9, 0.9, 1.2)))[seed % 3]
-        image = write_phantom(case, orient=orient, spacing=spacing, seed=100 + seed)["image"]
-        ref_dir, ours_dir = case / "ref", case / "ours"
-        ref_dir.mkdir(exist_ok=True)
-        ours_dir.mkdir(exist_ok=True)
-        reference(folder, ref_dir, [image])
-        segmenter.segment_file(image, ours_dir / image.name)
-        a = np.asarray(nib.load(ref_dir / image.name).dataobj)
-        b = np.asarray(nib.load(ours_dir / image.name).dataobj)
-        fg = (a > 0) | (b > 0)
-        case_dice = {int(v): dice(a == v, b == v) for v in np.union1d(np.unique(a), np.unique(b)) if v > 0}
-        for v, d in case_dice.items():
-            levels_dice.setdefault(v, []).append(d)
-        per_case.append({"seed": 100 + seed, "orientation": orient, "spacing": spacing, "voxel_agreement": float((a == b).mean()),
-                         "foreground_agreement": float((a == b)[fg].mean()) if fg.any() else 1.0, "dice": case_dice})
-        log(f"phantom {seed}: {per_case[-1]}")
-    return {"cases": per_case,
-            "phantom_voxel_agreement": min(c["voxel_agreement"] for c in per_case),
-            "phantom_foreground_agreement": min(c["foreground_agreement"] for c in per_case),
-            "phantom_min_level_dice": min(min(v) for v in levels_dice.values())}
+        files = write_phantom(case, orient=orient, spacing=spacing, seed=100 + seed)
+        image = files["image"]
+        (case / "ref").mkdir(exist_ok=True)
+        reference(folder, case / "ref", [image])
+        a = np.asarray(nib.load(case / "ref" / image.name).dataobj)
+        row = {"seed": 100 + seed, "orientation": orient, "spacing": spacing}
+        for name, cord in (("ours", None), ("ours-crop", files["cord"])):
+            b = segmenter.segment_image(nib.load(image), cord=None if cord is None else nib.load(cord))
+            fg = (a > 0) | (b > 0)
+            row[name] = {"voxel_agreement": float((a == b).mean()),
+                         "foreground_agreement": float((a == b)[fg].mean()) if fg.any() else 1.0,
+                         "dice": {int(v): dice(a == v, b == v) for v in np.union1d(np.unique(a), np.unique(b)) if v > 0}}
+        cases.append(row)
+        log(f"phantom {seed}: {row}")
+    for name, suffix in (("ours", ""), ("ours-crop", "_ours-crop")):
+        result[f"phantom_voxel_agreement{suffix}"] = min(c[name]["voxel_agreement"] for c in cases)
+        result[f"phantom_foreground_agreement{suffix}"] = min(c[name]["foreground_agreement"] for c in cases)
+        result[f"phantom_min_level_dice{suffix}"] = min(min(c[name]["dice"].values()) for c in cases)
+    return {"cases": cases, **result}
 
 
 def phantom_release(work: Path) -> Path:
@@ -235,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
         if "backends_max_softmax_diff" not in result:
             result["backends_max_softmax_diff"] = run_backend_check(model)
         log(f"backend check: {result['backends_max_softmax_diff']}")
-        variants = [v for v in args.variants.split(",") if v and v in result.get("single", {v: 0})]
+        variants = [v for v in args.variants.split(",") if v]
         timing(model, args.reps, args.batch, args.reps_batch, variants, work, log, result, args.reference_batch_from_single)
         if args.phantoms and PHANTOM_ZIP.exists():
             result.update(phantom_agreement(args.phantoms, work, log))

@@ -62,6 +62,7 @@ class Settings:
     cord_from: str = "auto"
     discs_from: str = "auto"
     pmj_from: str = "auto"
+    crop_to_cord: bool = False
     test_time_aug: bool = False
     device: str = "auto"
     threads: int | None = None  # per worker process; None = the worker's cores divided by its Dask threads
@@ -71,7 +72,7 @@ class Settings:
         return {"version": __version__, "release": self.model.get("tag"), "model_sha256": self.model.get("sha256"),
                 "test_time_aug": self.test_time_aug, "levels": self.levels,
                 **({"method": self.method, "cord_from": self.cord_from, "discs_from": self.discs_from,
-                    "pmj_from": self.pmj_from} if self.levels else {})}
+                    "pmj_from": self.pmj_from, "crop_to_cord": self.crop_to_cord} if self.levels else {})}
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,7 @@ def _make_outputs(unit: Unit, settings: Settings, seg, tmp: Path) -> tuple[list[
     labels = unit.labels
     result = run_chain(image, out_dir=tmp, cord=labels.get("cord"), discs=labels.get("discs"), pmj=labels.get("pmj"),
                        rootlets=labels.get("rootlets"), cord_from=settings.cord_from, discs_from=settings.discs_from,
-                       pmj_from=settings.pmj_from, method=settings.method, segmenter=seg,
+                       pmj_from=settings.pmj_from, method=settings.method, segmenter=seg, crop_to_cord=settings.crop_to_cord,
                        contrast="t1" if unit.suffix in T1_LIKE else "t2", verbose=1)
     print(f"cord from {result.sources['cord']}, discs from {result.sources['discs']}, PMJ from {result.sources['pmj']}")
     print(result.table())
@@ -514,7 +515,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, contrasts: t
               continue_on_error: bool = True, release: str | None = None, overwrite: bool = False,
               labels: str | os.PathLike | None = None, method: str = "gapfree", cord_from: str = "auto",
               discs_from: str = "auto", pmj_from: str = "auto", test_time_aug: bool = False, device: str = "auto",
-              threads: int | None = None, progress: bool = True) -> BatchSummary:
+              threads: int | None = None, crop_to_cord: bool = False, progress: bool = True) -> BatchSummary:
     """Run rootlets (and with ``levels`` the whole chain to levels) on every selected image of a BIDS dataset.
 
     Writes a BIDS derivative dataset into ``out`` (see the module doc and README 'Batch runs'); returns a
@@ -522,6 +523,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, contrasts: t
     address of an existing Dask scheduler. ``slurm``: SLURMCluster options (see :func:`parse_slurm`).
     ``continue_on_error=False`` starts no new image after the first failure (the running ones finish). ``threads``:
     CPU threads per worker process (default: the cores divided among the local jobs / the Dask worker's threads).
+    ``crop_to_cord`` (with ``levels``): segment a sub-image around each cord (see :func:`rootlets_task.chain.run_chain`).
     """
     from rootlets_task import install
 
@@ -529,6 +531,8 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, contrasts: t
     bids_root, out = Path(bids_root), Path(out)
     if jobs < 1:
         raise RootletsError(f"-jobs {jobs}: give a number of worker processes >= 1")
+    if crop_to_cord and not levels:
+        raise RootletsError("-crop-to-cord needs the cord, which only -levels computes: add -levels")
     if dask and slurm is not None:
         raise RootletsError("-dask and -slurm exclude each other: use an existing scheduler or start one on SLURM")
     if slurm is not None:
@@ -549,6 +553,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, contrasts: t
         threads = max(1, physical_cores() // jobs)
     settings = Settings(model_folder=str(folder.absolute()), model={k: record.get(k) for k in ("tag", "sha256", "url")},
                         levels=levels, method=method, cord_from=cord_from, discs_from=discs_from, pmj_from=pmj_from,
+                        crop_to_cord=crop_to_cord,
                         test_time_aug=test_time_aug, device=device, threads=threads,
                         qc=str(Path(qc).absolute()) if qc else None)
     nifti.writable_folder(out)

@@ -54,6 +54,8 @@ def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
                    help="PMJ source (auto: -pmj, else sct_detect_pmj, else none)")
     g.add_argument("-c", default="t2", choices=["t1", "t2"], help="contrast for sct_detect_pmj")
     g.add_argument("-method", default="gapfree", choices=["gapfree", "reference"], help="spinal level method")
+    g.add_argument("-crop-to-cord", action="store_true", help="segment only a sub-image around the cord: about 3x "
+                   "faster on CPU, labels can differ a little from the uncropped ones (README: Speed on CPU)")
     g.add_argument("-ofolder", metavar="DIR", help="output folder (default: beside each input)")
     g.add_argument("-overwrite", action="store_true", help="recompute every step even when up to date")
 
@@ -71,7 +73,7 @@ def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
                            cord_from=args.cord_from, discs_from=args.discs_from, pmj_from=args.pmj_from,
                            release=args.release, method=args.method, overwrite=args.overwrite, segmenter=segmenter,
                            device=args.device, test_time_aug=args.test_time_aug, contrast=args.c, rootlets=args.r,
-                           qc_dir=args.qc, verbose=args.v)
+                           crop_to_cord=args.crop_to_cord, qc_dir=args.qc, verbose=args.v)
         segmenter = result.segmenter or segmenter
         print(f"{image}: cord from {result.sources['cord']}, discs from {result.sources['discs']}, "
               f"PMJ from {result.sources['pmj']}")
@@ -101,7 +103,8 @@ def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     if not args.i:
         parser.error("-i is required (or -install)")
     chain_only = [f for f, v in (("-r", args.r), ("-s", args.s), ("-discs", args.discs), ("-pmj", args.pmj),
-                                 ("-ofolder", args.ofolder), ("-overwrite", args.overwrite)) if v]
+                                 ("-ofolder", args.ofolder), ("-overwrite", args.overwrite),
+                                 ("-crop-to-cord", args.crop_to_cord)) if v]
     if args.levels:
         return _run_chain(args, parser)
     if chain_only:
@@ -275,6 +278,8 @@ def _batch_parser() -> argparse.ArgumentParser:
                    help="with -levels: disc source")
     p.add_argument("-pmj-from", default="auto", choices=["auto", "file", "sct", "none"], help="with -levels: PMJ source")
     p.add_argument("-method", default="gapfree", choices=["gapfree", "reference"], help="spinal level method")
+    p.add_argument("-crop-to-cord", action="store_true", help="with -levels: segment only a sub-image around the cord "
+                   "(about 3x faster on CPU; labels can differ a little from the uncropped ones)")
     p.add_argument("-qc", metavar="DIR", help="write a QC report of every image into this folder")
     p.add_argument("-continue-on-error", type=int, default=1, choices=[0, 1], help="1 (default): a failed image never "
                    "stops the others; 0: start no new image after the first failure")
@@ -294,7 +299,8 @@ def _run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
                         levels=args.levels, qc=args.qc, continue_on_error=bool(args.continue_on_error),
                         release=args.release, overwrite=args.overwrite, labels=args.labels, method=args.method,
                         cord_from=args.cord_from, discs_from=args.discs_from, pmj_from=args.pmj_from,
-                        test_time_aug=args.test_time_aug, device=args.device, threads=args.threads, progress=args.v > 0)
+                        test_time_aug=args.test_time_aug, device=args.device, threads=args.threads,
+                        crop_to_cord=args.crop_to_cord, progress=args.v > 0)
     print(summary.text())
     if summary.failed:
         raise RootletsError(f"{len(summary.failed)} of {len(summary.results)} image(s) not done; see the list above "

@@ -19,6 +19,7 @@ import pytest
 
 from rootlets_task import chain, cli
 from rootlets_task.errors import RootletsError
+from rootlets_task.inference import crop_box
 from rootlets_task.phantom import make_phantom, write_phantom
 
 SEED = 4
@@ -360,7 +361,8 @@ def test_image_to_levels_with_the_tiny_release(no_tools, tmp_path, files, truth,
     sidecar = json.loads(result.outputs["rootlets"].with_name("phantom_T2w_rootlets.json").read_text())
     assert sidecar["GeneratedBy"][0]["Release"] == "phantom"
     record = json.loads(result.outputs["record"].read_text())["steps"]["rootlets"]["key"]
-    assert record["crop_to_cord"] == chain.sha256(result.outputs["cord"]) and record["model"]["tag"] == "phantom"
+    assert record["crop_to_cord"] is None and record["model"]["tag"] == "phantom"  # no crop unless asked for
+    assert sidecar["GeneratedBy"][0]["Settings"]["CropToCord"] is None
     _assert_levels(result, truth, "vertebral")  # true discs and cord: exact whatever the rootlets
 
     # the same model passed in as a loaded Segmenter is the same step: nothing is segmented again
@@ -368,6 +370,17 @@ def test_image_to_levels_with_the_tiny_release(no_tools, tmp_path, files, truth,
     assert set(again.steps.values()) == {"up to date"}
     fresh = chain.run_chain(files["image"], out, **kwargs)
     assert set(fresh.steps.values()) == {"up to date"} and fresh.segmenter is None  # no model loaded for nothing
+
+    # cropping to the cord is another rootlets step: segmented again, recorded in the step key and the sidecar
+    cropped = chain.run_chain(files["image"], out, **kwargs, crop_to_cord=True)
+    assert cropped.steps["rootlets"] == "computed" and cropped.steps["levels"] == "computed"
+    record = json.loads(cropped.outputs["record"].read_text())["steps"]["rootlets"]["key"]
+    assert record["crop_to_cord"] == chain.sha256(cropped.outputs["cord"])
+    generated = json.loads(cropped.outputs["rootlets"].with_name("phantom_T2w_rootlets.json").read_text())["GeneratedBy"][0]
+    assert generated["Settings"]["CropToCord"]["MarginMM"] == 10.0 and "-crop-to-cord" in generated["Name"]
+    labels = np.asarray(nib.load(cropped.outputs["rootlets"]).dataobj)
+    box = crop_box(nib.load(files["image"]), nib.load(files["cord"]))
+    assert labels.sum() > 0 and labels[box].sum() == labels.sum()  # nothing outside the cord's box
 
     if _bundled_dice() < 0.6:
         pytest.skip(f"bundled phantom release is interim (held-out Dice {_bundled_dice():.2f} < 0.6, reported by "
