@@ -22,10 +22,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_inference import dice, phantom_release  # noqa: E402
+from bench_inference import phantom_release  # noqa: E402
 
 from rootlets_task import nifti  # noqa: E402
 from rootlets_task.inference import Segmenter  # noqa: E402
+from rootlets_task.metrics import dice_per_level  # noqa: E402
 from rootlets_task.phantom import make_phantom  # noqa: E402
 
 ORIENTS = ("LPI", "AIL", "RPI", "PSR")
@@ -43,7 +44,8 @@ def _count_tiles(segmenter: Segmenter, img, cord, margin: float) -> tuple[np.nda
 
 
 def _truth_dice(truth: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean([dice(truth == v, labels == v) for v in np.unique(truth[truth > 0])]))
+    """Mean per-level Dice against the truth, over the levels of the truth."""
+    return float(np.nanmean(list(dice_per_level(labels, truth, np.unique(truth)).values())))
 
 
 def phantoms(margins: list[float], seeds: int) -> dict:
@@ -62,8 +64,7 @@ def phantoms(margins: list[float], seeds: int) -> dict:
                 row["tiles_fraction"] = max(row["tiles_fraction"], n_crop / n_full)
                 row["voxel_agreement"] = min(row["voxel_agreement"], float((full == cropped).mean()))
                 row["foreground_agreement"] = min(row["foreground_agreement"], float((full == cropped)[fg].mean()))
-                row["min_level_dice"] = min([row["min_level_dice"], *(dice(full == v, cropped == v)
-                                                                      for v in np.unique(full[full > 0]))])
+                row["min_level_dice"] = min([row["min_level_dice"], *dice_per_level(cropped, full, np.unique(full)).values()])
                 row["truth_dice_uncropped"].append(_truth_dice(ph.rootlets, full))
                 row["truth_dice_cropped"].append(_truth_dice(ph.rootlets, cropped))
             print(seed, json.dumps({m: {k: v[-1] if isinstance(v, list) else v for k, v in r.items()} for m, r in rows.items()}),

@@ -34,6 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from rootlets_task.metrics import dice_per_level  # noqa: E402
 from rootlets_task.nifti import reorient, sct_to_axcodes, undo_reorient  # noqa: E402
 from rootlets_task.phantom import SPINAL_LEVELS, make_phantom  # noqa: E402
 
@@ -280,12 +281,6 @@ def package(checkpoint: Path, plans: dict, dataset_json: dict, zip_path: Path) -
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-def dice(pred: np.ndarray, truth: np.ndarray, level: int) -> float:
-    p, t = pred == level, truth == level
-    denominator = p.sum() + t.sum()
-    return float(2 * (p & t).sum() / denominator) if denominator else float("nan")
-
-
 def evaluate(zip_path: Path, settings: Settings) -> dict:
     """Held-out Dice per level, predicting from the packaged zip the way SCT runs a release."""
     import torch
@@ -305,7 +300,7 @@ def evaluate(zip_path: Path, settings: Settings) -> dict:
             x = np.asarray(data, np.float32).transpose(2, 1, 0)[None]
             seg = predictor.predict_single_npy_array(x, {"spacing": list(lpi_spacing[::-1])})
             pred = undo_reorient(np.asarray(seg).transpose(2, 1, 0).astype(np.uint8), inverse)
-            per_level = {str(k): dice(pred, ph.rootlets, k) for k in SPINAL_LEVELS}
+            per_level = {str(k): v for k, v in dice_per_level(pred, ph.rootlets, SPINAL_LEVELS).items()}
             cases.append({"seed": seed, "orientation": orient, "spacing": list(spacing), "dice": per_level,
                           "mean": float(np.nanmean(list(per_level.values())))})
             log(f"held-out seed {seed} {orient} {spacing}: mean Dice {cases[-1]['mean']:.3f}")

@@ -13,19 +13,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from rootlets_task.metrics import dice_per_level
 from rootlets_task.phantom import SPINAL_LEVELS, write_phantom
 
 DEMO_SUBJECT = "sub-phantom_T2w"
-
-
-def dice_per_level(prediction: np.ndarray, truth: np.ndarray, levels=SPINAL_LEVELS) -> dict[int, float]:
-    """3D Dice of every level value between two label arrays on the same grid."""
-    scores = {}
-    for k in levels:
-        a, b = prediction == k, truth == k
-        total = a.sum() + b.sum()
-        scores[k] = float(2 * (a & b).sum() / total) if total else 1.0
-    return scores
 
 
 def run_demo(out_dir: str | os.PathLike = "demo_output", seed: int = 7, orient: str = "AIL",
@@ -42,11 +33,11 @@ def run_demo(out_dir: str | os.PathLike = "demo_output", seed: int = 7, orient: 
                        qc_dir=out_dir / "qc", verbose=verbose)
     prediction = np.asarray(nib.load(result.outputs["rootlets"]).dataobj)
     truth = np.asarray(nib.load(data["rootlets"]).dataobj)
-    scores = dice_per_level(prediction, truth)
+    scores = dice_per_level(prediction, truth, SPINAL_LEVELS)  # NaN: a level in neither map
     if verbose:
         print(result.table())
         print("Dice of the segmented rootlets against the phantom truth: "
-              + ", ".join(f"{k}: {v:.2f}" for k, v in scores.items()) + f" (mean {np.mean(list(scores.values())):.2f})")
+              + ", ".join(f"{k}: {v:.2f}" for k, v in scores.items()) + f" (mean {np.nanmean(list(scores.values())):.2f})")
     outputs = {"phantom": data["image"], "truth": data["truth"], **result.outputs}
     if result.qc_page is not None:
         outputs["qc"] = result.qc_page

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from rootlets_task.cli import main
-from rootlets_task.demo import dice_per_level
+from rootlets_task.metrics import dice, dice_per_level
 from rootlets_task.phantom import SPINAL_LEVELS
 
 
@@ -25,7 +25,7 @@ def test_demo_runs_the_whole_chain_offline(tmp_path, capsys):
     # the segmentation really comes from the bundled model and matches the phantom truth
     pred = np.asarray(nib.load(rootlets).dataobj)
     truth = np.asarray(nib.load(out / "data" / "sub-phantom_T2w_label-rootlets_dseg.nii.gz").dataobj)
-    assert np.mean(list(dice_per_level(pred, truth).values())) >= 0.6
+    assert np.nanmean(list(dice_per_level(pred, truth, SPINAL_LEVELS).values())) >= 0.6
     levels = pd.read_csv(derivatives / "sub-phantom_T2w_levels.csv")
     spinal = levels[(levels.kind == "spinal") & (levels.status == "ok")]
     assert set(spinal.value) == set(SPINAL_LEVELS) and (spinal.reference == "PMJ").all()
@@ -39,4 +39,8 @@ def test_dice_per_level():
     b = a.copy()
     a[0, 0, :2] = 2
     b[0, 0, :1] = 2
-    assert dice_per_level(a, b, levels=(2, 3)) == {2: 2 / 3, 3: 1.0}
+    a[3, 3, 3] = 5  # in one map only: 0
+    scores = dice_per_level(a, b, levels=(0, 2, 3, 5))
+    assert scores[2] == 2 / 3 and scores[5] == 0.0 and np.isnan(scores[3]) and 0 not in scores  # 3 in neither: NaN
+    assert dice_per_level(a, b) == {2: 2 / 3, 5: 0.0}  # default: the levels present in either map
+    assert dice(a == 3, b == 3, empty=1.0) == 1.0

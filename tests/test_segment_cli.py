@@ -20,6 +20,7 @@ import torch
 from random_model import write_random_model
 
 from rootlets_task import cli, inference, install, nifti
+from rootlets_task.metrics import dice_per_level
 from rootlets_task.phantom import SPINAL_LEVELS, write_phantom
 from rootlets_task.releases import DEFAULT_TAG, PHANTOM_MANIFEST
 
@@ -80,11 +81,6 @@ def _run(argv: list, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray, level: int) -> float:
-    p, t = pred == level, truth == level
-    return float(2 * (p & t).sum() / (p.sum() + t.sum())) if p.sum() + t.sum() else float("nan")
-
-
 # ------------------------------------------------------------------------------------------------ accuracy
 # Held-out cases of the manifest: seed 902 PSR 1 mm (reorientation) and seed 904 LPI 0.7x0.7x1.5 mm (spacing order).
 @pytest.mark.parametrize("case", [2, 4])
@@ -105,9 +101,10 @@ def test_rootlets_on_phantom_matches_manifest_dice(phantom_installed, home, tmp_
     # few boundary voxels of levels that have hundreds. Measured over all six held-out cases: |dDice| <= 0.01 per
     # level (0.003 for these two); the tolerance is twice the worst case. A wrong orientation or spacing order
     # changes Dice by far more.
+    scores = dice_per_level(pred, truth, SPINAL_LEVELS)
     for level in SPINAL_LEVELS:
-        assert _dice(pred, truth, level) == pytest.approx(held["dice"][str(level)], abs=0.02, nan_ok=True), level
-    assert np.nanmean([_dice(pred, truth, k) for k in SPINAL_LEVELS]) == pytest.approx(held["mean"], abs=0.02)
+        assert scores[level] == pytest.approx(held["dice"][str(level)], abs=0.02, nan_ok=True), level
+    assert np.nanmean(list(scores.values())) == pytest.approx(held["mean"], abs=0.02)
 
 
 # ------------------------------------------------------------------------------------------------ outputs

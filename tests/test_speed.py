@@ -20,6 +20,7 @@ from random_model import write_random_model
 import rootlets_task
 from rootlets_task import backends
 from rootlets_task.inference import Segmenter, crop_box, grow_to_patch
+from rootlets_task.metrics import dice_per_level
 from rootlets_task.phantom import make_phantom
 
 COARSE = (2.0, 2.0, 2.0)  # the random model's plan spacing
@@ -121,8 +122,7 @@ def _count_tiles(seg: Segmenter, img, cord):
 
 
 def _mean_dice(truth: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean([2 * ((truth == v) & (labels == v)).sum() / ((truth == v).sum() + (labels == v).sum())
-                          for v in np.unique(truth[truth > 0])]))
+    return float(np.nanmean(list(dice_per_level(labels, truth, np.unique(truth)).values())))
 
 
 def test_crop_to_cord_runs_fewer_tiles_and_keeps_accuracy(phantom_folder, tmp_path):
