@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE))
 from bench_model import benchmark_model, cache_dir, write_benchmark_image  # noqa: E402
 
 import rootlets_task  # noqa: E402
+from rootlets_task.metrics import dice_per_level  # noqa: E402
 
 PHANTOM_ZIP = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
 BATCH_VARIANTS = ("ours-crop",)  # variants also timed on the batch (ours-torch only shows the backend's share)
@@ -132,11 +133,6 @@ def ratios(result: dict, variants: list[str]) -> None:
             result[f"batch_per_image_speedup_{v}"] = b["reference"]["wall_s"] / b[v]["wall_s"]
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
-
-
 def phantom_agreement(n: int, work: Path, log) -> dict:
     """Ours (and ours with the cord crop) vs the reference on ``n`` phantoms with the bundled phantom release."""
     from bench_workers import reference
@@ -161,7 +157,7 @@ def phantom_agreement(n: int, work: Path, log) -> dict:
             fg = (a > 0) | (b > 0)
             row[name] = {"voxel_agreement": float((a == b).mean()),
                          "foreground_agreement": float((a == b)[fg].mean()) if fg.any() else 1.0,
-                         "dice": {int(v): dice(a == v, b == v) for v in np.union1d(np.unique(a), np.unique(b)) if v > 0}}
+                         "dice": dice_per_level(b, a)}  # every level in either map
         cases.append(row)
         log(f"phantom {seed}: {row}")
     for name, suffix in (("ours", ""), ("ours-crop", "_ours-crop")):

@@ -220,10 +220,10 @@ def run_chain(image: str | os.PathLike, out_dir: str | os.PathLike | None = None
     ``device`` and ``test_time_aug`` are its own); otherwise a model is loaded only if the rootlets must be segmented.
     ``rootlets``: an existing rootlets file (e.g. from ``sct_deepseg rootlets`` or corrected by hand) used instead
     of segmenting. ``crop_to_cord``: segment only a sub-image around the cord (about 3x faster on CPU; labels can
-    differ a little from the uncropped ones, see :meth:`~rootlets_task.inference.Segmenter.segment_image`).
-    Writes into ``out_dir`` (default: beside the image),
-    skips the steps whose record in ``<stem>_chain.json`` is up to date unless ``overwrite``, and returns a
-    :class:`ChainResult`. ``qc_dir``: a QC folder that receives the subject's page (:func:`rootlets_task.qc.qc_subject`).
+    differ from the uncropped ones, see :meth:`~rootlets_task.inference.Segmenter.segment_image`).
+    Writes into ``out_dir`` (default: beside the image), skips the steps whose record in ``<stem>_chain.json`` is up
+    to date unless ``overwrite``, and returns a :class:`ChainResult`. ``qc_dir``: a QC folder that receives the
+    subject's page (:func:`rootlets_task.qc.qc_subject`).
     """
     from rootlets_task import levels as levels_mod
 

@@ -55,7 +55,7 @@ def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("-c", default="t2", choices=["t1", "t2"], help="contrast for sct_detect_pmj")
     g.add_argument("-method", default="gapfree", choices=["gapfree", "reference"], help="spinal level method")
     g.add_argument("-crop-to-cord", action="store_true", help="segment only a sub-image around the cord: about 3x "
-                   "faster on CPU, labels can differ a little from the uncropped ones (README: Speed on CPU)")
+                   "faster on CPU, labels can differ from the uncropped ones (README: Speed on CPU)")
     g.add_argument("-ofolder", metavar="DIR", help="output folder (default: beside each input)")
     g.add_argument("-overwrite", action="store_true", help="recompute every step even when up to date")
 
@@ -279,7 +279,7 @@ def _batch_parser() -> argparse.ArgumentParser:
     p.add_argument("-pmj-from", default="auto", choices=["auto", "file", "sct", "none"], help="with -levels: PMJ source")
     p.add_argument("-method", default="gapfree", choices=["gapfree", "reference"], help="spinal level method")
     p.add_argument("-crop-to-cord", action="store_true", help="with -levels: segment only a sub-image around the cord "
-                   "(about 3x faster on CPU; labels can differ a little from the uncropped ones)")
+                   "(about 3x faster on CPU; labels can differ from the uncropped ones)")
     p.add_argument("-qc", metavar="DIR", help="write a QC report of every image into this folder")
     p.add_argument("-continue-on-error", type=int, default=1, choices=[0, 1], help="1 (default): a failed image never "
                    "stops the others; 0: start no new image after the first failure")
