@@ -346,8 +346,17 @@ def test_second_run_skips_and_reruns_what_changed(sequential, bids, tmp_path):
     assert all(batch.is_done(u, batch.Settings(**base, levels=True)) for u in units)
     for other in (batch.Settings(**base, levels=True, method="reference"), batch.Settings(**base, levels=False),
                   batch.Settings(**{**base, "model": {**base["model"], "sha256": "0" * 64}}, levels=True),
-                  batch.Settings(**base, levels=True, qc=str(tmp_path / "qc"))):
+                  batch.Settings(**base, levels=True, qc=str(tmp_path / "qc")),
+                  batch.Settings(**base, levels=True, crop_to_cord=True)):
         assert not any(batch.is_done(u, other) for u in units), other
+
+
+def test_crop_to_cord_reaches_the_segmentation(bids, tmp_path):
+    out = tmp_path / "cropped"
+    summary = batch.run_batch(bids, out, include="sub-01/", crop_to_cord=True, **COMMON)
+    assert _done_names(summary) == {"sub-01_T2w"}
+    sidecar = json.loads((out / "sub-01" / "anat" / "sub-01_T2w_rootlets.json").read_text())
+    assert sidecar["GeneratedBy"][0]["Settings"]["CropToCord"]["MarginMM"] == 10.0
 
 
 def test_stop_at_first_error_and_selection(bids, tmp_path, capsys):
@@ -399,6 +408,8 @@ def test_bad_calls_write_nothing(bids, tmp_path, home, monkeypatch):
         batch.run_batch(bids, bids / "derivatives" / "labels", release="phantom", levels=True)
     with pytest.raises(RootletsError, match="is the BIDS root"):
         batch.run_batch(bids, bids, release="phantom")
+    with pytest.raises(RootletsError, match="-crop-to-cord needs the cord, which only -levels computes"):
+        batch.run_batch(bids, out, release="phantom", crop_to_cord=True)
     with pytest.raises(RootletsError, match="BIDS folder .* not found"):
         batch.run_batch(tmp_path / "nowhere", out, release="phantom")
     with pytest.raises(RootletsError, match="KEY=VALUE"):

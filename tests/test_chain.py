@@ -336,9 +336,10 @@ def test_cli_prints_sources_table_and_outputs(no_tools, tmp_path, files, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err[-1].startswith("rootlets: error: spineps: `spineps` was not found on PATH")
     assert not (tmp_path / "o2").exists()
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["-i", str(files["image"]), "-s", str(files["cord"])])
-    assert exit_.value.code == 2
+    for chain_only in (["-s", str(files["cord"])], ["-crop-to-cord"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["-i", str(files["image"]), *chain_only])
+        assert exit_.value.code == 2 and "only work with -levels" in capsys.readouterr().err
 
 
 def _bundled_dice() -> float:
