@@ -18,6 +18,7 @@ the next run. An output file the chain did not write (or that was changed since)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -187,6 +188,17 @@ def _say(verbose: int, text: str) -> None:
         print(f"rootlets: {text}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _notes_from_warnings(notes: list[str], verbose: int):
+    """Warnings raised inside become notes of the run (terminal, record, QC page) instead of Python warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        notes.append(str(w.message))
+        _say(verbose, f"warning: {w.message}")
+
+
 def _write_json(path: Path, content: dict) -> None:
     with nifti.atomic_path(path) as tmp:
         tmp.write_text(json.dumps(content, indent=2) + "\n")
@@ -287,9 +299,10 @@ def run_chain(image: str | os.PathLike, out_dir: str | os.PathLike | None = None
 
                 segmenter = Segmenter(folder, device=device, test_time_aug=test_time_aug, verbose=verbose,
                                       record=folder_record)
-            segmenter.segment_file(image, paths["rootlets"], command=f"-i {image.name} -levels -ofolder {out_dir}"
-                                   + (" -crop-to-cord" if crop_to_cord else ""),
-                                   cord=used["cord"] if crop_to_cord else None)
+            with _notes_from_warnings(notes, verbose):
+                segmenter.segment_file(image, paths["rootlets"], command=f"-i {image.name} -levels -ofolder {out_dir}"
+                                       + (" -crop-to-cord" if crop_to_cord else ""),
+                                       cord=used["cord"] if crop_to_cord else None)
 
         key = {**base, "model": model, "crop_to_cord": sha256(used["cord"]) if crop_to_cord else None}
         _step(record, steps, "rootlets", key, [paths["rootlets"], paths["rootlets"].with_name(f"{prefix}_rootlets.json")],
@@ -307,13 +320,9 @@ def run_chain(image: str | os.PathLike, out_dir: str | os.PathLike | None = None
     expected = [paths[k] for k in level_keys if used["discs"] is not None or k not in ("vertebral", "shift")]
 
     def levels_step() -> None:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _notes_from_warnings(notes, verbose):
             levels_mod.levels_from_files(rootlets_file, used["cord"], used["discs"], used["pmj"], image=image,
                                          out_dir=out_dir, method=method, prefix=prefix)
-        for w in caught:
-            notes.append(str(w.message))
-            _say(verbose, f"warning: {w.message}")
 
     _step(record, steps, "levels", key, expected, levels_step, verbose)
     document = json.loads(paths["json"].read_text())

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,11 +318,14 @@ class Segmenter:
         prepared = self.prepare(img)
         data, properties = self.preprocess(prepared)
         if cord is None:
-            logits = self.predict_logits(data)
-        else:
-            box = self.network_box(img, crop_box(img, cord, margin_mm), properties, tuple(data.shape[1:]))
-            logits = self.predict_logits_cropped(data, box)
-        return self.restore(self.export(logits, properties), prepared)
+            return self.restore(self.export(self.predict_logits(data), properties), prepared)
+        box = crop_box(img, cord, margin_mm)
+        logits = self.predict_logits_cropped(data, self.network_box(img, box, properties, tuple(data.shape[1:])))
+        labels = self.restore(self.export(logits, properties), prepared)
+        if touches_box_side(labels, box):
+            warnings.warn(f"rootlets reach the side of the crop box ({margin_mm:g} mm around the cord): some may lie "
+                          "outside it; segment without -crop-to-cord to keep them", stacklevel=2)
+        return labels
 
     def network_box(self, img: nib.Nifti1Image, box: tuple[slice, slice, slice], properties: dict,
                     data_shape: tuple[int, int, int]) -> tuple[slice, ...]:
@@ -409,6 +413,15 @@ def crop_box(img: nib.Nifti1Image, cord: nib.Nifti1Image | np.ndarray, margin_mm
         pad = int(np.ceil(margin_mm / zooms[axis]))
         box.append(slice(max(0, hits[0] - pad), min(img.shape[axis], hits[-1] + 1 + pad)))
     return tuple(box)
+
+
+def touches_box_side(labels: np.ndarray, box: tuple[slice, ...]) -> bool:
+    """True when a label voxel lies on a face of ``box`` that is not the image's own border (labels cut by the box)."""
+    for axis, b in enumerate(box):
+        for index in {b.start, b.stop - 1} - {0, labels.shape[axis] - 1}:
+            if np.take(labels, index, axis=axis)[tuple(box[a] for a in range(3) if a != axis)].any():
+                return True
+    return False
 
 
 def grow_to_patch(box: tuple[slice, ...], shape: tuple[int, ...], patch: tuple[int, ...]) -> tuple[slice, ...]:

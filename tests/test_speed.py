@@ -19,7 +19,7 @@ from random_model import write_random_model
 
 import rootlets_task
 from rootlets_task import backends
-from rootlets_task.inference import Segmenter, crop_box, grow_to_patch
+from rootlets_task.inference import Segmenter, crop_box, grow_to_patch, touches_box_side
 from rootlets_task.metrics import dice_per_level
 from rootlets_task.phantom import make_phantom
 
@@ -111,6 +111,19 @@ def test_grow_to_patch():
         slice(0, 80), slice(68, 100), slice(0, 6))
 
 
+def test_touches_box_side():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    box = (slice(2, 8), slice(0, 10), slice(3, 10))
+    labels[4, 5, 5] = 1
+    assert not touches_box_side(labels, box)
+    labels[4, 0, 5] = 1  # on the image border, which is a side of the box but cuts nothing
+    assert not touches_box_side(labels, box)
+    labels[7, 5, 5] = 1  # on the box's last row along axis 0
+    assert touches_box_side(labels, box)
+    labels[7, 5, 5], labels[7, 5, 1] = 0, 1  # the same row but outside the box along axis 2
+    assert not touches_box_side(labels, box)
+
+
 def _count_tiles(seg: Segmenter, img, cord):
     net, calls = seg.predictor.network, []
     forward = net.forward
@@ -133,11 +146,15 @@ def test_crop_to_cord_runs_fewer_tiles_and_keeps_accuracy(phantom_folder, tmp_pa
     box = crop_box(img, cord)
     assert truth[box].sum() == truth.sum() > 0  # the default margin keeps every true rootlet voxel
     full, n_full = _count_tiles(seg, img, None)
-    cropped, n_crop = _count_tiles(seg, img, cord)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default margin keeps the rootlets off the box's sides: no warning
+        cropped, n_crop = _count_tiles(seg, img, cord)
     assert n_crop < n_full / 2  # 40x50 mm in-plane is 2x3 tiles of 32 mm; the crop needs one
     assert cropped[box].sum() == cropped.sum() > 100  # labels only inside the box, and the model finds rootlets
     assert (cropped == full).mean() >= 0.995  # the voxel agreement; per-level Dice differs (README)
     assert _mean_dice(truth, cropped) >= _mean_dice(truth, full) - 0.05  # about as accurate against the truth
+    with pytest.warns(UserWarning, match=r"rootlets reach the side of the crop box \(2 mm around the cord\)"):
+        seg.segment_image(img, cord=cord, margin_mm=2.0)  # too tight: rootlets cut by the box are reported
 
     ph_dir = tmp_path / "files"
     ph_dir.mkdir()
