@@ -321,7 +321,8 @@ class Segmenter:
             return self.restore(self.export(self.predict_logits(data), properties), prepared)
         box = crop_box(img, cord, margin_mm)
         logits = self.predict_logits_cropped(data, self.network_box(img, box, properties, tuple(data.shape[1:])))
-        labels = self.restore(self.export(logits, properties), prepared)
+        labels = np.zeros(img.shape[:3], np.uint8)
+        labels[box] = self.restore(self.export(logits, properties), prepared)[box]  # exact box despite resampling
         if touches_box_side(labels, box):
             warnings.warn(f"rootlets reach the side of the crop box ({margin_mm:g} mm around the cord): some may lie "
                           "outside it; segment without -crop-to-cord to keep them", stacklevel=2)

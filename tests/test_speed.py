@@ -164,3 +164,14 @@ def test_crop_to_cord_runs_fewer_tiles_and_keeps_accuracy(phantom_folder, tmp_pa
     assert np.array_equal(np.asarray(nib.load(out).dataobj), cropped)
     crop = json.loads(out.with_name("out.json").read_text())["GeneratedBy"][0]["Settings"]["CropToCord"]
     assert crop == {"CordFile": str(ph_dir / "cord.nii.gz"), "MarginMM": 10.0}
+
+
+def test_crop_to_cord_on_a_resampled_input(phantom_folder):
+    # nnU-Net reorients and resamples this input (0.7 x 0.7 x 1.5 mm, RPI): the box must map onto its grid and back
+    seg = Segmenter(phantom_folder, device="cpu", verbose=0)
+    ph = make_phantom("RPI", (0.7, 0.7, 1.5), seed=8)
+    cut = (slice(None), slice(None), slice(40, 83))
+    img, cord = ph.nifti("image").slicer[cut], ph.nifti("cord").slicer[cut]
+    box = crop_box(img, cord)
+    labels = seg.segment_image(img, cord=cord)
+    assert labels.shape == img.shape and labels[box].sum() == labels.sum() > 0
