@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 from bench_model import benchmark_model, cache_dir, write_benchmark_image  # noqa: E402
 
 import rootlets_task  # noqa: E402
-from rootlets_task.metrics import dice_per_level  # noqa: E402
+from rootlets_task.metrics import agreement  # noqa: E402
 
 PHANTOM_ZIP = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
 BATCH_VARIANTS = ("ours-crop",)  # variants also timed on the batch (ours-torch only shows the backend's share)
@@ -154,10 +154,7 @@ def phantom_agreement(n: int, work: Path, log) -> dict:
         row = {"seed": 100 + seed, "orientation": orient, "spacing": spacing}
         for name, cord in (("ours", None), ("ours-crop", files["cord"])):
             b = segmenter.segment_image(nib.load(image), cord=None if cord is None else nib.load(cord))
-            fg = (a > 0) | (b > 0)
-            row[name] = {"voxel_agreement": float((a == b).mean()),
-                         "foreground_agreement": float((a == b)[fg].mean()) if fg.any() else 1.0,
-                         "dice": dice_per_level(b, a)}  # every level in either map
+            row[name] = agreement(a, b)  # Dice of every level in either map
         cases.append(row)
         log(f"phantom {seed}: {row}")
     for name, suffix in (("ours", ""), ("ours-crop", "_ours-crop")):

@@ -28,7 +28,7 @@ from bench_inference import phantom_release  # noqa: E402
 
 from rootlets_task import nifti  # noqa: E402
 from rootlets_task.inference import Segmenter  # noqa: E402
-from rootlets_task.metrics import dice_per_level  # noqa: E402
+from rootlets_task.metrics import agreement, dice_per_level  # noqa: E402
 from rootlets_task.phantom import make_phantom  # noqa: E402
 
 ORIENTS = ("LPI", "AIL", "RPI", "PSR")
@@ -57,10 +57,10 @@ def _phantom(seed: int):
 
 def _agreement(row: dict, a: np.ndarray, b: np.ndarray) -> None:
     """Worst-so-far voxel / foreground agreement and per-level Dice (over the levels of ``a``) of ``b`` against ``a``."""
-    fg = (a > 0) | (b > 0)
-    row["voxel_agreement"] = min(row["voxel_agreement"], float((a == b).mean()))
-    row["foreground_agreement"] = min(row["foreground_agreement"], float((a == b)[fg].mean()))
-    row["min_level_dice"] = min([row["min_level_dice"], *dice_per_level(b, a, np.unique(a)).values()])
+    now = agreement(a, b, np.unique(a))
+    for key in ("voxel_agreement", "foreground_agreement"):
+        row[key] = min(row[key], now[key])
+    row["min_level_dice"] = min([row["min_level_dice"], *now["dice"].values()])
 
 
 def fov_baseline(segmenter: Segmenter, seeds: int, drops=(1, 2, 4)) -> dict:

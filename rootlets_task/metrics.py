@@ -1,4 +1,4 @@
-"""Overlap of label maps: the one Dice used by the demo, the tests, the benchmarks and the phantom-release build."""
+"""Overlap of label maps: the one Dice (and agreement) used by the demo, the tests, the benchmarks and the release build."""
 
 from __future__ import annotations
 
@@ -25,3 +25,13 @@ def dice_per_level(prediction: np.ndarray, truth: np.ndarray, levels: Iterable[i
     if levels is None:
         levels = np.union1d(np.unique(prediction), np.unique(truth))
     return {int(k): dice(prediction == k, truth == k, empty) for k in levels if k != 0}
+
+
+def agreement(reference: np.ndarray, other: np.ndarray, levels: Iterable[int] | None = None) -> dict:
+    """How far ``other`` agrees with ``reference``: share of equal voxels, of equal voxels where either is labelled
+    (1.0 when neither is), and the per-level Dice (:func:`dice_per_level` over ``levels``)."""
+    reference, other = np.asarray(reference), np.asarray(other)
+    equal, labelled = reference == other, (reference > 0) | (other > 0)
+    return {"voxel_agreement": float(equal.mean()),
+            "foreground_agreement": float(equal[labelled].mean()) if labelled.any() else 1.0,
+            "dice": dice_per_level(other, reference, levels)}

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from rootlets_task.cli import main
-from rootlets_task.metrics import dice, dice_per_level
+from rootlets_task.metrics import agreement, dice, dice_per_level
 from rootlets_task.phantom import SPINAL_LEVELS
 
 
@@ -44,3 +44,6 @@ def test_dice_per_level():
     assert scores[2] == 2 / 3 and scores[5] == 0.0 and np.isnan(scores[3]) and 0 not in scores  # 3 in neither: NaN
     assert dice_per_level(a, b) == {2: 2 / 3, 5: 0.0}  # default: the levels present in either map
     assert dice(a == 3, b == 3, empty=1.0) == 1.0
+    found = agreement(b, a)  # a against b: 64 voxels, 2 differ; 3 labelled voxels, 1 equal
+    assert found == {"voxel_agreement": 62 / 64, "foreground_agreement": 1 / 3, "dice": {2: 2 / 3, 5: 0.0}}
+    assert agreement(np.zeros(3), np.zeros(3))["foreground_agreement"] == 1.0
