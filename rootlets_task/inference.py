@@ -94,37 +94,51 @@ def find_checkpoints(model_folder: Path) -> tuple[tuple[int | str, ...], str]:
 
 
 def initialize(predictor, model_folder: Path, folds: tuple[int | str, ...], checkpoint: str) -> None:
-    """``predictor.initialize_from_trained_model_folder``, without importing the training code for stock trainers.
+    """``predictor.initialize_from_trained_model_folder`` without its ``torch.load(weights_only=False)``.
 
-    nnU-Net looks the trainer class up by name to build the network, which imports the whole training stack
-    (seaborn, the data loaders...): seconds of every start-up. Stock trainers (``nnUNetTrainer``, its
-    ``_<N>epochs`` / ``_NoMirroring`` variants, which RootletSeg releases use) build exactly the plans' network, so
-    that is built directly; any other trainer goes through nnU-Net's own lookup.
+    Checkpoints are read as data only (:mod:`rootlets_task.checkpoints`). The network is built from the plans: stock
+    trainers (``nnUNetTrainer``, its ``_<N>epochs`` / ``_NoMirroring`` variants, which RootletSeg releases use) build
+    exactly the plans' network, so it is built directly, without importing nnU-Net's training stack (seconds of
+    every start-up); any other trainer name is looked up among nnU-Net's own installed trainers, never in the release.
     """
     import re
 
-    import torch
-
-    checkpoints = [torch.load(model_folder / f"fold_{f}" / checkpoint, map_location="cpu", weights_only=False) for f in folds]
-    first = checkpoints[0]
-    if not re.fullmatch(r"nnUNetTrainer(_\d+epochs)?(_NoMirroring)?", first["trainer_name"]):
-        predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint)
-        return
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    from rootlets_task import checkpoints
+
+    loaded = [checkpoints.load(model_folder / f"fold_{f}" / checkpoint) for f in folds]
+    first = loaded[0]
     dataset_json = json.loads((model_folder / "dataset.json").read_text())
     plans_manager = PlansManager(json.loads((model_folder / "plans.json").read_text()))
     cm = plans_manager.get_configuration(first["init_args"]["configuration"])
-    network = get_network_from_plans(
-        cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import,
-        determine_num_input_channels(plans_manager, cm, dataset_json),
-        plans_manager.get_label_manager(dataset_json).num_segmentation_heads, deep_supervision=False)
-    parameters = [c["network_weights"] for c in checkpoints]
+    args = (cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import,
+            determine_num_input_channels(plans_manager, cm, dataset_json),
+            plans_manager.get_label_manager(dataset_json).num_segmentation_heads)
+    if re.fullmatch(r"nnUNetTrainer(_\d+epochs)?(_NoMirroring)?", first["trainer_name"]):
+        network = get_network_from_plans(*args, deep_supervision=False)
+    else:
+        network = _installed_trainer(first["trainer_name"], model_folder).build_network_architecture(
+            *args, enable_deep_supervision=False)
+    parameters = [c["network_weights"] for c in loaded]
     network.load_state_dict(parameters[0])
     predictor.manual_initialization(network, plans_manager, cm, parameters, dataset_json, first["trainer_name"],
                                     first.get("inference_allowed_mirroring_axes"))
+
+
+def _installed_trainer(name: str, model_folder: Path):
+    """nnU-Net's own trainer class ``name`` (installed package only); a name it does not know is an error."""
+    import nnunetv2
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    found = recursive_find_python_class(str(Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer"), name,
+                                        "nnunetv2.training.nnUNetTrainer")
+    if found is None:
+        raise RootletsError(f"model folder {model_folder}: trained with {name}, a trainer nnU-Net does not ship; "
+                            "this release cannot be run by rootlets_task")
+    return found
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from rootlets_task import checkpoints
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
 from rootlets_task.releases import RELEASES, SCT_MODEL, Release, get_release
@@ -368,6 +369,8 @@ def atomic_install(zip_path: str | Path, dest: str | Path, record: dict | str, r
     try:
         staging = tmp / dest.name
         _extract(layout, staging / layout.trainer_name)
+        for path in sorted((staging / layout.trainer_name).rglob("*.pth")):
+            checkpoints.check(path)  # a checkpoint that would run code never reaches the model folder
         (staging / record_name).write_text(record if isinstance(record, str) else json.dumps(record, indent=4) + "\n")
         old = None
         if dest.exists() or dest.is_symlink():

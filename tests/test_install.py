@@ -1,6 +1,7 @@
 """Model install: a real HTTP server on 127.0.0.1 serves release zips built here with the real nnU-Net release layout.
 
-The checkpoints inside the test zips are random bytes: installing never loads them (inference tests use real ones).
+The checkpoints inside the test zips are real PyTorch checkpoints of seeded random tensors (installing inspects them
+as a loader would; inference tests use trained ones).
 Registry URLs are redirected to the loopback server with ROOTLETS_TASK_MIRROR, so GitHub is never contacted.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import random
@@ -19,10 +21,12 @@ import sys
 import threading
 import time
 import zipfile
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 
 from rootlets_task import install, releases
 from rootlets_task.cli import main
@@ -39,8 +43,17 @@ def release_files(seed: int = 0, trainer: str = TRAINER, folds=("fold_0", "fold_
     files = {f"{trainer}/dataset.json": json.dumps({"labels": labels, "file_ending": ".nii.gz"}).encode(),
              f"{trainer}/plans.json": json.dumps({"dataset_name": "Dataset037", "seed": seed}).encode()}
     for i, fold in enumerate(folds):
-        files[f"{trainer}/{fold}/checkpoint_final.pth"] = random.Random(f"{seed}-{i}").randbytes(64 * 1024)
+        files[f"{trainer}/{fold}/checkpoint_final.pth"] = checkpoint_bytes(f"{seed}-{i}")
     return files
+
+
+def checkpoint_bytes(seed: str) -> bytes:
+    """A small nnU-Net-shaped checkpoint (64 KiB of seeded weights), as torch.save writes it."""
+    weights = torch.frombuffer(bytearray(random.Random(seed).randbytes(64 * 1024)), dtype=torch.float32)
+    buffer = io.BytesIO()
+    torch.save({"network_weights": OrderedDict(w=weights), "trainer_name": "nnUNetTrainer",
+                "init_args": {"configuration": "3d_fullres"}}, buffer)
+    return buffer.getvalue()
 
 
 def make_zip(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
