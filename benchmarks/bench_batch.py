@@ -27,11 +27,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 import rootlets_task  # noqa: E402
 
-PHANTOM_ZIP = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
 ORIENTS = ("LPI", "RPI", "AIL", "PSR")
 ROOTLETS = [sys.executable, "-c", "import sys; from rootlets_task.cli import main; sys.exit(main(sys.argv[1:]))"]
 
@@ -41,22 +39,15 @@ def install_model(kind: str, home: Path) -> str:
     from rootlets_task import install
 
     os.environ["ROOTLETS_TASK_HOME"] = str(home)
-    if kind == "tiny" and PHANTOM_ZIP.is_file():
-        install.install_release("phantom", progress=False, verbose=0)
-        return "bundled phantom release"
     if kind == "tiny":
-        import random_model
+        install.install_release("phantom", progress=False)
+        return "bundled phantom release"
+    from bench_model import benchmark_model
 
-        folder = random_model.write_random_model(home / "build")
-        what = "untrained tiny nnU-Net (tests/random_model.py): the phantom release zip is not built yet"
-    else:
-        from bench_model import benchmark_model
-
-        folder = benchmark_model()
-        what = f"realistic benchmark model {folder}"
+    folder = benchmark_model()
     archive = shutil.make_archive(str(home / "release"), "zip", folder.parent, folder.name)
-    install.install_release("phantom", custom_url=archive, progress=False, verbose=0)
-    return what
+    install.install_release("phantom", custom_url=archive, progress=False)
+    return f"realistic benchmark model {folder}"
 
 
 def write_dataset(kind: str, root: Path, n: int) -> list[Path]:

@@ -31,6 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _common import phantom_release  # noqa: E402
 from bench_model import benchmark_model, cache_dir, write_benchmark_image  # noqa: E402
 
 import rootlets_task  # noqa: E402
@@ -137,11 +138,12 @@ def phantom_agreement(n: int, work: Path, log) -> dict:
     """Ours (and ours with the cord crop) vs the reference on ``n`` phantoms with the bundled phantom release."""
     from bench_workers import reference
 
-    from rootlets_task.inference import Segmenter
+    from rootlets_task.cropping import crop_box
+    from rootlets_task.inference import Segmenter, configure_threads
     from rootlets_task.phantom import write_phantom
 
     folder = phantom_release(work)
-    segmenter = Segmenter(model_folder=folder)
+    segmenter = Segmenter(model_folder=folder, threads=configure_threads())
     cases, result = [], {}
     for seed in range(n):
         case = work / f"phantom_{seed}"
@@ -152,8 +154,9 @@ def phantom_agreement(n: int, work: Path, log) -> dict:
         reference(folder, case / "ref", [image])
         a = np.asarray(nib.load(case / "ref" / image.name).dataobj)
         row = {"seed": 100 + seed, "orientation": orient, "spacing": spacing}
-        for name, cord in (("ours", None), ("ours-crop", files["cord"])):
-            b = segmenter.segment_image(nib.load(image), cord=None if cord is None else nib.load(cord))
+        img = nib.load(image)
+        for name, box in (("ours", None), ("ours-crop", crop_box(img, nib.load(files["cord"])))):
+            b = segmenter.segment_image(img, box)
             row[name] = agreement(a, b)  # Dice of every level in either map
         cases.append(row)
         log(f"phantom {seed}: {row}")
@@ -162,16 +165,6 @@ def phantom_agreement(n: int, work: Path, log) -> dict:
         result[f"phantom_foreground_agreement{suffix}"] = min(c[name]["foreground_agreement"] for c in cases)
         result[f"phantom_min_level_dice{suffix}"] = min(min(c[name]["dice"].values()) for c in cases)
     return {"cases": cases, **result}
-
-
-def phantom_release(work: Path) -> Path:
-    """The bundled phantom release unpacked under ``work``; returns its trainer folder."""
-    import zipfile
-
-    dest = work / "phantom_release"
-    with zipfile.ZipFile(PHANTOM_ZIP) as zf:
-        zf.extractall(dest)
-    return next(dest.rglob("nnUNetTrainer*__*")).resolve()
 
 
 def run_backend_check(model: Path) -> dict:

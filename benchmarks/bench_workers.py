@@ -52,12 +52,14 @@ def ours(model_folder: Path, out_dir: Path, images: list[Path], backend: str = "
 
     ``crop``: pass the cord mask written beside each image (``<name>_cord.nii.gz``), as the chain does.
     """
-    from rootlets_task.inference import Segmenter
+    from _common import segment_to_file
 
-    segmenter = Segmenter(model_folder, verbose=0, backend=backend)
+    from rootlets_task.inference import Segmenter, configure_threads
+
+    segmenter = Segmenter(model_folder, verbose=0, backend=backend, threads=configure_threads())
     for path in images:
         cord = path.with_name(path.name.replace(".nii.gz", "_cord.nii.gz")) if crop else None
-        segmenter.segment_file(path, out_dir / path.name, cord=cord)
+        segment_to_file(segmenter, path, out_dir / path.name, cord=cord)
 
 
 MODES = {

@@ -1,4 +1,4 @@
-"""Choose and check the crop margin of ``Segmenter.segment_image(img, cord=...)``: what cropping costs in labels.
+"""Choose and check the crop margin of the crop lever (``crop_box(img, cord, margin)``): what cropping costs in labels.
 
     python benchmarks/crop_margin.py [--margins 5,10,15,25] [--seeds 6] [--sct-t2 DIR] [--json OUT]
 
@@ -24,9 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_inference import phantom_release  # noqa: E402
+from _common import count_tiles, phantom_release  # noqa: E402
 
 from rootlets_task import nifti  # noqa: E402
+from rootlets_task.cropping import crop_box  # noqa: E402
 from rootlets_task.inference import Segmenter  # noqa: E402
 from rootlets_task.metrics import agreement, dice_per_level  # noqa: E402
 from rootlets_task.phantom import make_phantom  # noqa: E402
@@ -35,14 +36,8 @@ ORIENTS = ("LPI", "AIL", "RPI", "PSR")
 
 
 def _count_tiles(segmenter: Segmenter, img, cord, margin: float) -> tuple[np.ndarray, int]:
-    """Segment and count the network calls (one per tile without test-time augmentation)."""
-    net, calls = segmenter.predictor.network, []
-    forward = net.forward
-    net.forward = lambda x: calls.append(1) or forward(x)
-    try:
-        return segmenter.segment_image(img, cord=cord, margin_mm=margin), len(calls)
-    finally:
-        del net.forward
+    """Segment (cropped to the cord's box plus ``margin`` when ``cord`` is given) and count the network calls."""
+    return count_tiles(segmenter, img, None if cord is None else crop_box(img, cord, margin))
 
 
 def _truth_dice(truth: np.ndarray, labels: np.ndarray) -> float:

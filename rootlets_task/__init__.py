@@ -16,7 +16,14 @@ _API = {
     "compute_levels": "levels",
     "levels_from_files": "levels",
     "group_stats": "stats",
-    "segment": "inference",
+    "segment": "segment",
+    "segment_files": "segment",
+    "load_segmenter": "segment",
+    "write_levels": "levels",
+    "ModelOptions": "options",
+    "ChainOptions": "options",
+    "ChainInputs": "chain",
+    "BatchOptions": "batch",
     "install_release": "install",
     "model_folder": "install",
     "models_dir": "install",
@@ -33,7 +40,8 @@ _API = {
 }
 
 __all__ = ["__version__", "RootletsError", "make_phantom", "write_phantom", "compute_levels", "levels_from_files", "group_stats",
-           "segment", "install_release",
+           "segment", "segment_files", "load_segmenter", "write_levels", "ModelOptions", "ChainOptions", "ChainInputs",
+           "BatchOptions", "install_release",
            "model_folder", "models_dir", "installed_releases", "get_release",
            "install_sct", "sct_status", "sct_model_entry", "sct_task_entry", "qc_subject", "rebuild_index", "run_chain",
            "run_batch"]  # noqa: F822

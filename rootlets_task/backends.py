@@ -12,14 +12,18 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import platform
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from rootlets_task.files import remove_stale_temporaries, temporary_name
+
+log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-3  # max |softmax difference| allowed between a backend and PyTorch
 
@@ -84,21 +88,23 @@ def _cache_key(params: dict, patch_size: tuple[int, ...]) -> str:
     return digest.hexdigest()[:24]
 
 
-def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...], threads: int, log=None):
+def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...], threads: int):
     """Compiled OpenVINO model for ``network`` with ``params`` and its check result; converted once, then cached.
 
     A conversion is written to a private folder and renamed into place, so concurrent processes never read a
-    half-written model (the first to finish wins; the others discard theirs).
+    half-written model (the first to finish wins; the others discard theirs); folders of killed conversions are
+    removed by the next one.
     """
     import openvino as ov
 
     folder = cache_dir() / "openvino" / _cache_key(params, patch_size)
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     if not (folder / "check.json").exists():
-        if log:
-            log(f"converting the network to OpenVINO once (can take minutes on a large model), cached in {folder}")
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
+        log.info("converting the network to OpenVINO once (can take minutes on a large model), cached in %s", folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(folder.parent)
+        tmp = temporary_name(folder)
+        tmp.mkdir()
         network.load_state_dict(params)
         network.eval()
         example = check_patch(patch_size)
@@ -118,23 +124,22 @@ def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...]
     return compiled, json.loads((folder / "check.json").read_text())["max_softmax_difference"]
 
 
-def use_openvino(predictor, threads: int, log=None) -> bool:
+def use_openvino(predictor, threads: int) -> bool:
     """Swap the network of an initialised CPU ``nnUNetPredictor`` for OpenVINO; return False (PyTorch kept) if it fails.
 
     Every fold is converted and checked against PyTorch; one failing fold keeps the whole predictor on PyTorch.
-    ``log`` (a callable taking a message) hears about first-time conversions.
     """
     patch_size = tuple(int(p) for p in predictor.configuration_manager.patch_size)
     try:
         compiled = {}
         for params in predictor.list_of_parameters:
-            model, difference = _convert(predictor.network, params, patch_size, threads, log)
+            model, difference = _convert(predictor.network, params, patch_size, threads)
             if not difference <= TOLERANCE:
-                warnings.warn(f"OpenVINO differs from PyTorch by {difference:.2e} (> {TOLERANCE}); using PyTorch", stacklevel=2)
+                log.warning("OpenVINO differs from PyTorch by %.2e (> %g); using PyTorch", difference, TOLERANCE)
                 return False
             compiled[id(params)] = model
     except Exception as exc:  # any conversion/runtime failure: the PyTorch path still works
-        warnings.warn(f"OpenVINO backend unavailable ({type(exc).__name__}: {exc}); using PyTorch", stacklevel=2)
+        log.warning("OpenVINO backend unavailable (%s: %s); using PyTorch", type(exc).__name__, exc)
         return False
     predictor.network = OpenVINONetwork(compiled)
     return True

@@ -8,10 +8,12 @@ exit code 1; argument errors give exit code 2.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 
 from rootlets_task.errors import RootletsError
+from rootlets_task.options import DEVICES, METHODS, SOURCES, ChainOptions, ModelOptions
 
 
 def _segment_parser() -> argparse.ArgumentParser:
@@ -25,6 +27,8 @@ def _segment_parser() -> argparse.ArgumentParser:
                    "<input>_rootlets.nii.gz of every input; default: <input>_rootlets.nii.gz beside each input")
     p.add_argument("-install", action="store_true", help="install the model release (-release) and exit")
     p.add_argument("-custom-url", nargs="+", metavar="URL", help="with -install: install from these URL(s) or a local zip")
+    p.add_argument("-allow-release-code", action="store_true", help="with -install: accept a release that ships Python "
+                   "code (e.g. SCT's trainer_class.py); that code runs with your rights, so only for releases you trust")
     p.add_argument("-release", metavar="TAG", help="model release tag (default r20250318; `phantom` is the bundled "
                    "demo release; `sct` = the model SCT has installed); see `rootlets releases`")
     p.add_argument("-sct", action="store_true", help="with -install: install the release into SCT's model folder "
@@ -32,7 +36,7 @@ def _segment_parser() -> argparse.ArgumentParser:
                    "segments with the model SCT has installed")
     p.add_argument("-sct-status", action="store_true", help="show the SCT found, its version and its rootlets model")
     p.add_argument("-test-time-aug", action="store_true", help="mirroring test-time augmentation (8x slower)")
-    p.add_argument("-device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
+    p.add_argument("-device", default="auto", choices=DEVICES, help="compute device")
     p.add_argument("-qc", metavar="DIR", help="write a QC report into this folder")
     p.add_argument("-v", type=int, default=1, choices=[0, 1, 2], help="verbosity")
     _add_chain_arguments(p)
@@ -47,33 +51,45 @@ def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("-s", metavar="CORD", help="spinal cord segmentation to use (else sct_deepseg spinalcord)")
     g.add_argument("-discs", metavar="DISCS", help="single-voxel disc labels, SCT numbering (3 = C2/C3)")
     g.add_argument("-pmj", metavar="PMJ", help="single-voxel PMJ label (else sct_detect_pmj when installed)")
-    g.add_argument("-cord-from", default="auto", choices=["auto", "file", "sct"], help="cord source (auto: -s, else SCT)")
-    g.add_argument("-discs-from", default="auto", choices=["auto", "file", "sct", "totalspineseg", "spineps", "none"],
-                   help="disc source; auto: the first available of -discs, sct_deepseg spine, totalspineseg, spineps, none")
-    g.add_argument("-pmj-from", default="auto", choices=["auto", "file", "sct", "none"],
-                   help="PMJ source (auto: -pmj, else sct_detect_pmj, else none)")
+    _add_source_arguments(g)
     g.add_argument("-c", default="t2", choices=["t1", "t2"], help="contrast for sct_detect_pmj")
-    g.add_argument("-method", default="gapfree", choices=["gapfree", "reference"], help="spinal level method")
+    g.add_argument("-method", default="gapfree", choices=METHODS, help="spinal level method")
     g.add_argument("-crop-to-cord", action="store_true", help="segment only a sub-image around the cord: about 3x "
                    "faster on CPU, labels can differ from the uncropped ones (README: Speed on CPU)")
     g.add_argument("-ofolder", metavar="DIR", help="output folder (default: beside each input)")
     g.add_argument("-overwrite", action="store_true", help="recompute every step even when up to date")
 
 
+def _add_source_arguments(g) -> None:
+    g.add_argument("-cord-from", default="auto", choices=["auto", *SOURCES["cord"]], help="cord source (auto: -s, else SCT)")
+    g.add_argument("-discs-from", default="auto", choices=["auto", *SOURCES["discs"]],
+                   help="disc source; auto: the first available of -discs, sct_deepseg spine, totalspineseg, spineps, none")
+    g.add_argument("-pmj-from", default="auto", choices=["auto", *SOURCES["pmj"]],
+                   help="PMJ source (auto: -pmj, else sct_detect_pmj, else none)")
+
+
+def _model(args: argparse.Namespace) -> ModelOptions:
+    return ModelOptions(release=args.release, device=args.device, test_time_aug=args.test_time_aug,
+                        threads=getattr(args, "threads", None))
+
+
+def _chain_options(args: argparse.Namespace, contrast: str = "t2") -> ChainOptions:
+    return ChainOptions(cord_from=args.cord_from, discs_from=args.discs_from, pmj_from=args.pmj_from, method=args.method,
+                        contrast=contrast, crop_to_cord=args.crop_to_cord, overwrite=args.overwrite)
+
+
 def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.chain import run_chain
+    from rootlets_task.chain import ChainInputs, run_chain
 
     if args.o:
         parser.error("with -levels, give the output folder with -ofolder (-o is the rootlets file of plain segmentation)")
     if len(args.i) > 1 and (args.r or args.s or args.discs or args.pmj):
         parser.error("-r, -s, -discs and -pmj belong to one image: give a single -i with them")
     segmenter = None
+    inputs = ChainInputs(cord=args.s, discs=args.discs, pmj=args.pmj, rootlets=args.r)
     for image in args.i:
-        result = run_chain(image, out_dir=args.ofolder, cord=args.s, discs=args.discs, pmj=args.pmj,
-                           cord_from=args.cord_from, discs_from=args.discs_from, pmj_from=args.pmj_from,
-                           release=args.release, method=args.method, overwrite=args.overwrite, segmenter=segmenter,
-                           device=args.device, test_time_aug=args.test_time_aug, contrast=args.c, rootlets=args.r,
-                           crop_to_cord=args.crop_to_cord, qc_dir=args.qc, verbose=args.v)
+        result = run_chain(image, out_dir=args.ofolder, inputs=inputs, options=_chain_options(args, args.c),
+                           model=_model(args), segmenter=segmenter, qc_dir=args.qc)
         segmenter = result.segmenter or segmenter
         print(f"{image}: cord from {result.sources['cord']}, discs from {result.sources['discs']}, "
               f"PMJ from {result.sources['pmj']}")
@@ -83,7 +99,7 @@ def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 
 
 def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task import inference, install, sct
+    from rootlets_task import install, sct, segment
 
     if args.sct_status:
         print(sct.format_status(sct.sct_status()))
@@ -93,10 +109,16 @@ def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     if args.install and args.release == "sct" and not args.sct:
         parser.error("-release sct segments with SCT's installed model; to install into SCT use -install -sct -release TAG")
     if args.install and args.sct:
-        sct.install_sct(args.release, custom_url=args.custom_url, progress=args.v > 0, verbose=args.v)
+        _, message = sct.install_sct(args.release, custom_url=args.custom_url, progress=args.v > 0,
+                                     allow_code=args.allow_release_code)
+        if args.v:
+            print(message)
         return
     if args.install:
-        install.install_release(args.release, custom_url=args.custom_url, progress=args.v > 0, verbose=args.v)
+        installed = install.install_release(args.release, custom_url=args.custom_url, progress=args.v > 0,
+                                            allow_code=args.allow_release_code)
+        if args.v:
+            print(installed.message())
         return
     if args.custom_url:
         parser.error("-custom-url only works with -install")
@@ -109,8 +131,7 @@ def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
         return _run_chain(args, parser)
     if chain_only:
         parser.error(f"{', '.join(chain_only)} only work with -levels")
-    outputs = inference.segment(args.i, output=args.o, release=args.release, device=args.device,
-                                test_time_aug=args.test_time_aug, verbose=args.v, qc=args.qc)
+    outputs = segment.segment_files(args.i, output=args.o, model=_model(args), qc=args.qc, verbose=args.v)
     for out in outputs:
         print(out)
 
@@ -179,6 +200,8 @@ def _qc_parser() -> argparse.ArgumentParser:
 def _run_qc(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from rootlets_task.qc import qc_subject
 
+    if not all(0 < s <= 100 for s in args.slab):
+        parser.error(f"-slab {args.slab[0]:g} {args.slab[1]:g}: give half-thicknesses between 0 and 100 mm")
     page = qc_subject(args.qc, args.i, args.r, args.s, args.discs, args.levels, args.shift, subject=args.qc_subject,
                       provenance={"command": "rootlets qc", "slab_mm": args.slab}, slab_mm=tuple(args.slab))
     print(page)
@@ -192,7 +215,7 @@ def _levels_parser() -> argparse.ArgumentParser:
     p.add_argument("-discs", metavar="DISCS", help="single-voxel disc labels, SCT numbering (3 = C2/C3)")
     p.add_argument("-pmj", metavar="PMJ", help="single-voxel pontomedullary junction label (distance reference)")
     p.add_argument("-i", metavar="IMAGE", help="image whose grid the outputs use (default: the rootlets grid)")
-    p.add_argument("-method", default="gapfree", choices=["gapfree", "reference"],
+    p.add_argument("-method", default="gapfree", choices=METHODS,
                    help="gapfree: contiguous levels, boundaries halfway between neighbours (default); "
                    "reference: the published algorithm (each level spans its rootlets, gaps stay 0)")
     p.add_argument("-dilate", type=int, default=3, metavar="N", help="radius in voxels of the ball the cord is "
@@ -203,24 +226,19 @@ def _levels_parser() -> argparse.ArgumentParser:
 
 
 def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    import warnings
+    from rootlets_task.levels import MAX_DILATE_VOXELS, levels_from_files
 
-    import pandas as pd
-
-    from rootlets_task.levels import levels_from_files
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        outputs = levels_from_files(args.r, args.s, args.discs, args.pmj, args.i, args.o, args.method, args.prefix,
-                                    args.dilate)
-    for warning in caught:
-        print(f"rootlets: warning: {warning.message}", file=sys.stderr)
-    table = pd.read_csv(outputs["csv"])
+    if not 0 <= args.dilate <= MAX_DILATE_VOXELS:
+        parser.error(f"-dilate {args.dilate}: give a radius from 0 to {MAX_DILATE_VOXELS} voxels (published: 3)")
+    outputs, result = levels_from_files(args.r, args.s, args.discs, args.pmj, args.i, args.o, args.method, args.prefix,
+                                        args.dilate)
+    for note in result.warnings:
+        print(f"rootlets: warning: {note}", file=sys.stderr)
     cols = ["kind", "level", "start_mm", "end_mm", "mid_mm", "height_mm", "status"]
-    print(f"distances in mm along the cord centerline from the {table['reference'].iloc[0]}")
-    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    print(f"distances in mm along the cord centerline from the {result.reference}")
+    print(result.levels[cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     if "shift" in outputs:
-        shift = pd.read_csv(outputs["shift"])
+        shift = result.shift
         print(shift[shift["pairing"] == "shifted"].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     for path in outputs.values():
         print(path)
@@ -273,11 +291,8 @@ def _batch_parser() -> argparse.ArgumentParser:
                    "then dataset tables (levels.csv, shift.csv) and group statistics")
     p.add_argument("-labels", metavar="DIR", help="manual labels derivative (default BIDS_ROOT/derivatives/labels): "
                    "<stem>_label-SC_seg, _label-discs_dlabel, _label-PMJ_dlabel, _label-rootlets_dseg are used when present")
-    p.add_argument("-cord-from", default="auto", choices=["auto", "file", "sct"], help="with -levels: cord source")
-    p.add_argument("-discs-from", default="auto", choices=["auto", "file", "sct", "totalspineseg", "spineps", "none"],
-                   help="with -levels: disc source")
-    p.add_argument("-pmj-from", default="auto", choices=["auto", "file", "sct", "none"], help="with -levels: PMJ source")
-    p.add_argument("-method", default="gapfree", choices=["gapfree", "reference"], help="spinal level method")
+    _add_source_arguments(p)
+    p.add_argument("-method", default="gapfree", choices=METHODS, help="spinal level method")
     p.add_argument("-crop-to-cord", action="store_true", help="with -levels: segment only a sub-image around the cord "
                    "(about 3x faster on CPU; labels can differ from the uncropped ones)")
     p.add_argument("-qc", metavar="DIR", help="write a QC report of every image into this folder")
@@ -285,22 +300,23 @@ def _batch_parser() -> argparse.ArgumentParser:
                    "stops the others; 0: start no new image after the first failure")
     p.add_argument("-release", metavar="TAG", help="model release (default r20250318; see `rootlets releases`)")
     p.add_argument("-test-time-aug", action="store_true", help="mirroring test-time augmentation (8x slower)")
-    p.add_argument("-device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
+    p.add_argument("-device", default="auto", choices=DEVICES, help="compute device")
     p.add_argument("-overwrite", action="store_true", help="redo every image, even those already done")
     p.add_argument("-v", type=int, default=1, choices=[0, 1], help="verbosity (0: no progress bar)")
     return p
 
 
 def _run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.batch import parse_slurm, run_batch
+    from rootlets_task.batch import BatchOptions, run_batch
+    from rootlets_task.engines import parse_slurm
 
-    summary = run_batch(args.bids, args.o, contrasts=args.contrast, include=args.include, exclude=args.exclude,
-                        jobs=args.jobs, dask=args.dask, slurm=parse_slurm(args.slurm) if args.slurm is not None else None,
-                        levels=args.levels, qc=args.qc, continue_on_error=bool(args.continue_on_error),
-                        release=args.release, overwrite=args.overwrite, labels=args.labels, method=args.method,
-                        cord_from=args.cord_from, discs_from=args.discs_from, pmj_from=args.pmj_from,
-                        test_time_aug=args.test_time_aug, device=args.device, threads=args.threads,
-                        crop_to_cord=args.crop_to_cord, progress=args.v > 0)
+    if args.crop_to_cord and not args.levels:
+        parser.error("-crop-to-cord needs the cord, which only -levels computes: add -levels")
+    options = BatchOptions(contrasts=tuple(args.contrast), include=args.include, exclude=args.exclude, labels=args.labels,
+                           jobs=args.jobs, dask=args.dask, slurm=parse_slurm(args.slurm) if args.slurm is not None else None,
+                           qc=args.qc, continue_on_error=bool(args.continue_on_error), overwrite=args.overwrite,
+                           progress=args.v > 0)
+    summary = run_batch(args.bids, args.o, options, _model(args), _chain_options(args) if args.levels else None)
     print(summary.text())
     if summary.failed:
         raise RootletsError(f"{len(summary.failed)} of {len(summary.results)} image(s) not done; see the list above "
@@ -348,15 +364,33 @@ def main(argv: list[str] | None = None) -> int:
         make_parser, handler = _segment_parser, _run_segment
     parser = make_parser()
     args = parser.parse_args(argv)
+    from rootlets_task import logs
+
+    logs.configure(getattr(args, "v", 1))
+    previous = _raise_on_sigterm()
     try:
         handler(args, parser)
     except RootletsError as exc:
         print(f"rootlets: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("rootlets: interrupted; nothing half-written was kept", file=sys.stderr)
+        print("rootlets: interrupted; every output is either complete or absent (none is half-written)", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _raise_on_sigterm():
+    """Make SIGTERM (``kill``, a scheduler's cancel) unwind like Ctrl-C, so temporary files are removed on the way."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        return None
 
 
 if __name__ == "__main__":

@@ -22,16 +22,20 @@ DEMO_SUBJECT = "sub-phantom_T2w"
 def run_demo(out_dir: str | os.PathLike = "demo_output", seed: int = 7, orient: str = "AIL",
              verbose: int = 1) -> dict[str, Path]:
     """Run the demo into ``out_dir``; returns {name: path} of everything a user would open."""
-    from rootlets_task.chain import run_chain
+    from rootlets_task.chain import ChainInputs, run_chain
     from rootlets_task.install import install_release
+    from rootlets_task.options import ChainOptions, ModelOptions
 
     out_dir = Path(out_dir)
     data = write_phantom(out_dir / "data", orient=orient, spacing=(1.0, 1.0, 1.0), seed=seed, prefix=DEMO_SUBJECT)
-    install_release("phantom", verbose=verbose)
-    result = run_chain(data["image"], out_dir=out_dir / "derivatives", cord=data["cord"], discs=data["discs"],
-                       pmj=data["pmj"], cord_from="file", discs_from="file", pmj_from="file", release="phantom",
-                       qc_dir=out_dir / "qc", verbose=verbose)
-    prediction = np.asarray(nib.load(result.outputs["rootlets"]).dataobj)
+    installed = install_release("phantom", progress=verbose > 0)
+    if verbose:
+        print(installed.message())
+    result = run_chain(data["image"], out_dir=out_dir / "derivatives",
+                       inputs=ChainInputs(cord=data["cord"], discs=data["discs"], pmj=data["pmj"]),
+                       options=ChainOptions(cord_from="file", discs_from="file", pmj_from="file"),
+                       model=ModelOptions(release="phantom"), qc_dir=out_dir / "qc")
+    prediction = result.arrays["rootlets"]
     truth = np.asarray(nib.load(data["rootlets"]).dataobj)
     scores = dice_per_level(prediction, truth, SPINAL_LEVELS)  # NaN: a level in neither map
     if verbose:

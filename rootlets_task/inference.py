@@ -10,7 +10,8 @@ five separate stages, so that each can be swapped or sped up on its own:
 5. :meth:`Segmenter.restore`: back to the input's voxel order, as uint8.
 
 These are the steps of ``nnUNetPredictor.predict_single_npy_array`` (the path SCT uses): no worker pools, so no
-``if __name__ == "__main__"`` guard is needed. :func:`segment` is the file-level job behind ``rootlets -i``.
+``if __name__ == "__main__"`` guard is needed. A Segmenter changes no process-wide setting: call
+:func:`configure_threads` once per process first (the public entry points of :mod:`rootlets_task.segment` do).
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
-import sys
+import threading
 import time
-import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,29 +30,37 @@ import nibabel as nib
 import numpy as np
 
 from rootlets_task import nifti
-from rootlets_task._version import __version__
+from rootlets_task.cropping import Box, grow_to_patch
 from rootlets_task.errors import RootletsError
+from rootlets_task.files import read_json
 
-SUFFIX = "_rootlets"
+log = logging.getLogger(__name__)
+
 DEFAULT_ORIENTATION = "LPI"  # SCT code (= nibabel RAS), what SCT assumes when dataset.json has no "image_orientation"
 TILE_STEP_SIZE = 0.5
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BACKENDS = ("auto", "torch", "openvino")  # auto = OpenVINO on CPU when installed and numerically checked, else torch
 # Input spacing within this relative difference of the plans' spacing is taken as equal: no resampling either way.
 SPACING_TOLERANCE = 0.01
-# In-plane margin around the cord's box when cropping: rootlets on real T2w lie <= 6 mm outside it (README: Speed on CPU)
-CROP_MARGIN_MM = 10.0
+MAX_JSON_BYTES = 16 << 20  # dataset.json / plans.json of a model folder
+_IMPORT_LOCK = threading.Lock()
 
 
-def code_url() -> str:
-    """Where the code that made an output lives: the package's home page if it declares one, else this file."""
-    from importlib import metadata
+def configure_threads(threads: int | None = None) -> int:
+    """Set this process's CPU threads for nnU-Net and torch (default: every physical core it may use); returns them.
 
-    with contextlib.suppress(metadata.PackageNotFoundError):
-        home = metadata.metadata("rootlets_task").get("Home-page")
-        if home:
-            return f"{home.rstrip('/')}/blob/v{__version__}/rootlets_task/inference.py"
-    return Path(__file__).resolve().as_uri()
+    nnU-Net caps torch at ``nnUNet_def_n_proc`` (default 8), read when nnunetv2 is first imported, so this runs
+    before that import. It also gives nnU-Net's path variables a harmless value when unset (as SCT does), so its
+    import prints no warnings about them.
+    """
+    import torch
+
+    threads = threads or physical_cores()
+    os.environ.setdefault("nnUNet_def_n_proc", str(threads))
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.environ.setdefault(name, os.devnull)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def physical_cores() -> int:
@@ -143,7 +151,7 @@ def _installed_trainer(name: str, model_folder: Path):
 
 @contextlib.contextmanager
 def _quiet(enabled: bool):
-    """Hide nnU-Net's prints (environment-variable warnings, device notices) unless the user wants detail."""
+    """Hide nnU-Net's prints while a model loads (device notices), unless the user wants detail (verbose 2)."""
     if not enabled:
         yield
         return
@@ -166,22 +174,19 @@ class Segmenter:
 
     ``model_folder`` is the ``nnUNetTrainer*__nnUNetPlans__3d_fullres`` folder of a release (see
     :func:`rootlets_task.install.model_folder`); ``record`` is its install record (tag, url, sha256), kept for the
-    JSON sidecar. ``threads``: CPU threads for this model (default: every physical core this process may use; give
-    fewer when several processes share the machine, as ``rootlets batch -jobs N`` does).
+    JSON sidecar. ``threads``: CPU threads of the OpenVINO backend and the export (default: every physical core this
+    process may use); torch's own count is the process's (:func:`configure_threads`). ``verbose`` 2 shows nnU-Net's
+    own output.
     """
 
     def __init__(self, model_folder: str | os.PathLike, device: str = "auto", test_time_aug: bool = False,
-                 verbose: int = 1, record: dict | None = None, backend: str = "auto",
-                 threads: int | None = None):
+                 verbose: int = 1, record: dict | None = None, backend: str = "auto", threads: int | None = None):
         self.model_folder = Path(model_folder)
         self.record = dict(record or {})
         self.verbose = verbose
         self.test_time_aug = test_time_aug
-        for name in ("dataset.json", "plans.json"):
-            if not (self.model_folder / name).is_file():
-                raise RootletsError(f"model folder {self.model_folder}: {name} missing; reinstall the release with "
-                                    "`rootlets -install -release TAG`")
-        self.dataset_json = json.loads((self.model_folder / "dataset.json").read_text())
+        self.dataset_json = self._json("dataset.json")
+        self._json("plans.json")  # checked now: present, readable and of a sane size
         self.orientation = self.dataset_json.get("image_orientation", DEFAULT_ORIENTATION)
         self.axcodes = nifti.sct_to_axcodes(self.orientation)
         self.folds, self.checkpoint = find_checkpoints(self.model_folder)
@@ -192,14 +197,19 @@ class Segmenter:
         self.backend = self._select_backend(backend)
         self.load_seconds = time.perf_counter() - t0
 
-    def _load(self):
-        import torch
+    def _json(self, name: str) -> dict:
+        path = self.model_folder / name
+        if path.is_file() and path.stat().st_size > MAX_JSON_BYTES:
+            raise RootletsError(f"model folder {self.model_folder}: {name} is over {MAX_JSON_BYTES >> 20} MiB, not a "
+                                "model's; reinstall the release with `rootlets -install -release TAG`")
+        content = read_json(path, MAX_JSON_BYTES)
+        if not isinstance(content, dict):
+            raise RootletsError(f"model folder {self.model_folder}: {name} missing or unreadable; reinstall the release "
+                                "with `rootlets -install -release TAG`")
+        return content
 
-        if self.threads:
-            # nnU-Net caps torch threads at nnUNet_def_n_proc (default 8), read when nnunetv2 is first imported.
-            os.environ.setdefault("nnUNet_def_n_proc", str(self.threads))
-            torch.set_num_threads(self.threads)
-        with _quiet(self.verbose < 2):
+    def _load(self):
+        with _IMPORT_LOCK, _quiet(self.verbose < 2):
             from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
             predictor = nnUNetPredictor(
@@ -208,9 +218,9 @@ class Segmenter:
                 verbose=self.verbose >= 2, verbose_preprocessing=self.verbose >= 2, allow_tqdm=self.verbose >= 1)
             try:
                 initialize(predictor, self.model_folder, self.folds, self.checkpoint)
-            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
                 raise RootletsError(f"model folder {self.model_folder}: cannot be loaded ({type(exc).__name__}: "
-                                    f"{str(exc).splitlines()[0] if str(exc) else ''}); reinstall the release") from None
+                                    f"{nifti.one_line(exc)}); reinstall the release") from None
         self.preprocessor = predictor.configuration_manager.preprocessor_class(verbose=self.verbose >= 2)
         return predictor
 
@@ -227,12 +237,8 @@ class Segmenter:
         if not backends.openvino_available():
             raise RootletsError("backend openvino: not installed; run `pip install 'rootlets_task[openvino]'` "
                                 "or use the torch backend")
-        def log(msg: str) -> None:
-            if self.verbose:
-                print(f"rootlets: {msg}", file=sys.stderr)
-
         with _quiet(self.verbose < 2):
-            return "openvino" if backends.use_openvino(self.predictor, self.threads, log) else "torch"
+            return "openvino" if backends.use_openvino(self.predictor, self.threads) else "torch"
 
     @property
     def settings(self) -> dict:
@@ -319,30 +325,25 @@ class Segmenter:
         assert out.shape == prepared.shape, (out.shape, prepared.shape)
         return out
 
-    # --- whole images and files --------------------------------------------------------------------------------
-    def segment_image(self, img: nib.Nifti1Image, cord: nib.Nifti1Image | np.ndarray | None = None,
-                      margin_mm: float = CROP_MARGIN_MM) -> np.ndarray:
+    # --- whole images --------------------------------------------------------------------------------------
+    def segment_image(self, img: nib.Nifti1Image, box: Box | None = None) -> np.ndarray:
         """Rootlets of one image: uint8 on the input grid, value = spinal level (2=C2 ... 9=T1), 0 = background.
 
-        With ``cord`` (a spinal cord mask on the input grid) the sliding window runs on a sub-image only: the box
-        holding the cord plus ``margin_mm`` in the axial plane (whole superior-inferior extent), grown to at least
-        one patch per axis. Fewer tiles, 0 outside the box; inside it the tiles sit elsewhere than on the whole
-        image, so labels can differ from the uncropped result (README: Speed on CPU). Off unless asked for.
+        With ``box`` (a voxel box of the input image, e.g. :func:`rootlets_task.cropping.crop_box` around the cord)
+        the sliding window runs on that sub-image only, grown to at least one patch per axis: fewer tiles, 0 outside
+        the box; inside it the tiles sit elsewhere than on the whole image, so labels can differ from the uncropped
+        result (docs: segmentation and speed). Off unless asked for.
         """
         prepared = self.prepare(img)
         data, properties = self.preprocess(prepared)
-        if cord is None:
+        if box is None:
             return self.restore(self.export(self.predict_logits(data), properties), prepared)
-        box = crop_box(img, cord, margin_mm)
         logits = self.predict_logits_cropped(data, self.network_box(img, box, properties, tuple(data.shape[1:])))
         labels = np.zeros(img.shape[:3], np.uint8)
         labels[box] = self.restore(self.export(logits, properties), prepared)[box]  # exact box despite resampling
-        if touches_box_side(labels, box):
-            warnings.warn(f"rootlets reach the side of the crop box ({margin_mm:g} mm around the cord): some may lie "
-                          "outside it; segment without -crop-to-cord to keep them", stacklevel=2)
         return labels
 
-    def network_box(self, img: nib.Nifti1Image, box: tuple[slice, slice, slice], properties: dict,
+    def network_box(self, img: nib.Nifti1Image, box: Box, properties: dict,
                     data_shape: tuple[int, int, int]) -> tuple[slice, ...]:
         """A voxel box of the input image, mapped onto nnU-Net's preprocessed grid (reoriented, cropped, resampled)."""
         mask = np.zeros(img.shape[:3], np.uint8)
@@ -370,182 +371,3 @@ class Segmenter:
         logits[(slice(None), *box)] = inside[(slice(None), *(slice(b.start - w.start, b.stop - w.start)
                                                             for b, w in zip(box, window, strict=True)))]
         return logits
-
-    def segment_file(self, path: str | os.PathLike, out: str | os.PathLike, command: str | None = None,
-                     cord: str | os.PathLike | None = None, margin_mm: float = CROP_MARGIN_MM) -> Path:
-        """Segment one NIfTI file into ``out`` (atomic, input grid/affine/header, uint8) plus its JSON sidecar.
-
-        ``cord``: optional spinal cord mask file on the same grid; the segmentation is then cropped around it
-        (``margin_mm`` in the axial plane, see :meth:`segment_image`); the sidecar records the crop.
-        """
-        path, out = Path(path), Path(out)
-        img = nifti.load(path)
-        seg = self.segment_image(img, None if cord is None else nifti.load_labels(cord, "cord")[0], margin_mm)
-        nifti.save_like(seg, img, out)
-        crop = None if cord is None else {"CordFile": str(Path(cord).absolute()), "MarginMM": margin_mm}
-        write_sidecar(out, self.sidecar(path, out, command, crop))
-        return out
-
-    def sidecar(self, source: Path, out: Path, command: str | None = None, crop: dict | None = None) -> dict:
-        """SCT-style ``GeneratedBy`` metadata for one output."""
-        tag = self.record.get("tag")
-        if command is None:
-            command = f"-i {source.name} -o {out.name}" + (f" -release {tag}" if tag else "") + (
-                " -test-time-aug" if self.test_time_aug else "") + f" -device {self.device.type}"
-        return {
-            "GeneratedBy": [{
-                "Name": f"rootlets_task: rootlets {command}",
-                "Version": __version__,
-                "CodeURL": code_url(),
-                "ModelURL": self.record.get("url"),
-                "Release": tag,
-                "ModelSHA256": self.record.get("sha256"),
-                "ModelFolder": str(self.model_folder),
-                "Device": self.device.type,
-                "Settings": self.settings | {"CropToCord": crop},
-            }],
-            "InputFile": str(source.absolute()),
-        }
-
-
-def crop_box(img: nib.Nifti1Image, cord: nib.Nifti1Image | np.ndarray, margin_mm: float = CROP_MARGIN_MM
-             ) -> tuple[slice, slice, slice]:
-    """Voxel box of ``img`` holding the cord mask plus ``margin_mm`` in the axial plane and the full S-I extent."""
-    mask = np.asarray(cord.dataobj if isinstance(cord, nib.Nifti1Image) else cord) > 0
-    name = cord.get_filename() if isinstance(cord, nib.Nifti1Image) else None
-    if mask.shape != img.shape[:3] or (isinstance(cord, nib.Nifti1Image) and not np.allclose(cord.affine, img.affine, atol=1e-3)):
-        raise RootletsError(f"cord mask {name or ''}: not on the image grid {img.shape[:3]}; resample it onto the image first")
-    if not mask.any():
-        raise RootletsError(f"cord mask {name or ''}: empty; segment the cord first (or segment without a cord mask)")
-    si = nifti.si_axis(img.affine)
-    zooms = img.header.get_zooms()[:3]
-    box = []
-    for axis in range(3):
-        if axis == si:
-            box.append(slice(0, img.shape[axis]))
-            continue
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        pad = int(np.ceil(margin_mm / zooms[axis]))
-        box.append(slice(max(0, hits[0] - pad), min(img.shape[axis], hits[-1] + 1 + pad)))
-    return tuple(box)
-
-
-def touches_box_side(labels: np.ndarray, box: tuple[slice, ...]) -> bool:
-    """True when a label voxel lies on a face of ``box`` that is not the image's own border (labels cut by the box)."""
-    for axis, b in enumerate(box):
-        for index in {b.start, b.stop - 1} - {0, labels.shape[axis] - 1}:
-            if np.take(labels, index, axis=axis)[tuple(box[a] for a in range(3) if a != axis)].any():
-                return True
-    return False
-
-
-def grow_to_patch(box: tuple[slice, ...], shape: tuple[int, ...], patch: tuple[int, ...]) -> tuple[slice, ...]:
-    """``box`` grown symmetrically to at least ``patch`` voxels per axis (as far as ``shape`` allows).
-
-    A sub-image smaller than the patch would be zero-padded by nnU-Net; the image around it is better context.
-    """
-    grown = []
-    for b, n, k in zip(box, shape, patch, strict=True):
-        size = min(max(b.stop - b.start, k), n)
-        start = min(max(0, (b.start + b.stop - size) // 2), n - size)
-        grown.append(slice(start, start + size))
-    return tuple(grown)
-
-
-def sidecar_path(out: Path) -> Path:
-    """``<output without .nii/.nii.gz>.json``, as SCT names it."""
-    return out.with_name(nifti.stem(out) + ".json")
-
-
-def write_sidecar(out: Path, content: dict) -> Path:
-    path = sidecar_path(out)
-    with nifti.atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(content, indent=2) + "\n")
-    return path
-
-
-def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None = None) -> list[Path]:
-    """Output path of every input, refusing anything that would overwrite an input or another output.
-
-    No ``output``: ``<input stem>_rootlets.nii.gz`` beside each input (SCT's default). ``output`` ending in
-    ``.nii``/``.nii.gz``: that exact file (one input only). Any other ``output``: a folder that receives
-    ``<input stem>_rootlets.nii.gz`` for every input.
-    """
-    sources = [Path(p) for p in inputs]
-    if output is not None and str(output).endswith((".nii", ".nii.gz")):
-        if len(sources) > 1:
-            raise RootletsError(f"output {output}: one file cannot hold {len(sources)} inputs; give a folder as -o")
-        targets = [Path(output)]
-    else:
-        folder = None if output is None else Path(output)
-        targets = [(folder or p.parent) / f"{nifti.stem(p)}{SUFFIX}.nii.gz" for p in sources]
-    seen: dict[Path, Path] = {}
-    for source, target in zip(sources, targets, strict=True):
-        key = target.absolute().resolve()
-        if key in seen:
-            raise RootletsError(f"output {target}: would be written for both {seen[key]} and {source}; "
-                                "give each input a distinct name or segment them separately with -o")
-        seen[key] = source
-    input_sidecars = {sidecar_path(p.absolute().resolve()) for p in sources}
-    checked = []
-    for target in targets:
-        target = nifti.check_output_path(target, sources)
-        if sidecar_path(target.resolve()) in input_sidecars:
-            raise RootletsError(f"output {target}: its JSON sidecar would overwrite an input's sidecar; choose another -o")
-        checked.append(target)
-    return checked
-
-
-def _release_folder(release: str | None) -> tuple[Path, dict]:
-    from rootlets_task import install
-
-    return install.model_folder(release)
-
-
-def segment(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike | None = None,
-            release: str | None = None, device: str = "auto", test_time_aug: bool = False, verbose: int = 1,
-            qc: str | os.PathLike | None = None) -> list[Path]:
-    """Segment rootlets in one or more NIfTI images, like ``sct_deepseg rootlets -i ...``; returns the outputs.
-
-    Every input and output is checked before the model is loaded, so a bad call writes nothing. The model is
-    loaded once for all inputs. Each output is uint8 on its input's grid with a ``.json`` sidecar beside it.
-    ``qc``: a folder that receives a QC page per image (:func:`rootlets_task.qc.qc_subject`).
-    """
-    if isinstance(inputs, str | os.PathLike):
-        inputs = [inputs]
-    sources = [Path(p) for p in inputs]
-    if not sources:
-        raise RootletsError("no input image given; pass at least one -i IMG")
-    for source in sources:
-        nifti.load(source)  # validates (exists, NIfTI, 3D, finite, non-empty); loaded again when segmented
-    device = resolve_device(device).type  # an unknown or unavailable device is refused before anything is written
-    folder, record = _release_folder(release)
-    targets = plan_outputs(sources, output)
-    if qc is not None:
-        from rootlets_task import qc as qc_mod
-
-        nifti.writable_folder(qc, "QC folder", "-qc")
-
-    segmenter = Segmenter(folder, device=device, test_time_aug=test_time_aug, verbose=verbose, record=record)
-    tag = record.get("tag", release)
-    start = time.perf_counter()
-    for source, target in zip(sources, targets, strict=True):
-        t0 = time.perf_counter()
-        command = " ".join(["-i", source.name, *(["-o", str(output)] if output is not None else []),
-                            *(["-release", tag] if tag else []), *(["-test-time-aug"] if test_time_aug else []),
-                            "-device", segmenter.device.type])
-        segmenter.segment_file(source, target, command)
-        if qc is not None:
-            page = qc_mod.qc_subject(qc, source, target, subject=nifti.stem(source),
-                                     provenance={"release": tag, "command": f"rootlets {command}"})
-            if verbose:
-                print(f"rootlets: QC {page}", file=sys.stderr)
-        if verbose:
-            print(f"rootlets: {source} -> {target} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
-    if verbose:
-        total = time.perf_counter() - start
-        print(f"rootlets: total inference time {int(total // 60)} minute(s) {total % 60:.0f} seconds for "
-              f"{len(sources)} image(s) on {segmenter.device.type}"
-              + (f" ({segmenter.threads} threads)" if segmenter.threads else "")
-              + f"; model loaded in {segmenter.load_seconds:.1f} s", file=sys.stderr)
-    return targets

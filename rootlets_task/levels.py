@@ -1,6 +1,7 @@
 """Spinal levels from rootlets, vertebral levels from disc labels, and the table that compares them.
 
-Pure-array core (:func:`compute_levels`) plus a thin file layer (:func:`levels_from_files`).
+Pure-array core (:func:`compute_levels`), the writer of its file set (:func:`write_levels`) and a thin file layer
+(:func:`levels_from_files`). Notes on the input (a missing level, a resampled file) travel as a list in the result.
 
 Spinal levels, two methods:
 
@@ -26,10 +27,8 @@ reference: the PMJ if given, else the C2/C3 disc if given, else the rostral end 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,12 +37,15 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from rootlets_task import labels
 from rootlets_task.centerline import Centerline, cord_centerline, voxel_to_world
 from rootlets_task.errors import RootletsError
-from rootlets_task.nifti import atomic_path, load, load_labels, save_like, stem, writable_folder
+from rootlets_task.files import OutputSet, read_json, relative_to, remove_stale_temporaries, sha256_file, writable_folder
+from rootlets_task.nifti import label_image, load, stem
+from rootlets_task.options import METHODS
 
-METHODS = ("gapfree", "reference")
 DILATE_VOXELS = 3
+MAX_DILATE_VOXELS = 50
 C2C3_DISC = 3
 LANDMARK_VALUES = (49, 50, 60)  # SCT: pontomedullary groove, PMJ, conus medullaris — not discs
 LEVEL_COLUMNS = ["kind", "level", "value", "start_slice", "end_slice", "mid_slice", "start_mm", "end_mm", "mid_mm",
@@ -97,32 +99,6 @@ def dilate(mask: np.ndarray, radius: int = DILATE_VOXELS) -> np.ndarray:
     return out
 
 
-def _check_labels(data: np.ndarray, name: str) -> np.ndarray:
-    data = np.asarray(data)
-    if data.ndim != 3:
-        raise RootletsError(f"{name}: expected a 3D label array, got shape {data.shape}; extract one 3D volume first")
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.isfinite(data).all() or not np.array_equal(data, np.round(data)):
-            raise RootletsError(f"{name}: has non-integer values; a label file must hold whole numbers")
-    if data.size and data.min() < 0:
-        raise RootletsError(f"{name}: has negative values; a label file must hold values >= 0")
-    return data if np.issubdtype(data.dtype, np.integer) else data.astype(np.int32)
-
-
-def _single_voxels(data: np.ndarray, name: str, what: str) -> dict[int, np.ndarray]:
-    """{value: voxel index} of a point-label array; each value must be exactly one voxel."""
-    points = {}
-    for value in np.unique(data[data > 0]):
-        where = np.argwhere(data == value)
-        if len(where) > 1:
-            n = ndimage.label(data == value)[1]
-            kind = "one blob" if n == 1 else f"{n} separate places"
-            raise RootletsError(f"{name}: {what} label {value} occurs in {len(where)} voxels ({kind}); "
-                                "keep exactly one voxel per label (e.g. sct_label_utils -cubic-to-point)")
-        points[int(value)] = where[0]
-    return points
-
-
 def compute_levels(rootlets: np.ndarray, cord: np.ndarray, affine: np.ndarray, discs: np.ndarray | None = None,
                    pmj: np.ndarray | None = None, method: str = "gapfree", dilate_voxels: int = DILATE_VOXELS,
                    names: dict[str, str] | None = None) -> LevelsResult:
@@ -135,11 +111,11 @@ def compute_levels(rootlets: np.ndarray, cord: np.ndarray, affine: np.ndarray, d
     names = {k: (names or {}).get(k, k) for k in ("rootlets", "cord", "discs", "pmj")}
     if method not in METHODS:
         raise RootletsError(f"method {method!r} is unknown; use one of {', '.join(METHODS)}")
-    if dilate_voxels < 0:
-        raise RootletsError(f"dilation radius {dilate_voxels} is negative; use 0 or more voxels (published: 3)")
+    if not 0 <= dilate_voxels <= MAX_DILATE_VOXELS:
+        raise RootletsError(f"dilation radius {dilate_voxels}: use 0 to {MAX_DILATE_VOXELS} voxels (published: 3)")
     affine = np.asarray(affine, dtype=float)
-    rootlets = _check_labels(rootlets, names["rootlets"])
-    cord_labels = _check_labels(cord, names["cord"])
+    rootlets = labels.as_labels(rootlets, names["rootlets"])
+    cord_labels = labels.as_labels(cord, names["cord"])
     for key, arr in (("discs", discs), ("pmj", pmj)):
         if arr is not None and np.shape(arr) != rootlets.shape:
             raise RootletsError(f"{names[key]}: grid {np.shape(arr)} differs from the rootlets grid {rootlets.shape}; "
@@ -160,17 +136,17 @@ def compute_levels(rootlets: np.ndarray, cord: np.ndarray, affine: np.ndarray, d
 
     pmj_voxel = None
     if pmj is not None:
-        pmj_points = np.argwhere(_check_labels(pmj, names["pmj"]) > 0)
+        pmj_points = np.argwhere(labels.as_labels(pmj, names["pmj"]) > 0)
         if len(pmj_points) != 1:
             raise RootletsError(f"{names['pmj']}: the PMJ label must be exactly one voxel, found {len(pmj_points)}; "
                                 "keep one voxel (e.g. sct_detect_pmj output)")
         pmj_voxel = pmj_points[0]
     disc_voxels: dict[int, np.ndarray] = {}
     if discs is not None:
-        disc_labels = _check_labels(discs, names["discs"])
+        disc_labels = labels.as_labels(discs, names["discs"])
         if not disc_labels.any():
             raise RootletsError(f"{names['discs']}: no disc labels (all voxels are 0); check the file")
-        disc_voxels = _single_voxels(disc_labels, names["discs"], "disc")
+        disc_voxels = labels.single_voxels(disc_labels, names["discs"], "disc")
         landmarks = sorted(v for v in disc_voxels if v in LANDMARK_VALUES)
         if landmarks:
             notes.append(f"{names['discs']}: values {landmarks} are SCT landmarks (49 groove, 50 PMJ, 60 conus), "
@@ -319,12 +295,21 @@ def _vertebral(discs: dict[int, np.ndarray], line: Centerline, affine: np.ndarra
 def _table(rows: list[tuple[str, int, dict]], reference: str) -> pd.DataFrame:
     records = [{"kind": kind, "level": level_name(value, kind), "value": value, "reference": reference, **row}
                for kind, value, row in rows]
-    table = pd.DataFrame.from_records(records, columns=LEVEL_COLUMNS)
+    return _typed(pd.DataFrame.from_records(records, columns=LEVEL_COLUMNS))
+
+
+def _typed(table: pd.DataFrame) -> pd.DataFrame:
+    """The levels table's column types: whole numbers nullable (missing levels have no slices), distances float."""
     for col in ("value", "start_slice", "end_slice", "mid_slice", "n_voxels"):
         table[col] = table[col].astype("Int64")
     for col in ("start_mm", "end_mm", "mid_mm", "height_mm", "volume_mm3"):
         table[col] = table[col].astype(float)
     return table
+
+
+def read_levels_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A ``*_levels.csv`` written by :func:`write_levels`, with the types :func:`compute_levels` gives."""
+    return _typed(pd.read_csv(path))
 
 
 def shift_table(levels: pd.DataFrame) -> pd.DataFrame:
@@ -351,92 +336,82 @@ def shift_table(levels: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------- file layer
 
 
-def _same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
-    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=1e-4)
+def output_paths(out_dir: str | os.PathLike, prefix: str, with_discs: bool = True) -> dict[str, Path]:
+    """The files :func:`write_levels` writes: spinal, csv, json and, with discs, vertebral and shift."""
+    paths = {k: Path(out_dir) / f"{prefix}{suffix}" for k, suffix in OUTPUTS.items()}
+    if not with_discs:
+        del paths["vertebral"], paths["shift"]
+    return paths
 
 
-def _world_box(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
-    corners = np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in img.shape[:3]], indexing="ij")).reshape(3, -1).T
-    world = voxel_to_world(img.affine, corners)
-    return world.min(0), world.max(0)
+def write_levels(result: LevelsResult, grid: nib.Nifti1Image, out_dir: str | os.PathLike, prefix: str,
+                 inputs: dict[str, str | os.PathLike] | None = None) -> dict[str, Path]:
+    """Write the result's file set into ``out_dir``, all or nothing; returns {"spinal", "csv", ...: path}.
 
-
-def _on_grid(data: np.ndarray, img: nib.Nifti1Image, grid: nib.Nifti1Image, name: str, grid_name: str, points: bool,
-             notes: list[str]) -> np.ndarray:
-    """Labels of ``img`` on ``grid``: as is, or resampled (nearest neighbour; point labels moved voxel by voxel)."""
-    if _same_grid(img, grid):
-        return data
-    lo, hi = _world_box(img)
-    glo, ghi = _world_box(grid)
-    if np.any(hi < glo) or np.any(ghi < lo):
-        raise RootletsError(f"{name}: does not overlap {grid_name} in space; is it from the same subject and session?")
-    to_grid = np.linalg.inv(grid.affine) @ img.affine
-    out = np.zeros(grid.shape[:3], data.dtype)
-    if points:  # single-voxel labels: move each labelled voxel, so none is lost on a coarser grid
-        ijk = np.argwhere(data > 0)
-        target = np.round(ijk @ to_grid[:3, :3].T + to_grid[:3, 3]).astype(int)
-        inside = np.all((target >= 0) & (target < grid.shape[:3]), axis=1)
-        for (i, j, k), src in zip(target[inside], ijk[inside], strict=True):
-            out[i, j, k] = data[tuple(src)]
-        if not inside.all():
-            notes.append(f"{name}: {int((~inside).sum())} label voxel(s) lie outside the grid of {grid_name}; ignored")
-    else:
-        from_grid = np.linalg.inv(to_grid)
-        out = ndimage.affine_transform(data, from_grid[:3, :3], from_grid[:3, 3], output_shape=grid.shape[:3], order=0,
-                                       mode="constant", cval=0)
-    if data.any() and not out.any():
-        raise RootletsError(f"{name}: its labels fall outside {grid_name} after resampling; the files do not overlap")
-    notes.append(f"{name}: on a different grid from {grid_name}; resampled with nearest neighbour")
-    return out
+    ``<prefix>_spinal_levels.nii.gz``, ``<prefix>_levels.csv``, ``<prefix>_levels.json`` and, with discs,
+    ``<prefix>_vertebral_levels.nii.gz`` and ``<prefix>_shift.csv``; uint8 images on ``grid``. Files an earlier run
+    wrote under these names that this run does not make (e.g. no discs now) go away in the same step, when they are
+    still what that run wrote (the earlier ``_levels.json`` lists them with their sha256). ``inputs`` (name ->
+    path) are recorded in the JSON, relative to ``out_dir`` when inside it.
+    """
+    out_dir = writable_folder(out_dir)
+    remove_stale_temporaries(out_dir)
+    outputs = output_paths(out_dir, prefix, result.vertebral is not None)
+    previous = read_json(outputs["json"]) or {}
+    earlier = previous.get("outputs", {}) if isinstance(previous, dict) else {}
+    stale = [out_dir / name for name, digest in earlier.items() if isinstance(name, str) and "/" not in name
+             and (out_dir / name) not in outputs.values() and (out_dir / name).is_file()
+             and sha256_file(out_dir / name) == digest]
+    with OutputSet(remove=stale) as files:
+        tmp = {k: files.path(p) for k, p in outputs.items()}
+        nib.save(label_image(result.spinal, grid), tmp["spinal"])
+        if result.vertebral is not None:
+            nib.save(label_image(result.vertebral, grid), tmp["vertebral"])
+            result.shift.to_csv(tmp["shift"], index=False)
+        result.levels.to_csv(tmp["csv"], index=False)
+        written = {outputs[k].name: sha256_file(t) for k, t in tmp.items() if k != "json"}
+        document = {"method": result.method, "reference": result.reference, "warnings": result.warnings,
+                    "inputs": {k: relative_to(v, out_dir) for k, v in (inputs or {}).items()},
+                    "levels": json.loads(result.levels.to_json(orient="records")),
+                    "shift": json.loads(result.shift.to_json(orient="records")), "outputs": written}
+        tmp["json"].write_text(json.dumps(document, indent=2))
+    return outputs
 
 
 def levels_from_files(rootlets: str | os.PathLike, cord: str | os.PathLike, discs: str | os.PathLike | None = None,
                       pmj: str | os.PathLike | None = None, image: str | os.PathLike | None = None,
                       out_dir: str | os.PathLike | None = None, method: str = "gapfree", prefix: str | None = None,
-                      dilate_voxels: int = DILATE_VOXELS) -> dict[str, Path]:
-    """Compute levels from NIfTI files and write them; returns {"spinal", "vertebral", "csv", "json", "shift": path}.
+                      dilate_voxels: int = DILATE_VOXELS) -> tuple[dict[str, Path], LevelsResult]:
+    """Compute levels from NIfTI files and write them (:func:`write_levels`); returns (paths, result).
 
-    Outputs (``<prefix>`` defaults to the rootlets file's stem, folder defaults to the rootlets file's folder):
-    ``<prefix>_spinal_levels.nii.gz``, ``<prefix>_vertebral_levels.nii.gz`` and ``<prefix>_shift.csv`` (with discs),
-    ``<prefix>_levels.csv``, ``<prefix>_levels.json``; uint8 on the image grid (else the rootlets grid). Everything is
-    computed before anything is written, and each file appears atomically. Warnings are issued with ``warnings.warn``.
+    Labels on another grid than the image (else the rootlets) are resampled (:func:`rootlets_task.labels.on_grid`,
+    with a note). ``<prefix>`` defaults to the rootlets file's stem, the folder to the rootlets file's folder.
+    Everything is computed and checked before anything is written. Nine arguments: the five files, where to write
+    and the two method settings are all the user's choices of ``rootlets levels``.
     """
     paths = {"rootlets": Path(rootlets), "cord": Path(cord)}
     paths.update({k: Path(v) for k, v in (("discs", discs), ("pmj", pmj), ("image", image)) if v is not None})
     names = {k: f"{k} {p}" for k, p in paths.items()}
     if method not in METHODS:
         raise RootletsError(f"method {method!r} is unknown; use one of {', '.join(METHODS)}")
-    loaded = {k: load_labels(p, k) for k, p in paths.items() if k != "image"}
+    loaded = {k: labels.read(p, k) for k, p in paths.items() if k != "image"}
     grid = load(paths["image"], "image") if "image" in paths else loaded["rootlets"][0]
     grid_name = names["image" if "image" in paths else "rootlets"]
     notes: list[str] = []
-    arrays = {k: _on_grid(data, img, grid, names[k], grid_name, k in ("discs", "pmj"), notes)
-              for k, (img, data) in loaded.items()}
+    arrays = {}
+    for kind, (img, data) in loaded.items():
+        try:
+            arrays[kind], grid_notes = labels.on_grid(img, data, grid, points=kind in labels.POINT_KINDS)
+        except ValueError as exc:
+            raise RootletsError(f"{names[kind]}: {exc}; is it from the same subject and session as {grid_name}?") from None
+        notes += [f"{names[kind]}: {n}" for n in grid_notes]
     result = compute_levels(arrays["rootlets"], arrays["cord"], grid.affine, arrays.get("discs"), arrays.get("pmj"),
                             method, dilate_voxels, names)
-    notes += result.warnings
+    result.warnings[:0] = notes
     out_dir = Path(out_dir) if out_dir is not None else paths["rootlets"].parent
     prefix = prefix or stem(paths["rootlets"])
-    outputs = {k: out_dir / f"{prefix}{suffix}" for k, suffix in OUTPUTS.items()}
-    if result.vertebral is None:
-        del outputs["vertebral"], outputs["shift"]
     inputs = {p.absolute().resolve() for p in paths.values()}
-    for out in outputs.values():
+    for out in output_paths(out_dir, prefix).values():
         if out.absolute().resolve() in inputs:
             raise RootletsError(f"output {out} is an input file; choose another -o or prefix so the input is kept")
-    writable_folder(out_dir)
-    document = {"method": result.method, "reference": result.reference, "warnings": notes,
-                "inputs": {k: str(p) for k, p in paths.items()},
-                "levels": json.loads(result.levels.to_json(orient="records")),
-                "shift": json.loads(result.shift.to_json(orient="records"))}
-    with contextlib.ExitStack() as stack:  # all files are written to temporaries, then all moved into place
-        tmp = {k: stack.enter_context(atomic_path(p)) for k, p in outputs.items()}
-        save_like(result.spinal, grid, tmp["spinal"])
-        if result.vertebral is not None:
-            save_like(result.vertebral, grid, tmp["vertebral"])
-            result.shift.to_csv(tmp["shift"], index=False)
-        result.levels.to_csv(tmp["csv"], index=False)
-        tmp["json"].write_text(json.dumps(document, indent=2))
-    for note in notes:
-        warnings.warn(note, stacklevel=2)
-    return outputs
+    return write_levels(result, grid, out_dir, prefix, {k: p for k, p in paths.items()}), result

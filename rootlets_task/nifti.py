@@ -6,28 +6,17 @@ line can report it and exit non-zero without a traceback.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import os
-import tempfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from rootlets_task.errors import RootletsError
+from rootlets_task.files import atomic_path
 
-
-def _file_mode() -> int:
-    """0o666 less the process umask: the mode an ordinary ``open(path, "w")`` would give."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
 _OPPOSITE = {"L": "R", "R": "L", "A": "P", "P": "A", "S": "I", "I": "S"}
 
 
@@ -67,93 +56,123 @@ def si_axis(affine: np.ndarray) -> int:
     return int(np.argmax(np.abs(affine[2, :3]) / np.linalg.norm(affine[:3, :3], axis=0)))
 
 
+MIN_ZOOM_MM, MAX_ZOOM_MM = 0.01, 50.0  # plausible voxel sizes of any MRI
+MIN_FOV_MM = 5.0  # a smaller field of view along any axis holds no vertebra
+MAX_VOXELS = 2_000_000_000  # a 3D image beyond this is not an MRI volume (4000^3 headers in tiny files exist)
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError,
+                nib.spatialimages.HeaderDataError, MemoryError)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line (library messages often span several)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
+
+
+def _declared_shape(img, path: Path, kind: str) -> tuple[int, ...]:
+    """The header's shape with trailing singleton axes dropped; refused unless 3 axes of 2 or more voxels."""
+    shape = tuple(int(n) for n in img.shape)
+    if 0 in shape:  # checked first: nibabel reads a (0, y, z) image as shape (0,)
+        raise RootletsError(f"{kind} {path}: an axis has zero voxels (shape {shape}); the file is empty")
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise RootletsError(f"{kind} {path}: expected a 3D image, got shape {shape}; extract one 3D volume first")
+    if min(shape) < 2:
+        raise RootletsError(f"{kind} {path}: shape {shape} has an axis of one voxel (a 2D image); a 3D volume is needed")
+    return shape
+
+
+def _check_header(img, path: Path, kind: str) -> tuple[int, ...]:
+    """Everything that can be judged from the header and the file size, before a voxel is read."""
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.fields is not None or dtype.kind not in "uif":
+        what = "RGB/colour" if dtype.fields is not None else {"c": "complex", "b": "boolean"}.get(dtype.kind, str(dtype))
+        raise RootletsError(f"{kind} {path}: {what} voxels ({dtype}); a scalar real-valued image is needed "
+                            "(e.g. take the magnitude or convert to grey first)")
+    shape = _declared_shape(img, path, kind)
+    n = int(np.prod(shape, dtype=np.int64))
+    affine = np.asarray(img.affine, dtype=float)
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+    if not np.isfinite(affine).all() or not np.isfinite(zooms).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12 \
+            or (zooms <= 0).any():
+        raise RootletsError(f"{kind} {path}: its voxel-to-world affine is singular, zero or not finite (voxel sizes "
+                            f"{zooms.tolist()}); fix the header (qform/sform, pixdim), e.g. re-export with dcm2niix")
+    if not ((MIN_ZOOM_MM <= zooms) & (zooms <= MAX_ZOOM_MM)).all() or (np.array(shape) * zooms < MIN_FOV_MM).any():
+        raise RootletsError(f"{kind} {path}: voxel sizes {np.round(zooms, 4).tolist()} mm and field of view "
+                            f"{np.round(np.array(shape) * zooms, 1).tolist()} mm are not those of an MRI of the spine; "
+                            "check the header's voxel sizes (pixdim, qform/sform)")
+    needed = n * max(dtype.itemsize, 4) * 3  # the voxels, a float32 copy and a label map at least
+    if n > MAX_VOXELS or needed > _available_memory():
+        raise RootletsError(f"{kind} {path}: declares {'x'.join(map(str, shape))} voxels ({needed / 2**30:.1f} GiB to "
+                            "process), more than this machine's free memory; check the header or crop the image")
+    stored = n * dtype.itemsize + int(getattr(img.dataobj, "offset", 0))
+    size = path.stat().st_size
+    if path.name.endswith(".nii") and size < stored:
+        raise RootletsError(f"{kind} {path}: truncated or corrupt ({size} bytes, the header declares {stored}); re-copy "
+                            "the file")
+    if path.name.endswith(".nii.gz") and _gzip_size(path) not in (None, stored % 2**32):
+        raise RootletsError(f"{kind} {path}: truncated or corrupt (the header declares {stored} bytes, the compressed "
+                            "stream holds a different amount); re-copy or re-export the file")
+    return shape
+
+
+def _available_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def _gzip_size(path: Path) -> int | None:
+    """Uncompressed size (mod 2**32) from a single-member gzip file's trailer, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"\x1f\x8b":
+                return None
+            fh.seek(-4, os.SEEK_END)
+            return int.from_bytes(fh.read(4), "little")
+    except OSError:
+        return None
+
+
 def load(path: str | os.PathLike, kind: str = "image") -> nib.Nifti1Image:
     """Load a 3D NIfTI file, or raise a one-line error naming the file and the fix.
 
-    Trailing singleton dimensions (x, y, z, 1) are dropped; real 4D data, 2D data, empty axes and
-    non-finite voxels are refused.
+    Checked before any voxel is read: real numeric voxels, a finite invertible affine, three axes of at least two
+    voxels (trailing singleton dimensions such as (x, y, z, 1) are dropped), a declared size that the file holds and
+    that fits in memory. Then: non-finite voxels are refused.
     """
     path = Path(path)
+    if path.is_dir():
+        raise RootletsError(f"{kind} {path}: is a folder, not a NIfTI file; give the image file")
     if not path.is_file():
         raise RootletsError(f"{kind} {path}: file not found; check the path")
     if not path.name.endswith((".nii", ".nii.gz")):
         raise RootletsError(f"{kind} {path}: not a NIfTI file (.nii or .nii.gz); convert it first (e.g. dcm2niix)")
     try:
         img = nib.load(path)
-        data = np.asanyarray(img.dataobj)
-    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError) as exc:
-        raise RootletsError(f"{kind} {path}: unreadable or corrupt NIfTI ({exc}); re-export or re-copy the file") from None
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        raise RootletsError(f"{kind} {path}: not a NIfTI-1/2 image; convert it to NIfTI")
-    if 0 in img.shape or 0 in data.shape:  # checked first: nibabel reads a (0, y, z) image as shape (0,)
-        raise RootletsError(f"{kind} {path}: an axis has zero voxels (shape {img.shape}); the file is empty")
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise RootletsError(f"{kind} {path}: expected a 3D image, got shape {data.shape}; extract one 3D volume first")
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise RootletsError(f"{kind} {path}: not a NIfTI-1/2 image; convert it to NIfTI")
+        shape = _check_header(img, path, kind)
+        data = np.asanyarray(img.dataobj).reshape(shape)
+    except RootletsError:
+        raise
+    except _READ_ERRORS as exc:
+        raise RootletsError(f"{kind} {path}: unreadable or corrupt NIfTI ({one_line(exc)}); re-export or re-copy the "
+                            "file") from None
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         raise RootletsError(f"{kind} {path}: contains NaN or infinite voxels; replace them (e.g. fslmaths -nan) first")
+    if kind == "image" and not data.any():
+        raise RootletsError(f"{kind} {path}: every voxel is 0 (no signal); check that this is the right file")
     header = img.header.copy() if isinstance(img, nib.Nifti1Image) else nib.Nifti1Header.from_header(img.header)
     header.set_data_shape(data.shape)
-    return nib.Nifti1Image(np.asarray(data), img.affine, header)
+    loaded = nib.Nifti1Image(np.asarray(data), img.affine, header)
+    loaded.set_filename(str(path))
+    return loaded
 
 
-def load_labels(path: str | os.PathLike, kind: str) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """Load a label file: whole, non-negative values. Returns the image and an int32 array."""
-    img = load(path, kind)
-    data = np.asanyarray(img.dataobj)
-    if np.issubdtype(data.dtype, np.floating) and not np.array_equal(data, np.round(data)):
-        raise RootletsError(f"{kind} {path}: has non-integer values; a label file must hold whole numbers")
-    if data.min() < 0:
-        raise RootletsError(f"{kind} {path}: has negative values; a label file must hold values >= 0")
-    return img, np.asarray(data).astype(np.int32)
-
-
-def check_output_path(output: str | os.PathLike, inputs: list[Path] | tuple[Path, ...] = ()) -> Path:
-    """Refuse an output that would overwrite an input or that cannot be written; create its folder."""
-    output = Path(output).absolute()
-    for source in inputs:
-        if Path(source).absolute().resolve() == output.resolve():
-            raise RootletsError(f"output {output} is the input file; choose another -o so the input is kept")
-    if not output.name.endswith((".nii", ".nii.gz")):
-        raise RootletsError(f"output {output}: must end in .nii.gz or .nii")
-    writable_folder(output.parent)
-    return output
-
-
-def writable_folder(folder: str | os.PathLike, label: str = "output folder", flag: str = "-o") -> Path:
-    """Create ``folder`` if needed; refuse one that cannot be written, before any work (``flag`` names the fix)."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RootletsError(f"{label} {folder}: cannot be created ({exc.strerror}); choose another {flag}") from None
-    if not os.access(folder, os.W_OK):
-        raise RootletsError(f"{label} {folder}: not writable; choose another {flag} or fix its permissions")
-    return folder
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
-
-    A crash or error never leaves a half-written file under the final name.
-    """
-    path = Path(path)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600 files; give the final file the usual permissions
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def save_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | os.PathLike, dtype=np.uint8) -> Path:
-    """Save ``data`` atomically on the reference's grid, affine and header (qform/sform kept), as ``dtype``."""
+def label_image(data: np.ndarray, reference: nib.Nifti1Image, dtype=np.uint8) -> nib.Nifti1Image:
+    """``data`` as an image on the reference's grid, affine and header (qform/sform and their codes kept), as ``dtype``."""
     if data.shape != reference.shape[:3]:
         raise ValueError(f"data shape {data.shape} does not match reference grid {reference.shape[:3]}")
     header = reference.header.copy()
@@ -165,9 +184,14 @@ def save_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | os.PathL
         affine, code = get(coded=True)
         if affine is not None:
             put(affine, code=int(code))
+    return img
+
+
+def save_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | os.PathLike, dtype=np.uint8) -> Path:
+    """Save ``data`` atomically as :func:`label_image` makes it."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        nib.save(img, tmp)
+        nib.save(label_image(data, reference, dtype), tmp)
     return path
 
 

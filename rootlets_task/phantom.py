@@ -24,6 +24,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from rootlets_task.errors import RootletsError
+from rootlets_task.labels import SUFFIX
 from rootlets_task.nifti import save_like, sct_to_axcodes
 
 SPINAL_LEVELS = tuple(range(2, 10))  # C2..T1
@@ -40,6 +42,7 @@ CANAL_RADII = (11.0, 7.0)
 LORDOSIS_MM, LORDOSIS_LENGTH = 4.0, 170.0
 FOV_MM = ((-20.0, 20.0), (-16.0, 34.0), (-172.0, 10.0))  # world box, RAS
 
+MIN_SPACING_MM, MAX_SPACING_MM, MAX_TILT_DEG = 0.2, 8.0, 45.0  # beyond these the phantom is no longer a cervical spine
 ROOTLET_RADIUS = 1.0
 STRANDS_PER_ROOT = 3
 INTENSITY = {"tissue": 0.30, "bone": 0.22, "disc": 0.75, "csf": 1.0, "cord": 0.58}
@@ -82,6 +85,11 @@ def grid(orient: str = "LPI", spacing: tuple[float, float, float] = (1.0, 1.0, 1
     left-right axis, giving an oblique acquisition.
     """
     axcodes = sct_to_axcodes(orient)
+    if len(spacing) != 3 or not all(MIN_SPACING_MM <= float(s) <= MAX_SPACING_MM for s in spacing):
+        raise RootletsError(f"phantom spacing {tuple(spacing)}: give three voxel sizes from {MIN_SPACING_MM} to "
+                            f"{MAX_SPACING_MM} mm")
+    if not abs(float(tilt_deg)) <= MAX_TILT_DEG:
+        raise RootletsError(f"phantom tilt {tilt_deg}: give an angle from -{MAX_TILT_DEG} to {MAX_TILT_DEG} degrees")
     ornt = nib.orientations.axcodes2ornt(axcodes)
     lo = np.array([b[0] for b in FOV_MM])
     hi = np.array([b[1] for b in FOV_MM])
@@ -247,10 +255,7 @@ def _span(start: float, end: float) -> dict:
 # File names written by write_phantom, relative to the output folder (documented in the README).
 FILES = {
     "image": "phantom_T2w.nii.gz",
-    "rootlets": "phantom_T2w_label-rootlets_dseg.nii.gz",
-    "cord": "phantom_T2w_label-SC_seg.nii.gz",
-    "discs": "phantom_T2w_label-discs_dlabel.nii.gz",
-    "pmj": "phantom_T2w_label-PMJ_dlabel.nii.gz",
+    **{kind: f"phantom_T2w{SUFFIX[kind]}.nii.gz" for kind in ("rootlets", "cord", "discs", "pmj")},
     "spinal_levels": "phantom_T2w_label-spinal_dseg.nii.gz",
     "vertebral_levels": "phantom_T2w_label-vertebral_dseg.nii.gz",
     "truth": "phantom_truth.json",
@@ -261,8 +266,8 @@ def write_phantom(out_dir: str | os.PathLike, orient: str = "LPI", spacing: tupl
                   seed: int = 0, tilt_deg: float = 0.0, prefix: str = "phantom_T2w") -> dict[str, Path]:
     """Write a phantom and its truth files into ``out_dir``; returns {kind: path}."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ph = make_phantom(orient, spacing, seed, tilt_deg)
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: out_dir / name.replace("phantom_T2w", prefix) for kind, name in FILES.items()}
     reference = ph.nifti("image")
     save_like(ph.image, reference, paths["image"], dtype=np.int16)

@@ -9,13 +9,16 @@ the manifest written by ``model_release/build_phantom_release.py``.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from rootlets_task.archive import is_url
 from rootlets_task.errors import RootletsError
 
 DEFAULT_TAG = "r20250318"
+ENV_MIRROR = "ROOTLETS_TASK_MIRROR"  # base URL(s) or folder(s) holding release zips, replacing GitHub
 SCT_MODEL = "model_seg_spinal_rootlets_nnunet"  # SCT's MODELS key for rootlets, in every SCT version that has it
 DATA_DIR = Path(__file__).parent / "data"
 PHANTOM_ZIP = DATA_DIR / "model-spinal-rootlets-phantom.zip"
@@ -129,3 +132,11 @@ def get_release(tag: str | None = None) -> Release:
     except KeyError:
         raise RootletsError(f"unknown model release {tag!r}; known releases: {', '.join(RELEASES)} "
                             "(see `rootlets releases`)") from None
+
+
+def release_urls(release: Release) -> list[str]:
+    """Mirrors of a release; ``$ROOTLETS_TASK_MIRROR`` (whitespace-separated URLs or folders) replaces the registry's."""
+    mirrors = os.environ.get(ENV_MIRROR, "").split()
+    if release.bundled or not mirrors:
+        return list(release.urls)
+    return [m.rstrip("/") + "/" + release.asset if is_url(m) else str(Path(m) / release.asset) for m in mirrors]

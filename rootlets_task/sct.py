@@ -8,25 +8,27 @@ exactly as SCT records it, any other (older tag, custom URL, the phantom) as cus
 
 SCT versions: 7.x task ``rootlets``; 6.4-6.5 task ``seg_spinal_rootlets_t2w`` (6.4 has no ``custom`` flag, so it only
 takes the release it lists); 6.2-6.3 stored the model without the ``nnUNetTrainer*`` folder and are refused.
-The download, zip checks, lock and atomic rename are :mod:`rootlets_task.install`'s.
+The download, zip checks, lock and atomic rename are :mod:`rootlets_task.archive`'s, as for our own store.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from rootlets_task import install
+from rootlets_task import archive
 from rootlets_task.errors import RootletsError
-from rootlets_task.releases import DEFAULT_TAG, RELEASES, SCT_MODEL, Release, get_release
+from rootlets_task.releases import DEFAULT_TAG, RELEASES, SCT_MODEL, Release, get_release, release_urls
+
+log = logging.getLogger(__name__)
 
 ENV_SCT_DIR = "SCT_DIR"
 SOURCE_JSON = "source.json"
@@ -274,7 +276,7 @@ def read_model(sct: SCT) -> SCTModel | None:
             raise _unknown_layout(folder, f"{SOURCE_JSON} is not SCT's record of {SCT_MODEL}")
     trainer = trainers[0]
     return SCTModel(folder, trainer, source, match_release(source and source["model_urls"]),
-                    install.trainer_folder_problem(trainer))
+                    archive.trainer_folder_problem(trainer))
 
 
 def sct_accepts(sct: SCT, model: SCTModel) -> bool:
@@ -306,12 +308,14 @@ def _check_writable(sct: SCT) -> None:
 
 
 def install_sct(tag: str | None = None, custom_url: str | list[str] | None = None,
-                sct_dir: str | os.PathLike | None = None, progress: bool = True, verbose: int = 1) -> SCTModel:
+                sct_dir: str | os.PathLike | None = None, progress: bool = True,
+                allow_code: bool = False) -> tuple[SCTModel, str]:
     """Install release ``tag`` (default r20250318) into SCT's rootlets model folder so ``sct_deepseg`` uses it.
 
     A release SCT lists is recorded as SCT records it (``custom: false``); any other release or ``custom_url`` as
     custom, like ``sct_deepseg -custom-url``. Same download, checks, lock and atomic rename as our own store: the
     previous SCT model stays until the new one is complete. A no-op when the same source is already installed.
+    Returns the installed model and what to tell the user.
     """
     release: Release = get_release(tag)
     sct = require_supported(find_sct(sct_dir))
@@ -326,11 +330,11 @@ def install_sct(tag: str | None = None, custom_url: str | list[str] | None = Non
     if custom_url:
         urls = [custom_url] if isinstance(custom_url, str) else list(custom_url)
     else:
-        urls = install.release_urls(release)
+        urls = release_urls(release)
         if release.bundled and not Path(urls[0]).is_file():
             raise RootletsError(f"the bundled {release.tag} release is missing ({urls[0]}); reinstall rootlets_task")
 
-    def make_record(fetched: install.Fetched, layout: install.ReleaseZip) -> str:
+    def make_record(fetched: archive.Fetched, layout: archive.ReleaseZip) -> str:
         # SCT records the URL it downloaded from, always one of its own list; a mirror of ours gives the same zip.
         return source_json(fetched.url if custom else listed[0], custom, sct)
 
@@ -342,25 +346,23 @@ def install_sct(tag: str | None = None, custom_url: str | list[str] | None = Non
                     and sct_accepts(sct, model))
 
     try:
-        trainer = install.install_from(urls, sct.model_dir, make_record, sha256=None if custom_url else release.sha256,
-                                       record_name=SOURCE_JSON, skip=current, progress=progress, verbose=verbose)
+        trainer = archive.install_from(urls, sct.model_dir, make_record, SOURCE_JSON,
+                                       sha256=None if custom_url else release.sha256, skip=current, progress=progress,
+                                       known_size=None if custom_url else release.size, allow_code=allow_code)
     except RootletsError as exc:
-        what = f"custom model {' '.join(urls)}" if custom_url else f"model release {release.tag}"
+        what = f"custom model {' '.join(archive.redact(u) for u in urls)}" if custom_url else f"model release {release.tag}"
         raise RootletsError(f"cannot install {what} into SCT ({sct.model_dir}): {exc}; SCT's previous model is "
                             "unchanged") from None
     model = read_model(sct)
-    if verbose:
-        what = f"custom model {model.url}" if custom_url else f"release {release.tag}" + (" (custom)" if custom else "")
-        if trainer is None:
-            print(f"{what} is already installed in SCT {sct.version}: {model.folder}")
-        else:
-            print(f"installed {what} into SCT {sct.version}: {model.folder}; `sct_deepseg {sct.task} -i IMG` uses it "
-                  f"without downloading" + (" (SCT will warn that it is a custom model)" if custom else ""))
-    return model
+    what = f"custom model {model.url}" if custom_url else f"release {release.tag}" + (" (custom)" if custom else "")
+    if trainer is None:
+        return model, f"{what} is already installed in SCT {sct.version}: {model.folder}"
+    return model, (f"installed {what} into SCT {sct.version}: {model.folder}; `sct_deepseg {sct.task} -i IMG` uses it "
+                   f"without downloading" + (" (SCT will warn that it is a custom model)" if custom else ""))
 
 
 # ------------------------------------------------------------------------------------------------------ reverse
-def model_folder(sct_dir: str | os.PathLike | None = None, verbose: int = 1) -> tuple[Path, dict]:
+def model_folder(sct_dir: str | os.PathLike | None = None) -> tuple[Path, dict]:
     """(trainer folder, record) of the rootlets model SCT has installed, for ``rootlets -release sct``; no download."""
     sct = require_supported(find_sct(sct_dir))
     model = read_model(sct)
@@ -371,9 +373,8 @@ def model_folder(sct_dir: str | os.PathLike | None = None, verbose: int = 1) -> 
         raise RootletsError(f"SCT's rootlets model is incomplete ({model.problem}); run `sct_deepseg {sct.task} -install` "
                             "or `rootlets -install -sct`")
     label = f"release {model.release}" if model.release else f"an unknown release ({model.url or 'no source.json'})"
-    if verbose:
-        print(f"rootlets: using SCT {sct.version}'s rootlets model, {label}{' (custom)' if model.custom else ''}: "
-              f"{model.trainer_folder}", file=sys.stderr)
+    log.info("using SCT %s's rootlets model, %s%s: %s", sct.version, label, " (custom)" if model.custom else "",
+             model.trainer_folder)
     return model.trainer_folder, {
         "tag": "sct", "release": model.release, "url": model.url, "custom": model.custom,
         "sct_dir": str(sct.root), "sct_version": sct.version, "trainer_folder": model.trainer_folder.name,

@@ -17,8 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from rootlets_task.errors import RootletsError
+from rootlets_task.files import atomic_path
 from rootlets_task.levels import LEVEL_COLUMNS, SHIFT_COLUMNS
-from rootlets_task.nifti import atomic_path
 
 SHIFT_STATS = ["pairing", "vertebral_level", "spinal_level", "n", "bias_mm", "loa_low_mm", "loa_high_mm", "mean_mid_mm"]
 LEVEL_STATS = ["kind", "level", "n", "mean_height_mm", "sd_height_mm", "mean_mid_mm", "sd_mid_mm"]

@@ -1,4 +1,7 @@
-"""Shared fixtures. Every test runs with its own model store and cannot reach any address outside loopback."""
+"""Shared fixtures. Every test runs with its own model store and cannot reach any address outside loopback.
+
+Helpers (model builders, stand-in tools, a browser driver) are in ``tests/support/``.
+"""
 
 from __future__ import annotations
 
@@ -34,3 +37,85 @@ def _isolated(tmp_path_factory, monkeypatch, _backend_cache):
     monkeypatch.setenv("ROOTLETS_TASK_HOME", str(tmp_path_factory.mktemp("rootlets_home")))
     monkeypatch.setenv("ROOTLETS_TASK_CACHE", str(_backend_cache))
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+@pytest.fixture(scope="session")
+def random_store(tmp_path_factory):
+    """A model store holding a structurally real nnU-Net with untrained weights (tests/support/random_model.py)
+    installed with -custom-url as the default release: fast I/O, grid and error tests through the real installer."""
+    import shutil
+
+    from support.random_model import write_random_model
+
+    from rootlets_task import install
+    from rootlets_task.releases import DEFAULT_TAG
+
+    home = tmp_path_factory.mktemp("random_store")
+    folder = write_random_model(tmp_path_factory.mktemp("random"))
+    archive = shutil.make_archive(str(home / "random"), "zip", folder.parent, folder.name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROOTLETS_TASK_HOME", str(home))
+        install.install_release(DEFAULT_TAG, custom_url=archive, progress=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def phantom_store(tmp_path_factory):
+    """A model store with the bundled phantom release installed once for the session (no network)."""
+    from rootlets_task import install
+
+    home = tmp_path_factory.mktemp("phantom_store")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROOTLETS_TASK_HOME", str(home))
+        install.install_release("phantom", progress=False)
+    return home
+
+
+@pytest.fixture
+def phantom_home(phantom_store, monkeypatch):
+    """This test uses the session's phantom store (read-only use: install nothing else into it)."""
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(phantom_store))
+    return phantom_store
+
+
+# ---------------------------------------------------------------------------------------------- the chain's tools
+TOOLS_SEED = 4  # the phantom the stand-in tools are prepared from
+
+
+@pytest.fixture(scope="session")
+def phantom():
+    """The LPI 1 mm phantom of the chain and tool tests (arrays and truth)."""
+    from rootlets_task.phantom import make_phantom
+
+    return make_phantom("LPI", (1.0, 1.0, 1.0), seed=TOOLS_SEED)
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory):
+    """The same phantom as NIfTI files (image, rootlets, cord, discs, pmj, truth ...)."""
+    from rootlets_task.phantom import write_phantom
+
+    return write_phantom(tmp_path_factory.mktemp("phantom"), "LPI", (1.0, 1.0, 1.0), seed=TOOLS_SEED)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, phantom):
+    """The stand-in executables (tests/support/fake_tools.py, MOCKS) and the phantom data they write."""
+    from support import fake_tools
+
+    return fake_tools.prepare(tmp_path_factory.mktemp("fake_tools"), phantom, TOOLS_SEED)
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path, prepared):
+    """All four stand-ins on PATH (and nothing else that could be a real tool); returns the argv log."""
+    from support import fake_tools
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    return fake_tools.activate(monkeypatch, prepared, tmp_path / "calls.jsonl")
+
+
+@pytest.fixture
+def no_tools(monkeypatch, tmp_path):
+    """No external tool can be found on PATH."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))

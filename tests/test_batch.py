@@ -24,34 +24,43 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rootlets_task import batch, cli, install
+from rootlets_task import batch, cli, engines, install
+from rootlets_task import bids as bids_module
 from rootlets_task.errors import RootletsError
+from rootlets_task.options import ChainOptions, ModelOptions
 from rootlets_task.phantom import write_phantom
 
-BUNDLED = Path(batch.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
 # (subject, session, orientation, seed): 6 images over 5 subjects, one with two sessions
 SPECS = [("01", None, "LPI", 0), ("02", None, "RPI", 1), ("03", "01", "AIL", 2), ("03", "02", "PSR", 3),
          ("04", None, "LPI", 5), ("05", None, "RPI", 6)]
 BROKEN = "sub-06/anat/sub-06_T2w.nii.gz"
 COMMON = {"release": "phantom", "threads": 1, "levels": True, "progress": False}
+_MODEL = {"release", "device", "test_time_aug", "threads"}
+_CHAIN = {"method", "cord_from", "discs_from", "pmj_from", "crop_to_cord"}
+
+
+def run(bids_root, out, levels=False, **kwargs):
+    """``batch.run_batch`` with its choices as keywords (batch, model and, with ``levels``, chain options)."""
+    model = ModelOptions(**{k: v for k, v in kwargs.items() if k in _MODEL})
+    chain = ChainOptions(**{k: v for k, v in kwargs.items() if k in _CHAIN}) if levels else None
+    options = batch.BatchOptions(**{k: v for k, v in kwargs.items() if k not in _MODEL | _CHAIN})
+    return batch.run_batch(bids_root, out, options, model, chain)
+
+
+def make_settings(model_folder, model, threads=None, levels=False, qc=None, **chain):
+    """``batch.Settings`` as a worker gets it, with its choices as keywords."""
+    return batch.Settings(model_folder=model_folder, model=model, options=ModelOptions(threads=threads),
+                          chain=ChainOptions(**chain) if levels else None, qc=qc)
+
+
+def find(root, contrasts=("T2w",), include=None, exclude=None):
+    return bids_module.find_images(root, contrasts, include, exclude).images
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A model store with the phantom release, shared by this module's tests (and the Dask workers)."""
-    home = tmp_path_factory.mktemp("batch_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ROOTLETS_TASK_HOME", str(home))
-        if BUNDLED.is_file():
-            install.install_release("phantom", progress=False, verbose=0)
-        else:  # the release engineer's zip is not built yet: an untrained real nnU-Net under the same tag
-            sys.path.insert(0, str(Path(__file__).parent))
-            import random_model
-
-            folder = random_model.write_random_model(tmp_path_factory.mktemp("random_model"))
-            archive = shutil.make_archive(str(folder.parent / "release"), "zip", folder.parent, folder.name)
-            install.install_release("phantom", custom_url=archive, progress=False, verbose=0)
-    return home
+def home(phantom_store):
+    """The session's store with the phantom release, shared by this module's tests (and the Dask workers)."""
+    return phantom_store
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +97,7 @@ def sequential(bids, home, tmp_path_factory):
     out = tmp_path_factory.mktemp("seq") / "rootlets"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ROOTLETS_TASK_HOME", str(home))
-        summary = batch.run_batch(bids, out, **COMMON)
+        summary = run(bids, out, **COMMON)
     return out, summary
 
 
@@ -162,8 +171,9 @@ def test_sequential_outputs_layout_and_summary(sequential, bids):
         sidecar = json.loads((folder / f"{name}_levels.json").read_text())
         assert ".tmp" not in json.dumps(sidecar), "temporary paths must be rewritten to the final folder"
         record = json.loads((folder / f"{name}_batch.json").read_text())
-        assert record["release"] == "phantom" and record["key"]["levels"] is True
-        assert set(record["key"]["inputs"]) == {f"{Path(record['rel']).as_posix()}", "labels:cord", "labels:discs",
+        key = record["steps"]["unit"]["key"]
+        assert record["release"] == "phantom" and key["levels"] is True
+        assert set(key["inputs"]) == {f"{Path(record['rel']).as_posix()}", "labels:cord", "labels:discs",
                                                "labels:pmj"}
     assert not (out / ".tmp").exists()
 
@@ -196,7 +206,7 @@ def test_sequential_outputs_layout_and_summary(sequential, bids):
 
 def test_jobs_2_identical_to_sequential(sequential, bids, tmp_path):
     out = tmp_path / "rootlets"
-    summary = batch.run_batch(bids, out, jobs=2, **COMMON)
+    summary = run(bids, out, jobs=2, **COMMON)
     assert _done_names(summary) == NAMES
     assert {r["pid"] for r in summary.by_status("done")} - {os.getpid()}, "-jobs 2 runs in worker processes"
     _assert_same(sequential[0], out)
@@ -206,21 +216,21 @@ def test_qc_requested_later_reruns_those_images(sequential, bids, tmp_path):
     """-qc on a finished folder: the selected images are redone with their QC pages; the index lists them."""
     out, qc = tmp_path / "rootlets", tmp_path / "qc"
     shutil.copytree(sequential[0], out)
-    summary = batch.run_batch(bids, out, qc=qc, include="sub-0[12]/", **COMMON)
+    summary = run(bids, out, qc=qc, include="sub-0[12]/", **COMMON)
     assert _done_names(summary) == {"sub-01_T2w", "sub-02_T2w"}
     index = (qc / "index.html").read_text()
     for name in ("sub-01_T2w", "sub-02_T2w"):
         assert name in index and (qc / name / "rootlets.png").is_file() and (qc / name / "levels.png").is_file()
         page = (qc / name / "index.html").read_text()
         assert "phantom" in page and batch.TMP + "/" not in page
-    again = batch.run_batch(bids, out, qc=qc, include="sub-0[12]/", **COMMON)
+    again = run(bids, out, qc=qc, include="sub-0[12]/", **COMMON)
     assert {r["name"] for r in again.by_status("skipped")} == {"sub-01_T2w", "sub-02_T2w"}
     _assert_same(sequential[0], out)
 
 
 def test_dask_cluster_identical_to_sequential(sequential, bids, cluster, tmp_path):
     out = tmp_path / "rootlets"
-    summary = batch.run_batch(bids, out, dask=cluster.scheduler_address, **COMMON)
+    summary = run(bids, out, dask=cluster.scheduler_address, **COMMON)
     assert _done_names(summary) == NAMES
     assert len({r["pid"] for r in summary.by_status("done")}) == 2, "both workers took images"
     _assert_same(sequential[0], out)
@@ -234,7 +244,7 @@ def test_worker_killed_mid_image_is_retried(sequential, bids, cluster, tmp_path)
     killed: dict = {}
     thread = threading.Thread(target=_kill_first_worker_seen, args=(out, killed))
     thread.start()
-    summary = batch.run_batch(bids, out, dask=cluster.scheduler_address, **COMMON)
+    summary = run(bids, out, dask=cluster.scheduler_address, **COMMON)
     thread.join()
     assert killed, "no image was seen in progress"
     result = {r["name"]: r for r in summary.results}[killed["name"]]
@@ -245,11 +255,11 @@ def test_worker_killed_mid_image_is_retried(sequential, bids, cluster, tmp_path)
 
 
 def _kill_first_worker_seen(out: Path, killed: dict) -> None:
-    """SIGKILL the process named by the first temporary image folder that appears (``<stem>.<pid>.<random>``)."""
+    """SIGKILL the process named by the first temporary image folder that appears (``<stem>.<host>-<pid>-<random>``)."""
     deadline = time.time() + 240
     while time.time() < deadline and not killed:
-        for tmp in (out / batch.TMP).glob("*.*.*") if (out / batch.TMP).is_dir() else []:
-            pid = int(tmp.name.split(".")[-2])
+        for tmp in (out / batch.TMP).glob("*.*-*-*") if (out / batch.TMP).is_dir() else []:
+            pid = int(tmp.name.rsplit(".", 1)[1].rsplit("-", 2)[1])
             if pid != os.getpid():
                 os.kill(pid, signal.SIGKILL)
                 killed.update(pid=pid, name=tmp.name.split(".")[0])
@@ -268,7 +278,7 @@ def test_worker_killed_too_often_is_reported(bids, cluster, tmp_path):
     cluster.scheduler.allowed_failures = 0
     try:
         thread.start()
-        summary = batch.run_batch(bids, out, dask=cluster.scheduler_address, include="sub-0[1-3]/", **COMMON)
+        summary = run(bids, out, dask=cluster.scheduler_address, include="sub-0[1-3]/", **COMMON)
         thread.join()
     finally:
         cluster.scheduler.allowed_failures = allowed
@@ -278,7 +288,7 @@ def test_worker_killed_too_often_is_reported(bids, cluster, tmp_path):
     for name, result in results.items():  # a reported image left nothing in its folder; the others are complete
         unit_files = list(out.rglob(f"{name}_*"))
         assert bool(unit_files) == (result["status"] == "done"), (name, result, unit_files)
-    again = batch.run_batch(bids, out, dask=cluster.scheduler_address, include="sub-0[1-3]/", **COMMON)
+    again = run(bids, out, dask=cluster.scheduler_address, include="sub-0[1-3]/", **COMMON)
     assert {r["name"] for r in again.by_status("done")} == {n for n, r in results.items() if r["status"] == "failed"}
 
 
@@ -299,8 +309,8 @@ def test_killed_driver_leaves_nothing_that_looks_finished(bids, tmp_path):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    units = batch.plan_units(bids, out, batch.find_images(bids, include="sub-0[1-3]/"), levels=True)
-    settings = batch.Settings(model_folder=str(install.model_folder("phantom")[0]),
+    units = bids_module.plan_units(bids, out, find(bids, include="sub-0[1-3]/"), with_labels=True)
+    settings = make_settings(model_folder=str(install.model_folder("phantom")[0]),
                               model={k: install.model_folder("phantom")[1].get(k) for k in ("tag", "sha256", "url")},
                               levels=True, threads=1)
     done = [u for u in units if batch.is_done(u, settings)]
@@ -312,16 +322,16 @@ def test_killed_driver_leaves_nothing_that_looks_finished(bids, tmp_path):
         if batch.TMP not in path.parts:
             assert nib.load(path).get_fdata().size, path
 
-    summary = batch.run_batch(bids, out, include="sub-0[1-3]/", **COMMON)
+    summary = run(bids, out, include="sub-0[1-3]/", **COMMON)
     assert {r["name"] for r in summary.by_status("skipped")} == finished
     assert _done_names(summary) | finished == {u.name for u in units}
-    assert not (out / batch.TMP).exists()
+    assert not (out / batch.TMP).exists(), sorted(str(p.relative_to(out)) for p in (out / batch.TMP).rglob("*"))
 
 
 def test_second_run_skips_and_reruns_what_changed(sequential, bids, tmp_path):
     out = tmp_path / "rootlets"
     shutil.copytree(sequential[0], out)
-    again = batch.run_batch(bids, out, **COMMON)
+    again = run(bids, out, **COMMON)
     assert {r["name"] for r in again.by_status("skipped")} == NAMES
     assert [r["rel"] for r in again.by_status("failed")] == [BROKEN], "a failed image is tried again"
 
@@ -332,28 +342,28 @@ def test_second_run_skips_and_reruns_what_changed(sequential, bids, tmp_path):
     img = nib.load(image)
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj)[::-1].copy(), img.affine, img.header), image)
     (out / "sub-04" / "anat" / "sub-04_T2w_levels.csv").unlink()
-    third = batch.run_batch(changed, out, **COMMON)
+    third = run(changed, out, **COMMON)
     assert _done_names(third) == {"sub-02_T2w", "sub-04_T2w"}
     assert (out / "sub-04" / "anat" / "sub-04_T2w_levels.csv").is_file()
 
-    forced = batch.run_batch(changed, out, overwrite=True, include="sub-01/", **COMMON)
+    forced = run(changed, out, overwrite=True, include="sub-01/", **COMMON)
     assert _done_names(forced) == {"sub-01_T2w"}
 
     # changed settings (method, release digest, -levels): not done any more
-    units = [u for u in batch.plan_units(changed, out, batch.find_images(changed), levels=True) if u.name in NAMES]
+    units = [u for u in bids_module.plan_units(changed, out, find(changed), with_labels=True) if u.name in NAMES]
     folder, record = install.model_folder("phantom")
     base = {"model_folder": str(folder), "model": {k: record.get(k) for k in ("tag", "sha256", "url")}, "threads": 1}
-    assert all(batch.is_done(u, batch.Settings(**base, levels=True)) for u in units)
-    for other in (batch.Settings(**base, levels=True, method="reference"), batch.Settings(**base, levels=False),
-                  batch.Settings(**{**base, "model": {**base["model"], "sha256": "0" * 64}}, levels=True),
-                  batch.Settings(**base, levels=True, qc=str(tmp_path / "qc")),
-                  batch.Settings(**base, levels=True, crop_to_cord=True)):
+    assert all(batch.is_done(u, make_settings(**base, levels=True)) for u in units)
+    for other in (make_settings(**base, levels=True, method="reference"), make_settings(**base, levels=False),
+                  make_settings(**{**base, "model": {**base["model"], "sha256": "0" * 64}}, levels=True),
+                  make_settings(**base, levels=True, qc=str(tmp_path / "qc")),
+                  make_settings(**base, levels=True, crop_to_cord=True)):
         assert not any(batch.is_done(u, other) for u in units), other
 
 
 def test_crop_to_cord_reaches_the_segmentation(bids, tmp_path):
     out = tmp_path / "cropped"
-    summary = batch.run_batch(bids, out, include="sub-01/", crop_to_cord=True, **COMMON)
+    summary = run(bids, out, include="sub-01/", crop_to_cord=True, **COMMON)
     assert _done_names(summary) == {"sub-01_T2w"}
     sidecar = json.loads((out / "sub-01" / "anat" / "sub-01_T2w_rootlets.json").read_text())
     assert sidecar["GeneratedBy"][0]["Settings"]["CropToCord"]["MarginMM"] == 10.0
@@ -374,47 +384,48 @@ def test_stop_at_first_error_and_selection(bids, tmp_path, capsys):
     shutil.copytree(bids / "sub-05", bids_first / "sub-05")
     shutil.copytree(bids / "sub-06", bids_first / "sub-00")
     (bids_first / "sub-00" / "anat" / "sub-06_T2w.nii.gz").rename(bids_first / "sub-00" / "anat" / "sub-00_T2w.nii.gz")
-    summary = batch.run_batch(bids_first, out2, continue_on_error=False, release="phantom", threads=1, progress=False)
+    summary = run(bids_first, out2, continue_on_error=False, release="phantom", threads=1, progress=False)
     assert [(r["name"], r["status"]) for r in summary.results] == [("sub-00_T2w", "failed"), ("sub-05_T2w", "not run")]
 
-    found = [p.relative_to(bids).as_posix() for p, _, _ in batch.find_images(bids, ("T2w",), exclude="ses-02|sub-06")]
+    found = [p.relative_to(bids).as_posix() for p, _, _ in find(bids, ("T2w",), exclude="ses-02|sub-06")]
     assert "sub-03/ses-01/anat/sub-03_ses-01_T2w.nii.gz" in found and len(found) == 5
-    assert [p.name for p, _, _ in batch.find_images(bids, ("T1w",))] == ["sub-01_T1w.nii.gz"]
+    assert [p.name for p, _, _ in find(bids, ("T1w",))] == ["sub-01_T1w.nii.gz"]
 
 
 def test_contrasts_mp2rage_inversions(tmp_path):
     for name in ("sub-01_inv-1_MP2RAGE.nii.gz", "sub-01_inv-2_MP2RAGE.nii.gz", "sub-01_UNIT1.nii.gz", "sub-01_T2w.nii.gz"):
         (tmp_path / "sub-01" / "anat").mkdir(parents=True, exist_ok=True)
         (tmp_path / "sub-01" / "anat" / name).write_bytes(b"")
-    names = {c: [p.name for p, _, _ in batch.find_images(tmp_path, (c,))] for c in ("inv-2", "MP2RAGE", "UNIT1")}
+    names = {c: [p.name for p, _, _ in find(tmp_path, (c,))] for c in ("inv-2", "MP2RAGE", "UNIT1")}
     assert names == {"inv-2": ["sub-01_inv-2_MP2RAGE.nii.gz"],
                      "MP2RAGE": ["sub-01_inv-1_MP2RAGE.nii.gz", "sub-01_inv-2_MP2RAGE.nii.gz"],
                      "UNIT1": ["sub-01_UNIT1.nii.gz"]}
-    assert len(batch.find_images(tmp_path, ("UNIT1", "inv-1"))) == 2
+    assert len(find(tmp_path, ("UNIT1", "inv-1"))) == 2
 
 
-def test_bad_calls_write_nothing(bids, tmp_path, home, monkeypatch):
+def test_bad_calls_write_nothing(bids, tmp_path, home, monkeypatch, capsys):
     out = tmp_path / "rootlets"
     with pytest.raises(RootletsError, match="no sub-"):
-        batch.run_batch(bids, out, contrasts=("FLAIR",), release="phantom")
+        run(bids, out, contrasts=("FLAIR",), release="phantom")
     with pytest.raises(RootletsError, match="regular expression"):
-        batch.run_batch(bids, out, include="sub-(", release="phantom")
+        run(bids, out, include="sub-(", release="phantom")
     with pytest.raises(RootletsError, match="no model release r20250318 installed"):
-        batch.run_batch(bids, out)
+        run(bids, out)
     with monkeypatch.context() as mp, pytest.raises(RootletsError, match=r"rootlets_task\[slurm\]"):
         mp.setitem(sys.modules, "dask_jobqueue", None)  # MOCK: the optional extra made absent (import fails)
-        batch.run_batch(bids, out, slurm={}, release="phantom", progress=False)
+        run(bids, out, slurm={}, release="phantom", progress=False)
     with pytest.raises(RootletsError, match="manual labels folder, whose files must be kept"):
-        batch.run_batch(bids, bids / "derivatives" / "labels", release="phantom", levels=True)
+        run(bids, bids / "derivatives" / "labels", release="phantom", levels=True)
     with pytest.raises(RootletsError, match="is the BIDS root"):
-        batch.run_batch(bids, bids, release="phantom")
-    with pytest.raises(RootletsError, match="-crop-to-cord needs the cord, which only -levels computes"):
-        batch.run_batch(bids, out, release="phantom", crop_to_cord=True)
+        run(bids, bids, release="phantom")
+    with pytest.raises(SystemExit):
+        cli.main(["batch", str(bids), "-o", str(out), "-release", "phantom", "-crop-to-cord"])
+    assert "-crop-to-cord needs the cord, which only -levels computes" in capsys.readouterr().err
     with pytest.raises(RootletsError, match="BIDS folder .* not found"):
-        batch.run_batch(tmp_path / "nowhere", out, release="phantom")
+        run(tmp_path / "nowhere", out, release="phantom")
     with pytest.raises(RootletsError, match="KEY=VALUE"):
-        batch.parse_slurm(["cores"])
-    assert batch.parse_slurm(["cores=4", "memory=16GB", "job_extra_directives=--gres=gpu:1"]) == {
+        engines.parse_slurm(["cores"])
+    assert engines.parse_slurm(["cores=4", "memory=16GB", "job_extra_directives=--gres=gpu:1"]) == {
         "cores": 4, "memory": "16GB", "job_extra_directives": ["--gres=gpu:1"]}
     assert not any(p for p in out.rglob("*.nii.gz")) if out.exists() else True
 
@@ -423,9 +434,9 @@ def test_slurm_job_script():
     """The SLURM worker job dask-jobqueue would submit (sbatch itself cannot run here): our defaults and the user's
     options, one task thread per worker, the scheduler kept on loopback for the test."""
     pytest.importorskip("dask_jobqueue")
-    options = batch.parse_slurm(["cores=4", "memory=16GB", "walltime=04:00:00", "account=def-lab",
+    options = engines.parse_slurm(["cores=4", "memory=16GB", "walltime=04:00:00", "account=def-lab",
                                  "job_extra_directives=--exclusive"])
-    with batch.slurm_cluster({**options, "scheduler_options": {"host": "127.0.0.1"}}) as cluster:
+    with engines.slurm_cluster({**options, "scheduler_options": {"host": "127.0.0.1"}}) as cluster:
         script = cluster.job_script()
     assert "--cpus-per-task=4" in script and "#SBATCH -A def-lab" in script and "#SBATCH --exclusive" in script
     assert "#SBATCH -t 04:00:00" in script and "distributed.cli.dask_worker tcp://127.0.0.1:" in script

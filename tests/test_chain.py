@@ -12,50 +12,25 @@ import json
 import shutil
 from pathlib import Path
 
-import fake_tools
 import nibabel as nib
 import numpy as np
 import pytest
+from support import fake_tools
 
 from rootlets_task import chain, cli
+from rootlets_task.chain import ChainInputs
+from rootlets_task.cropping import crop_box
 from rootlets_task.errors import RootletsError
-from rootlets_task.inference import crop_box
-from rootlets_task.phantom import make_phantom, write_phantom
+from rootlets_task.files import sha256_file
+from rootlets_task.options import ChainOptions, ModelOptions
+from rootlets_task.releases import PHANTOM_MANIFEST
 
 SEED = 4
-BUNDLED = Path(chain.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    return make_phantom("LPI", (1.0, 1.0, 1.0), seed=SEED)
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    return write_phantom(tmp_path_factory.mktemp("phantom"), "LPI", (1.0, 1.0, 1.0), seed=SEED)
 
 
 @pytest.fixture(scope="module")
 def truth(files):
     return json.loads(files["truth"].read_text())
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, phantom):
-    return fake_tools.prepare(tmp_path_factory.mktemp("fake_tools"), phantom, SEED)
-
-
-@pytest.fixture
-def fake(monkeypatch, tmp_path, prepared):
-    """All four stand-ins on PATH (and nothing else that could be a real tool); returns the argv log."""
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    return fake_tools.activate(monkeypatch, prepared, tmp_path / "calls.jsonl")
-
-
-@pytest.fixture
-def no_tools(monkeypatch, tmp_path):
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
 
 
 def _by_level(result, kind: str) -> dict[str, dict]:
@@ -77,10 +52,17 @@ def _assert_levels(result, truth: dict, kind: str, values=None) -> None:
             assert abs(got[value][end] - expected[value][end]) <= tol, (kind, value, end, got[value][end], expected[value])
 
 
+def run(image, out, *, cord=None, discs=None, pmj=None, rootlets=None, release=None, device="auto", segmenter=None,
+        qc_dir=None, **options):
+    """``chain.run_chain`` with the chain's choices as keywords (the label files, model and chain options)."""
+    return chain.run_chain(image, out, ChainInputs(cord=cord, discs=discs, pmj=pmj, rootlets=rootlets),
+                           ChainOptions(**options), ModelOptions(release=release, device=device), segmenter, qc_dir)
+
+
 def _truth_run(files, out: Path, **kwargs):
     args = {"rootlets": files["rootlets"], "cord": files["cord"], "discs": files["discs"], "pmj": files["pmj"],
-            "method": "reference", "verbose": 0, **kwargs}
-    return chain.run_chain(files["image"], out, **args)
+            "method": "reference", **kwargs}
+    return run(files["image"], out, **args)
 
 
 def test_file_sources_give_the_phantom_truth(no_tools, tmp_path, files, truth, phantom):
@@ -112,7 +94,7 @@ def test_file_sources_give_the_phantom_truth(no_tools, tmp_path, files, truth, p
         assert np.allclose(copied.affine, phantom.affine)
     sidecar = json.loads((out / f"{stem}_label-discs_dlabel.json").read_text())
     assert sidecar["Source"] == "file" and sidecar["SourceFile"] == str(files["discs"].absolute())
-    assert sidecar["SourceSHA256"] == chain.sha256(files["discs"])
+    assert sidecar["SourceSHA256"] == sha256_file(files["discs"])
     record = json.loads(result.outputs["record"].read_text())
     assert record["sources"]["discs"]["source"] == "file" and record["sources"]["discs"]["reason"].startswith("-discs ")
     spinal = np.asarray(nib.load(result.outputs["spinal"]).dataobj)
@@ -182,10 +164,10 @@ def test_cord_file_inside_the_output_folder_is_used_in_place(no_tools, tmp_path,
 
 def test_a_produced_cord_given_back_with_s_is_kept_and_nothing_recomputed(fake, tmp_path, files):
     out = tmp_path / "out"
-    first = chain.run_chain(files["image"], out, rootlets=files["rootlets"], discs_from="none", pmj_from="none", verbose=0)
+    first = run(files["image"], out, rootlets=files["rootlets"], discs_from="none", pmj_from="none")
     produced = first.outputs["cord"]
-    again = chain.run_chain(files["image"], out, rootlets=files["rootlets"], cord=produced, discs_from="none",
-                            pmj_from="none", verbose=0)
+    again = run(files["image"], out, rootlets=files["rootlets"], cord=produced, discs_from="none",
+                            pmj_from="none")
     assert again.sources["cord"] == "file" and again.outputs["cord"] == produced
     assert produced.is_file() and produced.with_name("phantom_T2w_label-SC_seg.json").is_file()
     assert again.steps["levels"] == "up to date"  # same cord bytes, so the levels stand
@@ -198,15 +180,15 @@ def test_an_output_never_overwrites_an_input(no_tools, tmp_path, files):
     disguised = out / "phantom_T2w_label-SC_seg.nii.gz"  # the discs input has the name of the chain's cord output
     shutil.copy(files["discs"], disguised)
     with pytest.raises(RootletsError, match="would overwrite the discs file; choose another -ofolder"):
-        chain.run_chain(files["image"], out, rootlets=files["rootlets"], cord=files["cord"], discs=disguised, verbose=0)
+        run(files["image"], out, rootlets=files["rootlets"], cord=files["cord"], discs=disguised)
     assert disguised.read_bytes() == files["discs"].read_bytes() and len(list(out.iterdir())) == 1
 
 
 @pytest.mark.parametrize("discs_from", ["sct", "totalspineseg", "spineps"])
 def test_tool_sources_through_their_command_lines(fake, tmp_path, files, truth, discs_from):
     out = tmp_path / "out"
-    result = chain.run_chain(files["image"], out, rootlets=files["rootlets"], discs_from=discs_from, method="reference",
-                             device="cpu", verbose=0)
+    result = run(files["image"], out, rootlets=files["rootlets"], discs_from=discs_from, method="reference",
+                             device="cpu")
     assert result.sources == {"cord": "sct", "discs": discs_from, "pmj": "sct"}
     calls = fake_tools.calls(fake)
     image = str(files["image"].absolute())
@@ -245,8 +227,7 @@ def test_auto_takes_the_first_available_source(monkeypatch, tmp_path, prepared, 
     log = fake_tools.activate(monkeypatch, prepared, tmp_path / "calls.jsonl")
     monkeypatch.setenv("PATH", str(bin_dir))
     cord = None if expected["cord"] == "sct" else files["cord"]
-    result = chain.run_chain(files["image"], tmp_path / "out", rootlets=files["rootlets"], cord=cord, device="cpu",
-                             verbose=0)
+    result = run(files["image"], tmp_path / "out", rootlets=files["rootlets"], cord=cord, device="cpu")
     assert result.sources == expected
     assert [c[0] for c in fake_tools.calls(log)] == [
         {"sct": "sct_deepseg", "totalspineseg": "totalspineseg", "spineps": "spineps"}[s]
@@ -261,7 +242,7 @@ def test_auto_takes_the_first_available_source(monkeypatch, tmp_path, prepared, 
 
 def test_no_cord_source_is_a_clear_error(no_tools, tmp_path, files):
     with pytest.raises(RootletsError, match="no spinal cord segmentation: give one with -s CORD, or install the Spinal Cord"):
-        chain.run_chain(files["image"], tmp_path / "out", rootlets=files["rootlets"], verbose=0)
+        run(files["image"], tmp_path / "out", rootlets=files["rootlets"])
     assert not (tmp_path / "out").exists()
 
 
@@ -278,8 +259,8 @@ def test_contradictory_or_unknown_sources_are_refused(kind, choice, file, messag
 def test_missing_chosen_tool_fails_before_any_work(no_tools, tmp_path, files):
     with pytest.raises(RootletsError, match=r"totalspineseg: `totalspineseg` was not found on PATH; pip install "
                                             r"'rootlets_task\[totalspineseg\]'.*-discs DISCS"):
-        chain.run_chain(files["image"], tmp_path / "out", rootlets=files["rootlets"], cord=files["cord"],
-                        discs_from="totalspineseg", verbose=0)
+        run(files["image"], tmp_path / "out", rootlets=files["rootlets"], cord=files["cord"],
+                        discs_from="totalspineseg")
     assert not (tmp_path / "out").exists()
 
 
@@ -291,19 +272,19 @@ def test_a_failed_tool_step_leaves_nothing_in_the_output_folder(fake, monkeypatc
     kind, _, source = step.partition(":")
     kwargs = {"cord": None if kind == "cord" else files["cord"], "discs_from": source or "none",
               "pmj_from": "sct" if kind == "pmj" else "none"}
-    before = chain.run_chain(files["image"], out, rootlets=files["rootlets"], cord=files["cord"], discs_from="none",
-                             pmj_from="none", verbose=0) if kind != "cord" else None
+    before = run(files["image"], out, rootlets=files["rootlets"], cord=files["cord"], discs_from="none",
+                             pmj_from="none") if kind != "cord" else None
     listing = sorted(p.name for p in out.iterdir()) if before else []
     record = (out / "phantom_T2w_chain.json").read_text() if before else None
     monkeypatch.setenv("FAKE_TOOL_MODE", mode)
     if kind == "cord":
         kwargs.pop("cord")
         with pytest.raises(RootletsError, match="sct_deepseg spinalcord.*command `sct_deepseg spinalcord -i .*-s CORD"):
-            chain.run_chain(files["image"], out, rootlets=files["rootlets"], **kwargs, verbose=0)
+            run(files["image"], out, rootlets=files["rootlets"], **kwargs)
         assert list(out.iterdir()) == []  # the cord is the first step (the segmentation is cropped around it)
     else:
         with pytest.raises(RootletsError, match="command `"):
-            chain.run_chain(files["image"], out, rootlets=files["rootlets"], **kwargs, verbose=0)
+            run(files["image"], out, rootlets=files["rootlets"], **kwargs)
         assert sorted(p.name for p in out.iterdir()) == listing
         assert json.loads((out / "phantom_T2w_chain.json").read_text())["steps"]["levels"] == json.loads(record)["steps"][
             "levels"]
@@ -311,12 +292,12 @@ def test_a_failed_tool_step_leaves_nothing_in_the_output_folder(fake, monkeypatc
 
 def test_pmj_not_found_falls_back_to_the_c2c3_disc(fake, monkeypatch, tmp_path, files):
     monkeypatch.setenv("FAKE_TOOL_MODE", "nothing")  # sct_detect_pmj writes nothing when it finds no PMJ
-    result = chain.run_chain(files["image"], tmp_path / "out", rootlets=files["rootlets"], cord=files["cord"],
-                             discs=files["discs"], pmj_from="sct", verbose=0)
+    result = run(files["image"], tmp_path / "out", rootlets=files["rootlets"], cord=files["cord"],
+                             discs=files["discs"], pmj_from="sct")
     assert result.sources["pmj"] == "none" and result.reference == "C2/C3 disc"
     assert "sct_detect_pmj found no PMJ" in result.notes
-    again = chain.run_chain(files["image"], tmp_path / "out", rootlets=files["rootlets"], cord=files["cord"],
-                            discs=files["discs"], pmj_from="sct", verbose=0)
+    again = run(files["image"], tmp_path / "out", rootlets=files["rootlets"], cord=files["cord"],
+                            discs=files["discs"], pmj_from="sct")
     assert again.steps["pmj"] == "up to date" and again.sources["pmj"] == "none"
 
 
@@ -343,19 +324,14 @@ def test_cli_prints_sources_table_and_outputs(no_tools, tmp_path, files, capsys)
 
 
 def _bundled_dice() -> float:
-    manifest = BUNDLED.with_name("phantom_manifest.json")
-    return json.loads(manifest.read_text())["heldout_dice"]["mean"] if manifest.is_file() else 0.0
+    return json.loads(PHANTOM_MANIFEST.read_text())["heldout_dice"]["mean"]
 
 
-@pytest.mark.skipif(not BUNDLED.is_file(), reason="the bundled phantom release is not built yet")
-def test_image_to_levels_with_the_tiny_release(no_tools, tmp_path, files, truth, phantom):
-    from rootlets_task import install
-
-    install.install_release("phantom", progress=False, verbose=0)
+def test_image_to_levels_with_the_tiny_release(no_tools, phantom_home, tmp_path, files, truth, phantom):
     out = tmp_path / "out"
     kwargs = {"cord": files["cord"], "discs": files["discs"], "pmj": files["pmj"], "release": "phantom", "device": "cpu",
-              "method": "reference", "verbose": 0}
-    result = chain.run_chain(files["image"], out, **kwargs)
+              "method": "reference"}
+    result = run(files["image"], out, **kwargs)
     assert result.steps["rootlets"] == "computed" and result.segmenter is not None
     rootlets = nib.load(result.outputs["rootlets"])
     assert rootlets.shape == phantom.image.shape and np.allclose(rootlets.affine, phantom.affine)
@@ -367,18 +343,19 @@ def test_image_to_levels_with_the_tiny_release(no_tools, tmp_path, files, truth,
     _assert_levels(result, truth, "vertebral")  # true discs and cord: exact whatever the rootlets
 
     # the same model passed in as a loaded Segmenter is the same step: nothing is segmented again
-    again = chain.run_chain(files["image"], out, **{**kwargs, "segmenter": result.segmenter})
+    again = run(files["image"], out, **{**kwargs, "segmenter": result.segmenter})
     assert set(again.steps.values()) == {"up to date"}
-    fresh = chain.run_chain(files["image"], out, **kwargs)
+    fresh = run(files["image"], out, **kwargs)
     assert set(fresh.steps.values()) == {"up to date"} and fresh.segmenter is None  # no model loaded for nothing
 
     # cropping to the cord is another rootlets step: segmented again, recorded in the step key and the sidecar
-    cropped = chain.run_chain(files["image"], out, **kwargs, crop_to_cord=True)
+    cropped = run(files["image"], out, **kwargs, crop_to_cord=True)
     assert cropped.steps["rootlets"] == "computed" and cropped.steps["levels"] == "computed"
     record = json.loads(cropped.outputs["record"].read_text())["steps"]["rootlets"]["key"]
-    assert record["crop_to_cord"] == chain.sha256(cropped.outputs["cord"])
+    assert record["crop_to_cord"] == sha256_file(cropped.outputs["cord"])
     generated = json.loads(cropped.outputs["rootlets"].with_name("phantom_T2w_rootlets.json").read_text())["GeneratedBy"][0]
     assert generated["Settings"]["CropToCord"]["MarginMM"] == 10.0 and "-crop-to-cord" in generated["Name"]
+    assert generated["Settings"]["CropToCord"]["CordFile"] == str(cropped.outputs["cord"].absolute())
     labels = np.asarray(nib.load(cropped.outputs["rootlets"]).dataobj)
     box = crop_box(nib.load(files["image"]), nib.load(files["cord"]))
     assert labels.sum() > 0 and labels[box].sum() == labels.sum()  # nothing outside the cord's box

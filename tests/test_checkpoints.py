@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from random_model import write_random_model
+from support.random_model import write_random_model
 
 from rootlets_task import checkpoints, install
 from rootlets_task.cli import main
@@ -166,7 +166,8 @@ def test_sct_bridge_refuses(model, tmp_path, monkeypatch, capsys):
 
 
 def test_batch_worker_refuses(tmp_path):
-    from rootlets_task.batch import run_batch
+    from rootlets_task.batch import BatchOptions, run_batch
+    from rootlets_task.options import ModelOptions
 
     marker = tmp_path / "marker"
     _tamper_installed(tmp_path, "reduce", marker)
@@ -174,7 +175,8 @@ def test_batch_worker_refuses(tmp_path):
     image = write_phantom(anat, spacing=(2.0, 2.0, 2.0), prefix="sub-01_T2w")["image"]
     assert image.name == "sub-01_T2w.nii.gz"
     (tmp_path / "bids" / "dataset_description.json").write_text(json.dumps({"Name": "x", "BIDSVersion": "1.10.0"}))
-    summary = run_batch(tmp_path / "bids", tmp_path / "out", release="r20250318", threads=1, progress=False)
+    summary = run_batch(tmp_path / "bids", tmp_path / "out", BatchOptions(progress=False),
+                        ModelOptions(release="r20250318", threads=1))
     assert [r["status"] for r in summary.results] == ["failed"]
     assert "refused" in summary.results[0]["error"] and not marker.exists()
     assert not list((tmp_path / "out").rglob("*_rootlets.nii.gz"))

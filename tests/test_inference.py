@@ -14,12 +14,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from random_model import write_random_model
+from support.random_model import write_random_model
 
 from rootlets_task import nifti
 from rootlets_task.errors import RootletsError
-from rootlets_task.inference import Segmenter, find_checkpoints, physical_cores, plan_outputs, resolve_device
+from rootlets_task.inference import Segmenter, configure_threads, find_checkpoints, physical_cores, resolve_device
 from rootlets_task.phantom import make_phantom
+from rootlets_task.provenance import rootlets_sidecar
+from rootlets_task.segment import plan_outputs, segment, write_segmentation
 
 COARSE = (2.0, 2.0, 2.0)  # keeps each random-model prediction to a few tiles
 
@@ -41,6 +43,7 @@ def _ras(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 def test_segmenter_loads_all_folds_on_cpu_with_physical_cores(tmp_path):
     folder = write_random_model(tmp_path, folds=(0, 1), checkpoint="checkpoint_best.pth")
+    assert configure_threads() == physical_cores()  # explicit, once per process (load_segmenter does it)
     seg = Segmenter(folder, device="cpu", verbose=0)
     assert seg.folds == (0, 1) and seg.checkpoint == "checkpoint_best.pth"
     assert len(seg.predictor.list_of_parameters) == 2
@@ -88,7 +91,8 @@ def test_same_image_in_any_orientation_gives_same_world_labels(segmenter, lpi_la
 def test_anisotropic_axial_output_keeps_grid_affine_and_header(segmenter, tmp_path):
     path = tmp_path / "aniso.nii.gz"
     nib.save(make_phantom("RPI", (0.8, 0.8, 4.0)).nifti("image").slicer[:, :, 12:24], path)  # 12 thick axial slices
-    out = segmenter.segment_file(path, tmp_path / "aniso_rootlets.nii.gz")
+    out = write_segmentation(segment(path, segmenter=segmenter), tmp_path / "aniso_rootlets.nii.gz",
+                             rootlets_sidecar(segmenter, path, "-i aniso.nii.gz"))
     src, res = nib.load(path), nib.load(out)
     assert res.shape == src.shape and res.get_data_dtype() == np.uint8
     np.testing.assert_array_equal(res.affine, src.affine)

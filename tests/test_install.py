@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rootlets_task import install, releases
+from rootlets_task import archive, install, releases
 from rootlets_task.cli import main
 from rootlets_task.errors import RootletsError
 
@@ -152,7 +152,7 @@ def free_port() -> int:
 def test_install_registry_release_over_http_with_progress(server, good_zip, monkeypatch, capsys):
     data = good_zip.read_bytes()
     url = server.add(R.asset, data)
-    monkeypatch.setenv(install.ENV_MIRROR, server.base)
+    monkeypatch.setenv(releases.ENV_MIRROR, server.base)
     inst = install.install_release("r20250318")
     err = capsys.readouterr().err
     assert R.asset in err and "100%" in err, "tqdm progress bar on stderr"
@@ -164,36 +164,36 @@ def test_install_registry_release_over_http_with_progress(server, good_zip, monk
     assert tree(folder) == {k.split("/", 1)[1]: v for k, v in release_files(seed=1).items()}, "byte-identical files"
     assert inst.outdated is None and leftovers() == []
     # installed and current: a second install does not download again
-    install.install_release("r20250318")
+    assert main(["-install", "-release", "r20250318"]) == 0
     assert server.hits[R.asset] == 1 and "already installed" in capsys.readouterr().out
 
 
 def test_retry_after_503(server, good_zip, monkeypatch):
     server.add(R.asset, good_zip.read_bytes(), fail=[503])
-    monkeypatch.setenv(install.ENV_MIRROR, server.base)
-    install.install_release(progress=False, verbose=0)
+    monkeypatch.setenv(releases.ENV_MIRROR, server.base)
+    install.install_release(progress=False)
     assert server.hits[R.asset] == 2
     assert install.model_folder()[1]["sha256"] == sha(good_zip.read_bytes())
 
 
 def test_mirrors_in_order_until_one_works(server, good_zip, monkeypatch):
     good = server.add(f"ok/{R.asset}", good_zip.read_bytes())
-    monkeypatch.setenv(install.ENV_MIRROR, f"http://127.0.0.1:{free_port()} {server.base}/missing {server.base}/ok")
-    assert install.install_release(verbose=0, progress=False).record["url"] == good
+    monkeypatch.setenv(releases.ENV_MIRROR, f"http://127.0.0.1:{free_port()} {server.base}/missing {server.base}/ok")
+    assert install.install_release(progress=False).record["url"] == good
     assert server.hits[f"missing/{R.asset}"] == 1
 
 
 def test_known_checksum_verified(server, good_zip, monkeypatch):
     data = good_zip.read_bytes()
     server.add(R.asset, data)
-    monkeypatch.setenv(install.ENV_MIRROR, server.base)
+    monkeypatch.setenv(releases.ENV_MIRROR, server.base)
     # the real releases publish no digest: give this one a registry entry with one (wrong, then right)
     monkeypatch.setitem(releases.RELEASES, R.tag, dataclasses.replace(R, sha256=sha(b"other")))
-    with pytest.raises(install.DownloadError, match=r"checksum mismatch.*-custom-url FILE\.zip"):
-        install.install_release(verbose=0, progress=False)
+    with pytest.raises(archive.DownloadError, match=r"checksum mismatch.*-custom-url FILE\.zip"):
+        install.install_release(progress=False)
     assert not (install.models_dir() / R.tag).exists() and leftovers() == []
     monkeypatch.setitem(releases.RELEASES, R.tag, dataclasses.replace(R, sha256=sha(data)))
-    assert install.install_release(verbose=0, progress=False).record["sha256"] == sha(data)
+    assert install.install_release(progress=False).record["sha256"] == sha(data)
 
 
 @pytest.mark.parametrize("case", ["interrupted", "404", "refused"])
@@ -212,15 +212,15 @@ def test_download_failures_are_one_line_errors(case, server, good_zip, capsys):
 
 def test_local_path_and_file_url(good_zip, monkeypatch):
     monkeypatch.chdir(good_zip.parent)
-    rec = install.install_release(custom_url=good_zip.name, verbose=0).record
+    rec = install.install_release(custom_url=good_zip.name).record
     assert rec["custom"] and rec["url"] == str(good_zip) and rec["sha256"] == sha(good_zip.read_bytes())
     other = make_zip(good_zip.parent / "other.zip", release_files(seed=2))
-    rec = install.install_release("r20240129", custom_url=other.as_uri(), verbose=0).record
+    rec = install.install_release("r20240129", custom_url=other.as_uri()).record
     assert rec["url"] == other.as_uri() and rec["tag"] == "r20240129"
     assert tree(install.model_folder("r20240129")[0])["plans.json"] == release_files(seed=2)[f"{TRAINER}/plans.json"]
     # an offline mirror folder installs the registry release as itself (not custom)
-    monkeypatch.setenv(install.ENV_MIRROR, str(good_zip.parent))
-    rec = install.install_release(verbose=0).record
+    monkeypatch.setenv(releases.ENV_MIRROR, str(good_zip.parent))
+    rec = install.install_release().record
     assert not rec["custom"] and rec["url"] == str(good_zip)
 
 
@@ -244,19 +244,19 @@ def _bad_archives(tmp: Path) -> dict[str, Path]:
 def test_unsafe_or_broken_archives_refused(tmp_path):
     for reason, path in _bad_archives(tmp_path).items():
         with pytest.raises(RootletsError, match=reason.replace("(", r"\(")) as exc:
-            install.validate_release_zip(path)
+            archive.validate_release_zip(path)
         assert str(path) in str(exc.value) and "\n" not in str(exc.value)
     assert not (tmp_path.parent / "evil.txt").exists() and not Path("/tmp/evil.txt").exists()
 
 
 def test_wrapper_folder_accepted(tmp_path):
     files = {f"model-spinal-rootlets-r1/{k}": v for k, v in release_files().items()}
-    layout = install.validate_release_zip(make_zip(tmp_path / "wrapped.zip", {**files, "__MACOSX/._x": b""}))
+    layout = archive.validate_release_zip(make_zip(tmp_path / "wrapped.zip", {**files, "__MACOSX/._x": b""}))
     assert layout.trainer_name == TRAINER and layout.folds == ("fold_0", "fold_1")
 
 
 def test_failed_installs_keep_previous_model_byte_identical(server, good_zip, tmp_path, capsys):
-    install.install_release(custom_url=str(good_zip), verbose=0)
+    install.install_release(custom_url=str(good_zip))
     folder = install.models_dir() / R.tag
     before = tree(folder)
     data = good_zip.read_bytes()
@@ -270,8 +270,8 @@ def test_failed_installs_keep_previous_model_byte_identical(server, good_zip, tm
 
 
 def test_killed_install_leaves_previous_model_and_next_install_cleans_up(server, good_zip, tmp_path, monkeypatch):
-    monkeypatch.setenv(install.ENV_MIRROR, str(good_zip.parent))  # offline mirror folder: the registry release
-    install.install_release(verbose=0)
+    monkeypatch.setenv(releases.ENV_MIRROR, str(good_zip.parent))  # offline mirror folder: the registry release
+    install.install_release()
     folder = install.models_dir() / R.tag
     before = tree(folder)
     url = server.add("slow.zip", make_zip(tmp_path / "new.zip", release_files(seed=5)).read_bytes(), delay=20)
@@ -292,14 +292,14 @@ def test_killed_install_leaves_previous_model_and_next_install_cleans_up(server,
 
 
 def model_usable_and_leftovers_cleaned(folder: Path, before: dict[str, bytes]) -> bool:
-    install.install_release(verbose=0)  # installed and current: only repairs, downloads nothing
+    install.install_release()  # installed and current: only repairs, downloads nothing
     return tree(folder) == before and leftovers() == [] and install.model_folder()[0].parent == folder
 
 
 def test_two_concurrent_installs_one_download(server, good_zip):
     """Two real processes install the default release at once: both succeed, one downloads, the other waits."""
     server.add(R.asset, good_zip.read_bytes(), delay=2.5)
-    env = {**os.environ, install.ENV_MIRROR: server.base}
+    env = {**os.environ, releases.ENV_MIRROR: server.base}
     cmd = [sys.executable, "-m", "rootlets_task.cli", "-install"]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=60) for p in procs]
@@ -324,13 +324,13 @@ def test_models_dir_env_and_platformdirs(monkeypatch, tmp_path):
 def test_model_folder_missing_damaged_and_reinstall(good_zip, monkeypatch):
     with pytest.raises(RootletsError, match=r"no model release r20240730 installed; run `rootlets -install -release r20240730`"):
         install.model_folder("r20240730")
-    monkeypatch.setenv(install.ENV_MIRROR, str(good_zip.parent))
-    inst = install.install_release(verbose=0)
+    monkeypatch.setenv(releases.ENV_MIRROR, str(good_zip.parent))
+    inst = install.install_release()
     (inst.trainer_folder / "fold_0" / "checkpoint_final.pth").unlink()
     (inst.trainer_folder / "fold_1" / "checkpoint_final.pth").unlink()
     with pytest.raises(RootletsError, match=r"damaged .*checkpoint_final.pth.* to reinstall"):
         install.model_folder()
-    install.install_release(verbose=0)  # damaged is not current: reinstalled
+    install.install_release()  # damaged is not current: reinstalled
     assert install.model_folder()[0] == inst.trainer_folder
 
 
@@ -358,9 +358,9 @@ def test_releases_command(good_zip, monkeypatch, capsys):
     table = rows()
     assert set(table) == set(releases.RELEASES) and table["r20250318"].startswith("*")
     assert all(line.endswith("not installed") for line in table.values())
-    monkeypatch.setenv(install.ENV_MIRROR, str(good_zip.parent))
-    install.install_release(verbose=0)
-    install.install_release("r20240523", custom_url=str(good_zip), verbose=0)
+    monkeypatch.setenv(releases.ENV_MIRROR, str(good_zip.parent))
+    install.install_release()
+    install.install_release("r20240523", custom_url=str(good_zip))
     assert [inst.tag for inst in install.installed_releases()] == ["r20240523", "r20250318"]
     table = rows()
     assert table["r20250318"].endswith("current") and "C2-T1" in table["r20250318"] and "UNIT1" in table["r20250318"]
@@ -392,7 +392,7 @@ def test_install_bundled_phantom_with_no_network(monkeypatch, capsys):
 def test_bundled_phantom_zip_is_a_valid_release_served_over_http(server, capsys):
     data = releases.PHANTOM_ZIP.read_bytes()
     manifest = json.loads(releases.PHANTOM_MANIFEST.read_text())
-    layout = install.validate_release_zip(releases.PHANTOM_ZIP)
+    layout = archive.validate_release_zip(releases.PHANTOM_ZIP)
     assert layout.trainer_name == manifest["trainer_folder"] and layout.folds == tuple(f"fold_{f}" for f in manifest["folds"])
     url = server.add("phantom.zip", data)
     assert main(["-install", "-release", "phantom", "-custom-url", url]) == 0

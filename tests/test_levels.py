@@ -182,7 +182,7 @@ def files(phantoms, tmp_path_factory):
 
 
 def test_files_outputs_on_input_grid(files, tmp_path):
-    out = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path)
+    out, _ = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path)
     assert set(out) == {"spinal", "vertebral", "csv", "json", "shift"}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in out.values())
     assert out["spinal"].name == FILES["rootlets"].replace(".nii.gz", "_spinal_levels.nii.gz")
@@ -203,10 +203,10 @@ def test_files_on_different_grids_are_resampled(phantoms, files, tmp_path):
     """A cord on a 0.8 mm PSR grid and discs on a 0.5x0.5x3 mm RPI grid are resampled onto the rootlets grid."""
     nib.save(phantoms["sag0.8"].nifti("cord"), tmp_path / "cord08.nii.gz")
     nib.save(phantoms["axial"].nifti("discs"), tmp_path / "discs3.nii.gz")
-    same = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path / "a")
-    with pytest.warns(UserWarning, match="resampled with nearest neighbour"):
-        diff = levels_from_files(files["rootlets"], tmp_path / "cord08.nii.gz", tmp_path / "discs3.nii.gz",
-                                 files["pmj"], out_dir=tmp_path / "b")
+    same, _ = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path / "a")
+    diff, result = levels_from_files(files["rootlets"], tmp_path / "cord08.nii.gz", tmp_path / "discs3.nii.gz",
+                                     files["pmj"], out_dir=tmp_path / "b")
+    assert any("resampled onto the image grid (nearest neighbour)" in w for w in result.warnings)
     a, b = pd.read_csv(same["csv"]), pd.read_csv(diff["csv"])
     assert np.abs(a["mid_mm"] - b["mid_mm"]).max() <= 1.5  # the 3 mm disc grid rounds discs by up to 1.5 mm
     assert nib.load(diff["spinal"]).shape == nib.load(files["rootlets"]).shape
@@ -216,9 +216,9 @@ def test_image_grid_and_prefix(phantoms, files, tmp_path):
     """-i IMAGE: outputs on the image's grid (rootlets and cord resampled), named by the prefix."""
     image = phantoms["sag0.8"].nifti("image")
     nib.save(image, tmp_path / "img.nii.gz")
-    with pytest.warns(UserWarning, match="resampled"):
-        out = levels_from_files(files["rootlets"], files["cord"], image=tmp_path / "img.nii.gz", out_dir=tmp_path / "o",
-                                prefix="sub-01", method="reference")
+    out, result = levels_from_files(files["rootlets"], files["cord"], image=tmp_path / "img.nii.gz", out_dir=tmp_path / "o",
+                                    prefix="sub-01", method="reference")
+    assert any("resampled" in w for w in result.warnings)
     assert set(out) == {"spinal", "csv", "json"} and out["csv"].name == "sub-01_levels.csv"
     assert nib.load(out["spinal"]).shape == image.shape
     table = pd.read_csv(out["csv"])
@@ -248,8 +248,8 @@ def test_missing_disc_and_level_are_rows_not_crashes(phantoms):
 
 def test_sct_t2_manual_rootlets(tmp_path):
     """Real data: manual rootlets + manual cord -> levels C5, C6, C7 in order, centres match the SCT midpoints file."""
-    out = levels_from_files(T2 / "t2_seg-deepseg_rootlets-manual.nii.gz", T2 / "t2_seg-manual.nii.gz", out_dir=tmp_path,
-                            method="reference")
+    out, _ = levels_from_files(T2 / "t2_seg-deepseg_rootlets-manual.nii.gz", T2 / "t2_seg-manual.nii.gz", out_dir=tmp_path,
+                               method="reference")
     table = pd.read_csv(out["csv"])
     assert list(table["level"]) == ["C5", "C6", "C7"] and (table["status"] == "ok").all()
     mids = table["mid_mm"].to_numpy()
@@ -260,7 +260,7 @@ def test_sct_t2_manual_rootlets(tmp_path):
     for row in table.itertuples():
         assert abs(row.mid_slice - np.argwhere(data == row.value)[0][axis]) <= 1
     gap = pd.read_csv(levels_from_files(T2 / "t2_seg-deepseg_rootlets-manual.nii.gz", T2 / "t2_seg-manual.nii.gz",
-                                        out_dir=tmp_path / "g")["csv"])
+                                        out_dir=tmp_path / "g")[0]["csv"])
     assert np.allclose(gap["end_mm"].iloc[:-1].to_numpy(), gap["start_mm"].iloc[1:].to_numpy())
 
 

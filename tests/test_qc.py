@@ -20,12 +20,15 @@ import pytest
 from filelock import FileLock
 from matplotlib.colors import to_rgb
 from PIL import Image
+from support.chromium import Chromium, chromium_path
 
 from rootlets_task.cli import main
+from rootlets_task.colours import level_colour
 from rootlets_task.errors import RootletsError
 from rootlets_task.levels import compute_levels, level_name, levels_from_files
 from rootlets_task.phantom import SPINAL_LEVELS, make_phantom
-from rootlets_task.qc import LOCK, display_views, level_colour, qc_subject
+from rootlets_task.qc import LOCK, qc_subject
+from rootlets_task.qc_views import display_views
 
 # Four orientations, one of them anisotropic (0.5 x 0.5 x 3 mm axial).
 CASES = {"LPI": (1.0, 1.0, 1.0), "RPI": (0.5, 0.5, 3.0), "AIL": (0.8, 0.8, 0.8), "PSR": (1.0, 1.0, 1.0)}
@@ -218,7 +221,7 @@ def test_qc_command(tmp_path, capsys):
     from rootlets_task.phantom import write_phantom
 
     files = write_phantom(tmp_path / "in", "RPI", (2.0, 2.0, 2.0), seed=2)
-    levels = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path / "lv")
+    levels, _ = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path / "lv")
     sidecar = {"GeneratedBy": [{"Name": "rootlets_task: rootlets -i x", "Release": "phantom", "ModelURL": "file:///m.zip"}]}
     files["rootlets"].with_name("phantom_T2w_label-rootlets_dseg.json").write_text(json.dumps(sidecar))
     qc_dir = tmp_path / "qc"
@@ -301,10 +304,9 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert not [p for p in qc_dir.rglob("*") if ".tmp" in p.name], "temporary files left behind"
 
 
-@pytest.mark.skipif(not __import__("_chromium").chromium_path(),
+@pytest.mark.skipif(not chromium_path(),
                     reason="chromium is not installed (apt-get install chromium); CI installs it")
 def test_pages_in_headless_chromium(qc_folder, tmp_path):
-    from _chromium import Chromium
 
     qc_dir, _ = qc_folder
     load_all = """Promise.all(Array.from(document.images).map(i => { i.loading = "eager";

@@ -25,7 +25,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from random_model import write_random_model
+from support.random_model import write_random_model
 
 from rootlets_task import install, releases, sct
 from rootlets_task.cli import main
@@ -114,7 +114,7 @@ def model_dir(root: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ exact files
 def test_listed_release_is_recorded_as_sct_does(sct73, zips):
     other_before = tree(sct73 / "data" / "deepseg_models" / OTHER)
-    model = sct.install_sct("r20250318", verbose=0)
+    model, _ = sct.install_sct("r20250318")
     folder = model_dir(sct73)
     assert model.folder == folder and model.release == "r20250318" and not model.custom
     # exactly SCT's layout: source.json + the release's nnUNetTrainer* folder, byte-for-byte
@@ -130,16 +130,16 @@ def test_listed_release_is_recorded_as_sct_does(sct73, zips):
 
 
 def test_unlisted_release_is_custom_and_reinstall_is_a_noop(sct73, zips, capsys):
-    sct.install_sct("r20240730", verbose=0)
+    sct.install_sct("r20240730")
     raw = (model_dir(sct73) / "source.json").read_bytes()
     assert raw == sct_writes({"model_name": KEY, "model_urls": str(zips["mirror"] / releases.RELEASES["r20240730"].asset),
                               "custom": True})
     mtime = (model_dir(sct73) / "source.json").stat().st_mtime_ns
-    sct.install_sct("r20240730", verbose=1)
+    assert main(["-install", "-sct", "-release", "r20240730"]) == 0
     assert "already installed" in capsys.readouterr().out
     assert (model_dir(sct73) / "source.json").stat().st_mtime_ns == mtime
     # a custom URL always installs, recorded as the URL used, like `sct_deepseg -custom-url`
-    sct.install_sct(custom_url=str(zips["b"]), verbose=0)
+    sct.install_sct(custom_url=str(zips["b"]))
     assert (model_dir(sct73) / "source.json").read_bytes() == sct_writes(
         {"model_name": KEY, "model_urls": str(zips["b"]), "custom": True})
     assert sct.read_model(sct.find_sct()).release is None
@@ -169,7 +169,7 @@ def test_sct_6x_records(version, tag, source, tmp_path, monkeypatch, zips):
     monkeypatch.setenv("ROOTLETS_TASK_MIRROR", str(zips["mirror"]))
     found = sct.find_sct()
     assert found.task == "seg_spinal_rootlets_t2w" and found.listed_tags == ["r20240730"]
-    sct.install_sct(tag, verbose=0)
+    sct.install_sct(tag)
     assert (model_dir(root) / "source.json").read_bytes() == sct_writes(source)
 
 
@@ -186,7 +186,7 @@ def test_fork_registers_a_release_in_one_line(tmp_path, monkeypatch, zips):
     assert found.task == "rootlets_phantom" and found.listed_tags == ["phantom"]
     if not releases.PHANTOM_ZIP.is_file():
         pytest.skip("bundled phantom release not built yet")
-    sct.install_sct("phantom", verbose=0)
+    sct.install_sct("phantom")
     assert json.loads((model_dir(root) / "source.json").read_text()) == {
         "model_name": KEY, "model_urls": str(releases.PHANTOM_ZIP), "custom": False}
 
@@ -210,7 +210,7 @@ class Truncating(BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize("failure", ["corrupt zip", "checksum mismatch", "interrupted download", "not a model"])
 def test_failed_install_keeps_previous_model(failure, sct73, zips, tmp_path, monkeypatch):
-    sct.install_sct(custom_url=str(zips["a"]), verbose=0)
+    sct.install_sct(custom_url=str(zips["a"]))
     before = {k: v for k, v in tree(sct73 / "data").items() if not k.endswith(".lock")}  # the install lock stays
     kwargs = {}
     if failure == "corrupt zip":
@@ -234,7 +234,7 @@ def test_failed_install_keeps_previous_model(failure, sct73, zips, tmp_path, mon
         kwargs["custom_url"] = f"http://127.0.0.1:{httpd.server_port}/model.zip"
     try:
         with pytest.raises(RootletsError, match=r"into SCT .*previous model is unchanged") as err:
-            sct.install_sct(progress=False, verbose=0, **kwargs)
+            sct.install_sct(progress=False, **kwargs)
     finally:
         if failure == "interrupted download":
             httpd.shutdown()
@@ -282,7 +282,7 @@ def test_unknown_layout_is_left_alone(layout, sct73, zips, capsys):
     if layout == "not a folder":
         folder.write_text("?")
     else:
-        sct.install_sct(custom_url=str(zips["a"]), verbose=0)
+        sct.install_sct(custom_url=str(zips["a"]))
         if layout == "stray file":
             (folder / "weights.pt").write_bytes(b"x")
         elif layout == "two trainers":

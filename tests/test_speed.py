@@ -7,7 +7,6 @@ checks numerics (backend, export); the trained phantom release checks what cropp
 from __future__ import annotations
 
 import json
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -15,13 +14,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from random_model import write_random_model
+from support.random_model import write_random_model
 
 import rootlets_task
-from rootlets_task import backends
-from rootlets_task.inference import Segmenter, crop_box, grow_to_patch, touches_box_side
+from rootlets_task import backends, nifti
+from rootlets_task.cropping import crop_box, cut_note, grow_to_patch, touches_box_side
+from rootlets_task.inference import Segmenter
 from rootlets_task.metrics import dice_per_level
 from rootlets_task.phantom import make_phantom
+from rootlets_task.provenance import rootlets_sidecar
+from rootlets_task.segment import write_segmentation
 
 COARSE = (2.0, 2.0, 2.0)  # the random model's plan spacing
 PHANTOM_ZIP = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
@@ -71,12 +73,11 @@ def test_openvino_backend_matches_torch(random_folder, torch_segmenter, coarse_i
 
 
 @needs_openvino
-def test_openvino_failing_its_check_falls_back_to_torch(tmp_path, monkeypatch):
+def test_openvino_failing_its_check_falls_back_to_torch(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(backends, "TOLERANCE", -1.0)  # no backend can pass: stands in for a broken OpenVINO build
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        seg = Segmenter(write_random_model(tmp_path), device="cpu", verbose=0)
-    assert seg.backend == "torch" and any("using PyTorch" in str(w.message) for w in caught)
+    seg = Segmenter(write_random_model(tmp_path), device="cpu", verbose=0)
+    assert seg.backend == "torch" and any("using PyTorch" in r.getMessage() and r.levelname == "WARNING"
+                                          for r in caplog.records)
 
 
 def test_spacing_within_tolerance_is_not_resampled(torch_segmenter, coarse_image):
@@ -124,12 +125,12 @@ def test_touches_box_side():
     assert not touches_box_side(labels, box)
 
 
-def _count_tiles(seg: Segmenter, img, cord):
+def _count_tiles(seg: Segmenter, img, box):
     net, calls = seg.predictor.network, []
     forward = net.forward
     net.forward = lambda x: calls.append(1) or forward(x)
     try:
-        return seg.segment_image(img, cord=cord), len(calls)
+        return seg.segment_image(img, box), len(calls)
     finally:
         del net.forward
 
@@ -146,24 +147,21 @@ def test_crop_to_cord_runs_fewer_tiles_and_keeps_accuracy(phantom_folder, tmp_pa
     box = crop_box(img, cord)
     assert truth[box].sum() == truth.sum() > 0  # the default margin keeps every true rootlet voxel
     full, n_full = _count_tiles(seg, img, None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the default margin keeps the rootlets off the box's sides: no warning
-        cropped, n_crop = _count_tiles(seg, img, cord)
+    cropped, n_crop = _count_tiles(seg, img, box)
+    assert cut_note(cropped, box, 10.0) == []  # the default margin keeps the rootlets off the box's sides: no warning
     assert n_crop < n_full / 2  # 40x50 mm in-plane is 2x3 tiles of 32 mm; the crop needs one
     assert cropped[box].sum() == cropped.sum() > 100  # labels only inside the box, and the model finds rootlets
     assert (cropped == full).mean() >= 0.995  # the voxel agreement; per-level Dice differs (README)
     assert _mean_dice(truth, cropped) >= _mean_dice(truth, full) - 0.05  # about as accurate against the truth
-    with pytest.warns(UserWarning, match=r"rootlets reach the side of the crop box \(2 mm around the cord\)"):
-        seg.segment_image(img, cord=cord, margin_mm=2.0)  # too tight: rootlets cut by the box are reported
+    tight = crop_box(img, cord, margin_mm=2.0)  # too tight: rootlets cut by the box are reported
+    (note,) = cut_note(seg.segment_image(img, tight), tight, 2.0)
+    assert "rootlets reach the side of the crop box (2 mm around the cord)" in note
 
-    ph_dir = tmp_path / "files"
-    ph_dir.mkdir()
-    nib.save(img, ph_dir / "image.nii.gz")
-    nib.save(cord, ph_dir / "cord.nii.gz")
-    out = seg.segment_file(ph_dir / "image.nii.gz", tmp_path / "out.nii.gz", cord=ph_dir / "cord.nii.gz")
+    out = write_segmentation(nifti.label_image(cropped, img), tmp_path / "out.nii.gz",
+                             rootlets_sidecar(seg, None, "-i image", {"CordFile": "cord.nii.gz", "MarginMM": 10.0}))
     assert np.array_equal(np.asarray(nib.load(out).dataobj), cropped)
     crop = json.loads(out.with_name("out.json").read_text())["GeneratedBy"][0]["Settings"]["CropToCord"]
-    assert crop == {"CordFile": str(ph_dir / "cord.nii.gz"), "MarginMM": 10.0}
+    assert crop == {"CordFile": "cord.nii.gz", "MarginMM": 10.0}
 
 
 def test_crop_to_cord_on_a_resampled_input(phantom_folder):
@@ -173,5 +171,5 @@ def test_crop_to_cord_on_a_resampled_input(phantom_folder):
     cut = (slice(None), slice(None), slice(40, 83))
     img, cord = ph.nifti("image").slicer[cut], ph.nifti("cord").slicer[cut]
     box = crop_box(img, cord)
-    labels = seg.segment_image(img, cord=cord)
+    labels = seg.segment_image(img, box)
     assert labels.shape == img.shape and labels[box].sum() == labels.sum() > 0

@@ -10,36 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fake_tools
 import nibabel as nib
 import numpy as np
 import pytest
+from support import fake_tools
 
-from rootlets_task import tools
+from rootlets_task import labels, spineps, tools
 from rootlets_task.errors import RootletsError
-from rootlets_task.phantom import make_phantom, write_phantom
+from rootlets_task.phantom import make_phantom
 
 SEED = 4
-
-
-@pytest.fixture(scope="module")
-def phantom_files(tmp_path_factory):
-    return write_phantom(tmp_path_factory.mktemp("phantom"), "LPI", (1.0, 1.0, 1.0), seed=SEED)
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    return make_phantom("LPI", (1.0, 1.0, 1.0), seed=SEED)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, phantom):
-    return fake_tools.prepare(tmp_path_factory.mktemp("fake_tools"), phantom, SEED)
-
-
-@pytest.fixture
-def fake(monkeypatch, tmp_path, prepared):
-    return fake_tools.activate(monkeypatch, prepared, tmp_path / "calls.jsonl")
 
 
 def _world(p, ijk) -> np.ndarray:
@@ -49,7 +29,7 @@ def _world(p, ijk) -> np.ndarray:
 @pytest.mark.parametrize("orient,spacing", [("LPI", (1.0, 1.0, 1.0)), ("AIL", (1.0, 3.0, 0.5))])
 def test_spineps_instances_become_sct_discs_at_the_phantom_truth(orient, spacing):
     p = make_phantom(orient, spacing, seed=SEED)
-    discs = tools.spineps_to_sct_discs(fake_tools.spineps_instances(p, SEED), p.affine)
+    discs = spineps.spineps_to_sct_discs(fake_tools.spineps_instances(p, SEED), p.affine)
     assert sorted(np.unique(discs[discs > 0]).tolist()) == list(range(1, 10))
     assert all(np.count_nonzero(discs == v) == 1 for v in range(1, 10))
     si_voxel = float(np.abs(p.affine[2, :3]).max())
@@ -69,17 +49,17 @@ def test_spineps_without_discs_is_refused(phantom):
     only_vertebrae = fake_tools.spineps_instances(phantom, SEED)
     only_vertebrae[only_vertebrae > 100] = 0
     with pytest.raises(ValueError, match="no intervertebral disc"):
-        tools.spineps_to_sct_discs(only_vertebrae, phantom.affine)
+        spineps.spineps_to_sct_discs(only_vertebrae, phantom.affine)
 
 
 def _run(kind_source: str, image: Path):
     reference = nib.load(image)
     return {
-        "cord:sct": lambda: tools.cord_from_sct(image, reference, verbose=0),
-        "discs:sct": lambda: tools.discs_from_sct(image, reference, verbose=0),
-        "discs:totalspineseg": lambda: tools.discs_from_totalspineseg(image, reference, verbose=0),
-        "discs:spineps": lambda: tools.discs_from_spineps(image, reference, cpu=True, verbose=0),
-        "pmj:sct": lambda: tools.pmj_from_sct(image, reference, verbose=0),
+        "cord:sct": lambda: tools.cord_from_sct(image, reference),
+        "discs:sct": lambda: tools.discs_from_sct(image, reference),
+        "discs:totalspineseg": lambda: tools.discs_from_totalspineseg(image, reference),
+        "discs:spineps": lambda: tools.discs_from_spineps(image, reference, cpu=True),
+        "pmj:sct": lambda: tools.pmj_from_sct(image, reference),
     }[kind_source]()
 
 
@@ -102,8 +82,8 @@ SOURCES = ["cord:sct", "discs:sct", "discs:totalspineseg", "discs:spineps", "pmj
 
 
 @pytest.mark.parametrize("kind_source", SOURCES)
-def test_tool_command_line_and_checked_output(fake, phantom, phantom_files, kind_source):
-    image = phantom_files["image"]
+def test_tool_command_line_and_checked_output(fake, phantom, files, kind_source):
+    image = files["image"]
     out = _run(kind_source, image)
     call = fake_tools.calls(fake)[-1]
     assert call == _expected_command(kind_source, image, call)
@@ -120,9 +100,9 @@ def test_tool_command_line_and_checked_output(fake, phantom, phantom_files, kind
 
 
 @pytest.mark.parametrize("kind_source", SOURCES)
-def test_same_space_other_grid_is_resampled_with_a_note(fake, monkeypatch, phantom, phantom_files, kind_source):
+def test_same_space_other_grid_is_resampled_with_a_note(fake, monkeypatch, phantom, files, kind_source):
     monkeypatch.setenv("FAKE_TOOL_MODE", "othergrid")
-    out = _run(kind_source, phantom_files["image"])
+    out = _run(kind_source, files["image"])
     assert out.data.shape == phantom.image.shape
     assert any("resampled" in n for n in out.notes)
     kind = kind_source.split(":")[0]
@@ -140,14 +120,14 @@ FLAG = {"cord": "-s CORD", "discs": "-discs DISCS", "pmj": "-pmj PMJ"}
     ("otherspace", "does not overlap the image"),
     ("badvalues", "not a binary mask|span several voxels|2 labelled voxels|no intervertebral disc"),
 ])
-def test_tool_failures_name_tool_command_stderr_and_the_file_flag(fake, monkeypatch, phantom_files, kind_source, mode,
+def test_tool_failures_name_tool_command_stderr_and_the_file_flag(fake, monkeypatch, files, kind_source, mode,
                                                                    message):
     if kind_source == "pmj:sct" and mode == "nothing":
         pytest.skip("sct_detect_pmj writes nothing when it finds no PMJ: tested below")
     monkeypatch.setenv("FAKE_TOOL_MODE", mode)
     kind, source = kind_source.split(":")
     with pytest.raises(RootletsError, match=message) as err:
-        _run(kind_source, phantom_files["image"])
+        _run(kind_source, files["image"])
     text = str(err.value)
     assert "\n" not in text
     assert text.startswith(tools.TOOLS[kind, source].name)
@@ -155,18 +135,18 @@ def test_tool_failures_name_tool_command_stderr_and_the_file_flag(fake, monkeypa
     assert "command `" in text
 
 
-def test_pmj_not_found_is_none(fake, monkeypatch, phantom_files):
+def test_pmj_not_found_is_none(fake, monkeypatch, files):
     monkeypatch.setenv("FAKE_TOOL_MODE", "nothing")
-    assert tools.pmj_from_sct(phantom_files["image"], nib.load(phantom_files["image"]), verbose=0) is None
+    assert tools.pmj_from_sct(files["image"], nib.load(files["image"])) is None
 
 
 @pytest.mark.parametrize("kind_source", SOURCES)
-def test_missing_tool_says_how_to_install_and_how_to_give_the_file(monkeypatch, tmp_path, phantom_files, kind_source):
+def test_missing_tool_says_how_to_install_and_how_to_give_the_file(monkeypatch, tmp_path, files, kind_source):
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing there
     kind, source = kind_source.split(":")
     assert not tools.available(kind, source)
     with pytest.raises(RootletsError, match="was not found on PATH") as err:
-        _run(kind_source, phantom_files["image"])
+        _run(kind_source, files["image"])
     text = str(err.value)
     assert FLAG[kind] in text
     hint = {"sct": "Spinal Cord Toolbox", "totalspineseg": "pip install 'rootlets_task[totalspineseg]'",
@@ -174,12 +154,12 @@ def test_missing_tool_says_how_to_install_and_how_to_give_the_file(monkeypatch, 
     assert hint in text
 
 
-def test_checked_labels_on_user_files(tmp_path, phantom, phantom_files):
-    reference = nib.load(phantom_files["image"])
-    data, notes = tools.checked_labels(phantom_files["discs"], "discs", reference)
+def test_user_label_files_are_checked(tmp_path, phantom, files):
+    reference = nib.load(files["image"])
+    data, notes = labels.load(files["discs"], "discs", reference)
     assert np.array_equal(data, phantom.discs) and notes == []
-    rootlets_as_cord = phantom_files["rootlets"]
+    rootlets_as_cord = files["rootlets"]
     with pytest.raises(ValueError, match="not a binary mask"):
-        tools.checked_labels(rootlets_as_cord, "cord", reference)
+        labels.load(rootlets_as_cord, "cord", reference)
     with pytest.raises(ValueError, match="not SCT disc labels"):
-        tools.checked_labels(phantom_files["pmj"], "discs", reference)
+        labels.load(files["pmj"], "discs", reference)

@@ -1,0 +1,68 @@
+"""Where to run the network when it need not see the whole image: a box around the spinal cord (pure geometry).
+
+The crop lever (``-crop-to-cord``) runs the sliding window on the cord's box plus a margin in the axial plane (the
+whole superior-inferior extent), grown to at least one network patch per axis. Real T2w rootlets lie up to 6 mm
+outside the cord's box, hence the 10 mm default margin (docs: segmentation and speed).
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+
+from rootlets_task import nifti
+from rootlets_task.errors import RootletsError
+
+CROP_MARGIN_MM = 10.0
+Box = tuple[slice, slice, slice]
+
+
+def crop_box(img: nib.Nifti1Image, cord: nib.Nifti1Image | np.ndarray, margin_mm: float = CROP_MARGIN_MM) -> Box:
+    """Voxel box of ``img`` holding the cord mask plus ``margin_mm`` in the axial plane and the full S-I extent."""
+    mask = np.asarray(cord.dataobj if isinstance(cord, nib.Nifti1Image) else cord) > 0
+    name = cord.get_filename() if isinstance(cord, nib.Nifti1Image) else None
+    if mask.shape != img.shape[:3] or (isinstance(cord, nib.Nifti1Image) and not np.allclose(cord.affine, img.affine, atol=1e-3)):
+        raise RootletsError(f"cord mask {name or ''}: not on the image grid {img.shape[:3]}; resample it onto the image first")
+    if not mask.any():
+        raise RootletsError(f"cord mask {name or ''}: empty; segment the cord first (or segment without a cord mask)")
+    si = nifti.si_axis(img.affine)
+    zooms = img.header.get_zooms()[:3]
+    box = []
+    for axis in range(3):
+        if axis == si:
+            box.append(slice(0, img.shape[axis]))
+            continue
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        pad = int(np.ceil(margin_mm / zooms[axis]))
+        box.append(slice(max(0, hits[0] - pad), min(img.shape[axis], hits[-1] + 1 + pad)))
+    return tuple(box)
+
+
+def touches_box_side(labels: np.ndarray, box: Box) -> bool:
+    """True when a label voxel lies on a face of ``box`` that is not the image's own border (labels cut by the box)."""
+    for axis, b in enumerate(box):
+        for index in {b.start, b.stop - 1} - {0, labels.shape[axis] - 1}:
+            if np.take(labels, index, axis=axis)[tuple(box[a] for a in range(3) if a != axis)].any():
+                return True
+    return False
+
+
+def cut_note(labels: np.ndarray, box: Box, margin_mm: float) -> list[str]:
+    """The warning a cropped segmentation deserves when its labels reach the side of the box."""
+    if not touches_box_side(labels, box):
+        return []
+    return [f"rootlets reach the side of the crop box ({margin_mm:g} mm around the cord): some may lie outside it; "
+            "segment without -crop-to-cord to keep them"]
+
+
+def grow_to_patch(box: tuple[slice, ...], shape: tuple[int, ...], patch: tuple[int, ...]) -> tuple[slice, ...]:
+    """``box`` grown symmetrically to at least ``patch`` voxels per axis (as far as ``shape`` allows).
+
+    A sub-image smaller than the patch would be zero-padded by nnU-Net; the image around it is better context.
+    """
+    grown = []
+    for b, n, k in zip(box, shape, patch, strict=True):
+        size = min(max(b.stop - b.start, k), n)
+        start = min(max(0, (b.start + b.stop - size) // 2), n - size)
+        grown.append(slice(start, start + size))
+    return tuple(grown)

@@ -1,0 +1,76 @@
+"""Logging: the library logs (``logging.getLogger(__name__)`` in every module); the command line configures it once.
+
+* :func:`configure`: ``rootlets: message`` lines on stderr (``rootlets: warning: ...`` for warnings), at the
+  command's verbosity (0 warnings only, 1 progress, 2 detail);
+* :func:`unit_log`: while a batch unit runs, what this thread logs goes to the unit's own log file (and not to the
+  terminal), so units running side by side on threaded Dask workers never mix their logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+PACKAGE = "rootlets_task"
+LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+_in_unit = threading.local()
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is at the time (so redirections and test capture see it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns it
+        pass
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return f"rootlets: warning: {text}" if record.levelno >= logging.WARNING else f"rootlets: {text}"
+
+
+def _not_in_unit(record: logging.LogRecord) -> bool:
+    return not getattr(_in_unit, "active", False)
+
+
+def configure(verbosity: int = 1) -> None:
+    """Show the package's log on stderr at ``verbosity`` (0, 1 or 2); calling again replaces the earlier set-up."""
+    logger = logging.getLogger(PACKAGE)
+    for handler in [h for h in logger.handlers if isinstance(h, _Stderr)]:
+        logger.removeHandler(handler)
+    handler = _Stderr()
+    handler.setFormatter(_Format())
+    handler.setLevel(LEVELS.get(verbosity, logging.DEBUG))
+    handler.addFilter(_not_in_unit)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+
+
+@contextlib.contextmanager
+def unit_log(path: str | Path) -> Iterator[None]:
+    """Send what the current thread logs to ``path`` (and nowhere else) while the block runs."""
+    logger = logging.getLogger(PACKAGE)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    thread = threading.get_ident()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(lambda record: record.thread == thread)
+    logger.addHandler(handler)
+    _in_unit.active = True
+    try:
+        yield
+    finally:
+        _in_unit.active = False
+        logger.removeHandler(handler)
+        handler.close()

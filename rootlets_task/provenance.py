@@ -1,0 +1,95 @@
+"""What made an output: the JSON sidecars beside label files and the derivative dataset's description.
+
+Sidecars follow SCT's ``GeneratedBy`` convention (BIDS), so tools that read SCT's sidecars read ours. URLs are
+stored without user info or query (:func:`rootlets_task.archive.redact`): a signed mirror URL never leaks into
+shared data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from rootlets_task._version import __version__
+from rootlets_task.archive import redact
+from rootlets_task.nifti import stem
+
+
+def code_url() -> str:
+    """Where the code that made an output lives: the package's home page if it declares one, else this file."""
+    from importlib import metadata
+
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        home = metadata.metadata("rootlets_task").get("Home-page")
+        if home:
+            return f"{home.rstrip('/')}/blob/v{__version__}/rootlets_task/inference.py"
+    return Path(__file__).resolve().as_uri()
+
+
+def sidecar_path(out: str | os.PathLike) -> Path:
+    """``<output without .nii/.nii.gz>.json``, as SCT names it."""
+    out = Path(out)
+    return out.with_name(stem(out) + ".json")
+
+
+def is_sidecar(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a sidecar rootlets_task or SCT wrote (so a rerun may replace it)."""
+    from rootlets_task.files import read_json
+
+    content = read_json(path, limit=1 << 20)
+    generated = content.get("GeneratedBy") if isinstance(content, dict) else None
+    name = generated[0].get("Name", "") if isinstance(generated, list) and generated and isinstance(generated[0], dict) else ""
+    return isinstance(name, str) and name.startswith(("rootlets_task", "spinalcordtoolbox"))
+
+
+def model_fields(record: dict) -> dict:
+    """The sidecar fields that identify a model from its install record (URL redacted)."""
+    url = record.get("url")
+    return {"ModelURL": redact(url) if url else None, "Release": record.get("tag"), "ModelSHA256": record.get("sha256")}
+
+
+def rootlets_sidecar(segmenter, source: str | os.PathLike | None, command: str, crop: dict | None = None) -> dict:
+    """SCT-style ``GeneratedBy`` metadata of one rootlets segmentation made by ``segmenter``."""
+    return {
+        "GeneratedBy": [{
+            "Name": f"rootlets_task: rootlets {command}",
+            "Version": __version__,
+            "CodeURL": code_url(),
+            **model_fields(segmenter.record),
+            "ModelFolder": str(segmenter.model_folder),
+            "Device": segmenter.device.type,
+            "Settings": segmenter.settings | {"CropToCord": crop},
+        }],
+        "InputFile": str(Path(source).absolute()) if source is not None else None,
+    }
+
+
+def label_sidecar(kind: str, tool_name: str, source: str, why: str, image: str | os.PathLike | None,
+                  command: list[str] | None, file: str | os.PathLike | None, file_sha256: str | None,
+                  notes: list[str]) -> dict:
+    """Sidecar of a cord / discs / PMJ label file the chain wrote: who made it (tool and command, or the user's file)."""
+    content = {"Source": source, "SourceReason": why, "InputFile": str(Path(image).absolute()) if image else None,
+               "Notes": notes,
+               "GeneratedBy": [{"Name": f"rootlets_task: rootlets -levels ({kind} from {tool_name})", "Version": __version__}]}
+    if command is not None:
+        content["Tool"] = tool_name
+        content["Command"] = " ".join(command)
+        content["GeneratedBy"].insert(0, {"Name": tool_name, "Command": " ".join(command)})
+    if file is not None:
+        content["SourceFile"] = str(Path(file).absolute())
+        content["SourceSHA256"] = file_sha256
+    return content
+
+
+def dataset_description(record: dict, levels: bool, bids_root: Path) -> dict:
+    """The derivative dataset's ``dataset_description.json`` (BIDS 1.10: DatasetType derivative, GeneratedBy)."""
+    return {
+        "Name": "rootlets_task: spinal nerve rootlets" + (" and spinal/vertebral levels" if levels else ""),
+        "BIDSVersion": "1.10.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "rootlets_task", "Version": __version__,
+                         "Description": "RootletSeg nnU-Net rootlets segmentation (rootlets batch)",
+                         "CodeURL": code_url(), **model_fields(record)}],
+        "SourceDatasets": [{"URL": bids_root.absolute().as_uri()}],
+    }

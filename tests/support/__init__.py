@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (model builders, stand-in tools, a browser driver); fixtures live in conftest.py."""
