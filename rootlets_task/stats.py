@@ -165,10 +165,13 @@ def read_tables(items: list[str | os.PathLike]) -> list[Table]:
                                     "from each subject's levels)")
             continue
         table = _read_csv(path)
-        if all(c in table.columns for c in LEVEL_COLUMNS):
-            tables.append(_ours(path, table))
-        elif all(c in table.columns for c in LAB_COLUMNS):
-            tables.append(_lab(path, table))
+        reader = _ours if all(c in table.columns for c in LEVEL_COLUMNS) else \
+            _lab if all(c in table.columns for c in LAB_COLUMNS) else None
+        if reader is not None:
+            try:
+                tables.append(reader(path, table))
+            except (ValueError, TypeError) as exc:  # e.g. an empty or non-numeric level value or distance
+                raise RootletsError(f"{path}: a value is missing or not a number ({exc}); fix or re-make the table") from None
         elif all(c in table.columns for c in SHIFT_COLUMNS):
             raise RootletsError(f"{path}: a shift table; give its *_levels.csv instead")
         else:

@@ -192,6 +192,16 @@ def test_bad_heights_are_one_line_naming_the_file(tmp_path, capsys, change, mess
     assert not out.exists()
 
 
+def test_lab_table_with_a_blank_level_is_one_line(tmp_path, capsys):
+    broken = tmp_path / "spinal_vs_vertebral_levels.csv"
+    table = pd.read_csv(LEVELS)
+    table.loc[3, "spinal_level"] = None
+    table.to_csv(broken, index=False)
+    assert main(["stats", str(broken), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert str(broken) in err and "not a number" in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
 def test_normalising_without_participants_is_refused(tmp_path):
     with pytest.raises(RootletsError, match="-participants"):
         group_stats([LEVELS], tmp_path / "out", normalise=True)
