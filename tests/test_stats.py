@@ -297,6 +297,29 @@ def test_lab_layout_import_export_roundtrip(complete, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(out["shift"]), complete["shift"].reset_index()[pd.read_csv(out["shift"]).columns])
 
 
+def test_reads_the_labs_own_02a_and_discs_csvs(tmp_path):
+    """The CSVs that 02a and discs_to_vertebral_levels.py wrote with a real SCT (sct/phantom, see sct/README.md): one
+    subject, spinal C2-T1 and vertebral C2-T1 (the lab's vertebral level 1 = C1 left out, as its one-table script
+    does); exported back in the lab's layout row for row."""
+    folder = DATA / "sct" / "phantom"
+    out = group_stats([folder], tmp_path / "out")
+    mids = pd.read_csv(out["midpoints"])
+    assert set(mids.unit) == {"phantom"}
+    assert sorted(mids[mids.kind == "spinal"].value) == list(range(2, 10))
+    assert sorted(mids[mids.kind == "vertebral"].value) == list(range(2, 9))
+    written = pd.concat([pd.read_csv(p) for p in sorted(folder.glob("*pmj_distance*.csv"))])
+    spinal = written[written.fname.str.contains("rootlets")].set_index("spinal_level")
+    for row in mids[mids.kind == "spinal"].itertuples():
+        want = (spinal.loc[row.value, "distance_from_pmj_start"] + spinal.loc[row.value, "distance_from_pmj_end"]) / 2
+        assert close(row.mid_mm, want) and row.start_mm == spinal.loc[row.value, "distance_from_pmj_end"]
+    shift = pd.read_csv(out["shift"]).set_index(["pairing", "pair"])
+    assert (shift.n.drop(index="all", level=1) == 1).all()
+    exported = pd.read_csv(out["lab"])
+    assert len(exported) == len(written) and set(exported.subject) == {"phantom"}
+    pd.testing.assert_frame_equal(exported[LAB_TABLE_COLUMNS[:7]].sort_values(["fname", "spinal_level"]).reset_index(drop=True),
+                                  written.sort_values(["fname", "spinal_level"]).reset_index(drop=True))
+
+
 @pytest.fixture(scope="module")
 def phantom_levels(tmp_path_factory):
     """Three phantom subjects through `rootlets levels -method reference`, one of them in AIL orientation."""
