@@ -245,11 +245,18 @@ def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
 
 
 def _stats_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rootlets stats", description="Group statistics over many subjects' "
-                                "*_shift.csv / *_levels.csv: median bias and 2.5/97.5 percentile limits of agreement "
-                                "per level pair (Bland-Altman), mean and SD of level heights.")
-    p.add_argument("files", nargs="+", metavar="FILE", help="*_shift.csv and *_levels.csv files, or folders to search")
+    p = argparse.ArgumentParser(prog="rootlets stats", description="The lab's spinal-vs-vertebral level analysis "
+                                "(RootletSeg paper) over many subjects' level tables: per level pair (unshifted "
+                                "VL C2-SL C2 ... VL T1-SL C8; shifted VL C2-SL C3 ... VL T1-SL T1) the median bias and "
+                                "2.5/97.5 percentile limits of agreement (Bland-Altman), Spearman correlation, linear "
+                                "regression, Shapiro-Wilk, RMSE; level sizes; a figure; the levels in the lab's CSV layout.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="*_levels.csv of `rootlets levels`, tables of the lab's "
+                   "scripts (*_pmj_distance*.csv, spinal_vs_vertebral_levels.csv), or folders to search")
     p.add_argument("-o", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("-participants", metavar="FILE", help="participants.tsv with body heights (BIDS column 'height', or "
+                   "the lab's 'height_sub'), matched on participant_id (or the lab's 'subject')")
+    p.add_argument("-normalise", choices=["y", "n"], help="divide each midpoint by the subject's height and multiply by "
+                   "the median height, as the paper does (default: y with -participants, else n)")
     return p
 
 
@@ -258,10 +265,14 @@ def _run_stats(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 
     from rootlets_task.stats import group_stats
 
-    outputs = group_stats(args.files, args.o)
+    normalise = None if args.normalise is None else args.normalise == "y"
+    outputs = group_stats(args.files, args.o, participants=args.participants, normalise=normalise)
+    normalised = normalise if normalise is not None else args.participants is not None
+    print("midpoints normalised by body height" if normalised else
+          "midpoints not normalised by body height (the paper normalises: give -participants)")
     if "shift" in outputs:
-        stats = pd.read_csv(outputs["shift"])
-        print(stats.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        cols = ["pairing", "pair", "n", "bias_mm", "loa_low_mm", "loa_high_mm", "spearman_rho", "r2", "shapiro_p"]
+        print(pd.read_csv(outputs["shift"])[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     for path in outputs.values():
         print(path)
 

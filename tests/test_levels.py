@@ -375,7 +375,7 @@ def test_group_stats_on_phantom_subjects(phantoms, tmp_path, capsys):
         assert shifted.loc[vl, "n"] == 3
         assert abs(shifted.loc[vl, "bias_mm"] - np.median(values)) <= 1.5
         assert shifted.loc[vl, "loa_low_mm"] <= shifted.loc[vl, "bias_mm"] <= shifted.loc[vl, "loa_high_mm"]
-    assert shifted.loc["all", "n"] == 3 * 8
+    assert shifted.loc["all", "n"] == 3 * 7  # the lab's seven pairs, VL C2-SL C3 ... VL T1-SL T1 (no VL C1)
     heights = pd.read_csv(tmp_path / "group" / "level_stats.csv").set_index(["kind", "level"])
     true_h = [ph.truth["spinal_levels"]["5"]["height_mm"] for ph in subjects.values()]
     assert heights.loc[("spinal", "C5"), "n"] == 3 and abs(heights.loc[("spinal", "C5"), "mean_height_mm"] - np.mean(true_h)) <= 2
