@@ -138,69 +138,85 @@ def _session(retries: int, backoff: float):
     return session
 
 
+@dataclass
+class _Progress:
+    """How far a download got (for the messages of a failure)."""
+
+    started: bool = False
+    size: int = 0
+    total: int | None = None
+
+
 def _stream(url: str, target: Path, progress: bool, retries: int, backoff: float, cap: int, deadline: float) -> tuple[str, int]:
     """Write the body of ``url`` into ``target``, hashing and counting it; returns (sha256, size).
 
     Raises _SourceFailed with a short reason: HTTP error, refused connection, silence, size above ``cap``, longer
     than ``deadline`` seconds in all, or a body shorter than announced.
     """
-    import requests
-    from tqdm import tqdm
-
-    digest, size, total, started = hashlib.sha256(), 0, None, False
-    host = urlparse(url).hostname or "?"
-    t0 = time.monotonic()
+    state = _Progress()
     try:
         with _session(retries, backoff) as session, \
                 session.get(url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as resp:
             if resp.status_code >= 400:
                 raise _SourceFailed(f"HTTP {resp.status_code} {resp.reason}")
-            started = True
+            state.started = True
             if resp.headers.get("Content-Length", "").isdigit() and not resp.headers.get("Content-Encoding"):
-                total = int(resp.headers["Content-Length"])
-                if total > cap:
-                    raise _SourceFailed(f"the server announces {total} bytes, above the {cap}-byte limit "
+                state.total = int(resp.headers["Content-Length"])
+                if state.total > cap:
+                    raise _SourceFailed(f"the server announces {state.total} bytes, above the {cap}-byte limit "
                                         f"(set {ENV_MAX_BYTES} to allow more)")
-            name = Path(unquote(urlparse(url).path)).name or "release.zip"
-            with open(target, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
-                                                 disable=not progress, file=sys.stderr, leave=True) as bar:
-                while chunk := resp.raw.read1(64 * 1024, decode_content=True):
-                    size += len(chunk)
-                    if size > cap:
-                        raise _SourceFailed(f"more than {cap} bytes; stopped (set {ENV_MAX_BYTES} to allow more)")
-                    if time.monotonic() - t0 > deadline:
-                        raise _SourceFailed(f"still downloading after {deadline:.0f} s ({size} bytes so far); stopped "
-                                            f"(a very slow network? set {ENV_DEADLINE} to wait longer)")
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-    except requests.exceptions.RetryError as exc:
-        raise _SourceFailed(f"gave up after {retries} retries ({getattr(exc.args[0], 'reason', exc)})") from exc
-    except (requests.exceptions.ReadTimeout, TimeoutError) as exc:
-        raise _SourceFailed(f"the server at {host} accepted the connection but sent nothing for {READ_TIMEOUT_S:.0f} s; "
-                            "timed out") from exc
-    except requests.exceptions.ConnectTimeout as exc:
-        raise _SourceFailed(f"cannot connect to {host} within {CONNECT_TIMEOUT_S:.0f} s (no network, or the server is "
-                            "down)") from exc
-    except requests.exceptions.RequestException as exc:
-        if started:
-            raise _SourceFailed(f"download interrupted: the connection broke before the end of the file "
-                                f"({size} of {total or '?'} bytes saved)") from exc
-        if isinstance(exc, requests.exceptions.ConnectionError):
-            if _read_timed_out(exc):  # urllib3 reports a silent server through a ConnectionError
-                raise _SourceFailed(f"the server at {host} accepted the connection but sent nothing for "
-                                    f"{READ_TIMEOUT_S:.0f} s; timed out") from exc
-            raise _SourceFailed(f"cannot connect to {host} (no network, or the server is down)") from exc
-        raise _SourceFailed(f"{type(exc).__name__}: {redact(str(exc))}") from exc
+            digest = _copy_body(resp, target, Path(unquote(urlparse(url).path)).name or "release.zip", progress, cap,
+                                deadline, state)
     except _SourceFailed:
         raise
-    except Exception as exc:  # urllib3 protocol errors raised through read1 (broken chunked encoding ...)
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise _SourceFailed(f"cannot write {target}: {exc.strerror or exc}") from exc
-        raise _SourceFailed(f"download interrupted ({type(exc).__name__}; {size} of {total or '?'} bytes saved)") from exc
-    if total is not None and size != total:
-        raise _SourceFailed(f"download truncated: got {size} of {total} bytes")
-    return digest.hexdigest(), size
+    except Exception as exc:  # requests, urllib3 (through read1) and OS errors: one short reason each
+        raise _SourceFailed(_failure(exc, urlparse(url).hostname or "?", state, retries, target)) from exc
+    if state.total is not None and state.size != state.total:
+        raise _SourceFailed(f"download truncated: got {state.size} of {state.total} bytes")
+    return digest, state.size
+
+
+def _copy_body(resp, target: Path, name: str, progress: bool, cap: int, deadline: float, state: _Progress) -> str:
+    """Copy the response body into ``target`` within the byte cap and the deadline (tqdm bar on stderr)."""
+    from tqdm import tqdm
+
+    digest, t0 = hashlib.sha256(), time.monotonic()
+    with open(target, "wb") as out, tqdm(total=state.total, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
+                                         disable=not progress, file=sys.stderr, leave=True) as bar:
+        while chunk := resp.raw.read1(64 * 1024, decode_content=True):  # returns as soon as some data came
+            state.size += len(chunk)
+            if state.size > cap:
+                raise _SourceFailed(f"more than {cap} bytes; stopped (set {ENV_MAX_BYTES} to allow more)")
+            if time.monotonic() - t0 > deadline:
+                raise _SourceFailed(f"still downloading after {deadline:.0f} s ({state.size} bytes so far); stopped "
+                                    f"(a very slow network? set {ENV_DEADLINE} to wait longer)")
+            out.write(chunk)
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _failure(exc: Exception, host: str, state: _Progress, retries: int, target: Path) -> str:
+    """The one-line reason of a failed download."""
+    import requests
+
+    silent = f"the server at {host} accepted the connection but sent nothing for {READ_TIMEOUT_S:.0f} s; timed out"
+    if isinstance(exc, requests.exceptions.RetryError):
+        return f"gave up after {retries} retries ({getattr(exc.args[0], 'reason', exc)})"
+    if isinstance(exc, requests.exceptions.ReadTimeout | TimeoutError):
+        return silent
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"cannot connect to {host} within {CONNECT_TIMEOUT_S:.0f} s (no network, or the server is down)"
+    if isinstance(exc, requests.exceptions.RequestException):
+        if state.started:
+            return (f"download interrupted: the connection broke before the end of the file ({state.size} of "
+                    f"{state.total or '?'} bytes saved)")
+        if isinstance(exc, requests.exceptions.ConnectionError):  # urllib3 reports a silent server this way too
+            return silent if _read_timed_out(exc) else f"cannot connect to {host} (no network, or the server is down)"
+        return f"{type(exc).__name__}: {redact(str(exc))}"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"cannot write {target}: {exc.strerror or exc}"
+    return f"download interrupted ({type(exc).__name__}; {state.size} of {state.total or '?'} bytes saved)"
 
 
 def _read_timed_out(exc: BaseException) -> bool:
@@ -483,6 +499,8 @@ def install_from(urls: list[str] | str, dest: str | Path, make_record: Callable[
     """Lock ``dest``, return None if ``skip()`` (already installed), else fetch, validate and atomically install.
 
     The download goes to a temp folder beside ``dest`` that is always removed. Returns the installed trainer folder.
+    Nine arguments: the source, the target and its record, and the checks that our store and the SCT bridge each set
+    their own way.
     """
     dest = Path(dest).absolute()
     with install_lock(dest):

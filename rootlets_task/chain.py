@@ -214,9 +214,7 @@ class _Chain:
         for text in step_notes:
             self.note(f"{kind}: {text}")
         if outputs:
-            content = provenance.label_sidecar(kind, tools.describe(kind, source), source, why, self.source,
-                                               made.command if made else None, file,
-                                               sha256_file(file) if file else None, step_notes)
+            content = provenance.label_sidecar(kind, source, why, self.source, made, file, step_notes)
             with OutputSet() as out:  # label file and sidecar together
                 nib.save(nifti.label_image(np.asarray(data), self.img), out.path(target))
                 out.path(sidecar).write_text(json.dumps(content, indent=2) + "\n")
@@ -287,16 +285,7 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
     """
     options.check()
     model.check()
-    source = None if isinstance(image, nib.spatialimages.SpatialImage) else Path(image)
-    if source is None and (out_dir is None or not (prefix or image.get_filename())):
-        raise RootletsError("an in-memory image needs out_dir and prefix (the outputs are named from it)")
-    for kind in ("cord", "discs", "pmj", "rootlets"):  # the user's files exist, before anything is decoded
-        file = inputs.file(kind)
-        if file is not None and not file.is_file():
-            raise RootletsError(f"{kind} {file}: file not found; check the path given with {FLAGS[kind][0]}")
-    img = nifti.load(source, "image") if source is not None else image
-    out_dir = Path(out_dir) if out_dir is not None else source.parent
-    prefix = prefix or nifti.stem(source if source is not None else image.get_filename())
+    img, source, out_dir, prefix = _open(image, out_dir, inputs, prefix)
     resolved = {kind: resolve_source(kind, choice, inputs.file(kind))
                 for kind, choice in (("cord", options.cord_from), ("discs", options.discs_from), ("pmj", options.pmj_from))}
     for kind, (src, why) in resolved.items():
@@ -319,24 +308,43 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
             run.labels_step(kind, *resolved[kind])
     finally:
         run.close()
-    levels_df, shift_df, reference = _levels_step(run)
+    result = _result(run, resolved, *_levels_step(run), segmenter)
+    if qc_dir is not None:
+        result.qc_page = _qc(run, result, qc_dir, (model_key or {}).get("tag"))
+        log.info("QC: %s", result.qc_page)
+    return result
+
+
+def _open(image, out_dir, inputs: ChainInputs, prefix: str | None) -> tuple[nib.Nifti1Image, Path | None, Path, str]:
+    """(decoded image, its file or None, output folder, output prefix), the user's label files checked to exist."""
+    source = None if isinstance(image, nib.spatialimages.SpatialImage) else Path(image)
+    if source is None and (out_dir is None or not (prefix or image.get_filename())):
+        raise RootletsError("an in-memory image needs out_dir and prefix (the outputs are named from it)")
+    for kind in ("cord", "discs", "pmj", "rootlets"):  # the user's files exist, before anything is decoded
+        file = inputs.file(kind)
+        if file is not None and not file.is_file():
+            raise RootletsError(f"{kind} {file}: file not found; check the path given with {FLAGS[kind][0]}")
+    img = nifti.load(source, "image") if source is not None else image
+    out_dir = Path(out_dir) if out_dir is not None else source.parent
+    return img, source, out_dir, prefix or nifti.stem(source if source is not None else image.get_filename())
+
+
+def _result(run: _Chain, resolved: dict, levels_df: pd.DataFrame, shift_df: pd.DataFrame | None, reference: str,
+            segmenter) -> ChainResult:
+    """The record's sources saved, and the result of the run."""
     run.record.data["sources"] = {kind: {"source": run.sources[kind], "tool": tools.describe(kind, run.sources[kind]),
                                          "reason": resolved[kind][1],
-                                         "file": relative_to(run.used[kind], out_dir) if run.used[kind] else None}
-                                  for kind in ("cord", "discs", "pmj")}
-    run.record.data["image"] = relative_to(source, out_dir) if source is not None else None
+                                         "file": relative_to(run.used[kind], run.out_dir) if run.used[kind] else None}
+                                  for kind in SOURCES}
+    run.record.data["image"] = relative_to(run.source, run.out_dir) if run.source is not None else None
     run.record.save()
     written = ("spinal", "csv", "json") + (("vertebral", "shift") if run.used.get("discs") is not None else ())
     outputs = {"rootlets": run.used.get("rootlets", run.paths["rootlets"]),
                **{k: v for k, v in run.used.items() if v is not None and k != "rootlets"},
                **{k: run.paths[k] for k in written}, "record": run.paths["record"]}
-    sources = {kind: run.sources[kind] for kind in SOURCES}
-    result = ChainResult(outputs=outputs, sources=sources, steps=run.steps, levels=levels_df, shift=shift_df,
-                         reference=reference, image=img, arrays=run.arrays, notes=run.notes, segmenter=segmenter)
-    if qc_dir is not None:
-        result.qc_page = _qc(run, result, qc_dir, (model_key or {}).get("tag"))
-        log.info("QC: %s", result.qc_page)
-    return result
+    return ChainResult(outputs=outputs, sources={kind: run.sources[kind] for kind in SOURCES}, steps=run.steps,
+                       levels=levels_df, shift=shift_df, reference=reference, image=run.img, arrays=run.arrays,
+                       notes=run.notes, segmenter=segmenter)
 
 
 def _model_key(inputs: ChainInputs, model: ModelOptions, segmenter) -> dict | None:

@@ -65,20 +65,24 @@ def rootlets_sidecar(segmenter, source: str | os.PathLike | None, command: str, 
     }
 
 
-def label_sidecar(kind: str, tool_name: str, source: str, why: str, image: str | os.PathLike | None,
-                  command: list[str] | None, file: str | os.PathLike | None, file_sha256: str | None,
+def label_sidecar(kind: str, source: str, why: str, image: str | os.PathLike | None, tool, file: Path | None,
                   notes: list[str]) -> dict:
-    """Sidecar of a cord / discs / PMJ label file the chain wrote: who made it (tool and command, or the user's file)."""
+    """Sidecar of a cord / discs / PMJ label file the chain wrote: who made it (``tool``, a
+    :class:`rootlets_task.tools.ToolOutput`, with its command line) or which user file it is (``file``)."""
+    from rootlets_task.files import sha256_file
+    from rootlets_task.tools import describe
+
     content = {"Source": source, "SourceReason": why, "InputFile": str(Path(image).absolute()) if image else None,
                "Notes": notes,
-               "GeneratedBy": [{"Name": f"rootlets_task: rootlets -levels ({kind} from {tool_name})", "Version": __version__}]}
-    if command is not None:
-        content["Tool"] = tool_name
-        content["Command"] = " ".join(command)
-        content["GeneratedBy"].insert(0, {"Name": tool_name, "Command": " ".join(command)})
+               "GeneratedBy": [{"Name": f"rootlets_task: rootlets -levels ({kind} from {describe(kind, source)})",
+                                "Version": __version__}]}
+    if tool is not None:
+        content["Tool"] = tool.tool
+        content["Command"] = " ".join(tool.command)
+        content["GeneratedBy"].insert(0, {"Name": tool.tool, "Command": " ".join(tool.command)})
     if file is not None:
         content["SourceFile"] = str(Path(file).absolute())
-        content["SourceSHA256"] = file_sha256
+        content["SourceSHA256"] = sha256_file(file)
     return content
 
 
