@@ -374,3 +374,14 @@ def test_image_to_levels_with_the_tiny_release(no_tools, phantom_home, tmp_path,
     assert predicted == sorted(predicted), predicted
     errors = [abs(got[v]["mid_mm"] - truth["spinal_levels"][v]["mid_mm"]) for v in values]
     assert float(np.median(errors)) <= 1.0, errors
+
+
+def test_each_input_is_decoded_once(no_tools, tmp_path, files, monkeypatch):
+    """The chain holds what it decoded: the image and each label file are read once, QC included, nothing re-read."""
+    import nibabel
+
+    loads = []
+    real = nibabel.load
+    monkeypatch.setattr(nibabel, "load", lambda path, *a, **k: (loads.append(Path(path).name), real(path, *a, **k))[1])
+    _truth_run(files, tmp_path / "out", qc_dir=tmp_path / "qc")
+    assert sorted(loads) == sorted(Path(files[kind]).name for kind in ("image", "rootlets", "cord", "discs", "pmj"))
