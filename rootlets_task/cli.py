@@ -63,7 +63,8 @@ def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
 def _add_source_arguments(g) -> None:
     g.add_argument("-cord-from", default="auto", choices=["auto", *SOURCES["cord"]], help="cord source (auto: -s, else SCT)")
     g.add_argument("-discs-from", default="auto", choices=["auto", *SOURCES["discs"]],
-                   help="disc source; auto: the first available of -discs, sct_deepseg spine, totalspineseg, spineps, none")
+                   help="disc source; auto: the first available of -discs, sct_deepseg spine, sct_label_vertebrae, "
+                   "totalspineseg, spineps, none")
     g.add_argument("-pmj-from", default="auto", choices=["auto", *SOURCES["pmj"]],
                    help="PMJ source (auto: -pmj, else sct_detect_pmj, else none)")
 

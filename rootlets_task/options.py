@@ -17,7 +17,7 @@ CONTRASTS = ("t1", "t2")  # what sct_detect_pmj knows
 # Where each label comes from, in the order ``auto`` tries them (after a given file).
 SOURCES = {
     "cord": ("file", "sct"),
-    "discs": ("file", "sct", "totalspineseg", "spineps", "none"),
+    "discs": ("file", "sct", "label_vertebrae", "totalspineseg", "spineps", "none"),
     "pmj": ("file", "sct", "none"),
 }
 
