@@ -31,7 +31,7 @@ _REFUSED = (re.compile(r"Unsupported global: GLOBAL ([\w.]+)"), re.compile(r"Can
 
 def numpy_global(name: str):
     """The numpy object for a numpy name in a checkpoint (either module path), or None when it is not numpy's."""
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    multiarray = np._core.multiarray if int(np.__version__.split(".")[0]) >= 2 else np.core.multiarray
     fixed = {"numpy.dtype": np.dtype, "numpy.ndarray": np.ndarray}
     for prefix in ("numpy.core.multiarray.", "numpy._core.multiarray."):
         if name.startswith(prefix) and name[len(prefix):] in ("scalar", "_reconstruct"):

@@ -163,9 +163,11 @@ def trainer_class(variant: str):
 def lr_scheduler_shim() -> list[str]:
     """torch >= 2.7 dropped ``LRScheduler(optimizer, last_epoch, verbose)``; nnU-Net <= 2.5's PolyLRScheduler still
     passes ``verbose=False`` positionally. Accept and ignore it (the scheduler is not part of the checkpoint)."""
+    from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
     from torch.optim.lr_scheduler import LRScheduler
 
-    if "verbose" in inspect.signature(LRScheduler.__init__).parameters:
+    passes_verbose = "-1, False)" in inspect.getsource(PolyLRScheduler.__init__)
+    if not passes_verbose or "verbose" in inspect.signature(LRScheduler.__init__).parameters:
         return []
     original = LRScheduler.__init__
 
@@ -196,10 +198,15 @@ def train(work: Path, variant: str) -> tuple[Path, list[str]]:
     import torch
 
     shims = lr_scheduler_shim() + augmenter_finish_shim()
+    os.environ["nnUNet_n_proc_DA"] = "0"  # single-threaded augmentation: no worker processes
     cls = trainer_class(variant)
     pre = work / "nnUNet_preprocessed" / DATASET_NAME
     plans = json.loads((pre / "nnUNetPlans.json").read_text())
     dataset_json = json.loads((pre / "dataset.json").read_text())
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    if "continue_training" in inspect.getsource(nnUNetTrainer.__init__):  # nnU-Net >= 2.7: run_training sets it
+        plans["continue_training"] = False
     kwargs = {"device": torch.device("cpu")}
     if "unpack_dataset" in inspect.signature(cls.__init__).parameters:  # nnU-Net < 2.6
         kwargs["unpack_dataset"] = True
@@ -332,7 +339,8 @@ def build(variant: str, checkpoint: str, out: Path, work: Path) -> dict:
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.environ[name] = str(work / name)
         (work / name).mkdir(parents=True, exist_ok=True)
-    os.environ.update(nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1", nnUNet_compile="false", OMP_NUM_THREADS="1")
+    # the planner of some versions sets torch threads from nnUNet_n_proc_DA (must be >= 1); train() sets 0
+    os.environ.update(nnUNet_n_proc_DA="1", nnUNet_def_n_proc="1", nnUNet_compile="false", OMP_NUM_THREADS="1")
     import torch
 
     torch.set_num_threads(1)
