@@ -27,8 +27,9 @@ def _segment_parser() -> argparse.ArgumentParser:
                    "<input>_rootlets.nii.gz of every input; default: <input>_rootlets.nii.gz beside each input")
     p.add_argument("-install", action="store_true", help="install the model release (-release) and exit")
     p.add_argument("-custom-url", nargs="+", metavar="URL", help="with -install: install from these URL(s) or a local zip")
-    p.add_argument("-allow-release-code", action="store_true", help="with -install: accept a release that ships Python "
-                   "code (e.g. SCT's trainer_class.py); that code runs with your rights, so only for releases you trust")
+    p.add_argument("-allow-release-code", action="store_true", help="accept a release that ships Python code (SCT's "
+                   "trainer_class.py) at -install, and let it run when segmenting (-release sct); that code runs with "
+                   "your rights, so only for releases you trust")
     p.add_argument("-release", metavar="TAG", help="model release tag (default r20250318; `phantom` is the bundled "
                    "demo release; `sct` = the model SCT has installed); see `rootlets releases`")
     p.add_argument("-sct", action="store_true", help="with -install: install the release into SCT's model folder "
@@ -71,7 +72,7 @@ def _add_source_arguments(g) -> None:
 
 def _model(args: argparse.Namespace) -> ModelOptions:
     return ModelOptions(release=args.release, device=args.device, test_time_aug=args.test_time_aug,
-                        threads=getattr(args, "threads", None))
+                        threads=getattr(args, "threads", None), allow_code=getattr(args, "allow_release_code", False))
 
 
 def _chain_options(args: argparse.Namespace, contrast: str = "t2") -> ChainOptions:

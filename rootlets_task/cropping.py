@@ -7,6 +7,8 @@ outside the cord's box, hence the 10 mm default margin (docs: segmentation and s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 
@@ -66,3 +68,43 @@ def grow_to_patch(box: tuple[slice, ...], shape: tuple[int, ...], patch: tuple[i
         start = min(max(0, (b.start + b.stop - size) // 2), n - size)
         grown.append(slice(start, start + size))
     return tuple(grown)
+
+
+CROP_PADS = ("pad_superior", "pad_inferior", "pad_left", "pad_right", "pad_anterior", "pad_posterior")
+CROP_METADATA = "crop_metadata.json"
+
+
+def read_crop_metadata(model_root: Path) -> dict[str, float] | None:
+    """The padding (mm) of a model trained on sc-crop crops (SCT HEAD's ``crop_metadata.json`` beside the trainer
+    folder), or None for a model that sees whole images. All six ``pad_*`` keys are required, as SCT requires them."""
+    from rootlets_task.files import read_json
+
+    path = Path(model_root) / CROP_METADATA
+    if not path.exists():
+        return None
+    content = read_json(path, limit=1 << 20)
+    if not isinstance(content, dict):
+        raise RootletsError(f"{path}: unreadable; reinstall the release")
+    missing = [k for k in CROP_PADS if k not in content]
+    bad = [k for k in CROP_PADS if k in content and not (isinstance(content[k], int | float) and 0 <= content[k] <= 500)]
+    if missing or bad:
+        raise RootletsError(f"{path}: {'missing ' + ', '.join(missing) if missing else 'invalid ' + ', '.join(bad)} "
+                            "(six paddings in mm are needed); reinstall the release")
+    return {k: float(content[k]) for k in CROP_PADS}
+
+
+def sc_crop_box(img: nib.Nifti1Image, pads: dict[str, float]) -> Box:
+    """The cord's box found by the ``sc-crop`` package (as SCT HEAD finds it), padded by ``pads`` mm per face."""
+    try:
+        import sc_crop
+    except ImportError:
+        raise RootletsError("this model was trained on images cropped around the cord (crop_metadata.json) and needs "
+                            "the sc-crop package to find the cord: pip install sc-crop") from None
+    try:
+        found = sc_crop.detect(img, **pads)
+    except Exception as exc:  # the detector's own failure (no cord found, missing weights ...)
+        raise RootletsError(f"sc-crop could not find the spinal cord ({type(exc).__name__}: {exc}); check the image") from None
+    box = tuple(slice(int(found[f"{a}min"]), int(found[f"{a}max"]) + 1) for a in "xyz")
+    if any(b.start < 0 or b.stop > n or b.stop - b.start < 2 for b, n in zip(box, img.shape[:3], strict=True)):
+        raise RootletsError(f"sc-crop gave the box {found} outside the image {img.shape[:3]}; check the image")
+    return box

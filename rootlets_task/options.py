@@ -36,6 +36,7 @@ class ModelOptions:
     test_time_aug: bool = False
     backend: str = "auto"
     threads: int | None = None  # CPU threads; None = every physical core this process may use
+    allow_code: bool = False  # let a release's own Python code (SCT's trainer_class.py) run: it has the user's rights
 
     def check(self) -> ModelOptions:
         _one_of("device", self.device, DEVICES)

@@ -24,9 +24,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from random_model import write_random_model
+from support.random_model import write_random_model
 
-from rootlets_task import cli, install
+from rootlets_task import archive, checkpoints, cli, install
 from rootlets_task.phantom import write_phantom
 from rootlets_task.releases import PHANTOM_ZIP
 
@@ -38,32 +38,7 @@ MANIFEST = json.loads((DATA / "manifest.json").read_text())["zips"]
 TAG = "r20250318"  # installed as a custom release of the default tag, as a user would with -custom-url
 SPACING = (2.0, 2.0, 2.0)
 
-# zip -> why the current code fails on it (the test shows the exact error when it does)
-KNOWN_FAILURES = {
-    "nnunetv2-neuropoly-2.6.2-trainer_class.zip": "the checkpoint's trainer_name is the custom class defined in "
-    "trainer_class.py; the package then falls back to nnU-Net's lookup by name, which imports every trainer module "
-    "(primus -> timm -> torchvision, which cannot load with this torch) and, with a working torchvision, does not "
-    "find the class unless nnUNet_extTrainer names the trainer folder; SCT instead passes get_trainer_class() to the "
-    "fork's initialize_from_trained_model_folder(trainer_class=...)",
-}
-# zip -> why install does not keep a file that SCT reads from the installed model folder
-KNOWN_INSTALL_GAPS = {
-    "nnunetv2-neuropoly-2.6.2-crop_metadata.zip": "install extracts only the nnUNetTrainer* folder; SCT reads "
-    "crop_metadata.json from the installed model folder, beside it",
-}
-
-
-def _numpy_globals() -> list:
-    """The smallest allow-list that loads every checkpoint here (``allow_list.py`` finds it): numpy's scalar
-    reconstructor under both module paths (numpy 1 writes ``numpy.core.multiarray``, numpy 2 ``numpy._core``; a
-    (callable, name) pair allows the name whichever numpy is loaded), ``numpy.dtype``, and the dtype classes that
-    BUILD instantiates for numpy-1 float64 and float32 scalars (``_best_ema``, the ``logging`` lists)."""
-    multiarray = np._core.multiarray if int(np.__version__.split(".")[0]) >= 2 else np.core.multiarray
-    return [(multiarray.scalar, "numpy.core.multiarray.scalar"), (multiarray.scalar, "numpy._core.multiarray.scalar"),
-            np.dtype, np.dtypes.Float64DType, np.dtypes.Float32DType]
-
-
-ALLOW_LIST = _numpy_globals()
+ALLOW_LIST = checkpoints.numpy_allow_list()
 
 
 def _entries() -> list:
@@ -93,7 +68,7 @@ def test_zip_is_the_one_the_manifest_describes(name, entry):
 
 @pytest.mark.parametrize(("name", "entry"), _entries())
 def test_validate_release_zip_accepts_it(name, entry):
-    layout = install.validate_release_zip(DATA / name)
+    layout = archive.validate_release_zip(DATA / name, allow_code=entry["variant"] == "trainer_class")
     assert layout.trainer_name == entry["trainer_folder"]
     assert layout.folds == ("fold_all",)
     assert (f"{entry['trainer_folder']}/fold_all/{entry['checkpoint']}", f"fold_all/{entry['checkpoint']}") \
@@ -106,17 +81,30 @@ def _rootlets(argv: list, capsys) -> tuple[int, str]:
     return code, err.splitlines()[-1] if err else ""
 
 
+def _install_argv(name: str, entry: dict) -> list:
+    code = ["-allow-release-code"] if entry["variant"] == "trainer_class" else []
+    return ["-install", "-release", TAG, "-custom-url", DATA / name, "-v", "0", *code]
+
+
+@pytest.fixture
+def sc_crop_standin(monkeypatch, tmp_path):
+    """The MOCK sc-crop of tests/support/standins (the real detector needs weights from the internet): returns a box."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "support" / "standins"))
+    monkeypatch.delitem(sys.modules, "sc_crop", raising=False)
+    box = {"xmin": 4, "xmax": 15, "ymin": 6, "ymax": 19, "zmin": 10, "zmax": 60}
+    (tmp_path / "box.json").write_text(json.dumps(box))
+    monkeypatch.setenv("FAKE_SC_CROP_BOX", str(tmp_path / "box.json"))
+    monkeypatch.setenv("FAKE_SC_CROP_LOG", str(tmp_path / "sc_crop.jsonl"))
+    return box, tmp_path / "sc_crop.jsonl"
+
+
 @pytest.mark.parametrize(("name", "entry"), _entries())
-def test_install_and_segment(name, entry, phantom, tmp_path, capsys):
+def test_install_and_segment(name, entry, phantom, tmp_path, capsys, sc_crop_standin):
     """``rootlets -install -custom-url ZIP`` then ``rootlets -i`` on a phantom, through the CLI entry point."""
-    code, err = _rootlets(["-install", "-release", TAG, "-custom-url", DATA / name, "-v", "0"], capsys)
+    code, err = _rootlets(_install_argv(name, entry), capsys)
     assert code == 0, err
     out = tmp_path / "out_rootlets.nii.gz"
     code, err = _rootlets(["-i", phantom, "-o", out, "-release", TAG, "-device", "cpu", "-v", "0"], capsys)
-    if name in KNOWN_FAILURES:
-        if code != 0:
-            pytest.xfail(f"{KNOWN_FAILURES[name]} -- {err}")
-        pytest.fail(f"{name} now segments: remove it from KNOWN_FAILURES")
     assert code == 0, err
     src, seg = nib.load(phantom), nib.load(out)
     assert seg.shape == src.shape
@@ -124,18 +112,45 @@ def test_install_and_segment(name, entry, phantom, tmp_path, capsys):
     assert seg.get_data_dtype() == np.uint8
     values = np.unique(np.asanyarray(seg.dataobj))
     assert values.min() >= 0 and values.max() <= 9, values
+    if entry["variant"] == "crop_metadata":  # segmented on sc-crop's box with the file's paddings, 0 outside it
+        box, log = sc_crop_standin
+        cut = tuple(slice(box[f"{a}min"], box[f"{a}max"] + 1) for a in "xyz")
+        data = np.asanyarray(seg.dataobj)
+        assert data.sum() == data[cut].sum()
+        padded = json.loads(log.read_text().splitlines()[-1])
+        with zipfile.ZipFile(DATA / name) as zf:
+            metadata = json.loads(zf.read(next(m for m in zf.namelist() if m.endswith("crop_metadata.json"))))
+        assert {k: padded[k] for k in metadata if k.startswith("pad_")} == {k: v for k, v in metadata.items()
+                                                                           if k.startswith("pad_")}
+
+
+def test_release_code_is_refused_without_the_opt_in_and_never_runs_unasked(phantom, tmp_path, capsys, monkeypatch):
+    name = "nnunetv2-neuropoly-2.6.2-trainer_class.zip"
+    code, err = _rootlets(["-install", "-release", TAG, "-custom-url", DATA / name, "-v", "0"], capsys)
+    assert code == 1 and "-allow-release-code" in err
+    assert _rootlets(_install_argv(name, MANIFEST[name]), capsys)[0] == 0
+    installed = install.installed_release(TAG)
+    assert installed.record["code"] == ["trainer_class.py"]
+    marker = tmp_path / "ran"
+    code_file = installed.trainer_folder / "trainer_class.py"
+    code_file.write_text(code_file.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n")
+    out = tmp_path / "seg.nii.gz"
+    assert _rootlets(["-i", phantom, "-o", out, "-release", TAG, "-device", "cpu", "-v", "0"], capsys)[0] == 0
+    assert marker.exists(), "installed with -allow-release-code: the release's trainer code builds the network"
+    record = installed.folder / install.RECORD
+    record.write_text(json.dumps({**installed.record, "code": []}))  # as if installed without the opt-in
+    marker.unlink()
+    assert _rootlets(["-i", phantom, "-o", out, "-release", TAG, "-device", "cpu", "-v", "0"], capsys)[0] == 0
+    assert not marker.exists(), "without the opt-in the network comes from the plans and no release code runs"
 
 
 @pytest.mark.parametrize(("name", "entry"), [p for p in _entries() if p.values[1]["variant"] != "plain"])
 def test_install_keeps_what_sct_reads(name, entry, capsys):
     """trainer_class.py (inside the trainer folder) and crop_metadata.json (beside it) where SCT looks for them."""
-    assert _rootlets(["-install", "-release", TAG, "-custom-url", DATA / name, "-v", "0"], capsys)[0] == 0
+    assert _rootlets(_install_argv(name, entry), capsys)[0] == 0
     installed = install.installed_release(TAG)
     wanted = {"trainer_class": installed.trainer_folder / "trainer_class.py",
               "crop_metadata": installed.folder / "crop_metadata.json"}[entry["variant"]]
-    if name in KNOWN_INSTALL_GAPS and not wanted.is_file():
-        present = sorted(p.name for p in installed.folder.iterdir())
-        pytest.xfail(f"{KNOWN_INSTALL_GAPS[name]} -- {wanted.name} missing; the folder holds {present}")
     assert wanted.is_file(), f"{wanted} missing"
     with zipfile.ZipFile(DATA / name) as zf:
         member = next(m for m in zf.namelist() if m.endswith(wanted.name))
@@ -174,3 +189,20 @@ def test_checkpoints_the_package_writes_load_weights_only_as_is(tmp_path):
         assert not [g for g in checkpoint_globals(raw) if g.startswith("numpy")]
         ckpt = _weights_only(raw, tmp_path)
         assert ckpt["trainer_name"] == "nnUNetTrainer" and ckpt["init_args"]["configuration"] == "3d_fullres"
+
+
+@pytest.mark.parametrize(("name", "entry"), _entries())
+def test_sct_bridge_installs_and_runs_it(name, entry, phantom, tmp_path, capsys, monkeypatch, sc_crop_standin):
+    """The same zip through the SCT bridge into an SCT-shaped folder (test_sct.make_sct), then ``-release sct``."""
+    from test_sct import make_sct
+
+    root = make_sct(tmp_path / "sct")
+    monkeypatch.setenv("SCT_DIR", str(root))
+    code, err = _rootlets(["-install", "-sct", *_install_argv(name, entry)[3:]], capsys)
+    assert code == 0, err
+    model_dir = root / "data" / "deepseg_models" / "model_seg_spinal_rootlets_nnunet"
+    assert (model_dir / "crop_metadata.json").is_file() == (entry["variant"] == "crop_metadata")
+    out = tmp_path / "seg.nii.gz"
+    code, err = _rootlets(["-i", phantom, "-o", out, "-release", "sct", "-device", "cpu", "-v", "0"], capsys)
+    assert code == 0, err
+    assert nib.load(out).shape == nib.load(phantom).shape
