@@ -40,7 +40,9 @@ class Int8Options:
 
     ``preset``: ``mixed`` (symmetric weights, asymmetric activations) or ``performance`` (symmetric both).
     ``max_tiles``: calibration tiles (NNCF ``subset_size``), spread evenly over the calibration images' tiles.
-    ``keep_float``: convolutions left in float32, ``"first"`` (on the image) and/or ``"last"`` (the seg layer).
+    ``keep_float``: convolutions left in float32, ``"first"`` (on the image) and/or ``"last"`` (the seg layer); both
+    by default: on the phantom release that lifts the worst per-level Dice vs float32 from 0.84 to 0.91 at no
+    measurable cost in speed (notes of the int8 benchmark).
     ``min_agreement``: the int8 network must give the float32 labels on at least this share of the voxels that
     either labels on a calibration tile, else float32 is kept (a warning says so).
     """
@@ -48,7 +50,7 @@ class Int8Options:
     preset: str = "mixed"
     fast_bias_correction: bool = True
     max_tiles: int = 16
-    keep_float: tuple[str, ...] = ()
+    keep_float: tuple[str, ...] = ("first", "last")
     min_agreement: float = 0.9
 
 
