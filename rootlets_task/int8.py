@@ -42,7 +42,7 @@ class Int8Options:
     ``max_tiles``: calibration tiles (NNCF ``subset_size``), spread evenly over the calibration images' tiles.
     ``keep_float``: convolutions left in float32, ``"first"`` (on the image) and/or ``"last"`` (the seg layer); both
     by default: on the phantom release that lifts the worst per-level Dice vs float32 from 0.84 to 0.91 at no
-    measurable cost in speed (notes of the int8 benchmark).
+    measurable cost in speed on a RootletSeg-sized network (benchmarks/bench_inference.py).
     ``min_agreement``: the int8 network must give the float32 labels on at least this share of the voxels that
     either labels on a calibration tile, else float32 is kept (a warning says so).
     """
