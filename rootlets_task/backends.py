@@ -88,6 +88,11 @@ def _cache_key(params: dict, patch_size: tuple[int, ...]) -> str:
     return digest.hexdigest()[:24]
 
 
+def ir_folder(params: dict, patch_size: tuple[int, ...]) -> Path:
+    """Cache folder of the float32 OpenVINO IR of one fold (``network.xml``, ``check.json``), made by ``use_openvino``."""
+    return cache_dir() / "openvino" / _cache_key(params, patch_size)
+
+
 def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...], threads: int):
     """Compiled OpenVINO model for ``network`` with ``params`` and its check result; converted once, then cached.
 
@@ -97,7 +102,7 @@ def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...]
     """
     import openvino as ov
 
-    folder = cache_dir() / "openvino" / _cache_key(params, patch_size)
+    folder = ir_folder(params, patch_size)
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     if not (folder / "check.json").exists():
         log.info("converting the network to OpenVINO once (can take minutes on a large model), cached in %s", folder)

@@ -93,18 +93,43 @@ def read_crop_metadata(model_root: Path) -> dict[str, float] | None:
     return {k: float(content[k]) for k in CROP_PADS}
 
 
-def sc_crop_box(img: nib.Nifti1Image, pads: dict[str, float]) -> Box:
-    """The cord's box found by the ``sc-crop`` package (as SCT HEAD finds it), padded by ``pads`` mm per face."""
+def _sc_crop(img: nib.Nifti1Image, pads: dict[str, float], why: str, **detect_kwargs) -> list[slice]:
+    """The padded cord box of the ``sc-crop`` package (inclusive indices turned into slices), or a one-line error."""
+    import contextlib
+    import io
+
+    name = img.get_filename() or "image"
     try:
         import sc_crop
     except ImportError:
-        raise RootletsError("this model was trained on images cropped around the cord (crop_metadata.json) and needs "
-                            "the sc-crop package to find the cord: pip install sc-crop") from None
+        raise RootletsError(f"{name}: {why} and sc-crop is not installed; run `pip install sc-crop`") from None
     try:
-        found = sc_crop.detect(img, **pads)
-    except Exception as exc:  # the detector's own failure (no cord found, missing weights ...)
-        raise RootletsError(f"sc-crop could not find the spinal cord ({type(exc).__name__}: {exc}); check the image") from None
-    box = tuple(slice(int(found[f"{a}min"]), int(found[f"{a}max"]) + 1) for a in "xyz")
+        with contextlib.redirect_stdout(io.StringIO()):  # sc-crop prints its progress
+            found = sc_crop.detect(img, **pads, **detect_kwargs)
+    except Exception as exc:  # no cord found, weights not downloadable, ultralytics/torchvision missing or broken
+        if isinstance(exc, RuntimeError) and str(exc).startswith("No spinal cord detected"):
+            raise RootletsError(f"{name}: sc-crop found no spinal cord; check the image (or give a cord mask)") from None
+        raise RootletsError(f"{name}: sc-crop cannot run here ({type(exc).__name__}: {exc})") from None
+    box = [slice(int(found[f"{a}min"]), int(found[f"{a}max"]) + 1) for a in "xyz"]
     if any(b.start < 0 or b.stop > n or b.stop - b.start < 2 for b, n in zip(box, img.shape[:3], strict=True)):
-        raise RootletsError(f"sc-crop gave the box {found} outside the image {img.shape[:3]}; check the image")
+        raise RootletsError(f"{name}: sc-crop gave the box {found} outside the image {img.shape[:3]}; check the image")
     return box
+
+
+def sc_crop_box(img: nib.Nifti1Image, pads: dict[str, float]) -> Box:
+    """The crop a model trained on sc-crop crops sees: sc-crop's cord box with the model's ``pads`` (mm, per face)."""
+    return tuple(_sc_crop(img, pads, "this model was trained on images cropped around the cord (crop_metadata.json)"))
+
+
+def detected_box(img: nib.Nifti1Image, margin_mm: float = CROP_MARGIN_MM, **detect_kwargs) -> Box:
+    """The crop lever's box without a cord mask: the cord sc-crop detects (the detector SCT HEAD runs before its
+    cropped models) plus ``margin_mm`` in the axial plane, the whole superior-inferior extent, like :func:`crop_box`.
+
+    ``detect_kwargs`` go to ``sc_crop.detect`` (e.g. ``model_path``, ``conf``, ``regularization``). sc-crop downloads
+    its YOLO detector on first use and runs it with ultralytics, which needs a working torchvision.
+    """
+    pads = {f"pad_{face}": margin_mm for face in ("left", "right", "anterior", "posterior")}
+    box = _sc_crop(img, pads | {"pad_superior": 0.0, "pad_inferior": 0.0}, "no cord mask was given", **detect_kwargs)
+    si = nifti.si_axis(img.affine)
+    box[si] = slice(0, img.shape[si])
+    return tuple(box)

@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,12 +197,17 @@ class Segmenter:
     :func:`rootlets_task.install.model_folder`); ``record`` is its install record (tag, url, sha256), kept for the
     JSON sidecar. ``threads``: CPU threads of the OpenVINO backend and the export (default: every physical core this
     process may use); torch's own count is the process's (:func:`configure_threads`). ``verbose`` 2 shows nnU-Net's
-    own output.
+    own output. ``allow_code``: let the release's ``trainer_class.py`` build the network. ``precision="int8"``
+    (opt-in, OpenVINO backend and the ``int8`` extra): the network quantised with NNCF on ``calibration`` images
+    (paths or NIfTI images; default: phantoms), faster per tile, labels change a little; see :mod:`rootlets_task.int8`.
+    Ten keyword arguments: each is one of the model's settings (:class:`rootlets_task.options.ModelOptions` carries
+    them for the high-level API).
     """
 
     def __init__(self, model_folder: str | os.PathLike, device: str = "auto", test_time_aug: bool = False,
                  verbose: int = 1, record: dict | None = None, backend: str = "auto", threads: int | None = None,
-                 allow_code: bool = False):
+                 allow_code: bool = False, precision: str = "float32", calibration: Sequence | None = None,
+                 int8_options=None):
         self.model_folder = Path(model_folder)
         self.record = dict(record or {})
         self.verbose = verbose
@@ -218,6 +224,7 @@ class Segmenter:
         t0 = time.perf_counter()
         self.predictor = self._load()
         self.backend = self._select_backend(backend)
+        self.precision = self._select_precision(precision, backend, calibration, int8_options)
         self.load_seconds = time.perf_counter() - t0
 
     def _json(self, name: str) -> dict:
@@ -263,13 +270,41 @@ class Segmenter:
         with _quiet(self.verbose < 2):
             return "openvino" if backends.use_openvino(self.predictor, self.threads) else "torch"
 
+    def _select_precision(self, precision: str, backend: str, calibration: Sequence | None, options) -> str:
+        """``float32``, or ``int8``: the OpenVINO network swapped for its NNCF quantisation (:mod:`rootlets_task.int8`)."""
+        from rootlets_task import backends, int8
+
+        if precision not in int8.PRECISIONS:
+            raise RootletsError(f"precision {precision!r}: unknown; use one of {', '.join(int8.PRECISIONS)}")
+        if precision == "float32":
+            return precision
+        int8.require_nncf()
+        if self.backend != "openvino":
+            if backend == "torch" or self.device.type != "cpu" or not backends.openvino_available():
+                raise RootletsError(f"precision int8: needs the OpenVINO backend on CPU (here: {backend}, "
+                                    f"{self.device.type}); run `pip install 'rootlets_task[int8]'` and use -device cpu")
+            log.warning("precision int8: the OpenVINO backend is not usable here; using float32")
+            return "float32"
+        options = options or int8.Int8Options()
+        images = (int8.load_images(calibration) if calibration
+                  else int8.default_calibration(float(min(self.predictor.configuration_manager.spacing))))
+        digest = int8.calibration_digest(images, self.predictor.plans_manager.plans, options)
+
+        def tiles():
+            return int8.calibration_tiles(self.predictor, (self.preprocess(self.prepare(i))[0] for i in images),
+                                          options.max_tiles)
+
+
+        with _quiet(self.verbose < 2):
+            return "int8" if int8.use_int8(self.predictor, digest, tiles, self.threads, options) else "float32"
+
     @property
     def settings(self) -> dict:
         """What the sidecar records about how the prediction was made."""
         return {"TileStepSize": TILE_STEP_SIZE, "UseGaussian": True, "Mirroring": self.test_time_aug,
                 "ModelCrop": self.crop_pads,
                 "Folds": list(self.folds), "Checkpoint": self.checkpoint, "ModelOrientation": self.orientation,
-                "Threads": self.threads, "Backend": self.backend}
+                "Threads": self.threads, "Backend": self.backend, "Precision": self.precision}
 
     # --- the five stages -------------------------------------------------------------------------------------
     def prepare(self, img: nib.Nifti1Image) -> Prepared:
