@@ -170,6 +170,20 @@ def _release_trainer(path: Path):
                             "it cannot be run here") from None
 
 
+def _check_precision(precision: str, backend: str, device: str) -> None:
+    """Refuse a precision that cannot run with this backend and device (int8 needs NNCF and OpenVINO on CPU)."""
+    from rootlets_task import backends, int8
+    from rootlets_task.options import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise RootletsError(f"precision {precision!r}: unknown; use one of {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        int8.require_nncf()
+        if backend == "torch" or device != "cpu" or not backends.openvino_available():
+            raise RootletsError(f"precision int8: needs the OpenVINO backend on CPU (here: {backend}, {device}); run "
+                                "`pip install 'rootlets_task[int8]'` and use -device cpu")
+
+
 @contextlib.contextmanager
 def _quiet(enabled: bool):
     """Hide nnU-Net's prints while a model loads (device notices), unless the user wants detail (verbose 2)."""
@@ -221,6 +235,7 @@ class Segmenter:
         self.folds, self.checkpoint = find_checkpoints(self.model_folder)
         self.device = resolve_device(device)
         self.threads = (threads or physical_cores()) if self.device.type == "cpu" else None
+        _check_precision(precision, backend, self.device.type)  # before the model loads: a bad choice costs nothing
         t0 = time.perf_counter()
         self.predictor = self._load()
         self.backend = self._select_backend(backend)
@@ -272,17 +287,11 @@ class Segmenter:
 
     def _select_precision(self, precision: str, backend: str, calibration: Sequence | None, options) -> str:
         """``float32``, or ``int8``: the OpenVINO network swapped for its NNCF quantisation (:mod:`rootlets_task.int8`)."""
-        from rootlets_task import backends, int8
+        from rootlets_task import int8
 
-        if precision not in int8.PRECISIONS:
-            raise RootletsError(f"precision {precision!r}: unknown; use one of {', '.join(int8.PRECISIONS)}")
         if precision == "float32":
             return precision
-        int8.require_nncf()
-        if self.backend != "openvino":
-            if backend == "torch" or self.device.type != "cpu" or not backends.openvino_available():
-                raise RootletsError(f"precision int8: needs the OpenVINO backend on CPU (here: {backend}, "
-                                    f"{self.device.type}); run `pip install 'rootlets_task[int8]'` and use -device cpu")
+        if self.backend != "openvino":  # OpenVINO is installed (checked before the load) but failed its check
             log.warning("precision int8: the OpenVINO backend is not usable here; using float32")
             return "float32"
         options = options or int8.Int8Options()

@@ -27,7 +27,6 @@ import torch
 from rootlets_task import backends
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import remove_stale_temporaries, temporary_name
-from rootlets_task.options import PRECISIONS  # noqa: F401 - the choices, defined once
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,6 +103,11 @@ print(seg.precision)
 
 
 def _quantiser(folder: Path, cache: Path) -> subprocess.Popen:
+    """A process quantising into ``cache``, which starts with the session's float32 OpenVINO conversions (content-
+    addressed, so only the int8 step runs in it)."""
+    Segmenter(folder, device="cpu", verbose=0)  # makes sure the session cache holds them
+    if not (cache / "openvino").exists():
+        shutil.copytree(Path(os.environ["ROOTLETS_TASK_CACHE"]) / "openvino", cache / "openvino")
     return subprocess.Popen([sys.executable, "-c", QUANTISE, str(folder)], env={**os.environ, "ROOTLETS_TASK_CACHE": str(cache)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
