@@ -1,6 +1,7 @@
 """Shared fixtures. Every test runs with its own model store and cannot reach any address outside loopback.
 
-Helpers (model builders, stand-in tools, a browser driver, the batch dataset) are in ``tests/support/``.
+Helpers (model builders, stand-in tools, a browser driver, the batch dataset, a single-node SLURM) are in
+``tests/support/``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import ipaddress
 import socket
 
 import pytest
+from support.slurm import pytest_runtest_makereport, slurm  # noqa: F401 (the SLURM fixture and its failure report)
 
 _real_connect = socket.socket.connect
 
@@ -23,6 +25,11 @@ def _loopback_only(sock, address):
         if not ok:
             raise ConnectionRefusedError(f"tests may only reach loopback, not {host}")
     return _real_connect(sock, address)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slurm: needs the real single-node SLURM of tests/support/slurm.py (root, "
+                            "slurm-wlm, munge); skipped with the reason where it cannot start")
 
 
 @pytest.fixture(scope="session")
