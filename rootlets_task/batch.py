@@ -55,6 +55,7 @@ class BatchOptions:
     slurm: dict | None = None  # SLURMCluster options (engines.parse_slurm)
     slurm_array: tuple[str, ...] | None = None  # sbatch options of one job array (rootlets_task.slurm_array)
     collect: bool = False  # submit nothing: merge the tables, report what is missing and why
+    bids_strict: bool = False  # BIDS-strict output names (rootlets_task.bids_strict)
     qc: str | os.PathLike | None = None
     continue_on_error: bool = True
     overwrite: bool = False
@@ -70,13 +71,15 @@ class Settings:
     options: ModelOptions
     chain: ChainOptions | None  # None: rootlets only
     qc: str | None = None
+    bids_strict: bool = False
 
     def key(self) -> dict:
         chain = self.chain
         return {"version": __version__, "release": self.model.get("tag"), "model_sha256": self.model.get("sha256"),
                 "test_time_aug": self.options.test_time_aug, "levels": chain is not None,
                 **({"method": chain.method, "cord_from": chain.cord_from, "discs_from": chain.discs_from,
-                    "pmj_from": chain.pmj_from, "crop_to_cord": chain.crop_to_cord} if chain else {})}
+                    "pmj_from": chain.pmj_from, "crop_to_cord": chain.crop_to_cord} if chain else {}),
+                **({"bids_strict": True} if self.bids_strict else {})}
 
     def unit_key(self, unit: bids.Unit) -> dict:
         return {**self.key(), "inputs": unit.inputs}
@@ -184,8 +187,13 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
 
 def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path], notes: list[str],
             seconds: float) -> None:
-    """Move the outputs into place, QC, then the record last (it names files relative to its folder: no rewriting)."""
+    """Move the outputs into place (with ``bids_strict`` under their BIDS names first), QC, then the record last (it
+    names files relative to its folder: no rewriting)."""
     final = Path(unit.out_dir)
+    if settings.bids_strict:
+        from rootlets_task import bids_strict
+
+        made = bids_strict.apply(tmp, unit, made)
     files = sorted(p for p in tmp.iterdir() if p.is_file() and p.suffix != ".log")
     final.mkdir(parents=True, exist_ok=True)
     record_path = final / f"{unit.name}{RECORD_SUFFIX}"
@@ -281,7 +289,8 @@ def _settings(bids_root: Path, options: BatchOptions, model: ModelOptions, chain
 
         model = replace(model, threads=max(1, physical_cores() // (options.jobs or 1)))
     return Settings(model_folder=str(folder.absolute()), model={k: record.get(k) for k in ("tag", "sha256", "url")},
-                    options=model, chain=chain, qc=str(Path(options.qc).absolute()) if options.qc else None)
+                    options=model, chain=chain, qc=str(Path(options.qc).absolute()) if options.qc else None,
+                    bids_strict=options.bids_strict)
 
 
 def _engine(options: BatchOptions) -> str | None:
@@ -293,6 +302,19 @@ def _engine(options: BatchOptions) -> str | None:
     return chosen[0] if chosen else None
 
 
+def _describe_dataset(bids_root: Path, out: Path, units: list[bids.Unit], settings: Settings) -> None:
+    """``dataset_description.json`` (and with ``bids_strict`` the ``.bidsignore``; colliding names refused first)."""
+    description = provenance.dataset_description(settings.model, settings.chain is not None, bids_root)
+    if settings.bids_strict:
+        from rootlets_task import bids_strict
+
+        bids_strict.check_unique(units)
+        bids_strict.write_dataset_files(out)
+        description["DatasetLinks"] = bids_strict.dataset_links(bids_root)
+    if read_json(out / "dataset_description.json") != description:
+        write_json(out / "dataset_description.json", description)
+
+
 def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: BatchOptions = BatchOptions(),
               model: ModelOptions = ModelOptions(), chain: ChainOptions | None = None) -> BatchSummary:
     """Run rootlets (and with ``chain`` the whole chain to levels) on every selected image of a BIDS dataset.
@@ -302,6 +324,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     first image runs. ``model.threads``: CPU threads per worker process (default: the cores divided among the local
     jobs / the Dask worker's threads / the CPUs of the array task). ``options.slurm_array`` submits one SLURM job array
     and returns; ``options.collect`` submits nothing and reports what is missing (:mod:`rootlets_task.slurm_array`).
+    ``options.bids_strict``: BIDS-strict names (:mod:`rootlets_task.bids_strict`).
     """
     t0 = time.perf_counter()
     bids_root, out = Path(bids_root), Path(out)
@@ -327,9 +350,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     if options.qc:
         writable_folder(options.qc, "QC folder", "-qc")
     units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None)
-    description = provenance.dataset_description(settings.model, chain is not None, bids_root)
-    if read_json(out / "dataset_description.json") != description:
-        write_json(out / "dataset_description.json", description)
+    _describe_dataset(bids_root, out, units, settings)
     remove_stale_scratch(out / TMP)  # left by killed runs, also of images that are done since
     results = [{**_describe(u), "status": "skipped", "error": None, "seconds": 0.0}
                for u in units if not options.overwrite and is_done(u, settings)]

@@ -314,6 +314,9 @@ def _batch_parser() -> argparse.ArgumentParser:
     p.add_argument("-crop-to-cord", action="store_true", help="with -levels: segment only a sub-image around the cord "
                    "(about 3x faster on CPU; labels can differ from the uncropped ones)")
     p.add_argument("-qc", metavar="DIR", help="write a QC report of every image into this folder")
+    p.add_argument("-bids-strict", action="store_true", help="BIDS-valid output names (<entities>_desc-rootlets_dseg, "
+                   "_label-SC_mask, _desc-discs_dseg ... with dseg.tsv look-up tables and a .bidsignore) instead of the "
+                   "SCT/NeuroPoly names (<stem>_rootlets, _label-SC_seg ...)")
     p.add_argument("-continue-on-error", type=int, default=1, choices=[0, 1], help="1 (default): a failed image never "
                    "stops the others; 0: start no new image after the first failure")
     p.add_argument("-release", metavar="TAG", help="model release (default r20250318; see `rootlets releases`)")
@@ -333,7 +336,7 @@ def _run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     options = BatchOptions(contrasts=tuple(args.contrast), include=args.include, exclude=args.exclude, labels=args.labels,
                            jobs=args.jobs, dask=args.dask, slurm=parse_slurm(args.slurm) if args.slurm is not None else None,
                            slurm_array=tuple(args.slurm_array) if args.slurm_array is not None else None,
-                           collect=args.collect, qc=args.qc,
+                           collect=args.collect, bids_strict=args.bids_strict, qc=args.qc,
                            continue_on_error=bool(args.continue_on_error), overwrite=args.overwrite, progress=args.v > 0)
     summary = run_batch(args.bids, args.o, options, _model(args), _chain_options(args) if args.levels else None)
     print(summary.text())
