@@ -125,12 +125,15 @@ def _slurm_job_of(pid: int) -> str | None:
 
 
 def _busy_after_one_done(slurm, out: Path, timeout: float = 180) -> tuple[str, int, str]:
-    """Wait until one image of ``out`` is finished and a SLURM process writes the next; (image, pid, job id)."""
+    """Wait until one image of ``out`` is finished and a SLURM process writes the next; (image, pid, job id). A
+    finished image keeps its temporary folder for a moment after its record is written: it is not the one in progress."""
 
     def seen():
-        if not list(out.rglob(f"*{batch.RECORD_SUFFIX}")):
+        done = set(_records(out))
+        if not done:
             return None
-        return next(((name, pid, job) for name, pid in _in_progress(out) if (job := _slurm_job_of(pid))), None)
+        return next(((name, pid, job) for name, pid in _in_progress(out)
+                     if name not in done and (job := _slurm_job_of(pid))), None)
 
     return slurm.wait_until(seen, timeout, f"an image in progress in {out}", every=0.05)
 
