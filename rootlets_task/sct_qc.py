@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING
 
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
-from rootlets_task.files import write_text
 
 if TYPE_CHECKING:
     import nibabel as nib
@@ -104,6 +103,8 @@ def qc_lock(qc_dir: str | os.PathLike, timeout: float = LOCK_TIMEOUT_S) -> Itera
 def refresh_datasets(qc_dir: str | os.PathLike) -> Path | None:
     """Rebuild SCT's ``js/datasets.js`` from every ``_json/*.json`` (sorted by name), keeping the report's UUID, as
     SCT's ``refresh_qc_entries.py`` does; nothing when the folder holds no SCT report. Call it under :func:`qc_lock`."""
+    from rootlets_task.files import write_text
+
     qc_dir = Path(qc_dir)
     target = qc_dir / "js" / "datasets.js"
     if not target.is_file():
