@@ -42,7 +42,7 @@ from rootlets_task.records import Record
 log = logging.getLogger(__name__)
 
 FLAGS = {"cord": ("-s", "-cord-from"), "discs": ("-discs", "-discs-from"), "pmj": ("-pmj", "-pmj-from"),
-         "rootlets": ("-r", None)}
+         "rootlets": ("-rootlets", None)}
 RECORD_SUFFIX = "_chain.json"
 
 

@@ -14,41 +14,148 @@ from collections.abc import Callable
 
 from rootlets_task.errors import RootletsError
 from rootlets_task.options import DEVICES, METHODS, SOURCES, ChainOptions, ModelOptions
+from rootlets_task.sct_qc import PLANES
+
+SCT_NOTES = """\
+`rootlets -i IMG ...` is a drop-in for `sct_deepseg rootlets -i IMG ...` (SCT 7.0 to 7.4): every argument of
+`sct_deepseg rootlets` is accepted with SCT's meaning, values and defaults. Abbreviated flags are refused (SCT's parser
+reads e.g. `-larg 1` as `-largest 1` and `-c t2` as `-custom-url t2`): no flag is ever read as another.
+
+SCT's post-processing (-thr -> -largest -> -fill-holes -> -remove-small, in that order, on the label map in the
+input's grid) was made for binary masks; on the multi-class rootlets map (value = spinal level) it is applied
+exactly as SCT applies it, which is rarely useful:
+  -thr T (T not 0)  every voxel above T becomes 1: the levels are lost (-thr 0 does nothing, as in SCT);
+  -largest 1        keeps only the largest 6-connected blob of rootlets (levels mixed): every other rootlet goes;
+  -fill-holes 1     refused (exit 1) unless -thr makes the map binary: SCT stops there with an AssertionError;
+  -remove-small N   removes 18-connected blobs below N voxels (or N mm3), levels mixed; one value only.
+
+Kept on purpose where rootlets differs from sct_deepseg rootlets:
+  - several -i: each input gets its own output <input>_rootlets.nii.gz (SCT writes every result to the first
+    input's name, so only the last survives); with -o FILE.nii.gz only one input is allowed;
+  - -o X not ending in .nii/.nii.gz is a folder that receives <input>_rootlets.nii.gz (SCT writes X.nii, then fails);
+  - a missing -i file is exit code 1 with one line (SCT: exit code 2 after its whole help);
+  - -r is accepted and does nothing: rootlets keeps no temporary files (SCT's -r 0 keeps its temp folder);
+  - -install does nothing when the release is installed and current (SCT always downloads again);
+  - -custom-url takes one or several URLs or zip files, tried in order (SCT: exactly one for rootlets); without
+    -install it is ignored, as in SCT;
+  - -qc-seg is accepted and ignored (SCT's rootlets QC ignores it too); -qc-plane is only recorded in the QC entry
+    (SCT's rootlets QC is always the axial mosaic);
+  - argument errors are one line (SCT prints its whole help first).
+
+-qc DIR: one entry per image in SCT's QC report in DIR (SCT's layout, JSON, lock; `command` sct_deepseg), listed by
+SCT's DIR/index.html beside SCT's own steps (now if DIR holds SCT's report, else after SCT's next QC entry there);
+the rootlets_task report (sagittal/coronal views, levels) goes to DIR/rootlets_task/index.html.
+First use: a missing or outdated model release is installed before segmenting, as sct_deepseg does.
+"""
+
+
+class _StrictParser(argparse.ArgumentParser):
+    """A parser that never reads a flag as the abbreviation of another (``allow_abbrev=False`` does not cover
+    single-dash flags before Python 3.12.7 / 3.13.1): ``-larg`` is an error, not ``-largest``. A one-letter flag
+    joined to its value (``-v2``, ``-r0``) still works, as in SCT, unless the token also begins a longer flag."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _get_option_tuples(self, option_string: str) -> list:
+        found = super()._get_option_tuples(option_string)
+        if self.allow_abbrev:
+            return found
+        longer = sorted(o for o in self._option_string_actions if o.startswith(option_string) and o != option_string)
+        if longer:
+            self.error(f"unrecognized argument: {option_string} (abbreviations are off; did you mean "
+                       f"{' or '.join(longer)}?)")
+        return [t for t in found if t[1] == option_string[:2]]
+
+
+class _OneLineErrors(_StrictParser):
+    """Argument errors as one line (exit code 2), not the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
+
+
+class _HelpFormat(argparse.RawDescriptionHelpFormatter):
+    """``(default: X)`` after every option that has a default (as SCT's help); the notes printed as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def _segment_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="rootlets",
+    p = _OneLineErrors(
+        prog="rootlets", allow_abbrev=False, formatter_class=_HelpFormat, epilog=SCT_NOTES,
         description="Segment spinal nerve rootlets (RootletSeg nnU-Net), like `sct_deepseg rootlets`. "
         "Sub-commands: " + ", ".join(COMMANDS) + " (see `rootlets COMMAND -h`).",
     )
-    p.add_argument("-i", nargs="+", metavar="IMG", help="input NIfTI image(s); several run with one model load")
-    p.add_argument("-o", metavar="OUT", help="output file if it ends in .nii/.nii.gz (one input), else a folder for "
-                   "<input>_rootlets.nii.gz of every input; default: <input>_rootlets.nii.gz beside each input")
-    p.add_argument("-install", action="store_true", help="install the model release (-release) and exit")
-    p.add_argument("-custom-url", nargs="+", metavar="URL", help="with -install: install from these URL(s) or a local zip")
-    p.add_argument("-allow-release-code", action="store_true", help="accept a release that ships Python code (SCT's "
-                   "trainer_class.py) at -install, and let it run when segmenting (-release sct); that code runs with "
-                   "your rights, so only for releases you trust")
-    p.add_argument("-release", metavar="TAG", help="model release tag (default r20250318; `phantom` is the bundled "
-                   "demo release; `sct` = the model SCT has installed); see `rootlets releases`")
-    p.add_argument("-sct", action="store_true", help="with -install: install the release into SCT's model folder "
-                   "($SCT_DIR or the SCT of sct_deepseg on PATH) so `sct_deepseg rootlets` uses it; `-release sct` "
-                   "segments with the model SCT has installed")
-    p.add_argument("-sct-status", action="store_true", help="show the SCT found, its version and its rootlets model")
-    p.add_argument("-test-time-aug", action="store_true", help="mirroring test-time augmentation (8x slower)")
-    p.add_argument("-device", default="auto", choices=DEVICES, help="compute device")
-    p.add_argument("-qc", metavar="DIR", help="write a QC report into this folder")
-    p.add_argument("-v", type=int, default=1, choices=[0, 1, 2], help="verbosity")
+    io = p.add_argument_group("input/output (SCT's)")
+    io.add_argument("-i", nargs="+", metavar="IMG", help="input NIfTI image(s); several run with one model load")
+    io.add_argument("-o", metavar="OUT", help="output file if it ends in .nii/.nii.gz (one input), else a folder for "
+                    "<input>_rootlets.nii.gz of every input; default: <input>_rootlets.nii.gz beside each input")
+    tasks = p.add_argument_group("tasks (SCT's)")
+    tasks.add_argument("-install", action="store_true", help="install the model release (-release) and exit")
+    tasks.add_argument("-custom-url", nargs="+", metavar="URL", help="with -install: install from these URL(s) or local "
+                       "zip(s), tried in order; ignored without -install (as in SCT)")
+    _add_postprocess_arguments(p.add_argument_group("parameters (SCT's)"))
+    _add_sct_misc_arguments(p.add_argument_group("misc (SCT's)"))
+    ours = p.add_argument_group("rootlets_task options")
+    ours.add_argument("-release", metavar="TAG", help="model release tag (default: r20250318; `phantom` is the "
+                      "bundled demo release; `sct` = the model SCT has installed); see `rootlets releases`")
+    ours.add_argument("-device", default="auto", choices=DEVICES, help="compute device")
+    ours.add_argument("-allow-release-code", action="store_true", help="accept a release that ships Python code "
+                      "(SCT's trainer_class.py) at -install, and let it run when segmenting (-release sct); that code "
+                      "runs with your rights, so only for releases you trust")
+    ours.add_argument("-sct", action="store_true", help="with -install: install the release into SCT's model folder "
+                      "($SCT_DIR or the SCT of sct_deepseg on PATH) so `sct_deepseg rootlets` uses it; `-release sct` "
+                      "segments with the model SCT has installed")
+    ours.add_argument("-sct-status", action="store_true", help="show the SCT found, its version and its rootlets model")
     _add_chain_arguments(p)
     return p
+
+
+def _add_postprocess_arguments(g) -> None:
+    g.add_argument("-thr", type=float, metavar="T", help="binarize: voxels above T become 1, the others 0; the levels "
+                   "are lost (0 or not given: no thresholding). Hidden in SCT 7.1+'s help, still accepted there")
+    g.add_argument("-largest", type=int, default=0, choices=[0, 1], help="1: keep only the largest 6-connected blob of "
+                   "nonzero voxels, whatever its levels (SCT's; removes every other rootlet)")
+    g.add_argument("-fill-holes", type=int, default=0, choices=[0, 1], help="1: fill holes of a binary map; refused on "
+                   "the multi-class rootlets map (as SCT refuses it) unless -thr binarizes it first")
+    g.add_argument("-remove-small", nargs="+", metavar="N[vox|mm3]", help="remove 18-connected blobs of nonzero voxels "
+                   "smaller than N voxels (5vox, 5) or N mm3 (10mm3); the unit is read from the last value, one value "
+                   "only for rootlets (one class)")
+    g.add_argument("-test-time-aug", action="store_true", help="mirroring test-time augmentation (8x slower)")
+
+
+def _add_sct_misc_arguments(g) -> None:
+    g.add_argument("-qc", metavar="DIR", help="QC folder: an entry per image in SCT's QC report there, and the "
+                   "rootlets_task report in DIR/rootlets_task/")
+    g.add_argument("-qc-dataset", metavar="NAME", help="dataset name of the QC entry (None: the folder 3 levels above "
+                   "the input, as SCT)")
+    g.add_argument("-qc-subject", metavar="NAME", help="subject name of the QC entry (None: the folder 2 levels above "
+                   "the input, as SCT)")
+    g.add_argument("-qc-plane", default="Axial", choices=PLANES, help="recorded in the QC entry (SCT's rootlets "
+                   "QC, like ours, is always the axial mosaic); hidden in SCT 7.1+'s help")
+    g.add_argument("-qc-seg", metavar="FILE", help="accepted and ignored: SCT's rootlets QC ignores it too")
+    g.add_argument("-v", type=int, default=1, choices=[0, 1, 2], help="verbosity: 0 warnings and errors, 1 progress, "
+                   "2 debug")
+    g.add_argument("-r", type=int, default=1, choices=[0, 1], help="SCT's 'remove temporary files': accepted, no effect "
+                   "(rootlets keeps no temporary files)")
+    g.add_argument("-profile-time", nargs="?", const=".", metavar="FILE|DIR", help="write cProfile's table (sorted by "
+                   "cumulative time) to FILE (.prof: binary), or to DIR/time_profiling_results.txt; no value: ./")
+    g.add_argument("-trace-memory", nargs="?", const=".", metavar="DIR", help="write the peak of Python's traced memory "
+                   "(KiB) to DIR/peak_memory.txt; no value: ./")
 
 
 def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("image to levels in one command (-levels)")
     g.add_argument("-levels", action="store_true", help="also get the cord, discs and PMJ and derive spinal and "
                    "vertebral levels (see README: From image to levels in one command)")
-    g.add_argument("-r", metavar="ROOTLETS", help="existing rootlets file to use instead of segmenting (e.g. corrected)")
+    g.add_argument("-rootlets", metavar="FILE", help="existing rootlets file to use instead of segmenting (e.g. "
+                   "corrected); was -r before -r became SCT's")
     g.add_argument("-s", metavar="CORD", help="spinal cord segmentation to use (else sct_deepseg spinalcord)")
     g.add_argument("-discs", metavar="DISCS", help="single-voxel disc labels, SCT numbering (3 = C2/C3)")
     g.add_argument("-pmj", metavar="PMJ", help="single-voxel PMJ label (else sct_detect_pmj when installed)")
@@ -85,10 +192,10 @@ def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 
     if args.o:
         parser.error("with -levels, give the output folder with -ofolder (-o is the rootlets file of plain segmentation)")
-    if len(args.i) > 1 and (args.r or args.s or args.discs or args.pmj):
-        parser.error("-r, -s, -discs and -pmj belong to one image: give a single -i with them")
+    if len(args.i) > 1 and (args.rootlets or args.s or args.discs or args.pmj):
+        parser.error("-rootlets, -s, -discs and -pmj belong to one image: give a single -i with them")
     segmenter = None
-    inputs = ChainInputs(cord=args.s, discs=args.discs, pmj=args.pmj, rootlets=args.r)
+    inputs = ChainInputs(cord=args.s, discs=args.discs, pmj=args.pmj, rootlets=args.rootlets)
     for image in args.i:
         result = run_chain(image, out_dir=args.ofolder, inputs=inputs, options=_chain_options(args, args.c),
                            model=_model(args), segmenter=segmenter, qc_dir=args.qc)
@@ -101,7 +208,14 @@ def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 
 
 def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task import install, sct, segment
+    from rootlets_task import profiling
+
+    with profiling.profile_time(args.profile_time), profiling.trace_memory(args.trace_memory):
+        _segment_or_install(args, parser)
+
+
+def _segment_or_install(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from rootlets_task import install, sct
 
     if args.sct_status:
         print(sct.format_status(sct.sct_status()))
@@ -122,24 +236,45 @@ def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
         if args.v:
             print(installed.message())
         return
-    if args.custom_url:
-        parser.error("-custom-url only works with -install")
     if not args.i:
-        parser.error("-i is required (or -install)")
-    chain_only = [f for f, v in (("-r", args.r), ("-s", args.s), ("-discs", args.discs), ("-pmj", args.pmj),
-                                 ("-ofolder", args.ofolder), ("-overwrite", args.overwrite),
+        parser.error("-i is required (or -install); SCT: You must specify either a task name + '-install', a task "
+                     "name + an image ('-i'), or '-task-details'.")
+    chain_only = [f for f, v in (("-rootlets", args.rootlets), ("-s", args.s), ("-discs", args.discs),
+                                 ("-pmj", args.pmj), ("-ofolder", args.ofolder), ("-overwrite", args.overwrite),
                                  ("-crop-to-cord", args.crop_to_cord)) if v]
     if args.levels:
         return _run_chain(args, parser)
     if chain_only:
         parser.error(f"{', '.join(chain_only)} only work with -levels")
-    outputs = segment.segment_files(args.i, output=args.o, model=_model(args), qc=args.qc, verbose=args.v)
+    _segment(args)
+
+
+def _segment(args: argparse.Namespace) -> None:
+    """``rootlets -i ...`` as ``sct_deepseg rootlets -i ...``: SCT's flags become options of segment_files."""
+    import logging
+
+    from rootlets_task import segment
+    from rootlets_task.postprocess import PostOptions
+    from rootlets_task.sct_qc import QcNames
+
+    log = logging.getLogger("rootlets_task.cli")
+    if args.custom_url:
+        log.warning("-custom-url is only used with -install; ignored (as sct_deepseg does)")
+    if args.qc_seg:
+        log.info("-qc-seg %s: ignored, as in SCT (the rootlets QC is centred on the rootlets)", args.qc_seg)
+    if args.r == 0:
+        log.info("-r 0: rootlets keeps no temporary files, so there is nothing to keep")
+    post = PostOptions(thr=args.thr, largest=args.largest, fill_holes=args.fill_holes,
+                       remove_small=tuple(args.remove_small) if args.remove_small else None)
+    names = QcNames(dataset=args.qc_dataset, subject=args.qc_subject, plane=args.qc_plane)
+    outputs = segment.segment_files(args.i, output=args.o, model=_model(args), qc=args.qc, argv=args.argv,
+                                    verbose=args.v, post=post, qc_names=names)
     for out in outputs:
         print(out)
 
 
 def _phantom_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rootlets phantom", description="Write a synthetic T2w-like cervical phantom "
+    p = _StrictParser(prog="rootlets phantom", description="Write a synthetic T2w-like cervical phantom "
                                 "with its ground truth (rootlets, cord, discs, PMJ, levels).")
     p.add_argument("-o", required=True, metavar="DIR", help="output folder")
     p.add_argument("-orient", default="LPI", help="SCT orientation code of the image (LPI, RPI, AIL, PSR ...)")
@@ -158,7 +293,7 @@ def _run_phantom(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
 
 
 def _releases_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rootlets releases", description="List the model releases: what each segments, "
+    p = _StrictParser(prog="rootlets releases", description="List the model releases: what each segments, "
                                 "whether it is installed, current or outdated, and where models are stored.")
     p.add_argument("-json", action="store_true", help="print the list as JSON")
     return p
@@ -184,7 +319,7 @@ def _run_releases(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def _qc_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rootlets qc", description="Write a subject's QC (rootlets over the image, "
+    p = _StrictParser(prog="rootlets qc", description="Write a subject's QC (rootlets over the image, "
                                 "levels figure, HTML page) into a QC folder and refresh its index.html.")
     p.add_argument("-i", required=True, metavar="IMG", help="the image the rootlets were segmented on")
     p.add_argument("-r", required=True, metavar="ROOTLETS", help="rootlets segmentation (value = spinal level)")
@@ -210,7 +345,7 @@ def _run_qc(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 def _levels_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rootlets levels", description="Spinal levels from rootlets, vertebral levels "
+    p = _StrictParser(prog="rootlets levels", description="Spinal levels from rootlets, vertebral levels "
                                 "from disc labels, distances along the cord centerline and their shift (no model needed).")
     p.add_argument("-r", required=True, metavar="ROOTLETS", help="rootlets segmentation (value = spinal level, 2 = C2)")
     p.add_argument("-s", required=True, metavar="CORD", help="spinal cord segmentation (binary)")
@@ -247,7 +382,7 @@ def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
 
 
 def _stats_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rootlets stats", description="The lab's spinal-vs-vertebral level analysis "
+    p = _StrictParser(prog="rootlets stats", description="The lab's spinal-vs-vertebral level analysis "
                                 "(RootletSeg paper) over many subjects' level tables: per level pair (unshifted "
                                 "VL C2-SL C2 ... VL T1-SL C8; shifted VL C2-SL C3 ... VL T1-SL T1) the median bias and "
                                 "2.5/97.5 percentile limits of agreement (Bland-Altman), Spearman correlation, linear "
@@ -280,7 +415,7 @@ def _run_stats(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 
 
 def _batch_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rootlets batch", description="Segment rootlets (and with -levels derive levels) "
+    p = _StrictParser(prog="rootlets batch", description="Segment rootlets (and with -levels derive levels) "
                                 "in every selected image of a BIDS dataset into a BIDS derivative dataset; resumable "
                                 "(finished images are skipped), parallel (-jobs), on a Dask cluster (-dask, -slurm), "
                                 "as a SLURM job array (-slurm-array). "
@@ -348,7 +483,7 @@ def _run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 
 
 def _demo_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rootlets demo", description="Run the whole job offline on a phantom with the "
+    p = _StrictParser(prog="rootlets demo", description="Run the whole job offline on a phantom with the "
                                 "bundled release: rootlets, spinal and vertebral levels, QC; prints where each output is.")
     p.add_argument("-o", default="demo_output", metavar="DIR", help="output folder (default: demo_output)")
     p.add_argument("-seed", type=int, default=7, help="phantom seed")
@@ -388,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         make_parser, handler = _segment_parser, _run_segment
     parser = make_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # as typed: recorded in sidecars and QC entries
     from rootlets_task import logs
 
     logs.configure(getattr(args, "v", 1))

@@ -8,13 +8,16 @@ Per subject, :func:`qc_subject` draws (:mod:`rootlets_task.qc_figures`, on the v
 * the spinal and vertebral levels side by side along the cord, with the shift between paired levels (the style of
   the RootletSeg paper's correspondence figure);
 
-and writes ``<qc>/<key>/index.html`` with both figures, the levels tables, the provenance and the warnings. The key
+and writes ``<qc>/rootlets_task/<key>/index.html`` with both figures, the levels tables, the provenance and the warnings. The key
 is the subject name made folder-safe, with a short hash when that changed the name or when the entry is told its
 identity (the input file), so different names and different inputs never share an entry.
 
-Per dataset, ``<qc>/index.html`` lists every subject. Parallel jobs may share one QC folder: each writes its own
-record ``<qc>/_records/<key>.json`` atomically, then rebuilds the index from all records under a file lock,
-so the last writer's index always holds every subject and a reader never sees a half-written file.
+Per dataset, ``<qc>/rootlets_task/index.html`` lists every subject. Parallel jobs may share one QC folder: each
+writes its own record ``<qc>/rootlets_task/_records/<key>.json`` atomically, then rebuilds the index from all records
+under a file lock, so the last writer's index always holds every subject and a reader never sees a half-written file.
+
+Everything lives under ``<qc>/rootlets_task/`` so that a QC folder shared with SCT's report (``<qc>/index.html``,
+``js/``, ``_json/``, ... see :mod:`rootlets_task.sct_qc`) keeps SCT's files: neither report ever replaces the other's.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from rootlets_task.nifti import load, orientation, stem
 from rootlets_task.qc_figures import _pairs, levels_figure, rootlets_figure, thumbnail
 from rootlets_task.qc_views import SLAB_MM, display_views
 
+REPORT = "rootlets_task"  # our report's folder inside the QC folder (the QC folder's root is SCT's report)
 RECORDS = "_records"
 LOCK = ".qc.lock"
 LOCK_TIMEOUT_S = 600
@@ -174,20 +178,29 @@ def _read_records(qc_dir: Path) -> list[dict]:
     return sorted(records, key=lambda r: r["subject"].lower())
 
 
+def report_folder(qc_dir: str | os.PathLike) -> Path:
+    """``<qc_dir>/rootlets_task``: where our report lives in a QC folder (created; the QC folder must be writable)."""
+    folder = writable_folder(qc_dir, "QC folder", "-qc") / REPORT
+    if folder.exists() and not folder.is_dir():
+        raise RootletsError(f"QC folder {qc_dir}: {folder} is a file, where the rootlets_task report goes; move it")
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def rebuild_index(qc_dir: str | os.PathLike) -> Path:
-    """Regenerate ``<qc_dir>/index.html`` from every subject record, under the folder's lock."""
-    qc_dir = writable_folder(qc_dir, "QC folder", "-qc")
-    (qc_dir / RECORDS).mkdir(exist_ok=True)
+    """Regenerate ``<qc_dir>/rootlets_task/index.html`` from every subject record, under the report's lock."""
+    report = report_folder(qc_dir)
+    (report / RECORDS).mkdir(exist_ok=True)
     try:
-        with FileLock(qc_dir / LOCK, timeout=LOCK_TIMEOUT_S):
-            records = _read_records(qc_dir)
+        with FileLock(report / LOCK, timeout=LOCK_TIMEOUT_S):
+            records = _read_records(report)
             html = _templates().get_template("qc_index.html").render(
                 records=records, version=__version__, created=now(),
                 n_warn=sum(bool(r["warnings"]) for r in records))
-            index = qc_dir / "index.html"
+            index = report / "index.html"
             write_text(index, html)
     except Timeout:
-        raise RootletsError(f"QC folder {qc_dir}: another process held {LOCK} for {LOCK_TIMEOUT_S} s; this subject's "
+        raise RootletsError(f"QC folder {report}: another process held {LOCK} for {LOCK_TIMEOUT_S} s; this subject's "
                             "record is saved, run `rootlets_task.rebuild_index` on the folder later") from None
     return index
 
@@ -223,7 +236,7 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
                discs: ImageLike | None = None, levels: TableLike | None = None, shift: TableLike | None = None, *,
                subject: str | None = None, identity: str | None = None, provenance: Mapping | None = None,
                warnings: Iterable[str] = (), slab_mm: tuple[float, float] = SLAB_MM) -> Path:
-    """Write one subject's QC (figures, page, record) into ``qc_dir`` and refresh the dataset index.
+    """Write one subject's QC (figures, page, record) into ``qc_dir/rootlets_task`` and refresh its dataset index.
 
     Images are NIfTI paths or nibabel images (labels on another grid are resampled with nearest neighbour);
     ``levels``/``shift`` are the tables of :mod:`rootlets_task.levels` (DataFrame, CSV or JSON). ``provenance``
@@ -231,7 +244,6 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
     in the index. ``identity`` (e.g. the input file's path) keeps entries of different inputs with the same subject
     name apart. Running again for the same subject and identity replaces its entry. Returns the subject page.
     """
-    qc_dir = Path(qc_dir)
     notes: list[str] = []
     img = _image(image, "image")
     roots = _labels(rootlets, "rootlets", img, notes)
@@ -253,7 +265,8 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
         for row in levels_df[levels_df["status"] != "ok"].itertuples():
             warnings.append(f"{row.kind} level {row.level}: {row.status}")
 
-    out = writable_folder(qc_dir, "QC folder", "-qc") / key
+    report = report_folder(qc_dir)
+    out = report / key
     out.mkdir(exist_ok=True)
     views = display_views(img, roots, cord_img, disc_img, slab_mm=slab_mm)
     zooms = "×".join(f"{z:g}" for z in img.header.get_zooms()[:3])
@@ -281,7 +294,7 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
                                        **sidecars, **(provenance or {})})}
     page = out / "index.html"
     write_text(page, _templates().get_template("qc_subject.html").render(r=record, tables=_page_tables(levels_df, shift_df)))
-    (qc_dir / RECORDS).mkdir(parents=True, exist_ok=True)
-    write_text(qc_dir / RECORDS / f"{key}.json", json.dumps(record, indent=1))
+    (report / RECORDS).mkdir(parents=True, exist_ok=True)
+    write_text(report / RECORDS / f"{key}.json", json.dumps(record, indent=1))
     rebuild_index(qc_dir)
     return page

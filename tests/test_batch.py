@@ -139,10 +139,11 @@ def test_qc_requested_later_reruns_those_images(sequential, bids, tmp_path):
     shutil.copytree(sequential[0], out)
     summary = run(bids, out, qc=qc, include="sub-0[12]/", **COMMON)
     assert _done_names(summary) == {"sub-01_T2w", "sub-02_T2w"}
-    index = (qc / "index.html").read_text()
+    report = qc / "rootlets_task"  # our report inside the QC folder (its root is SCT's report)
+    index = (report / "index.html").read_text()
     for name in ("sub-01_T2w", "sub-02_T2w"):
-        assert name in index and (qc / name / "rootlets.png").is_file() and (qc / name / "levels.png").is_file()
-        page = (qc / name / "index.html").read_text()
+        assert name in index and (report / name / "rootlets.png").is_file() and (report / name / "levels.png").is_file()
+        page = (report / name / "index.html").read_text()
         assert "phantom" in page and batch.TMP + "/" not in page
     again = run(bids, out, qc=qc, include="sub-0[12]/", **COMMON)
     assert {r["name"] for r in again.by_status("skipped")} == {"sub-01_T2w", "sub-02_T2w"}

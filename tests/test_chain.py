@@ -303,8 +303,8 @@ def test_pmj_not_found_falls_back_to_the_c2c3_disc(fake, monkeypatch, tmp_path, 
 
 def test_cli_prints_sources_table_and_outputs(no_tools, tmp_path, files, capsys):
     out = tmp_path / "out"
-    code = cli.main(["-i", str(files["image"]), "-levels", "-r", str(files["rootlets"]), "-s", str(files["cord"]), "-discs",
-                     str(files["discs"]), "-pmj", str(files["pmj"]), "-ofolder", str(out), "-v", "0"])
+    code = cli.main(["-i", str(files["image"]), "-levels", "-rootlets", str(files["rootlets"]), "-s", str(files["cord"]),
+                     "-discs", str(files["discs"]), "-pmj", str(files["pmj"]), "-ofolder", str(out), "-v", "0"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "cord from file, discs from file, PMJ from file" in printed
@@ -312,7 +312,7 @@ def test_cli_prints_sources_table_and_outputs(no_tools, tmp_path, files, capsys)
     assert any(line.split()[:1] == ["C5"] and line.count("-") >= 2 for line in printed.splitlines())
     assert str(out / "phantom_T2w_levels.csv") in printed
 
-    code = cli.main(["-i", str(files["image"]), "-levels", "-r", str(files["rootlets"]), "-ofolder", str(tmp_path / "o2"),
+    code = cli.main(["-i", str(files["image"]), "-levels", "-rootlets", str(files["rootlets"]), "-ofolder", str(tmp_path / "o2"),
                      "-discs-from", "spineps", "-s", str(files["cord"])])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err[-1].startswith("rootlets: error: spineps: `spineps` was not found on PATH")
