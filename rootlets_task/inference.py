@@ -9,6 +9,10 @@ five separate stages, so that each can be swapped or sped up on its own:
 4. :meth:`Segmenter.export`: resample the logits back and take the argmax;
 5. :meth:`Segmenter.restore`: back to the input's voxel order, as uint8.
 
+:meth:`Segmenter.predict` is :meth:`Segmenter.segment_image` plus the network's confidence per level
+(:mod:`rootlets_task.confidence`), taken from the same logits in the export step (:meth:`Segmenter.export_with_probability`):
+the same labels, no second inference pass.
+
 These are the steps of ``nnUNetPredictor.predict_single_npy_array`` (the path SCT uses): no worker pools, so no
 ``if __name__ == "__main__"`` guard is needed. A Segmenter changes no process-wide setting: call
 :func:`configure_threads` once per process first (the public entry points of :mod:`rootlets_task.segment` do).
@@ -160,6 +164,14 @@ def _quiet(enabled: bool):
 
 
 @dataclass
+class Prediction:
+    """Rootlets of one image (uint8 on the input grid) and the network's confidence in them (the sidecar's ``Confidence``)."""
+
+    labels: np.ndarray
+    confidence: dict
+
+
+@dataclass
 class Prepared:
     """An image in the model's frame: (1, z, y, x) float32, spacing (z, y, x) and how to undo the reorientation."""
 
@@ -291,6 +303,30 @@ class Segmenter:
         return convert_predicted_logits_to_segmentation_with_correct_shape(
             logits, p.plans_manager, p.configuration_manager, p.label_manager, properties, **kwargs)
 
+    def export_with_probability(self, logits, properties: dict) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`export`'s label map, and the probability of each voxel's label on the same grid (float32).
+
+        The logits are brought to the export shape once (by :meth:`resample_logits`, or by nnU-Net's own resampling
+        function where that one is needed), so :meth:`export` gets logits it passes through unchanged: its labels are
+        those of the plain path. The probability is the softmax of the same logits (:func:`confidence.max_probability`),
+        put back into the uncropped, untransposed grid as nnU-Net puts the labels.
+        """
+        from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
+
+        from rootlets_task.confidence import max_probability
+
+        p = self.predictor
+        logits = self.resample_logits(logits, properties)
+        shape = [int(n) for n in properties["shape_after_cropping_and_before_resampling"]]
+        if list(logits.shape[1:]) != shape:  # nnU-Net's export would resample here: do it once, for both outputs
+            original = [properties["spacing"][i] for i in p.plans_manager.transpose_forward]
+            current = (p.configuration_manager.spacing if len(p.configuration_manager.spacing) == len(shape)
+                       else [original[0], *p.configuration_manager.spacing])
+            logits = p.configuration_manager.resampling_fn_probabilities(logits, shape, current, original)
+        probability = insert_crop_into_image(np.zeros(properties["shape_before_cropping"], np.float32),
+                                             max_probability(logits), properties["bbox_used_for_cropping"])
+        return self.export(logits, properties), probability.transpose(p.plans_manager.transpose_backward)
+
     def resample_logits(self, logits, properties: dict):
         """Logits resampled to the pre-resampling shape by trilinear interpolation in float32 (torch).
 
@@ -342,6 +378,26 @@ class Segmenter:
         labels = np.zeros(img.shape[:3], np.uint8)
         labels[box] = self.restore(self.export(logits, properties), prepared)[box]  # exact box despite resampling
         return labels
+
+    def predict(self, img: nib.Nifti1Image, box: Box | None = None) -> Prediction:
+        """:meth:`segment_image` and the confidence per level (same labels; the probabilities come with the export)."""
+        from rootlets_task.confidence import summarise
+
+        prepared = self.prepare(img)
+        data, properties = self.preprocess(prepared)
+        if box is None:
+            logits = self.predict_logits(data)
+        else:
+            logits = self.predict_logits_cropped(data, self.network_box(img, box, properties, tuple(data.shape[1:])))
+        seg, probability = self.export_with_probability(logits, properties)
+        del logits
+        labels = self.restore(seg, prepared)
+        probability = nifti.undo_reorient(probability.transpose(2, 1, 0), prepared.inverse)
+        if box is not None:  # exactly the box, as segment_image
+            inside = np.zeros(img.shape[:3], np.uint8)
+            inside[box] = labels[box]
+            labels = inside
+        return Prediction(labels, summarise(labels, probability))
 
     def network_box(self, img: nib.Nifti1Image, box: Box, properties: dict,
                     data_shape: tuple[int, int, int]) -> tuple[slice, ...]:

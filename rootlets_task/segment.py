@@ -137,14 +137,16 @@ def segment_files(inputs: str | os.PathLike | Sequence[str | os.PathLike], outpu
     for source, img, target in zip(sources, images, targets, strict=True):
         t0 = time.perf_counter()
         remove_stale_temporaries(target.parent)
-        labels = nifti.label_image(segmenter.segment_image(img), img)
-        write_segmentation(labels, target, provenance.rootlets_sidecar(segmenter, source, command))
+        prediction = segmenter.predict(img)  # the labels and the network's confidence per level (same labels)
+        labels = nifti.label_image(prediction.labels, img)
+        write_segmentation(labels, target, provenance.rootlets_sidecar(segmenter, source, command,
+                                                                       confidence=prediction.confidence))
         if qc is not None:
             from rootlets_task.qc import qc_subject
 
             page = qc_subject(qc, img, labels, subject=nifti.stem(source), identity=str(source.absolute()),
                               provenance={"release": tag, "command": f"rootlets {command}", "image file": str(source),
-                                          "rootlets file": str(target)})
+                                          "rootlets file": str(target)}, confidence=prediction.confidence)
             log.info("QC %s", page)
         log.info("%s -> %s (%.1f s)", source, target, time.perf_counter() - t0)
     total = time.perf_counter() - start
