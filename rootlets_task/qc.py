@@ -273,6 +273,32 @@ def _page_tables(levels: pd.DataFrame | None, shift: pd.DataFrame | None) -> dic
             for name, t in tables.items()}
 
 
+def _subject_warnings(warnings: list[str], roots: nib.Nifti1Image, levels: pd.DataFrame | None,
+                      document: dict) -> tuple[list[str], dict]:
+    """The page's warnings (no rootlets, missing levels, a numbering warning first) and the numbering check."""
+    if not np.asanyarray(roots.dataobj).any():
+        warnings.append("no rootlets in the segmentation")
+    if levels is not None and "status" in levels:
+        for row in levels[levels["status"] != "ok"].itertuples():
+            warnings.append(f"{row.kind} level {row.level}: {row.status}")
+    numbering = _numbering(levels, document, warnings)
+    if numbering["status"] in NUMBERING_WARNS and numbering["text"] and numbering["text"] not in warnings:
+        warnings.insert(0, numbering["text"])
+    return warnings, numbering
+
+
+def _provenance(image, rootlets, cord, discs, given: Mapping | None) -> dict:
+    """The input files, what their JSON sidecars say made them (release, sources) and the caller's (which wins)."""
+    files = {"image file": _name(image), "rootlets file": _name(rootlets),
+             "cord file": _name(cord) if cord is not None else "none",
+             "discs file": _name(discs) if discs is not None else "none"}
+    sidecars = {}
+    for kind, source in (("rootlets", rootlets), ("cord", cord), ("discs", discs)):
+        sidecars.update(_sidecar_provenance(kind, source))
+    return _jsonable({"rootlets_task": __version__, "python": platform.python_version(), **files, **sidecars,
+                      **(given or {})})
+
+
 def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike, cord: ImageLike | None = None,
                discs: ImageLike | None = None, levels: TableLike | None = None, shift: TableLike | None = None, *,
                subject: str | None = None, identity: str | None = None, provenance: Mapping | None = None,
@@ -303,17 +329,9 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
     subject = subject or (stem(image) if isinstance(image, str | os.PathLike) else "subject")
     key = subject_key(subject, identity)
 
-    warnings = list(warnings)
-    if not np.asanyarray(roots.dataobj).any():
-        warnings.append("no rootlets in the segmentation")
+    warnings, numbering = _subject_warnings(list(warnings), roots, levels_df, _levels_document(levels))
     if cord_img is None:
         notes.append("no cord segmentation given: views are centred on the rootlets")
-    if levels_df is not None and "status" in levels_df:
-        for row in levels_df[levels_df["status"] != "ok"].itertuples():
-            warnings.append(f"{row.kind} level {row.level}: {row.status}")
-    numbering = _numbering(levels_df, _levels_document(levels), warnings)
-    if numbering["status"] in NUMBERING_WARNS and numbering["text"] and numbering["text"] not in warnings:
-        warnings.insert(0, numbering["text"])
 
     out = writable_folder(qc_dir, "QC folder", "-qc") / key
     out.mkdir(exist_ok=True)
@@ -330,18 +348,11 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
     else:
         (out / "levels.png").unlink(missing_ok=True)  # from an earlier run of this subject
 
-    files = {"image file": _name(image), "rootlets file": _name(rootlets),
-             "cord file": _name(cord) if cord is not None else "none",
-             "discs file": _name(discs) if discs is not None else "none"}
-    sidecars = {}  # release and sources, read from the label files' JSON sidecars; the caller's provenance wins
-    for kind, source in (("rootlets", rootlets), ("cord", cord), ("discs", discs)):
-        sidecars.update(_sidecar_provenance(kind, source))
     record = {"subject": subject, "key": key, "created": now(), "page": f"{key}/index.html",
               "thumbnail": f"{key}/thumbnail.png", "figures": figures, **_levels_summary(levels_df, shift_df),
               "numbering": numbering, "confidence": _confidence(confidence, rootlets, levels_df, roots),
               "warnings": warnings, "notes": notes,
-              "provenance": _jsonable({"rootlets_task": __version__, "python": platform.python_version(), **files,
-                                       **sidecars, **(provenance or {})})}
+              "provenance": _provenance(image, rootlets, cord, discs, provenance)}
     page = out / "index.html"
     write_text(page, _templates().get_template("qc_subject.html").render(r=record, tables=_page_tables(levels_df, shift_df)))
     (qc_dir / RECORDS).mkdir(parents=True, exist_ok=True)

@@ -144,6 +144,29 @@ def test_rerun_skips_overwrite_recomputes_and_a_changed_input_reruns_only_what_d
     assert not (out / "phantom_T2w_label-discs_dlabel.nii.gz").exists() and not (out / "phantom_T2w_shift.csv").exists()
 
 
+def test_numbering_warning_in_notes_record_and_qc_and_renumber_on_request(no_tools, tmp_path, files, phantom):
+    """Rootlets given one level too high (-r): the chain warns, records the check, shows it on the QC page and index;
+    ChainOptions(renumber="suggested") is another levels step, whose levels have the true names."""
+    wrong = tmp_path / "wrong_rootlets.nii.gz"
+    nib.save(nib.Nifti1Image(np.where(phantom.rootlets > 0, phantom.rootlets + 1, 0).astype(np.uint8), phantom.affine),
+             wrong)
+    out, qc = tmp_path / "out", tmp_path / "qc"
+    result = _truth_run(files, out, rootlets=wrong, method="gapfree", qc_dir=qc)
+    assert result.numbering["status"] == "shifted" and result.numbering["offset"] == -1
+    assert any(n.startswith("numbering check") and "C3->C2" in n for n in result.notes)
+    record = json.loads(result.outputs["record"].read_text())["steps"]["levels"]
+    assert record["numbering"]["status"] == "shifted" and record["key"]["renumber"] == "none"
+    assert 'data-numbering="shifted"' in (qc / "index.html").read_text()
+    assert "Numbering check: shifted" in result.qc_page.read_text()
+    assert result.levels[result.levels.kind == "spinal"]["level"].iloc[0] == "C3"
+    fixed = _truth_run(files, out, rootlets=wrong, method="gapfree", renumber="suggested")
+    assert fixed.steps["levels"] == "computed" and fixed.numbering["applied"]
+    spinal = fixed.levels[fixed.levels.kind == "spinal"]
+    assert spinal["level"].iloc[0] == "C2" and spinal["original_level"].iloc[0] == "C3"
+    again = _truth_run(files, out, rootlets=wrong, method="gapfree", renumber="suggested")
+    assert again.steps["levels"] == "up to date" and again.numbering["applied"]  # read back from the levels JSON
+
+
 def test_foreign_or_edited_outputs_are_never_replaced_without_overwrite(no_tools, tmp_path, files):
     out = tmp_path / "out"
     out.mkdir()

@@ -58,7 +58,8 @@ def test_probabilities_equal_nnunets_own(segmenter, grid):
     labels, probability = segmenter.export_with_probability(logits, properties)
     p = segmenter.predictor
     nn_labels, nn_probs = convert_predicted_logits_to_segmentation_with_correct_shape(
-        segmenter.resample_logits(logits, properties), p.plans_manager, p.configuration_manager, p.label_manager, properties, return_probabilities=True)
+        segmenter.resample_logits(logits, properties), p.plans_manager, p.configuration_manager, p.label_manager,
+        properties, return_probabilities=True)
     assert np.array_equal(labels, nn_labels)
     inside = nn_labels > 0
     np.testing.assert_allclose(probability[inside], nn_probs.max(0)[inside], rtol=0, atol=2e-6)

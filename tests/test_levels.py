@@ -412,3 +412,28 @@ def test_pmj_above_the_cord_is_reached_by_extrapolation(phantoms):
     assert abs(cropped.origin.offset_mm) < 0.05 and full.origin.offset_mm > 5  # the origin is the PMJ only when above
     assert np.abs(cropped.levels["mid_mm"] - (full.levels["mid_mm"] - full.origin.offset_mm)).max() < 0.2
     assert cropped.centerline.length_mm > full.centerline.length_mm - 12 - 2 * _step(ph)
+
+
+def test_tables_of_earlier_versions_are_read_and_mixing_versions_is_refused(files, tmp_path, capsys):
+    """A table with the old column names (start_* = rostral, end_* = caudal) and no version reads in today's layout;
+    `rootlets stats` refuses to mix it with today's, in one line naming the file and the fix."""
+    from rootlets_task.tables import OLD_COLUMNS, read_levels_table
+
+    out, _ = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path / "new",
+                               prefix="sub-01_T2w")
+    new = pd.read_csv(out["csv"])
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    renamed = {v: k for k, v in OLD_COLUMNS.items()}
+    old = new.rename(columns=renamed).drop(columns=["mean_probability", "fraction_below_half", "numbering",
+                                                    "suggested_level", "original_level"])
+    old.to_csv(old_dir / "sub-02_T2w_levels.csv", index=False)
+    (old_dir / "sub-02_T2w_levels.json").write_text(json.dumps({"method": "gapfree", "reference": "PMJ"}))
+    upgraded = read_levels_table(old_dir / "sub-02_T2w_levels.csv")
+    assert list(upgraded.columns) == LEVEL_COLUMNS
+    pd.testing.assert_frame_equal(upgraded[list(renamed)], read_levels_table(out["csv"])[list(renamed)])
+    assert main(["stats", str(out["csv"]), str(old_dir / "sub-02_T2w_levels.csv"), "-o", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sub-02_T2w_levels.csv" in err and "version" in err and "re-run" in err
+    assert not (tmp_path / "s").exists()
+    assert main(["stats", str(old_dir), "-o", str(tmp_path / "s")]) == 0  # old tables alone: still analysed
