@@ -78,7 +78,8 @@ class Settings:
         return {"version": __version__, "release": self.model.get("tag"), "model_sha256": self.model.get("sha256"),
                 "test_time_aug": self.options.test_time_aug, "levels": chain is not None,
                 **({"method": chain.method, "cord_from": chain.cord_from, "discs_from": chain.discs_from,
-                    "pmj_from": chain.pmj_from, "crop_to_cord": chain.crop_to_cord} if chain else {}),
+                    "pmj_from": chain.pmj_from, "crop_to_cord": chain.crop_to_cord, "renumber": chain.renumber}
+                   if chain else {}),
                 **({"bids_strict": True} if self.bids_strict else {})}
 
     def unit_key(self, unit: bids.Unit) -> dict:
@@ -105,8 +106,9 @@ def process_unit(unit: bids.Unit, settings: Settings, out_root: str) -> dict:
 
     The same function runs in the driver, in local worker processes, on Dask workers and in SLURM array tasks.
     Returns a dict with ``name``, ``rel``, ``status`` (done | failed), ``error`` (one line), ``log``, ``seconds``,
-    ``host``, ``pid``, ``slurm_job`` (the process's ``SLURM_JOB_ID``, if any) and ``retried`` (an earlier attempt of
-    this unit was interrupted, e.g. its worker was killed).
+    ``host``, ``pid``, ``slurm_job`` (the process's ``SLURM_JOB_ID``, if any), ``retried`` (an earlier attempt of
+    this unit was interrupted, e.g. its worker was killed) and, when done, ``numbering`` (the numbering check:
+    status, offset, applied, text; with levels) and ``confidence`` (per image).
     """
     t0 = time.perf_counter()
     tmp_root = Path(out_root) / TMP
@@ -140,8 +142,9 @@ def _run_unit(unit: bids.Unit, settings: Settings, tmp: Path, result: dict, stal
             seg = engines.worker_segmenter(settings.model_folder, settings.model, settings.options.device,
                                            settings.options.test_time_aug, settings.options.threads)
             log.info("model %s (%s, %s threads, %s)", settings.model.get("tag"), seg.backend, seg.threads, seg.device.type)
-            notes, made = _make_outputs(unit, settings, seg, tmp)
+            notes, made, checks = _make_outputs(unit, settings, seg, tmp)
         _finish(unit, settings, tmp, made, notes, time.perf_counter() - t0)
+        result.update(checks)
         result["status"] = "done"
         log.info("done in %.1f s: %s", time.perf_counter() - t0, ", ".join(sorted(made)))
     except Exception as exc:  # one image's failure is reported, never raised: the others go on
@@ -158,8 +161,10 @@ def _keep_log(log_path: Path, logs_dir: Path, name: str, done: bool) -> Path:
     return target
 
 
-def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[list[str], dict[str, Path]]:
-    """Segment (and with the chain derive levels) into ``tmp``; returns (notes, {kind: file})."""
+def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[list[str], dict[str, Path], dict]:
+    """Segment (and with the chain derive levels) into ``tmp``; returns (notes, {kind: file}, {numbering,
+    confidence: what the summary reports})."""
+    from rootlets_task.confidence import summary
     from rootlets_task.segment import write_segmentation
 
     image = Path(unit.image)
@@ -167,9 +172,10 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
         img = nifti.load(image)
         out = tmp / f"{unit.name}_rootlets.nii.gz"
         command = f"batch {unit.rel} -release {settings.model.get('tag')}"
-        write_segmentation(nifti.label_image(seg.segment_image(img), img), out,
-                           provenance.rootlets_sidecar(seg, image, command))
-        return [], {"rootlets": out}
+        prediction = seg.predict(img)
+        write_segmentation(nifti.label_image(prediction.labels, img), out,
+                           provenance.rootlets_sidecar(seg, image, command, confidence=prediction.confidence))
+        return [], {"rootlets": out}, {"confidence": summary(prediction.confidence)}
     from dataclasses import replace
 
     from rootlets_task.chain import ChainInputs, run_chain
@@ -182,7 +188,13 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
     log.info("cord from %s, discs from %s, PMJ from %s", result.sources["cord"], result.sources["discs"],
              result.sources["pmj"])
     log.info("%s", result.table())
-    return list(result.notes), dict(result.outputs)
+    return list(result.notes), dict(result.outputs), {"numbering": numbering_summary(result.numbering),
+                                                      "confidence": summary(result.confidence)}
+
+
+def numbering_summary(numbering: dict | None) -> dict | None:
+    """The part of a numbering check (levels JSON, chain result) a batch summary reports."""
+    return {k: numbering.get(k) for k in ("status", "offset", "applied", "text")} if isinstance(numbering, dict) else None
 
 
 def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path], notes: list[str],
@@ -240,6 +252,11 @@ class BatchSummary:
     def failed(self) -> list[dict]:
         return self.by_status("failed") + self.by_status("not run")
 
+    @property
+    def numbering_warnings(self) -> list[dict]:
+        """Images whose spinal levels do not sit where their names say (numbering check shifted or unclear)."""
+        return [r for r in self.results if (r.get("numbering") or {}).get("status") in ("shifted", "unclear")]
+
     def text(self) -> str:
         counts = {s: len(self.by_status(s)) for s in ("done", "skipped", "failed", "not run", "submitted", "pending")}
         retried = sum(bool(r.get("retried")) for r in self.results)
@@ -253,6 +270,11 @@ class BatchSummary:
         lines += [f"  {r['status']}: {r['rel']}: {r['error']}" + (f" (log: {r['log']})" if r.get("log") else "")
                   for r in self.failed]
         lines += [f"  not a candidate: {rel}: {why}" for rel, why in self.ignored]
+        flagged = self.numbering_warnings
+        if flagged:
+            lines.append(f"  {len(flagged)} image(s) with a numbering warning (levels named one or more levels off; "
+                         "check before use, or rerun with -renumber suggested):")
+            lines += [f"  numbering {r['numbering']['status']}: {r['rel']}: {r['numbering']['text']}" for r in flagged]
         lines += [f"  {name}: {path}" for name, path in self.tables.items()]
         return "\n".join(lines)
 
@@ -352,7 +374,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None)
     _describe_dataset(bids_root, out, units, settings)
     remove_stale_scratch(out / TMP)  # left by killed runs, also of images that are done since
-    results = [{**_describe(u), "status": "skipped", "error": None, "seconds": 0.0}
+    results = [{**_describe(u), "status": "skipped", "error": None, "seconds": 0.0, **_checks_of(u)}
                for u in units if not options.overwrite and is_done(u, settings)]
     skipped = {r["name"] for r in results}
     todo = [u for u in units if u.name not in skipped]
@@ -373,6 +395,17 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
                                       "ignored": [list(i) for i in summary.ignored],
                                       "tables": {k: str(v) for k, v in summary.tables.items()}})
     return summary
+
+
+def _checks_of(unit: bids.Unit) -> dict:
+    """The numbering check and confidence of a unit done earlier, from its levels JSON / rootlets sidecar."""
+    from rootlets_task.confidence import summary
+
+    document = read_json(Path(unit.out_dir) / f"{unit.name}_levels.json")
+    if isinstance(document, dict):
+        return {"numbering": numbering_summary(document.get("numbering")), "confidence": document.get("confidence")}
+    sidecar = read_json(Path(unit.out_dir) / f"{unit.name}_rootlets.json")
+    return {"confidence": summary(sidecar.get("Confidence")) if isinstance(sidecar, dict) else None}
 
 
 def _run(todo: list[bids.Unit], skipped: int, settings: Settings, out: Path, options: BatchOptions) -> list[dict]:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from rootlets_task.errors import RootletsError
-from rootlets_task.options import DEVICES, METHODS, SOURCES, ChainOptions, ModelOptions
+from rootlets_task.options import DEVICES, METHODS, RENUMBER, SOURCES, ChainOptions, ModelOptions
 from rootlets_task.sct_qc import PLANES
 
 SCT_NOTES = """\
@@ -84,6 +84,10 @@ class _HelpFormat(argparse.RawDescriptionHelpFormatter):
         if action.option_strings and action.default not in (None, argparse.SUPPRESS) and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
+
+RENUMBER_HELP = ("none (default): never rename a level; a numbering that does not fit the vertebral levels is only "
+                 "reported (warning, levels JSON, QC); suggested: apply the numbering check's suggested renumbering "
+                 "(recorded in the outputs)")
 
 
 def _segment_parser() -> argparse.ArgumentParser:
@@ -162,6 +166,7 @@ def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
     _add_source_arguments(g)
     g.add_argument("-c", default="t2", choices=["t1", "t2"], help="contrast for sct_detect_pmj")
     g.add_argument("-method", default="gapfree", choices=METHODS, help="spinal level method")
+    g.add_argument("-renumber", default="none", choices=RENUMBER, help=RENUMBER_HELP)
     g.add_argument("-crop-to-cord", action="store_true", help="segment only a sub-image around the cord: about 3x "
                    "faster on CPU, labels can differ from the uncropped ones (README: Speed on CPU)")
     g.add_argument("-ofolder", metavar="DIR", help="output folder (default: beside each input)")
@@ -184,7 +189,7 @@ def _model(args: argparse.Namespace) -> ModelOptions:
 
 def _chain_options(args: argparse.Namespace, contrast: str = "t2") -> ChainOptions:
     return ChainOptions(cord_from=args.cord_from, discs_from=args.discs_from, pmj_from=args.pmj_from, method=args.method,
-                        contrast=contrast, crop_to_cord=args.crop_to_cord, overwrite=args.overwrite)
+                        contrast=contrast, crop_to_cord=args.crop_to_cord, overwrite=args.overwrite, renumber=args.renumber)
 
 
 def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -241,7 +246,7 @@ def _segment_or_install(args: argparse.Namespace, parser: argparse.ArgumentParse
                      "name + an image ('-i'), or '-task-details'.")
     chain_only = [f for f, v in (("-rootlets", args.rootlets), ("-s", args.s), ("-discs", args.discs),
                                  ("-pmj", args.pmj), ("-ofolder", args.ofolder), ("-overwrite", args.overwrite),
-                                 ("-crop-to-cord", args.crop_to_cord)) if v]
+                                 ("-crop-to-cord", args.crop_to_cord), ("-renumber", args.renumber != "none")) if v]
     if args.levels:
         return _run_chain(args, parser)
     if chain_only:
@@ -353,8 +358,11 @@ def _levels_parser() -> argparse.ArgumentParser:
     p.add_argument("-pmj", metavar="PMJ", help="single-voxel pontomedullary junction label (distance reference)")
     p.add_argument("-i", metavar="IMAGE", help="image whose grid the outputs use (default: the rootlets grid)")
     p.add_argument("-method", default="gapfree", choices=METHODS,
-                   help="gapfree: contiguous levels, boundaries halfway between neighbours (default); "
-                   "reference: the published algorithm (each level spans its rootlets, gaps stay 0)")
+                   help="gapfree: contiguous levels, boundaries halfway between neighbours, distances from the PMJ "
+                   "(default); reference: the published scripts' numbers (each level spans its rootlets, gaps stay 0; "
+                   "distances from the top of the cord + PMJ centerline, as the lab measures them; also writes the "
+                   "lab's CSV layout, *_levels_lab.csv)")
+    p.add_argument("-renumber", default="none", choices=RENUMBER, help=RENUMBER_HELP)
     p.add_argument("-dilate", type=int, default=3, metavar="N", help="radius in voxels of the ball the cord is "
                    "dilated by to find the rootlets' entry zone (default 3, as published)")
     p.add_argument("-o", metavar="OUTDIR", help="output folder (default: beside the rootlets file)")
@@ -367,13 +375,17 @@ def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
 
     if not 0 <= args.dilate <= MAX_DILATE_VOXELS:
         parser.error(f"-dilate {args.dilate}: give a radius from 0 to {MAX_DILATE_VOXELS} voxels (published: 3)")
+    from rootlets_task.levels import origin_text
+
     outputs, result = levels_from_files(args.r, args.s, args.discs, args.pmj, args.i, args.o, args.method, args.prefix,
-                                        args.dilate)
-    for note in result.warnings:
-        print(f"rootlets: warning: {note}", file=sys.stderr)
-    cols = ["kind", "level", "start_mm", "end_mm", "mid_mm", "height_mm", "status"]
-    print(f"distances in mm along the cord centerline from the {result.reference}")
-    print(result.levels[cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+                                        args.dilate, args.renumber)  # warnings are logged (stderr)
+    cols = ["kind", "level", "rostral_mm", "caudal_mm", "mid_mm", "height_mm", "mean_probability", "suggested_level",
+            "original_level", "status"]
+    table = result.levels[[c for c in cols if result.levels[c].notna().any()]]
+    print(origin_text(result.reference, result.origin.note()))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}" if abs(v) < 1 else f"{v:.1f}"))
+    if not result.numbering.warns:  # a warning was logged already
+        print(result.numbering.text)
     if "shift" in outputs:
         shift = result.shift
         print(shift[shift["pairing"] == "shifted"].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
@@ -448,6 +460,7 @@ def _batch_parser() -> argparse.ArgumentParser:
                    "<stem>_label-SC_seg, _label-discs_dlabel, _label-PMJ_dlabel, _label-rootlets_dseg are used when present")
     _add_source_arguments(p)
     p.add_argument("-method", default="gapfree", choices=METHODS, help="spinal level method")
+    p.add_argument("-renumber", default="none", choices=RENUMBER, help="with -levels: " + RENUMBER_HELP)
     p.add_argument("-crop-to-cord", action="store_true", help="with -levels: segment only a sub-image around the cord "
                    "(about 3x faster on CPU; labels can differ from the uncropped ones)")
     p.add_argument("-qc", metavar="DIR", help="write a QC report of every image into this folder")
@@ -470,6 +483,8 @@ def _run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 
     if args.crop_to_cord and not args.levels:
         parser.error("-crop-to-cord needs the cord, which only -levels computes: add -levels")
+    if args.renumber != "none" and not args.levels:
+        parser.error("-renumber applies to levels, which only -levels computes: add -levels")
     options = BatchOptions(contrasts=tuple(args.contrast), include=args.include, exclude=args.exclude, labels=args.labels,
                            jobs=args.jobs, dask=args.dask, slurm=parse_slurm(args.slurm) if args.slurm is not None else None,
                            slurm_array=tuple(args.slurm_array) if args.slurm_array is not None else None,

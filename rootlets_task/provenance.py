@@ -45,11 +45,13 @@ def model_fields(record: dict) -> dict:
     return {"ModelURL": redact(url) if url else None, "Release": record.get("tag"), "ModelSHA256": record.get("sha256")}
 
 
-def rootlets_sidecar(segmenter, source: str | os.PathLike | None, command: str, crop: dict | None = None) -> dict:
+def rootlets_sidecar(segmenter, source: str | os.PathLike | None, command: str, crop: dict | None = None,
+                     confidence: dict | None = None) -> dict:
     """SCT-style ``GeneratedBy`` metadata of one rootlets segmentation made by ``segmenter``.
 
     ``command``: the arguments after ``rootlets`` (SCT basenames every token of its own: callers do the same).
     SCT's keys first, in SCT's order (``sct_deepseg.py``: Name, Version, CodeURL, ModelURL), then ours.
+    ``confidence``: the network's confidence per level (:mod:`rootlets_task.confidence`), when computed.
     """
     return {
         "GeneratedBy": [{
@@ -62,6 +64,7 @@ def rootlets_sidecar(segmenter, source: str | os.PathLike | None, command: str, 
             "Settings": segmenter.settings | {"CropToCord": crop},
         }],
         "InputFile": str(Path(source).absolute()) if source is not None else None,
+        **({"Confidence": confidence} if confidence is not None else {}),
     }
 
 

@@ -135,18 +135,18 @@ def levels_figure(levels: pd.DataFrame, shift: pd.DataFrame | None, path: Path, 
     pairs = _pairs(shift)
     references = levels["reference"].dropna() if "reference" in levels else pd.Series(dtype=object)
     reference = str(references.iloc[0]) if len(references) else "the reference"
-    span = pd.concat([ok["start_mm"], ok["end_mm"]]).dropna()
+    span = pd.concat([ok["rostral_mm"], ok["caudal_mm"]]).dropna()
     lo, hi = (float(span.min()), float(span.max())) if len(span) else (0.0, 1.0)
     pad = 0.04 * (hi - lo) + 2
     fig = Figure(figsize=(6.3, 6.4), dpi=100)
     ax, ax_shift = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [1.6, 1], "wspace": 0.08})
     fig.suptitle(plain(title), fontsize=11)
-    for i, row in enumerate(vert.sort_values("start_mm").itertuples()):
-        ax.add_patch(Rectangle((-0.32, row.start_mm), 0.64, row.end_mm - row.start_mm, facecolor=VERTEBRA_COLOURS[i % 2],
+    for i, row in enumerate(vert.sort_values("rostral_mm").itertuples()):
+        ax.add_patch(Rectangle((-0.32, row.rostral_mm), 0.64, row.caudal_mm - row.rostral_mm, facecolor=VERTEBRA_COLOURS[i % 2],
                                edgecolor="#555555", lw=0.8))
         ax.text(0, row.mid_mm, row.level, ha="center", va="center", fontsize=9)
     for row in spin.itertuples():
-        ax.add_patch(Rectangle((0.68, row.start_mm), 0.64, row.end_mm - row.start_mm, facecolor=level_colour(row.level),
+        ax.add_patch(Rectangle((0.68, row.rostral_mm), 0.64, row.caudal_mm - row.rostral_mm, facecolor=level_colour(row.level),
                                edgecolor="#333333", lw=0.8, alpha=0.9))
         ax.text(1.0, row.mid_mm, row.level, ha="center", va="center", fontsize=9, fontweight="bold", color="white",
                 **_outlined())

@@ -188,9 +188,14 @@ def _segment_one(segmenter: Segmenter, source: Path, img: nib.Nifti1Image, targe
     """One input: segment, post-process, write label + sidecar, then the QC entries."""
     t0 = time.perf_counter()
     remove_stale_temporaries(target.parent)
-    data = postprocess.apply(segmenter.segment_image(img), post, tuple(img.header.get_zooms()[:3]))
+    prediction = segmenter.predict(img)  # the labels and the network's confidence per level (same labels)
+    data = postprocess.apply(prediction.labels, post, tuple(img.header.get_zooms()[:3]))
+    confidence = prediction.confidence if np.array_equal(data, prediction.labels) else None
+    if confidence is None:
+        log.info("post-processing changed the labels: the network's confidence is not recorded for them")
     labels = nifti.label_image(data.astype(np.uint8, copy=False), img)
-    write_segmentation(labels, target, provenance.rootlets_sidecar(segmenter, source, provenance.sidecar_command(argv)))
+    write_segmentation(labels, target, provenance.rootlets_sidecar(segmenter, source, provenance.sidecar_command(argv),
+                                                                   confidence=confidence))
     if qc is not None:
         from rootlets_task import sct_qc
         from rootlets_task.qc import qc_subject
@@ -200,6 +205,6 @@ def _segment_one(segmenter: Segmenter, source: Path, img: nib.Nifti1Image, targe
                           identity=str(source.absolute()),
                           provenance={"release": segmenter.record.get("tag"), "command": sct_qc.command_line("rootlets", argv),
                                       "image file": str(source), "rootlets file": str(target),
-                                      "SCT QC entry": str(entry)})
+                                      "SCT QC entry": str(entry)}, confidence=confidence)
         log.info("QC %s and %s", entry, page)
     log.info("%s -> %s (%.1f s)", source, target, time.perf_counter() - t0)

@@ -31,6 +31,7 @@ from rootlets_task import batch, cli, engines, install
 from rootlets_task import bids as bids_module
 from rootlets_task.errors import RootletsError
 from rootlets_task.options import ChainOptions, ModelOptions
+from rootlets_task.phantom import write_phantom
 
 # the dataset (``bids``) and its sequential reference run (``sequential``) are session fixtures (tests/conftest.py,
 # tests/support/batch_data.py), shared with the other batch test modules
@@ -123,6 +124,47 @@ def test_sequential_outputs_layout_and_summary(sequential, bids):
     assert set(summary.tables) >= {"levels", "shift"}
     saved = json.loads((out / "logs" / "batch_summary.json").read_text())
     assert {r["name"]: r["status"] for r in saved["results"]}["sub-06_T2w"] == "failed"
+    # every segmented image carries the network's confidence per level, and its numbering check
+    spinal = levels[(levels["kind"] == "spinal") & (levels["n_voxels"] > 0)]
+    assert spinal["mean_probability"].between(0, 1).all() and spinal["fraction_below_half"].between(0, 1).all()
+    for r in saved["results"]:
+        if r["status"] == "done":
+            assert r["numbering"]["status"] in ("ok", "shifted", "unclear", "not checked") and r["confidence"]["Voxels"] > 0
+
+
+def test_numbering_warning_in_the_summary_and_renumber_on_request(bids, tmp_path):
+    """Manual rootlets labelled one level too high for one image: the summary (text and JSON) and the QC index name
+    it; the levels keep their names; -renumber suggested is a new setting, so that image is redone, renamed."""
+    root = tmp_path / "bids"
+    for name in ("sub-01", "sub-02"):
+        shutil.copytree(bids / name, root / name)
+        shutil.copytree(bids / "derivatives" / "labels" / name, root / "derivatives" / "labels" / name)
+    wrong = root / "derivatives" / "labels" / "sub-02" / "anat" / "sub-02_T2w_label-rootlets_dseg.nii.gz"
+    truth = write_phantom(tmp_path / "ph", "RPI", seed=1, prefix="sub-02_T2w")
+    img = nib.load(truth["rootlets"])
+    data = np.asarray(img.dataobj)
+    nib.save(nib.Nifti1Image(np.where(data > 0, data + 1, 0).astype(np.uint8), img.affine, img.header), wrong)
+    out, qc = tmp_path / "out", tmp_path / "qc"
+    summary = run(root, out, qc=qc, **COMMON)
+    assert _done_names(summary) == {"sub-01_T2w", "sub-02_T2w"}
+    assert [r["name"] for r in summary.numbering_warnings] == ["sub-02_T2w"]
+    flagged = summary.numbering_warnings[0]["numbering"]
+    assert flagged["status"] == "shifted" and flagged["offset"] == -1 and not flagged["applied"]
+    text = summary.text()
+    assert "1 image(s) with a numbering warning" in text and "sub-02_T2w" in text and "C3->C2" in text
+    saved = json.loads((out / "logs" / "batch_summary.json").read_text())
+    assert {r["name"]: r["numbering"]["status"] for r in saved["results"]}["sub-02_T2w"] == "shifted"
+    index = (qc / "rootlets_task" / "index.html").read_text()
+    assert 'data-numbering="shifted"' in index and 'id="only-numbering"' in index
+    table = pd.read_csv(out / "sub-02" / "anat" / "sub-02_T2w_levels.csv")
+    assert table[table.kind == "spinal"]["level"].iloc[0] == "C3" and table["suggested_level"].iloc[0] == "C2"
+    again = run(root, out, **COMMON)  # up to date: the summary still names it (from the levels JSON)
+    assert [r["name"] for r in again.numbering_warnings] == ["sub-02_T2w"] and not again.by_status("done")
+    fixed = run(root, out, renumber="suggested", **COMMON)
+    assert _done_names(fixed) == {"sub-01_T2w", "sub-02_T2w"}  # the key holds the renumber setting
+    table = pd.read_csv(out / "sub-02" / "anat" / "sub-02_T2w_levels.csv")
+    assert table[table.kind == "spinal"]["level"].iloc[0] == "C2" and table["original_level"].iloc[0] == "C3"
+    assert (table["numbering"] == "renumbered").all()
 
 
 def test_jobs_2_identical_to_sequential(sequential, bids, tmp_path):
