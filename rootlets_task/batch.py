@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rootlets_task import bids, engines, logs, nifti, provenance
+from rootlets_task import bids, engines, logs, nifti, provenance, viewers
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import now, read_json, remove_stale_scratch, scratch_folder, writable_folder, write_json
@@ -161,6 +161,7 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
         command = f"batch {unit.rel} -release {settings.model.get('tag')}"
         write_segmentation(nifti.label_image(seg.segment_image(img), img), out,
                            provenance.rootlets_sidecar(seg, image, command))
+        viewers.describe({"rootlets": out})
         return [], {"rootlets": out}
     from dataclasses import replace
 
@@ -189,6 +190,7 @@ def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path
     for path in files:
         os.replace(path, final / path.name)
     where = {kind: final / Path(p).name for kind, p in made.items() if Path(p).parent == tmp}
+    log.info("view: %s", viewers.fsleyes_command(unit.image, [(k, where[k]) for k in viewers.NUMBERING if k in where]))
     if settings.qc:
         _qc(unit, settings, where, notes)
     record.data.update({"image": unit.image, "rel": unit.rel, "subject": unit.subject, "session": unit.session,

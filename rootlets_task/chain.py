@@ -31,7 +31,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from rootlets_task import cropping, labels, nifti, provenance, tools
+from rootlets_task import cropping, labels, nifti, provenance, tools, viewers
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import OutputSet, read_json, relative_to, remove_stale_temporaries, sha256_file, writable_folder
@@ -75,6 +75,7 @@ class ChainResult:
     notes: list[str] = field(default_factory=list)
     segmenter: object | None = None  # the model loaded by this call (pass it to the next call to reuse it)
     qc_page: Path | None = None  # the subject's QC page, when a QC folder was given
+    view: str | None = None  # the fsleyes command that opens the image with the rootlets and levels coloured
 
     def table(self) -> str:
         """Short text table: level, spinal and vertebral extent (mm from the reference) and their shift."""
@@ -309,6 +310,7 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
     finally:
         run.close()
     result = _result(run, resolved, *_levels_step(run), segmenter)
+    result.view = _viewer_files(result.outputs, run.source, run.arrays)
     if qc_dir is not None:
         result.qc_page = _qc(run, result, qc_dir, (model_key or {}).get("tag"))
         log.info("QC: %s", result.qc_page)
@@ -345,6 +347,13 @@ def _result(run: _Chain, resolved: dict, levels_df: pd.DataFrame, shift_df: pd.D
     return ChainResult(outputs=outputs, sources={kind: run.sources[kind] for kind in SOURCES}, steps=run.steps,
                        levels=levels_df, shift=shift_df, reference=reference, image=run.img, arrays=run.arrays,
                        notes=run.notes, segmenter=segmenter)
+
+
+def _viewer_files(outputs: dict[str, Path], image: Path | None, arrays: dict[str, np.ndarray]) -> str:
+    """Lookup tables beside the label outputs and in their folder; returns the fsleyes command that opens them."""
+    shown = [(kind, outputs[kind]) for kind in ("rootlets", "spinal", "vertebral") if kind in outputs]
+    viewers.describe(dict(shown), {"rootlets": arrays["rootlets"]})
+    return viewers.fsleyes_command(image, shown)
 
 
 def _model_key(inputs: ChainInputs, model: ModelOptions, segmenter) -> dict | None:

@@ -96,6 +96,7 @@ def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         print(result.table())
         for name, path in result.outputs.items():
             print(f"{name:10s} {path}")
+        print(f"{'view':10s} {result.view}")
 
 
 def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -242,6 +243,9 @@ def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         print(shift[shift["pairing"] == "shifted"].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     for path in outputs.values():
         print(path)
+    from rootlets_task.viewers import fsleyes_command
+
+    print("view:", fsleyes_command(args.i, [(k, outputs[k]) for k in ("spinal", "vertebral") if k in outputs]))
 
 
 def _stats_parser() -> argparse.ArgumentParser:

@@ -414,4 +414,8 @@ def levels_from_files(rootlets: str | os.PathLike, cord: str | os.PathLike, disc
     for out in output_paths(out_dir, prefix).values():
         if out.absolute().resolve() in inputs:
             raise RootletsError(f"output {out} is an input file; choose another -o or prefix so the input is kept")
-    return write_levels(result, grid, out_dir, prefix, {k: p for k, p in paths.items()}), result
+    written = write_levels(result, grid, out_dir, prefix, {k: p for k, p in paths.items()})
+    from rootlets_task import viewers  # lookup tables beside the level images (viewers imports this module)
+
+    viewers.describe({k: written[k] for k in ("spinal", "vertebral") if k in written})
+    return written, result

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 
-from rootlets_task import nifti, provenance
+from rootlets_task import nifti, provenance, viewers
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import OutputSet, remove_stale_temporaries, writable_folder
 from rootlets_task.inference import Segmenter, configure_threads, resolve_device
@@ -139,6 +140,8 @@ def segment_files(inputs: str | os.PathLike | Sequence[str | os.PathLike], outpu
         remove_stale_temporaries(target.parent)
         labels = nifti.label_image(segmenter.segment_image(img), img)
         write_segmentation(labels, target, provenance.rootlets_sidecar(segmenter, source, command))
+        viewers.describe({"rootlets": target}, {"rootlets": np.asanyarray(labels.dataobj)})
+        log.info("view: %s", viewers.fsleyes_command(source, [("rootlets", target)]))
         if qc is not None:
             from rootlets_task.qc import qc_subject
 
