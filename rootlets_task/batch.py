@@ -152,6 +152,7 @@ def _keep_log(log_path: Path, logs_dir: Path, name: str, done: bool) -> Path:
 
 def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[list[str], dict[str, Path]]:
     """Segment (and with the chain derive levels) into ``tmp``; returns (notes, {kind: file})."""
+    from rootlets_task.phantom import release_warnings
     from rootlets_task.segment import write_segmentation
 
     image = Path(unit.image)
@@ -159,10 +160,14 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
         img = nifti.load(image)
         out = tmp / f"{unit.name}_rootlets.nii.gz"
         command = f"batch {unit.rel} -release {settings.model.get('tag')}"
-        write_segmentation(nifti.label_image(seg.segment_image(img), img), out,
-                           provenance.rootlets_sidecar(seg, image, command))
+        sidecar = provenance.rootlets_sidecar(seg, image, command)
+        notes = release_warnings(settings.model.get("tag"), img, unit.rel)
+        for text in notes:
+            log.warning("%s", text)
+            sidecar.setdefault("Warnings", []).append(text)
+        write_segmentation(nifti.label_image(seg.segment_image(img), img), out, sidecar)
         viewers.describe({"rootlets": out})
-        return [], {"rootlets": out}
+        return notes, {"rootlets": out}
     from dataclasses import replace
 
     from rootlets_task.chain import ChainInputs, run_chain

@@ -37,6 +37,7 @@ from rootlets_task.errors import RootletsError
 from rootlets_task.files import OutputSet, read_json, relative_to, remove_stale_temporaries, sha256_file, writable_folder
 from rootlets_task.levels import LevelsResult, compute_levels, output_paths, read_levels_table, write_levels
 from rootlets_task.options import SOURCES, ChainOptions, ModelOptions
+from rootlets_task.phantom import release_warnings
 from rootlets_task.records import Record
 
 log = logging.getLogger(__name__)
@@ -375,9 +376,12 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
     path, sidecar = run.paths["rootlets"], provenance.sidecar_path(run.paths["rootlets"])
     key = {**run.base, "model": model_key, "crop_to_cord": sha256_file(run.used["cord"]) if crop else None}
     run.used["rootlets"] = path
+    warnings = release_warnings(model_key.get("tag"), run.img, run.source)  # e.g. the phantom release on a scan
     if run.record.up_to_date("rootlets", key):
         run.skipped("rootlets", f" ({path.name}, {sidecar.name})")
         run.arrays["rootlets"] = labels.read(path, "rootlets")[1]
+        for text in warnings:
+            run.note(text)
         return segmenter
     run.record.check_writable("rootlets", [path, sidecar])
     if segmenter is None:
@@ -393,8 +397,11 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
 
     command = f"-i {run.source.name if run.source else run.prefix} -levels" + (" -crop-to-cord" if crop else "")
     crop_info = {"CordFile": str(run.used["cord"].absolute()), "MarginMM": cropping.CROP_MARGIN_MM} if crop else None
-    write_segmentation(nifti.label_image(found, run.img), path,
-                       provenance.rootlets_sidecar(segmenter, run.source, command, crop_info))
+    content = provenance.rootlets_sidecar(segmenter, run.source, command, crop_info)
+    for text in warnings:
+        run.note(text)
+        content.setdefault("Warnings", []).append(text)
+    write_segmentation(nifti.label_image(found, run.img), path, content)
     run.record.done("rootlets", key, [path, sidecar])
     run.steps["rootlets"] = "computed"
     run.arrays["rootlets"] = found

@@ -152,6 +152,9 @@ def compute_levels(rootlets: np.ndarray, cord: np.ndarray, affine: np.ndarray, d
             notes.append(f"{names['discs']}: values {landmarks} are SCT landmarks (49 groove, 50 PMJ, 60 conus), "
                          "not discs; ignored")
             disc_voxels = {v: p for v, p in disc_voxels.items() if v not in LANDMARK_VALUES}
+        not_discs = labels.disc_values_problem(disc_voxels)
+        if not_discs:
+            raise RootletsError(f"{names['discs']}: {not_discs}")
 
     line = cord_centerline(cord_mask, affine, pmj_voxel)
     if pmj_voxel is not None:

@@ -23,6 +23,7 @@ from rootlets_task.errors import RootletsError
 from rootlets_task.files import OutputSet, remove_stale_temporaries, writable_folder
 from rootlets_task.inference import Segmenter, configure_threads, resolve_device
 from rootlets_task.options import ModelOptions
+from rootlets_task.phantom import release_warnings
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,11 @@ def segment_files(inputs: str | os.PathLike | Sequence[str | os.PathLike], outpu
         t0 = time.perf_counter()
         remove_stale_temporaries(target.parent)
         labels = nifti.label_image(segmenter.segment_image(img), img)
-        write_segmentation(labels, target, provenance.rootlets_sidecar(segmenter, source, command))
+        sidecar = provenance.rootlets_sidecar(segmenter, source, command)
+        for text in release_warnings(tag, img, source):
+            log.warning("%s", text)
+            sidecar.setdefault("Warnings", []).append(text)
+        write_segmentation(labels, target, sidecar)
         viewers.describe({"rootlets": target}, {"rootlets": np.asanyarray(labels.dataobj)})
         log.info("view: %s", viewers.fsleyes_command(source, [("rootlets", target)]))
         if qc is not None:
