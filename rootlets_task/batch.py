@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -226,6 +225,7 @@ class BatchSummary:
     seconds: float
     tables: dict[str, Path] = field(default_factory=dict)
     ignored: list[tuple[str, str]] = field(default_factory=list)
+    qc: Path | None = None  # the QC folder of the run, when one was asked for
 
     def by_status(self, status: str) -> list[dict]:
         return [r for r in self.results if r["status"] == status]
@@ -240,10 +240,12 @@ class BatchSummary:
         lines = [f"rootlets batch: {len(self.results)} image(s) in {self.seconds:.0f} s: "
                  + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "not run")
                  + (f" ({retried} retried after an interrupted attempt)" if retried else "")]
-        lines += [f"  {r['status']}: {r['rel']}: {r['error']}" + (f" (log: {r['log']})" if r.get("log") else "")
-                  for r in self.failed]
+        lines += [f"  {r['status']}: {r['rel']}: {r['error']}" + (f" (log: {os.path.normpath(r['log'])})"
+                                                                  if r.get("log") else "") for r in self.failed]
         lines += [f"  not a candidate: {rel}: {why}" for rel, why in self.ignored]
-        lines += [f"  {name}: {path}" for name, path in self.tables.items()]
+        lines += [f"  {name}: {os.path.normpath(path)}" for name, path in self.tables.items()]
+        if self.qc is not None:
+            lines.append(f"  QC report: {os.path.normpath(self.qc / 'index.html')}")
         return "\n".join(lines)
 
 
@@ -324,7 +326,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     with contextlib.suppress(OSError):
         (out / TMP).rmdir()  # only when empty: another run may be writing into the same folder
     summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0,
-                           ignored=found.ignored)
+                           ignored=found.ignored, qc=Path(options.qc) if options.qc else None)
     if chain is not None:
         summary.tables = dataset_tables(out, settings)
     write_json(out / LOGS / SUMMARY, {"finished": now(), "seconds": round(summary.seconds, 1), "version": __version__,
@@ -335,31 +337,32 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
 
 
 def _run(todo: list[bids.Unit], skipped: int, settings: Settings, out: Path, options: BatchOptions) -> list[dict]:
-    """Run ``todo`` on the chosen engine with a progress bar over the dataset (``skipped`` images already counted);
+    """Run ``todo`` on the chosen engine, one log line per image as it finishes (``skipped`` images already counted);
     without ``continue_on_error``, start nothing new after a failure."""
-    from tqdm import tqdm
-
     if not todo:
         return []
     results: list[dict] = []
     failed = threading.Event()
-    bar = tqdm(total=len(todo) + skipped, initial=skipped, desc="rootlets batch", unit="image",
-               disable=not options.progress, file=sys.stderr)
+    total = len(todo) + skipped
+    if options.progress and skipped:
+        log.info("batch: %d of %d image(s) already done, skipped; running %d", skipped, total, len(todo))
     run = functools.partial(process_unit, settings=settings, out_root=str(out.absolute()))
 
     def stop() -> bool:
         return not options.continue_on_error and failed.is_set()
 
     parallel = options.dask or options.slurm is not None or options.jobs > 1
-    with bar, (engines.client(options.jobs, options.dask, options.slurm) if parallel
-               else contextlib.nullcontext()) as connected:
+    with (engines.client(options.jobs, options.dask, options.slurm) if parallel
+          else contextlib.nullcontext()) as connected:
         stream = engines.sequential(run, todo) if connected is None else engines.on_dask(connected, run, todo, stop, _describe)
         for result in stream:
             results.append(result)
+            done = skipped + len(results)
             if result["status"] == "failed":
                 failed.set()
-                bar.write(f"rootlets batch: FAILED {result['rel']}: {result['error']}", file=sys.stderr)
-            bar.update(1)
+                log.warning("batch %d/%d: FAILED %s: %s", done, total, result["rel"], result["error"])
+            elif options.progress:
+                log.info("batch %d/%d: %s %s (%.0f s)", done, total, result["status"], result["rel"], result["seconds"])
             if connected is None and stop():
                 break
     ran = {r["name"] for r in results}

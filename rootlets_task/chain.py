@@ -96,17 +96,21 @@ def levels_table(levels: pd.DataFrame, shift: pd.DataFrame | None, reference: st
         if shift is None:
             return ""
         row = shift[(shift["pairing"] == pairing) & (shift["vertebral_level"] == name)]
-        return "" if row.empty else f"{row.iloc[0]['shift_mm']:+6.1f}"
+        if row.empty:
+            return ""
+        value = f"{row.iloc[0]['shift_mm']:+6.1f}"  # the paper's pair is named: VL T1 pairs with SL T1, not SL T2
+        return value if pairing == "unshifted" else f"{value} (SL {row.iloc[0]['spinal_level']})"
 
     def order(name: str) -> tuple[int, int]:
         return ("CTLS".index(name[0]), int(name[1:]))
 
     names = sorted(set(levels["level"]), key=order)
-    head = ("level", "spinal (mm)", "vertebral (mm)", "shift VLn-SLn", "shift VLn-SL(n+1)")
+    head = ("level", "spinal (mm)", "vertebral (mm)", "shift, same name", "shift, paper pairing")
     rows = [(n, extent("spinal", n), extent("vertebral", n), shift_of("unshifted", n), shift_of("shifted", n)) for n in names]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
-    return "\n".join([f"distances in mm along the cord centerline from the {reference} (start = rostral end)", *lines])
+    return "\n".join([f"distances in mm along the cord centerline from the {reference}, positive caudally; each extent "
+                      "is rostral end - caudal end; shift = vertebral minus spinal midpoint", *lines])
 
 
 # ----------------------------------------------------------------------------------------------------- sources
@@ -302,7 +306,7 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
     try:
         run.labels_step("cord", *resolved["cord"])  # first: with crop_to_cord the segmentation is cropped around it
         if inputs.rootlets is not None:
-            log.info("rootlets: -r %s (no segmentation)", inputs.rootlets)
+            log.info("using the rootlets of -r %s (no segmentation)", inputs.rootlets)
             run.labels_step("rootlets", "file", f"-r {inputs.rootlets}")
         else:
             segmenter = _rootlets_step(run, model, model_key, segmenter)

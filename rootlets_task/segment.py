@@ -88,6 +88,7 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike 
         if folder is not None and folder.exists() and not folder.is_dir():
             raise RootletsError(f"output {folder}: exists and is not a folder; give a folder or a .nii.gz file name")
         targets = [(folder or p.parent) / f"{nifti.stem(p)}{SUFFIX}.nii.gz" for p in sources]
+    targets = [Path(os.path.abspath(t)) for t in targets]  # absolute and normalised ("a/../out" -> "out"), as printed
     seen: dict[Path, Path] = {}
     for source, target in zip(sources, targets, strict=True):
         key = target.absolute().resolve()
@@ -109,7 +110,7 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike 
             raise RootletsError(f"output {target}: its JSON sidecar would replace {sidecar}, which is not a sidecar of "
                                 "rootlets_task or SCT; move that file or choose another -o")
         writable_folder(target.parent)
-    return [t.absolute() for t in targets]
+    return targets
 
 
 def segment_files(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike | None = None,
