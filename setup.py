@@ -38,15 +38,17 @@ setup(
         "slurm": ["dask-jobqueue>=0.8"],
         # CPU inference backend, about 2x faster per tile; used automatically when installed (rootlets_task.backends)
         "openvino": ["openvino>=2024.0"],
+        # opt-in int8 network (NNCF post-training quantisation of the OpenVINO model): Segmenter(precision="int8")
+        "int8": ["openvino>=2026.4,<2026.5", "nncf>=3.4,<3.5"],
         # external disc-label tools of `rootlets -levels` (they download their own weights on first use)
         "totalspineseg": ["totalspineseg[nnunetv2]>=20250224"],
         "spineps": ["spineps>=1.3"],
         # the documentation site (`make docs`; mkdocs.yml)
         "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"],
-        # openvino: CI exercises the default CPU backend; dask-jobqueue: the SLURM job script of `rootlets batch -slurm`;
-        # mkdocs: tests/test_docs.py builds the site
-        "test": ["pytest>=7", "ruff>=0.5", "openvino>=2024.0", "dask-jobqueue>=0.8", "mkdocs>=1.6,<2",
-                 "mkdocs-material>=9.5,<10"],
+        # openvino: CI exercises the default CPU backend; nncf: the int8 path;
+        # dask-jobqueue: the SLURM job script of `rootlets batch -slurm`; mkdocs: tests/test_docs.py builds the site
+        "test": ["pytest>=7", "ruff>=0.5", "openvino>=2024.0", "nncf>=3.4,<3.5", "dask-jobqueue>=0.8",
+                 "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"],
     },
     entry_points={"console_scripts": ["rootlets=rootlets_task.cli:main"]},
     classifiers=[

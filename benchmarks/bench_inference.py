@@ -7,10 +7,11 @@ Timing uses the realistic model (nnU-Net 3d_fullres planned for 64x320x320 at 0.
 cached by bench_model.py). The reference runs a fresh process per image, as ``sct_deepseg`` does per call; ours runs
 the whole batch in one process. Paths: ``ours`` (the default, what ``rootlets -i`` does), ``ours-crop`` (the cord
 mask given, as ``-levels -crop-to-cord`` does: sub-image around the cord), ``ours-torch`` (PyTorch backend, to show
-the backend's share). Wall time is measured around each process, CPU time and peak RSS inside it.
-Agreement uses the bundled phantom release (a trained model) on a few phantoms: voxel agreement and per-level
-Dice of ours and ours-crop vs the reference. Backends: max |softmax difference| of OpenVINO vs PyTorch on the
-realistic model.
+the backend's share), ``ours-int8`` and ``ours-crop-int8`` (the int8 network, quantised before the timed runs,
+calibrated on the first benchmark image). Wall time is measured around each process, CPU time and peak RSS inside it.
+Agreement uses the bundled phantom release (a trained model) on a few phantoms: voxel agreement, per-level Dice and
+level midpoints of every variant vs the reference (int8 calibrated on the default phantoms). Backends: max |softmax
+difference| of OpenVINO (float32, int8) vs PyTorch on the realistic model.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ import rootlets_task  # noqa: E402
 from rootlets_task.metrics import agreement  # noqa: E402
 
 PHANTOM_ZIP = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
-BATCH_VARIANTS = ("ours-crop",)  # variants also timed on the batch (ours-torch only shows the backend's share)
+# variants also timed on the batch (ours-torch only shows the backend's share)
+BATCH_VARIANTS = ("ours-crop", "ours-int8", "ours-crop-int8")
+INT8_VARIANTS = ("ours-int8", "ours-crop-int8")
 
 
 def run_worker(mode: str, model: Path, images: list[Path], out_dir: Path, env: dict | None = None) -> dict:
@@ -134,8 +137,12 @@ def ratios(result: dict, variants: list[str]) -> None:
             result[f"batch_per_image_speedup_{v}"] = b["reference"]["wall_s"] / b[v]["wall_s"]
 
 
-def phantom_agreement(n: int, work: Path, log) -> dict:
-    """Ours (and ours with the cord crop) vs the reference on ``n`` phantoms with the bundled phantom release."""
+def phantom_agreement(n: int, work: Path, log, int8: bool = False) -> dict:
+    """Ours (with the cord crop, int8) vs the reference on ``n`` phantoms with the bundled phantom release.
+
+    Per variant: the worst voxel and foreground agreement, the worst per-level Dice and the largest difference of a
+    spinal level's midpoint (mm, :func:`rootlets_task.levels.compute_levels` on the phantom's cord).
+    """
     from bench_workers import reference
 
     from rootlets_task.cropping import crop_box
@@ -143,7 +150,11 @@ def phantom_agreement(n: int, work: Path, log) -> dict:
     from rootlets_task.phantom import write_phantom
 
     folder = phantom_release(work)
-    segmenter = Segmenter(model_folder=folder, threads=configure_threads())
+    threads = configure_threads()
+    segmenters = {"ours": Segmenter(model_folder=folder, threads=threads)}
+    if int8:  # calibrated on the default phantoms
+        segmenters["ours-int8"] = Segmenter(model_folder=folder, threads=threads, precision="int8")
+    variants = [(name, crop) for name in segmenters for crop in (False, True)]
     cases, result = [], {}
     for seed in range(n):
         case = work / f"phantom_{seed}"
@@ -155,26 +166,63 @@ def phantom_agreement(n: int, work: Path, log) -> dict:
         a = np.asarray(nib.load(case / "ref" / image.name).dataobj)
         row = {"seed": 100 + seed, "orientation": orient, "spacing": spacing}
         img = nib.load(image)
-        for name, box in (("ours", None), ("ours-crop", crop_box(img, nib.load(files["cord"])))):
-            b = segmenter.segment_image(img, box)
-            row[name] = agreement(a, b)  # Dice of every level in either map
+        cord = np.asarray(nib.load(files["cord"]).dataobj)
+        for name, crop in variants:
+            b = segmenters[name].segment_image(img, crop_box(img, cord) if crop else None)
+            key = name.replace("ours", "ours-crop") if crop else name
+            row[key] = agreement(a, b) | {"max_level_mid_mm_diff": level_mid_difference(a, b, cord, img.affine)}
         cases.append(row)
         log(f"phantom {seed}: {row}")
-    for name, suffix in (("ours", ""), ("ours-crop", "_ours-crop")):
+    for name in (n.replace("ours", "ours-crop") if crop else n for n, crop in variants):
+        suffix = "" if name == "ours" else f"_{name}"
         result[f"phantom_voxel_agreement{suffix}"] = min(c[name]["voxel_agreement"] for c in cases)
         result[f"phantom_foreground_agreement{suffix}"] = min(c[name]["foreground_agreement"] for c in cases)
         result[f"phantom_min_level_dice{suffix}"] = min(min(c[name]["dice"].values()) for c in cases)
+        result[f"phantom_max_level_mid_mm_diff{suffix}"] = max(c[name]["max_level_mid_mm_diff"] for c in cases)
     return {"cases": cases, **result}
 
 
-def run_backend_check(model: Path) -> dict:
+def level_mid_difference(a: np.ndarray, b: np.ndarray, cord: np.ndarray, affine: np.ndarray) -> float:
+    """Largest |difference| (mm) of a spinal level's midpoint between two rootlets maps on one cord (inf: level lost)."""
+    from rootlets_task.levels import compute_levels
+
+    mids = [compute_levels(x, cord, affine).levels.query("kind == 'spinal'").set_index("value")["mid_mm"] for x in (a, b)]
+    difference = (mids[0] - mids[1]).abs()
+    return float("inf") if difference.isna().any() else float(difference.max()) if len(difference) else 0.0
+
+
+def run_backend_check(model: Path, int8: bool = False) -> dict:
     """``backend_check`` in its own process: a loaded OpenVINO runtime keeps threads that would slow the timed runs."""
-    proc = subprocess.run([sys.executable, str(HERE / "bench_inference.py"), "--backend-check", str(model)],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, str(HERE / "bench_inference.py"), "--backend-check", str(model),
+                           *(["--int8"] if int8 else [])], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"backend check failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def backend_check(model: Path) -> dict:
+def int8_check(model: Path, torch_net, patch, reference) -> dict:
+    """Max |softmax difference| of the int8 network vs PyTorch (``torch_net``) on the check patch and on a tile of an
+    image it was not calibrated on; the realistic model has random weights, whose near-tied logits make it a worst case.
+
+    Quantises (and caches) the network that the int8 workers then load, so that their timings hold inference only.
+    """
+    import torch
+    from bench_workers import int8_segmenter
+
+    from rootlets_task import backends, int8
+
+    images = bench_images(2)
+    segmenter = int8_segmenter(model, images[0], verbose=1)
+    net = segmenter.predictor.network
+    net.load_state_dict(segmenter.predictor.list_of_parameters[0])
+    data, _ = segmenter.preprocess(segmenter.prepare(nib.load(images[1])))
+    tile = torch.from_numpy(int8.calibration_tiles(segmenter.predictor, [data], 1)[0])
+    with torch.no_grad():
+        return {"int8": backends.max_softmax_difference(net(patch), reference),
+                "int8_on_image_tile": int8.agreement_on_tile(torch_net(tile).numpy(), net(tile).numpy())}
+
+
+def backend_check(model: Path, with_int8: bool = False) -> dict:
     """Max |softmax difference| of each installed alternative backend vs PyTorch on the realistic model."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -188,13 +236,15 @@ def backend_check(model: Path) -> dict:
                                 allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model), use_folds=None)
     patch = backends.check_patch(tuple(predictor.configuration_manager.patch_size), seed=1)  # not the seed checked at load
+    torch_net = predictor.network
     with torch.no_grad():
-        predictor.network.load_state_dict(predictor.list_of_parameters[0])
-        reference = predictor.network(patch)
+        torch_net.load_state_dict(predictor.list_of_parameters[0])
+        reference = torch_net(patch)
     if not backends.use_openvino(predictor, physical_cores()):
         return {"openvino": "failed its load check"}
     predictor.network.load_state_dict(predictor.list_of_parameters[0])
-    return {"openvino": backends.max_softmax_difference(predictor.network(patch), reference)}
+    result = {"openvino": backends.max_softmax_difference(predictor.network(patch), reference)}
+    return result | (int8_check(model, torch_net, patch, reference) if with_int8 else {})
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -204,8 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=10, help="images in the batch run (0 = no batch run)")
     parser.add_argument("--reps-batch", type=int, default=1, help="batch runs of each path")
     parser.add_argument("--phantoms", type=int, default=3, help="phantoms for the agreement check (0 = skip)")
-    parser.add_argument("--variants", default="ours-torch,ours-crop",
-                        help="extra single-image paths, comma-separated: ours-torch (PyTorch backend), ours-crop (cord given)")
+    parser.add_argument("--variants", default="ours-torch,ours-crop,ours-int8,ours-crop-int8",
+                        help="extra single-image paths, comma-separated: ours-torch (PyTorch backend), ours-crop (cord "
+                             "given), ours-int8 (int8 network), ours-crop-int8 (both)")
     parser.add_argument("--quick", action="store_true", help="1 single run, a 3-image batch, 1 phantom")
     parser.add_argument("--rebuild-model", action="store_true", help="plan and build the realistic model again")
     parser.add_argument("--reference-batch-from-single", action="store_true",
@@ -229,13 +280,14 @@ def main(argv: list[str] | None = None) -> dict:
     result.update(model=str(model), settings=vars(args) | {"json": str(args.json), "resume": str(args.resume)})
     with tempfile.TemporaryDirectory(prefix="rootlets_bench_") as tmp:
         work = Path(tmp)
-        if "backends_max_softmax_diff" not in result:
-            result["backends_max_softmax_diff"] = run_backend_check(model)
-        log(f"backend check: {result['backends_max_softmax_diff']}")
         variants = [v for v in args.variants.split(",") if v]
+        with_int8 = any(v in INT8_VARIANTS for v in variants)
+        if "backends_max_softmax_diff" not in result or (with_int8 and "int8" not in result["backends_max_softmax_diff"]):
+            result["backends_max_softmax_diff"] = run_backend_check(model, with_int8)  # also quantises for the int8 runs
+        log(f"backend check: {result['backends_max_softmax_diff']}")
         timing(model, args.reps, args.batch, args.reps_batch, variants, work, log, result, args.reference_batch_from_single)
         if args.phantoms and PHANTOM_ZIP.exists():
-            result.update(phantom_agreement(args.phantoms, work, log))
+            result.update(phantom_agreement(args.phantoms, work, log, int8=with_int8))
         elif args.phantoms:
             log(f"agreement skipped: {PHANTOM_ZIP} not built")
     save(result)
@@ -245,6 +297,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--backend-check"]:
-        print(json.dumps(backend_check(Path(sys.argv[2]))))
+        print(json.dumps(backend_check(Path(sys.argv[2]), with_int8="--int8" in sys.argv[3:])))
     else:
         main()

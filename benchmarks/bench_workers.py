@@ -4,7 +4,8 @@
 (nnUNetPredictor, tile step 0.5, Gaussian, no mirroring, all folds, ``predict_single_npy_array`` after reorientation
 to LPI); the benchmark starts one such process per image. ``python bench_workers.py ours MODEL_FOLDER OUT_DIR IMAGE...``
 runs rootlets_task's default path on all images in one process (``ours-torch``: PyTorch backend; ``ours-crop``:
-with the cord mask beside each image). Each prints one JSON line with its CPU time
+with the cord mask beside each image; ``ours-int8`` / ``ours-crop-int8``: the int8 network, calibrated on the first
+image, quantised beforehand by the benchmark so that only inference is timed). Each prints one JSON line with its CPU time
 and peak resident memory (``getrusage`` of the process itself; neither path spawns children).
 """
 
@@ -47,16 +48,32 @@ def reference(model_folder: Path, out_dir: Path, images: list[Path]) -> None:
         nib.save(nib.Nifti1Image(seg.astype(np.uint8), img.affine, img.header), out_dir / path.name)
 
 
-def ours(model_folder: Path, out_dir: Path, images: list[Path], backend: str = "auto", crop: bool = False) -> None:
+def int8_segmenter(model_folder: Path, calibration: Path, verbose: int = 0):
+    """The int8 Segmenter of the benchmark: calibrated on ``calibration``; no agreement floor (random weights tie)."""
+    from rootlets_task.inference import Segmenter
+    from rootlets_task.int8 import Int8Options
+
+    segmenter = Segmenter(model_folder, verbose=verbose, precision="int8", calibration=[calibration],
+                          int8_options=Int8Options(max_tiles=8, min_agreement=0.0))
+    if segmenter.precision != "int8":
+        raise RuntimeError(f"int8 not in use (precision {segmenter.precision}, backend {segmenter.backend})")
+    return segmenter
+
+
+def ours(model_folder: Path, out_dir: Path, images: list[Path], backend: str = "auto", crop: bool = False,
+         int8: bool = False) -> None:
     """rootlets_task's default path: one Segmenter (model loaded once) for all images.
 
     ``crop``: pass the cord mask written beside each image (``<name>_cord.nii.gz``), as the chain does.
+    ``int8``: the int8 network calibrated on the first image (:func:`int8_segmenter`).
     """
     from _common import segment_to_file
 
     from rootlets_task.inference import Segmenter, configure_threads
 
-    segmenter = Segmenter(model_folder, verbose=0, backend=backend, threads=configure_threads())
+    threads = configure_threads()
+    segmenter = (int8_segmenter(model_folder, images[0]) if int8
+                 else Segmenter(model_folder, verbose=0, backend=backend, threads=threads))
     for path in images:
         cord = path.with_name(path.name.replace(".nii.gz", "_cord.nii.gz")) if crop else None
         segment_to_file(segmenter, path, out_dir / path.name, cord=cord)
@@ -67,6 +84,8 @@ MODES = {
     "ours": ours,
     "ours-torch": lambda *a: ours(*a, backend="torch"),
     "ours-crop": lambda *a: ours(*a, crop=True),
+    "ours-int8": lambda *a: ours(*a, int8=True),
+    "ours-crop-int8": lambda *a: ours(*a, crop=True, int8=True),
 }
 
 

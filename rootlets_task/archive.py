@@ -48,6 +48,7 @@ MAX_ENTRIES = 10_000              # zip members
 MAX_UNCOMPRESSED = 16 << 30       # all members together
 MAX_RATIO = 200                   # uncompressed / compressed, for members above 1 MiB (checkpoints hardly compress)
 MAX_JSON_BYTES = 16 << 20         # dataset.json, plans.json ...
+BESIDE_TRAINER = ("crop_metadata.json",)  # read by SCT from the model folder, next to the nnUNetTrainer* folder
 ENV_MAX_BYTES = "ROOTLETS_TASK_MAX_DOWNLOAD"       # bytes, or with a KB/MB/GB suffix
 ENV_DEADLINE = "ROOTLETS_TASK_DOWNLOAD_TIMEOUT"    # seconds
 CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".so", ".pyd", ".dll", ".dylib")
@@ -280,6 +281,7 @@ class ReleaseZip:
     members: tuple[tuple[str, str], ...]
     size: int  # uncompressed bytes of the trainer folder
     code: tuple[str, ...] = ()  # Python files and other code inside the trainer folder (with allow_code only)
+    beside: tuple[tuple[str, str], ...] = ()  # files kept next to the trainer folder (crop_metadata.json)
 
 
 def _members(zf: zipfile.ZipFile, bad: Callable[[str], RootletsError]) -> tuple[dict, set]:
@@ -343,6 +345,9 @@ def validate_release_zip(path: str | Path, source: str | None = None, allow_code
             trainer = trainers[0]
             inside = {parts[len(trainer):]: info for parts, info in files.items() if parts[:len(trainer)] == trainer}
             _check_contents(zf, inside, trainer, bad)
+            beside = tuple((files[(*trainer[:-1], n)].filename, n) for n in BESIDE_TRAINER if (*trainer[:-1], n) in files)
+            for name, _ in beside:
+                _check_json(zf, zf.getinfo(name), name, bad)
             code = tuple(sorted("/".join(p) for p in inside if p[-1].lower().endswith(CODE_SUFFIXES)))
             if code and not allow_code:
                 raise bad(f"it contains code ({', '.join(code[:3])}) that would run on this machine; install it only "
@@ -351,7 +356,8 @@ def validate_release_zip(path: str | Path, source: str | None = None, allow_code
         raise RootletsError(f"model zip {source} is not a zip archive or is truncated ({exc}); download it again") from None
     folds = sorted({p[0] for p in inside if len(p) == 2 and p[0].startswith("fold_") and p[1] in CHECKPOINTS})
     members = tuple((info.filename, "/".join(rel)) for rel, info in sorted(inside.items()))
-    return ReleaseZip(path, source, trainer[-1], tuple(folds), members, sum(i.file_size for i in inside.values()), code)
+    return ReleaseZip(path, source, trainer[-1], tuple(folds), members, sum(i.file_size for i in inside.values()), code,
+                      beside)
 
 
 def _check_contents(zf: zipfile.ZipFile, inside: dict, trainer: tuple, bad: Callable[[str], RootletsError]) -> None:
@@ -363,12 +369,16 @@ def _check_contents(zf: zipfile.ZipFile, inside: dict, trainer: tuple, bad: Call
         raise bad(f"incomplete nnU-Net release, missing {', '.join(missing)} in {'/'.join(trainer)}/")
     for parts, info in inside.items():
         if parts[-1].endswith(".json"):
-            if info.file_size > MAX_JSON_BYTES:
-                raise bad(f"{'/'.join(trainer + parts)} is {info.file_size >> 20} MiB, too large for a model's JSON")
-            try:
-                json.loads(zf.read(info))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise bad(f"{'/'.join(trainer + parts)} is not valid JSON ({exc})") from None
+            _check_json(zf, info, "/".join(trainer + parts), bad)
+
+
+def _check_json(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, bad: Callable[[str], RootletsError]) -> None:
+    if info.file_size > MAX_JSON_BYTES:
+        raise bad(f"{name} is {info.file_size >> 20} MiB, too large for a model's JSON")
+    try:
+        json.loads(zf.read(info))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad(f"{name} is not valid JSON ({exc})") from None
 
 
 def trainer_folder_problem(folder: Path) -> str | None:
@@ -442,10 +452,11 @@ def install_lock(dest: str | Path, wait_s: float | None = None) -> Iterator[None
 
 
 def _extract(layout: ReleaseZip, target: Path) -> None:
+    """The trainer folder's members into ``target``, the files kept beside it into its parent."""
     try:
         with zipfile.ZipFile(layout.path) as zf:
-            for name, rel in layout.members:
-                out = target.joinpath(*rel.split("/"))
+            for name, out in [*((n, target.joinpath(*r.split("/"))) for n, r in layout.members),
+                              *((n, target.parent / r) for n, r in layout.beside)]:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(name) as src, open(out, "wb") as dst:  # zipfile stops at each member's declared size
                     shutil.copyfileobj(src, dst, _CHUNK)

@@ -6,8 +6,8 @@ levels (:func:`rootlets_task.levels.compute_levels`) on the arrays it holds: the
 decoded once. Sources, in the order ``auto`` tries them:
 
 * cord: a file (``-s``), else ``sct_deepseg spinalcord``;
-* discs: a file (``-discs``), else ``sct_deepseg spine``, ``totalspineseg``, ``spineps``, else none (spinal
-  levels only);
+* discs: a file (``-discs``), else ``sct_deepseg spine`` (SCT's disc task of its version), ``sct_label_vertebrae``
+  (SCT's classic labelling, on the cord), ``totalspineseg``, ``spineps``, else none (spinal levels only);
 * PMJ: a file (``-pmj``), else ``sct_detect_pmj``, else none (distances from the C2/C3 disc or the cord's top).
 
 Every output is named from the image stem in the output folder. ``<stem>_chain.json`` (:class:`rootlets_task.records.Record`)
@@ -197,8 +197,9 @@ class _Chain:
         if source == "file":
             key = {"version": __version__, "source": "file", "file": sha256_file(file)}
         else:
-            key = {**self.base, "source": source, "contrast": self.options.contrast if kind == "pmj" else None,
-                   "cord": sha256_file(self.used["cord"]) if kind == "pmj" and self.used.get("cord") else None}
+            on_cord = kind == "pmj" or source == "label_vertebrae"  # these tools are given the cord and the contrast
+            key = {**self.base, "source": source, "contrast": self.options.contrast if on_cord else None,
+                   "cord": sha256_file(self.used["cord"]) if on_cord and self.used.get("cord") else None}
         outputs = [] if in_place else [target, sidecar]
         if self.record.up_to_date(kind, key):
             found = self.record.step(kind).get("found", True)
@@ -251,6 +252,8 @@ class _Chain:
             return tools.pmj_from_sct(image, self.img, self.options.contrast, self.used.get("cord"))
         if source == "sct":
             return tools.discs_from_sct(image, self.img)
+        if source == "label_vertebrae":
+            return tools.discs_from_label_vertebrae(image, self.img, self.used["cord"], self.options.contrast)
         if source == "totalspineseg":
             return tools.discs_from_totalspineseg(image, self.img)
         device = self.device

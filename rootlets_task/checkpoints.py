@@ -104,19 +104,28 @@ def check(path: str | Path) -> None:
                             "an nnU-Net checkpoint holds only tensors and plain values: do not use this release")
 
 
+def numpy_allow_list() -> list:
+    """The numpy globals torch's weights-only unpickler must additionally accept for nnU-Net checkpoints.
+
+    numpy's scalar reconstructor under both module paths (numpy 1 writes ``numpy.core.multiarray``, numpy 2
+    ``numpy._core``; a (callable, name) pair allows that name whichever numpy is loaded), ``numpy.dtype``, and the dtype
+    classes that BUILD instantiates for float64/float32 scalars (``_best_ema``, the ``logging`` lists). Found with
+    tests/release_formats/allow_list.py on checkpoints of nnunetv2 2.1 to 2.8.1.
+    """
+    import numpy as np
+
+    multiarray = np._core.multiarray if int(np.__version__.split(".")[0]) >= 2 else np.core.multiarray
+    return [(multiarray.scalar, "numpy.core.multiarray.scalar"), (multiarray.scalar, "numpy._core.multiarray.scalar"),
+            np.dtype, np.dtypes.Float64DType, np.dtypes.Float32DType]
+
+
 def load(path: str | Path) -> dict:
     """A checked checkpoint loaded with torch's weights-only unpickler (CPU tensors)."""
-    import numpy as np
     import torch
 
     check(path)
-    core = getattr(np, "_core", None) or np.core
-    extra = [core.multiarray.scalar, core.multiarray._reconstruct, np.dtype, np.ndarray]
-    extra += [getattr(np.dtypes, n) for n in dir(getattr(np, "dtypes", object)) if n.endswith("DType")
-              and n[:-5] in ("Float64", "Float32", "Float16", "Int64", "Int32", "Int16", "Int8", "UInt64", "UInt32",
-                             "UInt16", "UInt8", "Bool")]
     try:
-        with torch.serialization.safe_globals(extra):
+        with torch.serialization.safe_globals(numpy_allow_list()):
             content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError, RuntimeError from a damaged archive ...
         raise RootletsError(f"checkpoint {path}: cannot be loaded as data ({_reason(exc)}); reinstall the release") from None

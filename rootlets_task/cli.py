@@ -28,8 +28,9 @@ def _segment_parser() -> argparse.ArgumentParser:
                    "<input>_rootlets.nii.gz of every input; default: <input>_rootlets.nii.gz beside each input")
     p.add_argument("-install", action="store_true", help="install the model release (-release) and exit")
     p.add_argument("-custom-url", nargs="+", metavar="URL", help="with -install: install from these URL(s) or a local zip")
-    p.add_argument("-allow-release-code", action="store_true", help="with -install: accept a release that ships Python "
-                   "code (e.g. SCT's trainer_class.py); that code runs with your rights, so only for releases you trust")
+    p.add_argument("-allow-release-code", action="store_true", help="accept a release that ships Python code (SCT's "
+                   "trainer_class.py) at -install, and let it run when segmenting (-release sct); that code runs with "
+                   "your rights, so only for releases you trust")
     p.add_argument("-release", metavar="TAG", help="model release tag (default r20250318; `phantom` is the bundled "
                    "demo release; `sct` = the model SCT has installed); see `rootlets releases`")
     p.add_argument("-sct", action="store_true", help="with -install: install the release into SCT's model folder "
@@ -64,14 +65,15 @@ def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
 def _add_source_arguments(g) -> None:
     g.add_argument("-cord-from", default="auto", choices=["auto", *SOURCES["cord"]], help="cord source (auto: -s, else SCT)")
     g.add_argument("-discs-from", default="auto", choices=["auto", *SOURCES["discs"]],
-                   help="disc source; auto: the first available of -discs, sct_deepseg spine, totalspineseg, spineps, none")
+                   help="disc source; auto: the first available of -discs, sct_deepseg spine, sct_label_vertebrae, "
+                   "totalspineseg, spineps, none")
     g.add_argument("-pmj-from", default="auto", choices=["auto", *SOURCES["pmj"]],
                    help="PMJ source (auto: -pmj, else sct_detect_pmj, else none)")
 
 
 def _model(args: argparse.Namespace) -> ModelOptions:
     return ModelOptions(release=args.release, device=args.device, test_time_aug=args.test_time_aug,
-                        threads=getattr(args, "threads", None))
+                        threads=getattr(args, "threads", None), allow_code=getattr(args, "allow_release_code", False))
 
 
 def _chain_options(args: argparse.Namespace, contrast: str = "t2") -> ChainOptions:
@@ -285,8 +287,8 @@ def _run_stats(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 def _batch_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rootlets batch", description="Segment rootlets (and with -levels derive levels) "
                                 "in every selected image of a BIDS dataset into a BIDS derivative dataset; resumable "
-                                "(finished images are skipped), parallel (-jobs), on a Dask cluster (-dask, -slurm). "
-                                "See docs/batch.md.")
+                                "(finished images are skipped), parallel (-jobs), on a Dask cluster (-dask, -slurm), "
+                                "as a SLURM job array (-slurm-array). See docs/batch.md.")
     p.add_argument("bids", metavar="BIDS_ROOT", help="BIDS dataset root (holding sub-*/[ses-*/]anat/)")
     p.add_argument("-o", required=True, metavar="DERIVATIVES",
                    help="output derivative dataset, e.g. BIDS_ROOT/derivatives/rootlets")
@@ -295,14 +297,20 @@ def _batch_parser() -> argparse.ArgumentParser:
                    "inv-1 / inv-2 = one MP2RAGE inversion)")
     p.add_argument("-include", metavar="RE", help="only images whose path inside BIDS_ROOT matches this regex")
     p.add_argument("-exclude", metavar="RE", help="skip images whose path inside BIDS_ROOT matches this regex")
-    p.add_argument("-jobs", type=int, default=1, help="local worker processes (default 1 = in this process); with "
-                   "-slurm: the number of SLURM jobs")
+    p.add_argument("-jobs", type=int, help="local worker processes (default 1 = in this process); with -slurm: the "
+                   "number of SLURM jobs; with -slurm-array: the number of array tasks (default one per image)")
     p.add_argument("-threads", type=int, metavar="N", help="CPU threads per worker (default: the cores divided among the jobs)")
     engine = p.add_mutually_exclusive_group()
     engine.add_argument("-dask", metavar="ADDRESS", help="run on an existing Dask scheduler, e.g. tcp://HOST:8786")
     engine.add_argument("-slurm", nargs="*", metavar="KEY=VALUE", help="start workers as SLURM jobs with dask-jobqueue "
                         "(pip install 'rootlets_task[slurm]'); SLURMCluster options, e.g. cores=4 memory=16GB "
                         "walltime=04:00:00 queue=NAME account=NAME")
+    engine.add_argument("-slurm-array", nargs=argparse.REMAINDER, metavar="SBATCH_OPTION", help="submit one SLURM job "
+                        "array and return (no scheduler stays up); every option after it goes to sbatch, so it comes "
+                        "last, e.g. -slurm-array --time=02:00:00 --cpus-per-task=4 --mem=8G. Run the same command again "
+                        "once it has ended: it merges the tables and resubmits what is missing")
+    engine.add_argument("-collect", action="store_true", help="submit nothing: merge the dataset tables of the images "
+                        "done (-levels) and report the missing ones and why (e.g. after -slurm-array)")
     p.add_argument("-levels", action="store_true", help="run the whole chain to spinal and vertebral levels per image, "
                    "then dataset tables (levels.csv, shift.csv) and group statistics")
     p.add_argument("-labels", metavar="DIR", help="manual labels derivative (default BIDS_ROOT/derivatives/labels): "
@@ -312,6 +320,9 @@ def _batch_parser() -> argparse.ArgumentParser:
     p.add_argument("-crop-to-cord", action="store_true", help="with -levels: segment only a sub-image around the cord "
                    "(about 3x faster on CPU; labels can differ from the uncropped ones)")
     p.add_argument("-qc", metavar="DIR", help="write a QC report of every image into this folder")
+    p.add_argument("-bids-strict", action="store_true", help="BIDS-valid output names (<entities>_desc-rootlets_dseg, "
+                   "_label-SC_mask, _desc-discs_dseg ... with dseg.tsv look-up tables and a .bidsignore) instead of the "
+                   "SCT/NeuroPoly names (<stem>_rootlets, _label-SC_seg ...)")
     p.add_argument("-continue-on-error", type=int, default=1, choices=[0, 1], help="1 (default): a failed image never "
                    "stops the others; 0: start no new image after the first failure")
     p.add_argument("-release", metavar="TAG", help="model release (default r20250318; see `rootlets releases`)")
@@ -331,8 +342,9 @@ def _run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         parser.error("-crop-to-cord needs the cord, which only -levels computes: add -levels")
     options = BatchOptions(contrasts=tuple(args.contrast), include=args.include, exclude=args.exclude, labels=args.labels,
                            jobs=args.jobs, dask=args.dask, slurm=parse_slurm(args.slurm) if args.slurm is not None else None,
-                           qc=args.qc, continue_on_error=bool(args.continue_on_error), overwrite=args.overwrite,
-                           progress=args.v > 0)
+                           slurm_array=tuple(args.slurm_array) if args.slurm_array is not None else None,
+                           collect=args.collect, bids_strict=args.bids_strict, qc=args.qc,
+                           continue_on_error=bool(args.continue_on_error), overwrite=args.overwrite, progress=args.v > 0)
     summary = run_batch(args.bids, args.o, options, _model(args), _chain_options(args) if args.levels else None)
     print(summary.text())
     if summary.failed:

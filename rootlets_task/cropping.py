@@ -7,6 +7,8 @@ outside the cord's box, hence the 10 mm default margin (docs: segmentation and s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 
@@ -66,3 +68,68 @@ def grow_to_patch(box: tuple[slice, ...], shape: tuple[int, ...], patch: tuple[i
         start = min(max(0, (b.start + b.stop - size) // 2), n - size)
         grown.append(slice(start, start + size))
     return tuple(grown)
+
+
+CROP_PADS = ("pad_superior", "pad_inferior", "pad_left", "pad_right", "pad_anterior", "pad_posterior")
+CROP_METADATA = "crop_metadata.json"
+
+
+def read_crop_metadata(model_root: Path) -> dict[str, float] | None:
+    """The padding (mm) of a model trained on sc-crop crops (SCT HEAD's ``crop_metadata.json`` beside the trainer
+    folder), or None for a model that sees whole images. All six ``pad_*`` keys are required, as SCT requires them."""
+    from rootlets_task.files import read_json
+
+    path = Path(model_root) / CROP_METADATA
+    if not path.exists():
+        return None
+    content = read_json(path, limit=1 << 20)
+    if not isinstance(content, dict):
+        raise RootletsError(f"{path}: unreadable; reinstall the release")
+    missing = [k for k in CROP_PADS if k not in content]
+    bad = [k for k in CROP_PADS if k in content and not (isinstance(content[k], int | float) and 0 <= content[k] <= 500)]
+    if missing or bad:
+        raise RootletsError(f"{path}: {'missing ' + ', '.join(missing) if missing else 'invalid ' + ', '.join(bad)} "
+                            "(six paddings in mm are needed); reinstall the release")
+    return {k: float(content[k]) for k in CROP_PADS}
+
+
+def _sc_crop(img: nib.Nifti1Image, pads: dict[str, float], why: str, **detect_kwargs) -> list[slice]:
+    """The padded cord box of the ``sc-crop`` package (inclusive indices turned into slices), or a one-line error."""
+    import contextlib
+    import io
+
+    name = img.get_filename() or "image"
+    try:
+        import sc_crop
+    except ImportError:
+        raise RootletsError(f"{name}: {why} and sc-crop is not installed; run `pip install sc-crop`") from None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # sc-crop prints its progress
+            found = sc_crop.detect(img, **pads, **detect_kwargs)
+    except Exception as exc:  # no cord found, weights not downloadable, ultralytics/torchvision missing or broken
+        if isinstance(exc, RuntimeError) and str(exc).startswith("No spinal cord detected"):
+            raise RootletsError(f"{name}: sc-crop found no spinal cord; check the image (or give a cord mask)") from None
+        raise RootletsError(f"{name}: sc-crop cannot run here ({type(exc).__name__}: {exc})") from None
+    box = [slice(int(found[f"{a}min"]), int(found[f"{a}max"]) + 1) for a in "xyz"]
+    if any(b.start < 0 or b.stop > n or b.stop - b.start < 2 for b, n in zip(box, img.shape[:3], strict=True)):
+        raise RootletsError(f"{name}: sc-crop gave the box {found} outside the image {img.shape[:3]}; check the image")
+    return box
+
+
+def sc_crop_box(img: nib.Nifti1Image, pads: dict[str, float]) -> Box:
+    """The crop a model trained on sc-crop crops sees: sc-crop's cord box with the model's ``pads`` (mm, per face)."""
+    return tuple(_sc_crop(img, pads, "this model was trained on images cropped around the cord (crop_metadata.json)"))
+
+
+def detected_box(img: nib.Nifti1Image, margin_mm: float = CROP_MARGIN_MM, **detect_kwargs) -> Box:
+    """The crop lever's box without a cord mask: the cord sc-crop detects (the detector SCT HEAD runs before its
+    cropped models) plus ``margin_mm`` in the axial plane, the whole superior-inferior extent, like :func:`crop_box`.
+
+    ``detect_kwargs`` go to ``sc_crop.detect`` (e.g. ``model_path``, ``conf``, ``regularization``). sc-crop downloads
+    its YOLO detector on first use and runs it with ultralytics, which needs a working torchvision.
+    """
+    pads = {f"pad_{face}": margin_mm for face in ("left", "right", "anterior", "posterior")}
+    box = _sc_crop(img, pads | {"pad_superior": 0.0, "pad_inferior": 0.0}, "no cord mask was given", **detect_kwargs)
+    si = nifti.si_axis(img.affine)
+    box[si] = slice(0, img.shape[si])
+    return tuple(box)

@@ -23,13 +23,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from rootlets_task import nifti
+from rootlets_task import cropping, nifti
 from rootlets_task.cropping import Box, grow_to_patch
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import read_json
@@ -101,14 +102,22 @@ def find_checkpoints(model_folder: Path) -> tuple[tuple[int | str, ...], str]:
                         "reinstall the release with `rootlets -install -release TAG`")
 
 
-def initialize(predictor, model_folder: Path, folds: tuple[int | str, ...], checkpoint: str) -> None:
+STOCK_TRAINER = r"nnUNetTrainer(_\d+epochs)?(_NoMirroring)?"
+TRAINER_CODE = "trainer_class.py"  # SCT's optional trainer module in a release's trainer folder
+
+
+def initialize(predictor, model_folder: Path, folds: tuple[int | str, ...], checkpoint: str,
+               allow_code: bool = False) -> None:
     """``predictor.initialize_from_trained_model_folder`` without its ``torch.load(weights_only=False)``.
 
-    Checkpoints are read as data only (:mod:`rootlets_task.checkpoints`). The network is built from the plans: stock
-    trainers (``nnUNetTrainer``, its ``_<N>epochs`` / ``_NoMirroring`` variants, which RootletSeg releases use) build
-    exactly the plans' network, so it is built directly, without importing nnU-Net's training stack (seconds of
-    every start-up); any other trainer name is looked up among nnU-Net's own installed trainers, never in the release.
+    Checkpoints are read as data only (:mod:`rootlets_task.checkpoints`). The network is built from the plans, as
+    nnU-Net builds it for every trainer that does not override ``build_network_architecture`` (the stock trainers and
+    their ``_<N>epochs`` / ``_NoMirroring`` variants that RootletSeg releases use, and most custom trainers, which
+    change training only), without importing nnU-Net's training stack (seconds of every start-up). A release's own
+    ``trainer_class.py`` (SCT's convention: ``get_trainer_class()``) builds the network only with ``allow_code``: it is
+    code from the release and runs with the user's rights.
     """
+    import inspect
     import re
 
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -125,28 +134,54 @@ def initialize(predictor, model_folder: Path, folds: tuple[int | str, ...], chec
     args = (cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import,
             determine_num_input_channels(plans_manager, cm, dataset_json),
             plans_manager.get_label_manager(dataset_json).num_segmentation_heads)
-    if re.fullmatch(r"nnUNetTrainer(_\d+epochs)?(_NoMirroring)?", first["trainer_name"]):
-        network = get_network_from_plans(*args, deep_supervision=False)
+    code = model_folder / TRAINER_CODE
+    if allow_code and code.is_file() and not re.fullmatch(STOCK_TRAINER, first["trainer_name"]):
+        build = _release_trainer(code).build_network_architecture
+        if "plans_manager" in inspect.signature(build).parameters:  # nnU-Net >= 2.7's signature, else the older one
+            network = build(plans_manager, cm, *args[3:], enable_deep_supervision=False)
+        else:
+            network = build(*args, enable_deep_supervision=False)
     else:
-        network = _installed_trainer(first["trainer_name"], model_folder).build_network_architecture(
-            *args, enable_deep_supervision=False)
+        network = get_network_from_plans(*args, deep_supervision=False)
     parameters = [c["network_weights"] for c in loaded]
-    network.load_state_dict(parameters[0])
+    try:
+        network.load_state_dict(parameters[0])
+    except RuntimeError:  # a trainer whose network is not the plans' one
+        hint = (f"run it with -allow-release-code so its {TRAINER_CODE} builds the network (it runs with your rights)"
+                if code.is_file() and not allow_code else "this release cannot be run by rootlets_task")
+        raise RootletsError(f"model folder {model_folder}: the weights of trainer {first['trainer_name']} do not fit the "
+                            f"network of its plans; {hint}") from None
     predictor.manual_initialization(network, plans_manager, cm, parameters, dataset_json, first["trainer_name"],
                                     first.get("inference_allowed_mirroring_axes"))
 
 
-def _installed_trainer(name: str, model_folder: Path):
-    """nnU-Net's own trainer class ``name`` (installed package only); a name it does not know is an error."""
-    import nnunetv2
-    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+def _release_trainer(path: Path):
+    """The trainer class of a release's ``trainer_class.py`` (SCT's loader: ``get_trainer_class()``); runs its code."""
+    import importlib.util
 
-    found = recursive_find_python_class(str(Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer"), name,
-                                        "nnunetv2.training.nnUNetTrainer")
-    if found is None:
-        raise RootletsError(f"model folder {model_folder}: trained with {name}, a trainer nnU-Net does not ship; "
-                            "this release cannot be run by rootlets_task")
-    return found
+    log.warning("running %s from the release (allowed with -allow-release-code)", path)
+    spec = importlib.util.spec_from_file_location("rootlets_release_trainer_class", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        return module.get_trainer_class()
+    except Exception as exc:  # the release's own code failed: say so in one line
+        raise RootletsError(f"{path}: the release's trainer code failed ({type(exc).__name__}: {nifti.one_line(exc)}); "
+                            "it cannot be run here") from None
+
+
+def _check_precision(precision: str, backend: str, device: str) -> None:
+    """Refuse a precision that cannot run with this backend and device (int8 needs NNCF and OpenVINO on CPU)."""
+    from rootlets_task import backends, int8
+    from rootlets_task.options import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise RootletsError(f"precision {precision!r}: unknown; use one of {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        int8.require_nncf()
+        if backend == "torch" or device != "cpu" or not backends.openvino_available():
+            raise RootletsError(f"precision int8: needs the OpenVINO backend on CPU (here: {backend}, {device}); run "
+                                "`pip install 'rootlets_task[int8]'` and use -device cpu")
 
 
 @contextlib.contextmanager
@@ -176,15 +211,23 @@ class Segmenter:
     :func:`rootlets_task.install.model_folder`); ``record`` is its install record (tag, url, sha256), kept for the
     JSON sidecar. ``threads``: CPU threads of the OpenVINO backend and the export (default: every physical core this
     process may use); torch's own count is the process's (:func:`configure_threads`). ``verbose`` 2 shows nnU-Net's
-    own output.
+    own output. ``allow_code``: let the release's ``trainer_class.py`` build the network. ``precision="int8"``
+    (opt-in, OpenVINO backend and the ``int8`` extra): the network quantised with NNCF on ``calibration`` images
+    (paths or NIfTI images; default: phantoms), faster per tile, labels change a little; see :mod:`rootlets_task.int8`.
+    Ten keyword arguments: each is one of the model's settings (:class:`rootlets_task.options.ModelOptions` carries
+    them for the high-level API).
     """
 
     def __init__(self, model_folder: str | os.PathLike, device: str = "auto", test_time_aug: bool = False,
-                 verbose: int = 1, record: dict | None = None, backend: str = "auto", threads: int | None = None):
+                 verbose: int = 1, record: dict | None = None, backend: str = "auto", threads: int | None = None,
+                 allow_code: bool = False, precision: str = "float32", calibration: Sequence | None = None,
+                 int8_options=None):
         self.model_folder = Path(model_folder)
         self.record = dict(record or {})
         self.verbose = verbose
         self.test_time_aug = test_time_aug
+        self.allow_code = allow_code or bool(self.record.get("code"))  # given now, or when the release was installed
+        self.crop_pads = cropping.read_crop_metadata(self.model_folder.parent)  # SCT HEAD's models trained on crops
         self.dataset_json = self._json("dataset.json")
         self._json("plans.json")  # checked now: present, readable and of a sane size
         self.orientation = self.dataset_json.get("image_orientation", DEFAULT_ORIENTATION)
@@ -192,9 +235,11 @@ class Segmenter:
         self.folds, self.checkpoint = find_checkpoints(self.model_folder)
         self.device = resolve_device(device)
         self.threads = (threads or physical_cores()) if self.device.type == "cpu" else None
+        _check_precision(precision, backend, self.device.type)  # before the model loads: a bad choice costs nothing
         t0 = time.perf_counter()
         self.predictor = self._load()
         self.backend = self._select_backend(backend)
+        self.precision = self._select_precision(precision, backend, calibration, int8_options)
         self.load_seconds = time.perf_counter() - t0
 
     def _json(self, name: str) -> dict:
@@ -217,7 +262,7 @@ class Segmenter:
                 perform_everything_on_device=self.device.type == "cuda", device=self.device,
                 verbose=self.verbose >= 2, verbose_preprocessing=self.verbose >= 2, allow_tqdm=self.verbose >= 1)
             try:
-                initialize(predictor, self.model_folder, self.folds, self.checkpoint)
+                initialize(predictor, self.model_folder, self.folds, self.checkpoint, self.allow_code)
             except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
                 raise RootletsError(f"model folder {self.model_folder}: cannot be loaded ({type(exc).__name__}: "
                                     f"{nifti.one_line(exc)}); reinstall the release") from None
@@ -240,12 +285,35 @@ class Segmenter:
         with _quiet(self.verbose < 2):
             return "openvino" if backends.use_openvino(self.predictor, self.threads) else "torch"
 
+    def _select_precision(self, precision: str, backend: str, calibration: Sequence | None, options) -> str:
+        """``float32``, or ``int8``: the OpenVINO network swapped for its NNCF quantisation (:mod:`rootlets_task.int8`)."""
+        from rootlets_task import int8
+
+        if precision == "float32":
+            return precision
+        if self.backend != "openvino":  # OpenVINO is installed (checked before the load) but failed its check
+            log.warning("precision int8: the OpenVINO backend is not usable here; using float32")
+            return "float32"
+        options = options or int8.Int8Options()
+        images = (int8.load_images(calibration) if calibration
+                  else int8.default_calibration(float(min(self.predictor.configuration_manager.spacing))))
+        digest = int8.calibration_digest(images, self.predictor.plans_manager.plans, options)
+
+        def tiles():
+            return int8.calibration_tiles(self.predictor, (self.preprocess(self.prepare(i))[0] for i in images),
+                                          options.max_tiles)
+
+
+        with _quiet(self.verbose < 2):
+            return "int8" if int8.use_int8(self.predictor, digest, tiles, self.threads, options) else "float32"
+
     @property
     def settings(self) -> dict:
         """What the sidecar records about how the prediction was made."""
         return {"TileStepSize": TILE_STEP_SIZE, "UseGaussian": True, "Mirroring": self.test_time_aug,
+                "ModelCrop": self.crop_pads,
                 "Folds": list(self.folds), "Checkpoint": self.checkpoint, "ModelOrientation": self.orientation,
-                "Threads": self.threads, "Backend": self.backend}
+                "Threads": self.threads, "Backend": self.backend, "Precision": self.precision}
 
     # --- the five stages -------------------------------------------------------------------------------------
     def prepare(self, img: nib.Nifti1Image) -> Prepared:
@@ -334,14 +402,26 @@ class Segmenter:
         the box; inside it the tiles sit elsewhere than on the whole image, so labels can differ from the uncropped
         result (docs: segmentation and speed). Off unless asked for.
         """
+        if self.crop_pads is not None:  # a model trained on crops sees the crop, as SCT HEAD runs it
+            if box is not None:
+                log.info("this model is run on its own crop around the cord (crop_metadata.json); -crop-to-cord unused")
+            model_box = cropping.sc_crop_box(img, self.crop_pads)
+            labels = np.zeros(img.shape[:3], np.uint8)
+            labels[model_box] = self._whole(img.slicer[model_box])
+            return labels
+        if box is None:
+            return self._whole(img)
         prepared = self.prepare(img)
         data, properties = self.preprocess(prepared)
-        if box is None:
-            return self.restore(self.export(self.predict_logits(data), properties), prepared)
         logits = self.predict_logits_cropped(data, self.network_box(img, box, properties, tuple(data.shape[1:])))
         labels = np.zeros(img.shape[:3], np.uint8)
         labels[box] = self.restore(self.export(logits, properties), prepared)[box]  # exact box despite resampling
         return labels
+
+    def _whole(self, img: nib.Nifti1Image) -> np.ndarray:
+        prepared = self.prepare(img)
+        data, properties = self.preprocess(prepared)
+        return self.restore(self.export(self.predict_logits(data), properties), prepared)
 
     def network_box(self, img: nib.Nifti1Image, box: Box, properties: dict,
                     data_shape: tuple[int, int, int]) -> tuple[slice, ...]:

@@ -13,11 +13,12 @@ from rootlets_task.errors import RootletsError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BACKENDS = ("auto", "torch", "openvino")  # auto = OpenVINO on CPU when installed and numerically checked, else torch
 METHODS = ("gapfree", "reference")
+PRECISIONS = ("float32", "int8")
 CONTRASTS = ("t1", "t2")  # what sct_detect_pmj knows
 # Where each label comes from, in the order ``auto`` tries them (after a given file).
 SOURCES = {
     "cord": ("file", "sct"),
-    "discs": ("file", "sct", "totalspineseg", "spineps", "none"),
+    "discs": ("file", "sct", "label_vertebrae", "totalspineseg", "spineps", "none"),
     "pmj": ("file", "sct", "none"),
 }
 
@@ -36,10 +37,13 @@ class ModelOptions:
     test_time_aug: bool = False
     backend: str = "auto"
     threads: int | None = None  # CPU threads; None = every physical core this process may use
+    allow_code: bool = False  # let a release's own Python code (SCT's trainer_class.py) run: it has the user's rights
+    precision: str = "float32"  # "int8": the OpenVINO network quantised with NNCF (opt-in lever, labels change a little)
 
     def check(self) -> ModelOptions:
         _one_of("device", self.device, DEVICES)
         _one_of("backend", self.backend, BACKENDS)
+        _one_of("precision", self.precision, PRECISIONS)
         if self.threads is not None and not 1 <= self.threads <= 1024:
             raise RootletsError(f"threads {self.threads}: give a number of CPU threads from 1 to 1024")
         return self

@@ -271,7 +271,7 @@ def _span(start: float, end: float) -> dict:
             "height_mm": float(end - start)}
 
 
-# File names written by write_phantom, relative to the output folder (documented in the README).
+# File names written by write_phantom, relative to the output folder (documented in docs/phantom.md).
 FILES = {
     "image": "phantom_T2w.nii.gz",
     **{kind: f"phantom_T2w{SUFFIX[kind]}.nii.gz" for kind in ("rootlets", "cord", "discs", "pmj")},

@@ -249,7 +249,8 @@ def _unknown_layout(folder: Path, what: str) -> RootletsError:
 def read_model(sct: SCT) -> SCTModel | None:
     """SCT's installed rootlets model; None when absent (or an empty folder left by a failed SCT download).
 
-    Anything but one ``nnUNetTrainer*`` folder and a valid ``source.json`` for this model is an unknown layout:
+    Anything but one ``nnUNetTrainer*`` folder, a valid ``source.json`` for this model and SCT HEAD's optional
+    ``crop_metadata.json`` is an unknown layout:
     RootletsError, so nothing replaces or uses files we do not understand.
     """
     folder = sct.model_dir
@@ -261,7 +262,7 @@ def read_model(sct: SCT) -> SCTModel | None:
     if not entries:
         return None
     trainers = [e for e in entries if e.name.startswith("nnUNetTrainer") and e.is_dir() and not e.is_symlink()]
-    others = [e.name for e in entries if e not in trainers and e.name != SOURCE_JSON]
+    others = [e.name for e in entries if e not in trainers and e.name not in (SOURCE_JSON, *archive.BESIDE_TRAINER)]
     if len(trainers) != 1 or others:
         found = ", ".join(e.name for e in entries[:6]) + (", ..." if len(entries) > 6 else "")
         raise _unknown_layout(folder, f"found {found}")

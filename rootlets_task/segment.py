@@ -39,7 +39,7 @@ def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1) -> Se
     device = resolve_device(model.device)
     threads = configure_threads(model.threads) if device.type == "cpu" else None
     return Segmenter(folder, device=device.type, test_time_aug=model.test_time_aug, verbose=verbose, record=record,
-                     backend=model.backend, threads=threads)
+                     backend=model.backend, threads=threads, allow_code=model.allow_code, precision=model.precision)
 
 
 def segment(image: nib.Nifti1Image | str | os.PathLike, model: ModelOptions = ModelOptions(),

@@ -6,10 +6,16 @@ neighbour, with a note, when the grid differs) and it holds the expected values 
 single-voxel disc labels in SCT numbering, one PMJ voxel). Every failure is a :class:`RootletsError` naming the
 tool, the command that was run, the last lines of its stderr and the flag that gives the file instead.
 
-Tools and their outputs:
+Tools and their outputs (SCT's command lines differ by version; the version is read from SCT as the bridge reads it,
+:func:`rootlets_task.sct.find_sct`):
 
-* ``sct_deepseg spinalcord -i IMG -o OUT``: the cord, written exactly at ``OUT``.
-* ``sct_deepseg spine -i IMG -o OUT``: ``<OUT stem>_totalspineseg_discs.nii.gz``, discs in SCT numbering.
+* cord: ``sct_deepseg spinalcord -i IMG -o OUT`` (SCT 7.x), ``sct_deepseg -i IMG -task seg_sc_contrast_agnostic -o
+  OUT`` (6.4-6.5): the cord, written exactly at ``OUT``.
+* discs: ``sct_deepseg spine -i IMG -o OUT`` (7.2+): ``<OUT stem>_totalspineseg_discs.nii.gz``; ``sct_deepseg
+  totalspineseg -i IMG -o OUT -step1-only 1`` (7.0-7.1) and ``sct_deepseg -i IMG -task totalspineseg -o OUT`` (6.5):
+  ``<OUT stem>_step1_levels.nii.gz``; discs in SCT numbering. SCT 6.4 has no disc task.
+* discs: ``sct_label_vertebrae -i IMG -s CORD -c t2 -ofolder DIR`` (SCT's classic labelling, every version):
+  ``DIR/<cord stem>_labeled_discs.nii.gz``, discs in SCT numbering on the cord's centreline.
 * ``totalspineseg IMG OUTDIR --step1``: ``OUTDIR/step1_levels/<stem>.nii.gz``, discs in SCT numbering.
 * ``spineps sample -i IMG -model_semantic t2w -model_instance instance ...``: ``*_seg-vert_msk.nii.gz``, a vertebra
   instance mask that :func:`spineps_to_sct_discs` turns into single-voxel SCT disc labels.
@@ -36,6 +42,8 @@ from rootlets_task.spineps import spineps_to_sct_discs
 log = logging.getLogger(__name__)
 
 SCT_INSTALL = "install the Spinal Cord Toolbox (https://spinalcordtoolbox.com/stable/user_section/installation.html)"
+DISC_TASK_VERSION = (6, 5)  # first SCT with a disc task in sct_deepseg (totalspineseg; `spine` from 7.2)
+NEWEST_SCT = (7, 4)
 STDERR_LINES = 3
 
 
@@ -52,6 +60,7 @@ class Tool:
 TOOLS = {
     ("cord", "sct"): Tool("sct_deepseg spinalcord", "sct_deepseg", SCT_INSTALL, "-s CORD"),
     ("discs", "sct"): Tool("sct_deepseg spine", "sct_deepseg", SCT_INSTALL, "-discs DISCS"),
+    ("discs", "label_vertebrae"): Tool("sct_label_vertebrae", "sct_label_vertebrae", SCT_INSTALL, "-discs DISCS"),
     ("discs", "totalspineseg"): Tool("totalspineseg", "totalspineseg", "pip install 'rootlets_task[totalspineseg]'; "
                                      "its weights come with `totalspineseg_init`", "-discs DISCS"),
     ("discs", "spineps"): Tool("spineps", "spineps", "pip install 'rootlets_task[spineps]'", "-discs DISCS"),
@@ -70,8 +79,41 @@ class ToolOutput:
 
 
 def available(kind: str, source: str) -> bool:
-    """Whether the program behind ``(kind, source)`` is on PATH."""
-    return shutil.which(TOOLS[kind, source].executable) is not None
+    """Whether the program behind ``(kind, source)`` is on PATH (for SCT's disc task: in a version that has one)."""
+    if shutil.which(TOOLS[kind, source].executable) is None:
+        return False
+    return not (kind, source) == ("discs", "sct") or sct_version() >= DISC_TASK_VERSION
+
+
+def sct_version() -> tuple[int, int]:
+    """(major, minor) of the SCT found as the bridge finds it; the newest known when it cannot be told."""
+    from rootlets_task import sct
+
+    try:
+        found = sct.find_sct()
+    except RootletsError:
+        return NEWEST_SCT
+    return found.version_tuple if found.version_tuple != (0, 0) else NEWEST_SCT
+
+
+def _cord_command(image: Path, out: Path) -> list[str]:
+    if sct_version() >= (7, 0):
+        return ["sct_deepseg", "spinalcord", "-i", str(image), "-o", str(out)]
+    return ["sct_deepseg", "-i", str(image), "-task", "seg_sc_contrast_agnostic", "-o", str(out)]
+
+
+def _discs_command(image: Path, out: Path) -> tuple[list[str], str]:
+    """SCT's disc command of this version and the file pattern of its disc labels."""
+    version = sct_version()
+    if version >= (7, 2):
+        return ["sct_deepseg", "spine", "-i", str(image), "-o", str(out)], "*_totalspineseg_discs.nii.gz"
+    if version >= (7, 0):
+        return (["sct_deepseg", "totalspineseg", "-i", str(image), "-o", str(out), "-step1-only", "1"],
+                "*_step1_levels.nii.gz")
+    if version >= DISC_TASK_VERSION:
+        return ["sct_deepseg", "-i", str(image), "-task", "totalspineseg", "-o", str(out)], "*_step1_levels.nii.gz"
+    raise RootletsError(f"SCT {'.'.join(map(str, version))} has no disc task (sct_deepseg spine needs SCT >= 6.5); use "
+                        "-discs-from label_vertebrae, or give the file yourself with -discs DISCS")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -88,8 +130,11 @@ def _quote(command: list[str]) -> str:
 
 
 def require(kind: str, source: str) -> None:
-    """Raise the "not installed" error of ``(kind, source)`` unless its program is on PATH."""
+    """Raise the "not installed" error of ``(kind, source)`` unless its program is on PATH (and, for SCT's disc task,
+    this SCT version has one)."""
     _require(TOOLS[kind, source])
+    if (kind, source) == ("discs", "sct"):
+        _discs_command(Path("IMG"), Path("OUT"))  # raises for an SCT without a disc task
 
 
 def _require(tool: Tool) -> None:
@@ -137,24 +182,34 @@ def _labels_from(tool: Tool, command: list[str], done: subprocess.CompletedProce
 
 
 def cord_from_sct(image: Path, reference: nib.Nifti1Image) -> ToolOutput:
-    """Cord segmentation by ``sct_deepseg spinalcord`` (contrast-agnostic model)."""
+    """Cord segmentation by SCT's contrast-agnostic model (``sct_deepseg spinalcord``, or the 6.x task)."""
     tool = TOOLS["cord", "sct"]
     with tempfile.TemporaryDirectory(prefix="rootlets_sct_") as tmp:
         out = Path(tmp) / f"{stem(image)}_seg.nii.gz"
-        command = [tool.executable, "spinalcord", "-i", str(Path(image).absolute()), "-o", str(out)]
+        command = _cord_command(Path(image).absolute(), out)
         done = _run(tool, command, Path(tmp))
         return _labels_from(tool, command, done, out, out.name, "cord", reference)
 
 
 def discs_from_sct(image: Path, reference: nib.Nifti1Image) -> ToolOutput:
-    """Disc labels by ``sct_deepseg spine`` (TotalSpineSeg step 1 inside SCT), SCT numbering."""
+    """Disc labels by SCT's TotalSpineSeg task (``sct_deepseg spine``, or its older names), SCT numbering."""
     tool = TOOLS["discs", "sct"]
     with tempfile.TemporaryDirectory(prefix="rootlets_sct_") as tmp:
         out = Path(tmp) / f"{stem(image)}.nii.gz"
-        command = [tool.executable, "spine", "-i", str(Path(image).absolute()), "-o", str(out)]
+        command, pattern = _discs_command(Path(image).absolute(), out)
         done = _run(tool, command, Path(tmp))
-        pattern = "*_totalspineseg_discs.nii.gz"
         return _labels_from(tool, command, done, _find_one(Path(tmp), pattern), pattern, "discs", reference)
+
+
+def discs_from_label_vertebrae(image: Path, reference: nib.Nifti1Image, cord: Path, contrast: str = "t2") -> ToolOutput:
+    """Disc labels by SCT's classic ``sct_label_vertebrae`` (needs the cord), ``*_labeled_discs``, SCT numbering."""
+    tool = TOOLS["discs", "label_vertebrae"]
+    with tempfile.TemporaryDirectory(prefix="rootlets_sct_") as tmp:
+        command = [tool.executable, "-i", str(Path(image).absolute()), "-s", str(Path(cord).absolute()), "-c", contrast,
+                   "-ofolder", tmp]
+        done = _run(tool, command, Path(tmp))
+        name = f"{stem(cord)}_labeled_discs.nii.gz"
+        return _labels_from(tool, command, done, Path(tmp) / name, name, "discs", reference)
 
 
 def discs_from_totalspineseg(image: Path, reference: nib.Nifti1Image) -> ToolOutput:

@@ -23,28 +23,17 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from support.batch_data import BROKEN, COMMON, NAMES, run
+from support.batch_data import assert_same as _assert_same
+from support.batch_data import done_names as _done_names
 
 from rootlets_task import batch, cli, engines, install
 from rootlets_task import bids as bids_module
 from rootlets_task.errors import RootletsError
 from rootlets_task.options import ChainOptions, ModelOptions
-from rootlets_task.phantom import write_phantom
 
-# (subject, session, orientation, seed): 6 images over 5 subjects, one with two sessions
-SPECS = [("01", None, "LPI", 0), ("02", None, "RPI", 1), ("03", "01", "AIL", 2), ("03", "02", "PSR", 3),
-         ("04", None, "LPI", 5), ("05", None, "RPI", 6)]
-BROKEN = "sub-06/anat/sub-06_T2w.nii.gz"
-COMMON = {"release": "phantom", "threads": 1, "levels": True, "progress": False}
-_MODEL = {"release", "device", "test_time_aug", "threads"}
-_CHAIN = {"method", "cord_from", "discs_from", "pmj_from", "crop_to_cord"}
-
-
-def run(bids_root, out, levels=False, **kwargs):
-    """``batch.run_batch`` with its choices as keywords (batch, model and, with ``levels``, chain options)."""
-    model = ModelOptions(**{k: v for k, v in kwargs.items() if k in _MODEL})
-    chain = ChainOptions(**{k: v for k, v in kwargs.items() if k in _CHAIN}) if levels else None
-    options = batch.BatchOptions(**{k: v for k, v in kwargs.items() if k not in _MODEL | _CHAIN})
-    return batch.run_batch(bids_root, out, options, model, chain)
+# the dataset (``bids``) and its sequential reference run (``sequential``) are session fixtures (tests/conftest.py,
+# tests/support/batch_data.py), shared with the other batch test modules
 
 
 def make_settings(model_folder, model, threads=None, levels=False, qc=None, **chain):
@@ -69,39 +58,6 @@ def _store(home, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def bids(tmp_path_factory) -> Path:
-    """sub-01..05 (sub-03 with two sessions) in four orientations, manual labels in derivatives/labels, a broken sub-06."""
-    root = tmp_path_factory.mktemp("bids")
-    work = tmp_path_factory.mktemp("phantoms")
-    for sub, ses, orient, seed in SPECS:
-        rel = Path(f"sub-{sub}", *([f"ses-{ses}"] if ses else []), "anat")
-        stem = f"sub-{sub}{f'_ses-{ses}' if ses else ''}_T2w"
-        files = write_phantom(work / stem, orient, seed=seed, prefix=stem)
-        (root / rel).mkdir(parents=True)
-        shutil.copy(files["image"], root / rel / f"{stem}.nii.gz")
-        labels = root / "derivatives" / "labels" / rel
-        labels.mkdir(parents=True)
-        for kind in ("cord", "discs", "pmj"):
-            shutil.copy(files[kind], labels / files[kind].name)
-        (root / "derivatives" / "truth").mkdir(parents=True, exist_ok=True)
-        shutil.copy(files["truth"], root / "derivatives" / "truth" / f"{stem}.json")
-    (root / BROKEN).parent.mkdir(parents=True)
-    (root / BROKEN).write_bytes(b"\x1f\x8b truncated download")
-    (root / "sub-01" / "anat" / "sub-01_T1w.nii.gz").write_bytes(b"another contrast: never selected by default")
-    return root
-
-
-@pytest.fixture(scope="module")
-def sequential(bids, home, tmp_path_factory):
-    """The reference run: sequential, in this process."""
-    out = tmp_path_factory.mktemp("seq") / "rootlets"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ROOTLETS_TASK_HOME", str(home))
-        summary = run(bids, out, **COMMON)
-    return out, summary
-
-
-@pytest.fixture(scope="module")
 def cluster(home, tmp_path_factory):
     """A real Dask LocalCluster on 127.0.0.1: 2 worker processes, 1 thread each."""
     from distributed import LocalCluster
@@ -110,41 +66,6 @@ def cluster(home, tmp_path_factory):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
                       silence_logs=50, env={k: v for k, v in env.items() if v}) as cluster:
         yield cluster
-
-
-def _outputs(out: Path) -> dict[str, object]:
-    """Every image array and table of a derivative folder, by relative path (sidecars and records hold times/hosts)."""
-    found = {}
-    for path in sorted(out.rglob("*")):
-        rel = path.relative_to(out).as_posix()
-        if rel.startswith(("logs/", ".")) or not path.is_file():
-            continue
-        if path.name.endswith(".nii.gz"):
-            img = nib.load(path)
-            found[rel] = (np.asanyarray(img.dataobj), img.affine)
-        elif path.suffix == ".csv":
-            found[rel] = pd.read_csv(path)
-        elif path.suffix == ".png":
-            found[rel] = "png"
-    return found
-
-
-def _assert_same(a: Path, b: Path) -> None:
-    left, right = _outputs(a), _outputs(b)
-    assert sorted(left) == sorted(right)
-    for rel, value in left.items():
-        if isinstance(value, tuple):
-            assert np.array_equal(value[0], right[rel][0]), rel
-            assert np.allclose(value[1], right[rel][1]), rel
-        elif isinstance(value, pd.DataFrame):
-            pd.testing.assert_frame_equal(value, right[rel], obj=rel)
-
-
-def _done_names(summary) -> set[str]:
-    return {r["name"] for r in summary.by_status("done")}
-
-
-NAMES = {f"sub-{s}{f'_ses-{e}' if e else ''}_T2w" for s, e, _, _ in SPECS}
 
 
 def test_sequential_outputs_layout_and_summary(sequential, bids):

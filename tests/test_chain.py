@@ -375,3 +375,57 @@ def test_image_to_levels_with_the_tiny_release(no_tools, phantom_home, tmp_path,
     assert predicted == sorted(predicted), predicted
     errors = [abs(got[v]["mid_mm"] - truth["spinal_levels"][v]["mid_mm"]) for v in values]
     assert float(np.median(errors)) <= 1.0, errors
+
+
+def test_each_input_is_decoded_once(no_tools, tmp_path, files, monkeypatch):
+    """The chain holds what it decoded: the image and each label file are read once, QC included, nothing re-read."""
+    import nibabel
+
+    loads = []
+    real = nibabel.load
+    monkeypatch.setattr(nibabel, "load", lambda path, *a, **k: (loads.append(Path(path).name), real(path, *a, **k))[1])
+    _truth_run(files, tmp_path / "out", qc_dir=tmp_path / "qc")
+    assert sorted(loads) == sorted(Path(files[kind]).name for kind in ("image", "rootlets", "cord", "discs", "pmj"))
+
+
+SCT_COMMANDS = {  # what each SCT version's stand-in must be called with (cord task; disc task or classic labelling)
+    "6.4": (["sct_deepseg", "-i", "IMG", "-task", "seg_sc_contrast_agnostic", "-o"], ["sct_label_vertebrae", "-i", "IMG"]),
+    "6.5": (["sct_deepseg", "-i", "IMG", "-task", "seg_sc_contrast_agnostic", "-o"],
+            ["sct_deepseg", "-i", "IMG", "-task", "totalspineseg", "-o"]),
+    "7.0": (["sct_deepseg", "spinalcord", "-i", "IMG", "-o"], ["sct_deepseg", "totalspineseg", "-i", "IMG", "-o"]),
+    "7.1": (["sct_deepseg", "spinalcord", "-i", "IMG", "-o"], ["sct_deepseg", "totalspineseg", "-i", "IMG", "-o"]),
+    "7.2": (["sct_deepseg", "spinalcord", "-i", "IMG", "-o"], ["sct_deepseg", "spine", "-i", "IMG", "-o"]),
+    "7.4.dev0": (["sct_deepseg", "spinalcord", "-i", "IMG", "-o"], ["sct_deepseg", "spine", "-i", "IMG", "-o"]),
+}
+
+
+@pytest.mark.parametrize("version", SCT_COMMANDS)
+def test_every_supported_sct_version_gives_cord_and_discs(monkeypatch, tmp_path, prepared, files, phantom, version):
+    """Stand-ins of each SCT version (tests/support/fake_tools.py, MOCKS speaking that version's command line)."""
+    root = fake_tools.set_sct_version(tmp_path / "sct", version)
+    log = fake_tools.activate(monkeypatch, prepared, tmp_path / "calls.jsonl")
+    monkeypatch.setenv("PATH", str(fake_tools.install(root / "bin", ("sct_deepseg", "sct_label_vertebrae"))))
+    result = run(files["image"], tmp_path / "out", rootlets=files["rootlets"], pmj_from="none", device="cpu")
+    cord_call, discs_call = fake_tools.calls(log)
+    image = str(files["image"].absolute())
+    expected_cord, expected_discs = (
+        [image if a == "IMG" else a for a in command] for command in SCT_COMMANDS[version])
+    assert cord_call[:len(expected_cord)] == expected_cord and discs_call[:len(expected_discs)] == expected_discs
+    assert result.sources == {"cord": "sct", "discs": "sct" if version != "6.4" else "label_vertebrae", "pmj": "none"}
+    assert np.array_equal(result.arrays["cord"], phantom.cord) and np.array_equal(result.arrays["discs"], phantom.discs)
+    if version == "6.4":  # classic labelling runs on the cord the chain made, with the chain's contrast
+        assert discs_call[3:7] == ["-s", str(result.outputs["cord"].absolute()), "-c", "t2"]
+
+
+def test_sct_label_vertebrae_on_request_and_the_6_4_disc_task_refused(monkeypatch, tmp_path, prepared, files):
+    root = fake_tools.set_sct_version(tmp_path / "sct", "6.4")
+    fake_tools.activate(monkeypatch, prepared, tmp_path / "calls.jsonl")
+    monkeypatch.setenv("PATH", str(fake_tools.install(root / "bin", ("sct_deepseg", "sct_label_vertebrae"))))
+    result = run(files["image"], tmp_path / "a", rootlets=files["rootlets"], cord=files["cord"], pmj_from="none",
+                 discs_from="label_vertebrae", contrast="t1")
+    sidecar = json.loads(result.outputs["discs"].with_name("phantom_T2w_label-discs_dlabel.json").read_text())
+    assert sidecar["Tool"] == "sct_label_vertebrae" and "-c t1" in sidecar["Command"]
+    with pytest.raises(RootletsError, match=r"SCT 6.4 has no disc task .*-discs-from label_vertebrae"):
+        run(files["image"], tmp_path / "b", rootlets=files["rootlets"], cord=files["cord"], pmj_from="none",
+            discs_from="sct")
+    assert not (tmp_path / "b").exists(), "refused before any work"

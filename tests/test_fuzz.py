@@ -160,14 +160,45 @@ def test_fuzzed_label_files_through_levels(fuzz_store, tmp_path, capsys):
     folder.mkdir()
     out.mkdir()
     counts = Counter()
+    kinds = {"-r": "rootlets", "-s": "cord", "-discs": "discs", "-pmj": "pmj"}
     for i in range(CASES):
-        path = make_case(rng, folder, i)
-        role = ("-r", "-s", "-discs", "-pmj")[i % 4]
+        role = tuple(kinds)[i % 4]
+        path = make_case(rng, folder, i) if i % 3 else mutate_labels(rng, ph[kinds[role]], folder / f"lab{i:03d}.nii.gz")
         files = {"-r": ph["rootlets"], "-s": ph["cord"], role: path}
         argv = ["levels", *[x for flag, file in files.items() for x in (flag, file)], "-o", out / f"c{i:03d}"]
-        counts[_outcome(argv, out, capsys)] += 1
+        result = _outcome(argv, out, capsys)
+        counts[result] += 1
+        if result == "ok":
+            _grid_kept(ph["rootlets"], next((out / f"c{i:03d}").glob("*_spinal_levels.nii.gz")))
     print(f"rootlets levels fuzz: {dict(counts)}")
-    assert counts["refused"] >= 100, counts
+    assert counts["ok"] >= 10 and counts["refused"] >= 100, counts
+
+
+def mutate_labels(rng: np.random.Generator, source: Path, path: Path) -> Path:
+    """A label file on the phantom's own grid, changed at random: dtype, stray or negative values, fractions, a moved
+    voxel, a flipped axis, or nothing at all."""
+    img = nib.load(source)
+    data = np.asanyarray(img.dataobj).astype(np.float64)
+    change = rng.choice(["none", "dtype", "stray", "negative", "fraction", "shift", "flip", "empty"])
+    if change == "stray":
+        data[tuple(rng.integers(0, n) for n in data.shape)] = rng.integers(1, 300)
+    elif change == "negative":
+        data.flat[int(rng.integers(data.size))] = -1
+    elif change == "fraction":
+        data[data > 0] += 0.5
+    elif change == "shift":
+        data = np.roll(data, int(rng.integers(-5, 6)), axis=int(rng.integers(3)))
+    elif change == "flip":
+        data = data[::-1]
+    elif change == "empty":
+        data[:] = 0
+    dtype = str(rng.choice(["uint8", "int16", "float32", "float64"])) if change == "dtype" else "uint8"
+    if dtype == "uint8" and (data.min() < 0 or data.max() > 255 or change == "fraction"):
+        dtype = "float32"
+    header = img.header.copy()
+    header.set_data_dtype(dtype)
+    nib.save(nib.Nifti1Image(data.astype(dtype), img.affine, header), path)
+    return path
 
 
 def test_the_generator_makes_readable_valid_cases(tmp_path):

@@ -58,9 +58,14 @@ def _run(kind_source: str, image: Path):
         "cord:sct": lambda: tools.cord_from_sct(image, reference),
         "discs:sct": lambda: tools.discs_from_sct(image, reference),
         "discs:totalspineseg": lambda: tools.discs_from_totalspineseg(image, reference),
+        "discs:label_vertebrae": lambda: tools.discs_from_label_vertebrae(image, reference, _cord_of(image)),
         "discs:spineps": lambda: tools.discs_from_spineps(image, reference, cpu=True),
         "pmj:sct": lambda: tools.pmj_from_sct(image, reference),
     }[kind_source]()
+
+
+def _cord_of(image: Path) -> Path:
+    return image.with_name(image.name.replace(".nii.gz", "_label-SC_seg.nii.gz"))
 
 
 def _expected_command(kind_source: str, image: Path, call: list[str]) -> list[str]:
@@ -72,13 +77,15 @@ def _expected_command(kind_source: str, image: Path, call: list[str]) -> list[st
         return ["sct_deepseg", "spine", "-i", img, "-o", call[-1]]
     if kind_source == "discs:totalspineseg":
         return ["totalspineseg", img, call[2], "--step1"]
+    if kind_source == "discs:label_vertebrae":
+        return ["sct_label_vertebrae", "-i", img, "-s", str(_cord_of(image).absolute()), "-c", "t2", "-ofolder", call[-1]]
     if kind_source == "discs:spineps":
         return ["spineps", "sample", "-i", call[3], "-model_semantic", "t2w", "-model_instance", "instance",
                 "-ignore_inference_compatibility", "-cpu"]
     return ["sct_detect_pmj", "-i", img, "-c", "t2", "-ofolder", call[-3], "-o", "phantom_T2w_pmj.nii.gz"]
 
 
-SOURCES = ["cord:sct", "discs:sct", "discs:totalspineseg", "discs:spineps", "pmj:sct"]
+SOURCES = ["cord:sct", "discs:sct", "discs:label_vertebrae", "discs:totalspineseg", "discs:spineps", "pmj:sct"]
 
 
 @pytest.mark.parametrize("kind_source", SOURCES)
@@ -87,7 +94,8 @@ def test_tool_command_line_and_checked_output(fake, phantom, files, kind_source)
     out = _run(kind_source, image)
     call = fake_tools.calls(fake)[-1]
     assert call == _expected_command(kind_source, image, call)
-    temporaries = [Path(a) for a in call[1:] if a.startswith("/") and a != str(image.absolute())]
+    inputs = {str(image.absolute()), str(_cord_of(image).absolute())}
+    temporaries = [Path(a) for a in call[1:] if a.startswith("/") and a not in inputs]
     assert temporaries and not any(t.exists() for t in temporaries), "the private folder is removed afterwards"
     assert out.notes == []
     kind = kind_source.split(":")[0]
@@ -149,7 +157,8 @@ def test_missing_tool_says_how_to_install_and_how_to_give_the_file(monkeypatch, 
         _run(kind_source, files["image"])
     text = str(err.value)
     assert FLAG[kind] in text
-    hint = {"sct": "Spinal Cord Toolbox", "totalspineseg": "pip install 'rootlets_task[totalspineseg]'",
+    hint = {"sct": "Spinal Cord Toolbox", "label_vertebrae": "Spinal Cord Toolbox",
+            "totalspineseg": "pip install 'rootlets_task[totalspineseg]'",
             "spineps": "pip install 'rootlets_task[spineps]'"}[source]
     assert hint in text
 

@@ -1,4 +1,5 @@
-"""TEST-ONLY stand-ins for the external tools of the chain (sct_deepseg, totalspineseg, spineps, sct_detect_pmj).
+"""TEST-ONLY stand-ins for the external tools of the chain (sct_deepseg, sct_label_vertebrae, totalspineseg, spineps,
+sct_detect_pmj).
 
 These are MOCKS: the real tools need model weights that cannot be downloaded here. Each stand-in is a small
 executable Python script written into a temporary ``bin`` folder that the test puts first on PATH, so the chain
@@ -12,6 +13,12 @@ in ``$FAKE_TOOL_LOG``) and writes the files the real tool would write, at the sa
 * ``othergrid``: the same data on a grid twice as fine along the first axis (same space);
 * ``otherspace``: the data with its affine moved 1 m away (another space);
 * ``badvalues``: unexpected values (cord 0/2, a disc or PMJ label on two voxels, a SPINEPS mask without discs).
+
+The SCT stand-ins speak the command line of the SCT version they belong to (``$SCT_DIR/spinalcordtoolbox/version.txt``,
+else the ``version.txt`` beside their ``bin`` folder, as a real SCT installation has it): 6.4/6.5 ``sct_deepseg -i IMG
+-task TASK -o OUT``, 7.x ``sct_deepseg TASK -i IMG -o OUT``, the disc task named ``totalspineseg`` (6.5-7.1, outputs
+``<OUT stem>_step1_levels``) or ``spine`` (7.2+, ``_totalspineseg_discs``), and refuse other syntaxes with exit 2 as
+SCT's parser does (argv checked against what each version accepts: sctside notes, section e).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import numpy as np
 
 from rootlets_task import phantom as ph
 
-NAMES = ("sct_deepseg", "totalspineseg", "spineps", "sct_detect_pmj")
+NAMES = ("sct_deepseg", "sct_label_vertebrae", "totalspineseg", "spineps", "sct_detect_pmj")
 
 SCRIPT = r'''#!{python}
 """TEST-ONLY stand-in for `{name}` (see tests/fake_tools.py): records argv, writes known files."""
@@ -84,12 +91,53 @@ def write(kind, dst):
     nib.save(nib.Nifti1Image(arr, affine), dst)
 
 
-if name == "sct_deepseg" and argv[0] == "spinalcord":
-    write("cord", arg("-o"))
-elif name == "sct_deepseg" and argv[0] == "spine":
-    base = arg("-o")[: -len(".nii.gz")]
-    write("discs", base + "_totalspineseg_discs.nii.gz")
-    write("cord", base + "_totalspineseg_all.nii.gz")
+def sct_version():
+    root = Path(os.environ["SCT_DIR"]) if os.environ.get("SCT_DIR") else Path(sys.argv[0]).resolve().parent.parent
+    text = (root / "spinalcordtoolbox" / "version.txt").read_text().strip()
+    return tuple(int(p) for p in text.split(".")[:2])
+
+
+def refuse(why):
+    print(f"sct_deepseg: error: {why}", file=sys.stderr)
+    sys.exit(2)
+
+
+def deepseg_task():
+    """(task, argv without it) as this version's parser reads them."""
+    if sct_version() >= (7, 0):
+        if not argv or argv[0].startswith("-") or "-task" in argv:
+            refuse("the -task syntax was removed in SCT 7.0: use `sct_deepseg TASK -i IMG`")
+        return argv[0], argv[1:]
+    if not argv or not argv[0].startswith("-"):
+        refuse(f"unrecognized arguments: {argv[0] if argv else ''} (SCT 6.x: sct_deepseg -i IMG -task TASK)")
+    return arg("-task"), argv
+
+
+TASKS = {(6, 4): {"seg_sc_contrast_agnostic"}, (6, 5): {"seg_sc_contrast_agnostic", "totalspineseg"},
+         (7, 0): {"spinalcord", "totalspineseg"}, (7, 1): {"spinalcord", "totalspineseg"}}
+if name == "sct_deepseg":
+    task, rest = deepseg_task()
+    known = TASKS.get(sct_version(), {"spinalcord", "spine"})
+    if task not in known:
+        refuse(f"argument TASK: invalid choice: '{task}' (SCT {sct_version()} has {sorted(known)})")
+    if task in ("spinalcord", "seg_sc_contrast_agnostic"):
+        write("cord", arg("-o"))
+    elif task == "spine":
+        base = arg("-o")[: -len(".nii.gz")]
+        write("discs", base + "_totalspineseg_discs.nii.gz")
+        write("cord", base + "_totalspineseg_all.nii.gz")
+    else:  # totalspineseg, 6.5-7.1: one file per step-1 output
+        base = arg("-o")[: -len(".nii.gz")]
+        write("discs", base + "_step1_levels.nii.gz")
+        write("cord", base + "_step1_cord.nii.gz")
+elif name == "sct_label_vertebrae":
+    cord = Path(arg("-s"))
+    folder = Path(arg("-ofolder")) if "-ofolder" in argv else Path.cwd()
+    if arg("-c") not in ("t1", "t2", "t2s"):
+        refuse(f"argument -c: invalid choice: '{arg('-c')}'")
+    base = cord.name[: -len(".nii.gz")] if cord.name.endswith(".nii.gz") else cord.stem
+    write("discs", folder / (base + "_labeled_discs.nii.gz"))
+    write("cord", folder / (base + "_labeled.nii.gz"))
 elif name == "totalspineseg":
     src, out = Path(argv[0]), Path(argv[1])
     stem = src.name[: -len(".nii.gz")] if src.name.endswith(".nii.gz") else src.stem
@@ -107,8 +155,10 @@ else:
 
 
 def install(bin_dir: Path, names: tuple[str, ...] = NAMES) -> Path:
-    """Write the stand-in executables into ``bin_dir``."""
+    """Write the stand-in executables into ``bin_dir`` (its parent becomes an SCT 7.3-like root unless it is one)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
+    if not (bin_dir.parent / "spinalcordtoolbox" / "version.txt").is_file():
+        set_sct_version(bin_dir.parent, "7.3")
     for name in names:
         path = bin_dir / name
         path.write_text(SCRIPT.replace("{python}", sys.executable).replace("{name}", name))
@@ -153,11 +203,20 @@ def write_data(folder: Path, p: ph.Phantom, seed: int) -> Path:
     return folder
 
 
-def prepare(folder: Path, p: ph.Phantom, seed: int, names: tuple[str, ...] = NAMES) -> Path:
-    """Write the stand-ins (``folder/bin``) and their data (``folder/data``) once; returns ``folder``."""
+def prepare(folder: Path, p: ph.Phantom, seed: int, names: tuple[str, ...] = NAMES, sct_version: str = "7.3") -> Path:
+    """Write the stand-ins (``folder/bin``, an SCT-like root with ``spinalcordtoolbox/version.txt``) and their data
+    (``folder/data``) once; returns ``folder``."""
+    set_sct_version(folder, sct_version)
     install(folder / "bin", names)
     write_data(folder / "data", p, seed)
     return folder
+
+
+def set_sct_version(root: Path, version: str) -> Path:
+    """Make ``root`` an SCT-like folder of ``version`` (what the bridge and the stand-ins read)."""
+    (root / "spinalcordtoolbox").mkdir(parents=True, exist_ok=True)
+    (root / "spinalcordtoolbox" / "version.txt").write_text(version + "\n")
+    return root
 
 
 def activate(monkeypatch, prepared: Path, log: Path) -> Path:
