@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test docs lint clean clean-user-data
+.PHONY: demo test docs cli-doc lint clean clean-user-data
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ demo: $(STAMP)
 	$(BIN)/rootlets demo -o demo_output
 
 # the documentation site (strict: a broken link or page fails); tests/test_docs.py also runs every example in it
+# docs/cli.md, generated from the argparse parsers (run it after changing a flag; the tests fail when it is stale)
+cli-doc: $(STAMP)
+	$(BIN)/python -m rootlets_task.clidoc docs/cli.md
+
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
 

@@ -1,15 +1,24 @@
 """The command-line reference, rendered from the argparse parsers themselves, so the docs cannot drift from the code.
 
-:func:`render` gives Markdown for ``rootlets -i ...`` (the segmentation parser) and every sub-command of
-:data:`rootlets_task.cli.COMMANDS`. As an MkDocs hook (``hooks:`` in ``mkdocs.yml``) it replaces :data:`MARKER` in
-``docs/cli.md`` at build time; ``python -m rootlets_task.clidoc`` prints it.
+:func:`page` gives ``docs/cli.md``: Markdown for ``rootlets -i ...`` (the segmentation parser) and every sub-command
+of :data:`rootlets_task.cli.COMMANDS`. ``python -m rootlets_task.clidoc docs/cli.md`` (``make cli-doc``) rewrites the
+file; ``--check`` only says whether it is current (tests/test_docs.py fails when it is not).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-MARKER = "<!-- cli-reference -->"
+WIDTH = 120  # usage lines wrap here whatever the terminal, so the page is the same on every machine
+HEADER = """# Command line
+
+Every flag of every command, generated from the program's own argument parsers (`make cli-doc` regenerates this
+page; the tests fail when it is out of date). On the terminal, `rootlets -h` and `rootlets COMMAND -h` print the
+same, with defaults.
+
+"""
 
 
 def parsers() -> dict[str, argparse.ArgumentParser]:
@@ -63,7 +72,9 @@ def _usage(action: argparse.Action) -> str:
 
 def render_parser(name: str, parser: argparse.ArgumentParser) -> str:
     """One command: its description, usage and a table of its options per argument group."""
-    lines = [f"## `{name}`", "", parser.description or "", "", "```text", parser.format_usage().strip(), "```", ""]
+    formatter = parser.formatter_class(prog=parser.prog, width=WIDTH)
+    formatter.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups)
+    lines = [f"## `{name}`", "", parser.description or "", "", "```text", formatter.format_help().strip(), "```", ""]
     for group in parser._action_groups:
         actions = [a for a in group._group_actions if a.help is not argparse.SUPPRESS]
         if not actions:
@@ -80,10 +91,31 @@ def render() -> str:
     return "\n".join(render_parser(name, parser) for name, parser in parsers().items())
 
 
-def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
-    """MkDocs hook: the reference in place of :data:`MARKER`."""
-    return markdown.replace(MARKER, render()) if MARKER in markdown else markdown
+def page() -> str:
+    """The whole of ``docs/cli.md``."""
+    return HEADER + render().rstrip("\n") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rootlets_task.clidoc [--check] [PATH]``: write the reference to PATH (default: print it)."""
+    parser = argparse.ArgumentParser(prog="python -m rootlets_task.clidoc", description=main.__doc__)
+    parser.add_argument("path", nargs="?", help="the page to write (docs/cli.md); default: print it")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if PATH is not current")
+    args = parser.parse_args(argv)
+    text = page()
+    if not args.path:
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.path)
+    current = path.is_file() and path.read_text(encoding="utf-8") == text
+    if args.check:
+        if not current:
+            sys.stderr.write(f"{path} is out of date: run `make cli-doc`\n")
+        return 0 if current else 1
+    if not current:
+        path.write_text(text, encoding="utf-8")
+    return 0
 
 
 if __name__ == "__main__":
-    print(render())
+    sys.exit(main())

@@ -1,5 +1,6 @@
 """The documentation is tested: every shell and Python block of README.md and docs/*.md runs, the site builds in
-strict mode, and the generated command-line reference holds every flag of every parser.
+strict mode, and the generated command-line reference (docs/cli.md, `make cli-doc`) is current and holds every flag
+of every parser.
 
 Each ```bash / ```python block must follow a directive comment (blank lines between are allowed):
 
@@ -235,13 +236,24 @@ def test_cli_reference_holds_every_flag_of_every_parser(site):
     from rootlets_task import clidoc
 
     page = html.unescape((site / "cli" / "index.html").read_text(encoding="utf-8"))
-    assert clidoc.MARKER not in page
     parsers = clidoc.parsers()
     assert set(parsers) >= {"rootlets", "rootlets batch", "rootlets levels", "rootlets qc", "rootlets demo"}
     for name, parser in parsers.items():
         assert name in page, name
         for flag in clidoc.flags(parser):
             assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", page), f"{name}: {flag} missing"
+
+
+def test_cli_reference_is_current(tmp_path):
+    """docs/cli.md is what `make cli-doc` writes now: a flag added, removed or reworded without regenerating fails."""
+    from rootlets_task import clidoc
+
+    assert (ROOT / "docs" / "cli.md").read_text(encoding="utf-8") == clidoc.page(), "docs/cli.md is stale: make cli-doc"
+    stale = tmp_path / "cli.md"
+    stale.write_text(clidoc.page().replace("-allow-release-code", "-allow-code"), encoding="utf-8")
+    assert clidoc.main(["--check", str(stale)]) == 1
+    assert clidoc.main([str(stale)]) == 0 and clidoc.main(["--check", str(stale)]) == 0
+    assert stale.read_text(encoding="utf-8") == clidoc.page()
 
 
 def test_cli_reference_renders_defaults_and_choices():
