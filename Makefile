@@ -1,11 +1,12 @@
-# Two entry points that work on a fresh checkout: `make demo` and `make test`.
-# Both create .venv in the repository and install the package with the CPU torch pin.
+# Entry points that work on a fresh checkout: `make demo`, `make test`, `make docs`.
+# All create .venv in the repository and install the package with the CPU torch pin.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test lint clean
+.PHONY: demo test docs cli-doc lint clean clean-user-data
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +16,21 @@ $(STAMP): setup.py constraints.txt
 demo: $(STAMP)
 	$(BIN)/rootlets demo -o demo_output
 
-test: $(STAMP)
+# the documentation site (strict: a broken link or page fails); tests/test_docs.py also runs every example in it
+# docs/cli.md, generated from the argparse parsers (run it after changing a flag; the tests fail when it is stale)
+cli-doc: $(STAMP)
+	$(BIN)/python -m rootlets_task.clidoc docs/cli.md
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+test: $(STAMP) docs
 	$(BIN)/ruff check rootlets_task tests model_release benchmarks
 	$(BIN)/python -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output site
+
+# the models and caches the package installed into your user data and cache folders (see README)
+clean-user-data: $(STAMP)
+	$(BIN)/rootlets clean

@@ -25,6 +25,7 @@ from rootlets_task.files import build_once
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-3  # max |softmax difference| allowed between a backend and PyTorch
+ENV_CACHE = "ROOTLETS_TASK_CACHE"
 
 
 def openvino_available() -> bool:
@@ -38,8 +39,8 @@ def cache_dir() -> Path:
     Entries are named by a hash of the weights, patch size and library versions, so any number of model stores
     can share one cache.
     """
-    if os.environ.get("ROOTLETS_TASK_CACHE"):
-        return Path(os.environ["ROOTLETS_TASK_CACHE"])
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE])
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("rootlets_task"))

@@ -21,13 +21,12 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rootlets_task import bids, engines, logs, nifti, provenance
+from rootlets_task import bids, engines, logs, nifti, provenance, viewers
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import now, read_json, remove_stale_scratch, scratch_folder, writable_folder, write_json
@@ -165,6 +164,7 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
     """Segment (and with the chain derive levels) into ``tmp``; returns (notes, {kind: file}, {numbering,
     confidence: what the summary reports})."""
     from rootlets_task.confidence import summary
+    from rootlets_task.phantom import release_warnings
     from rootlets_task.segment import write_segmentation
 
     image = Path(unit.image)
@@ -173,9 +173,14 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
         out = tmp / f"{unit.name}_rootlets.nii.gz"
         command = f"batch {unit.rel} -release {settings.model.get('tag')}"
         prediction = seg.predict(img)
-        write_segmentation(nifti.label_image(prediction.labels, img), out,
-                           provenance.rootlets_sidecar(seg, image, command, confidence=prediction.confidence))
-        return [], {"rootlets": out}, {"confidence": summary(prediction.confidence)}
+        sidecar = provenance.rootlets_sidecar(seg, image, command, confidence=prediction.confidence)
+        notes = release_warnings(settings.model.get("tag"), img, unit.rel)
+        for text in notes:
+            log.warning("%s", text)
+            sidecar.setdefault("Warnings", []).append(text)
+        write_segmentation(nifti.label_image(prediction.labels, img), out, sidecar)
+        viewers.describe({"rootlets": out})
+        return notes, {"rootlets": out}, {"confidence": summary(prediction.confidence)}
     from dataclasses import replace
 
     from rootlets_task.chain import ChainInputs, run_chain
@@ -214,6 +219,7 @@ def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path
     for path in files:
         os.replace(path, final / path.name)
     where = {kind: final / Path(p).name for kind, p in made.items() if Path(p).parent == tmp}
+    log.info("view: %s", viewers.fsleyes_command(unit.image, [(k, where[k]) for k in viewers.NUMBERING if k in where]))
     if settings.qc:
         _qc(unit, settings, where, notes)
     record.data.update({"image": unit.image, "rel": unit.rel, "subject": unit.subject, "session": unit.session,
@@ -244,6 +250,7 @@ class BatchSummary:
     seconds: float
     tables: dict[str, Path] = field(default_factory=dict)
     ignored: list[tuple[str, str]] = field(default_factory=list)
+    qc: Path | None = None  # the QC folder of the run, when one was asked for
 
     def by_status(self, status: str) -> list[dict]:
         return [r for r in self.results if r["status"] == status]
@@ -267,15 +274,17 @@ class BatchSummary:
         lines += [f"  {status}: {sum(r.get('job') == job for r in self.results)} image(s) in SLURM array job {job}; when it "
                   "has ended, run the same command again (or add -collect) to merge the tables and see what is missing"
                   for status, job in jobs]
-        lines += [f"  {r['status']}: {r['rel']}: {r['error']}" + (f" (log: {r['log']})" if r.get("log") else "")
-                  for r in self.failed]
+        lines += [f"  {r['status']}: {r['rel']}: {r['error']}" + (f" (log: {os.path.normpath(r['log'])})"
+                                                                  if r.get("log") else "") for r in self.failed]
         lines += [f"  not a candidate: {rel}: {why}" for rel, why in self.ignored]
         flagged = self.numbering_warnings
         if flagged:
             lines.append(f"  {len(flagged)} image(s) with a numbering warning (levels named one or more levels off; "
                          "check before use, or rerun with -renumber suggested):")
             lines += [f"  numbering {r['numbering']['status']}: {r['rel']}: {r['numbering']['text']}" for r in flagged]
-        lines += [f"  {name}: {path}" for name, path in self.tables.items()]
+        lines += [f"  {name}: {os.path.normpath(path)}" for name, path in self.tables.items()]
+        if self.qc is not None:
+            lines.append(f"  QC report: {os.path.normpath(self.qc / 'rootlets_task' / 'index.html')}")
         return "\n".join(lines)
 
 
@@ -387,7 +396,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     with contextlib.suppress(OSError):
         (out / TMP).rmdir()  # only when empty: another run may be writing into the same folder
     summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0,
-                           ignored=found.ignored)
+                           ignored=found.ignored, qc=Path(options.qc) if options.qc else None)
     if chain is not None:
         summary.tables = dataset_tables(out, settings)
     write_json(out / LOGS / SUMMARY, {"finished": now(), "seconds": round(summary.seconds, 1), "version": __version__,
@@ -409,16 +418,15 @@ def _checks_of(unit: bids.Unit) -> dict:
 
 
 def _run(todo: list[bids.Unit], skipped: int, settings: Settings, out: Path, options: BatchOptions) -> list[dict]:
-    """Run ``todo`` on the chosen engine with a progress bar over the dataset (``skipped`` images already counted);
+    """Run ``todo`` on the chosen engine, one log line per image as it finishes (``skipped`` images already counted);
     without ``continue_on_error``, start nothing new after a failure."""
-    from tqdm import tqdm
-
     if not todo:
         return []
     results: list[dict] = []
     failed = threading.Event()
-    bar = tqdm(total=len(todo) + skipped, initial=skipped, desc="rootlets batch", unit="image",
-               disable=not options.progress, file=sys.stderr)
+    total = len(todo) + skipped
+    if options.progress and skipped:
+        log.info("batch: %d of %d image(s) already done, skipped; running %d", skipped, total, len(todo))
     run = functools.partial(process_unit, settings=settings, out_root=str(out.absolute()))
 
     def stop() -> bool:
@@ -426,15 +434,17 @@ def _run(todo: list[bids.Unit], skipped: int, settings: Settings, out: Path, opt
 
     jobs = options.jobs or 1
     parallel = options.dask or options.slurm is not None or jobs > 1
-    with bar, (engines.client(jobs, options.dask, options.slurm) if parallel
-               else contextlib.nullcontext()) as connected:
+    with (engines.client(jobs, options.dask, options.slurm) if parallel
+          else contextlib.nullcontext()) as connected:
         stream = engines.sequential(run, todo) if connected is None else engines.on_dask(connected, run, todo, stop, _describe)
         for result in stream:
             results.append(result)
+            done = skipped + len(results)
             if result["status"] == "failed":
                 failed.set()
-                bar.write(f"rootlets batch: FAILED {result['rel']}: {result['error']}", file=sys.stderr)
-            bar.update(1)
+                log.warning("batch %d/%d: FAILED %s: %s", done, total, result["rel"], result["error"])
+            elif options.progress:
+                log.info("batch %d/%d: %s %s (%.0f s)", done, total, result["status"], result["rel"], result["seconds"])
             if connected is None and stop():
                 break
     ran = {r["name"] for r in results}

@@ -32,13 +32,14 @@ import numpy as np
 import pandas as pd
 
 from rootlets_task import confidence as conf
-from rootlets_task import cropping, labels, nifti, provenance, tools
+from rootlets_task import cropping, labels, nifti, provenance, tools, viewers
 from rootlets_task import levels as lv
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import OutputSet, read_json, relative_to, remove_stale_temporaries, sha256_file, writable_folder
 from rootlets_task.levels import LevelsResult, add_confidence, compute_levels, output_paths, read_levels_table, write_levels
 from rootlets_task.options import SOURCES, ChainOptions, ModelOptions
+from rootlets_task.phantom import release_warnings
 from rootlets_task.records import Record
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class ChainResult:
     notes: list[str] = field(default_factory=list)
     segmenter: object | None = None  # the model loaded by this call (pass it to the next call to reuse it)
     qc_page: Path | None = None  # the subject's QC page, when a QC folder was given
+    view: str | None = None  # the fsleyes command that opens the image with the rootlets and levels coloured
 
     def table(self) -> str:
         """Short text table: level, spinal and vertebral extent (mm from the reference) and their shift."""
@@ -100,17 +102,21 @@ def levels_table(levels: pd.DataFrame, shift: pd.DataFrame | None, origin: str) 
         if shift is None:
             return ""
         row = shift[(shift["pairing"] == pairing) & (shift["vertebral_level"] == name)]
-        return "" if row.empty else f"{row.iloc[0]['shift_mm']:+6.1f}"
+        if row.empty:
+            return ""
+        value = f"{row.iloc[0]['shift_mm']:+6.1f}"  # the paper's pair is named: VL T1 pairs with SL T1, not SL T2
+        return value if pairing == "unshifted" else f"{value} (SL {row.iloc[0]['spinal_level']})"
 
     def order(name: str) -> tuple[int, int]:
         return ("CTLS".index(name[0]), int(name[1:]))
 
     names = sorted(set(levels["level"]), key=order)
-    head = ("level", "spinal (mm)", "vertebral (mm)", "shift VLn-SLn", "shift VLn-SL(n+1)")
+    head = ("level", "spinal (mm)", "vertebral (mm)", "shift, same name", "shift, paper pairing")
     rows = [(n, extent("spinal", n), extent("vertebral", n), shift_of("unshifted", n), shift_of("shifted", n)) for n in names]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
-    return "\n".join([f"{origin} (rostral - caudal end)", *lines])
+    return "\n".join([f"{origin}, positive caudally; each extent is rostral end - caudal end; shift = vertebral "
+                      "minus spinal midpoint", *lines])
 
 
 # ----------------------------------------------------------------------------------------------------- sources
@@ -319,7 +325,7 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
     try:
         run.labels_step("cord", *resolved["cord"])  # first: with crop_to_cord the segmentation is cropped around it
         if inputs.rootlets is not None:
-            log.info("rootlets: -r %s (no segmentation)", inputs.rootlets)
+            log.info("using the rootlets of -r %s (no segmentation)", inputs.rootlets)
             run.labels_step("rootlets", "file", f"-r {inputs.rootlets}")
         else:
             segmenter = _rootlets_step(run, model, model_key, segmenter)
@@ -328,6 +334,7 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
     finally:
         run.close()
     result = _result(run, resolved, _levels_step(run), segmenter)
+    result.view = _viewer_files(result.outputs, run.source, run.arrays)
     if qc_dir is not None:
         result.qc_page = _qc(run, result, qc_dir, (model_key or {}).get("tag"))
         log.info("QC: %s", result.qc_page)
@@ -367,6 +374,13 @@ def _result(run: _Chain, resolved: dict, levels: dict, segmenter) -> ChainResult
                        confidence=run.confidence, **levels)
 
 
+def _viewer_files(outputs: dict[str, Path], image: Path | None, arrays: dict[str, np.ndarray]) -> str:
+    """Lookup tables beside the label outputs and in their folder; returns the fsleyes command that opens them."""
+    shown = [(kind, outputs[kind]) for kind in ("rootlets", "spinal", "vertebral") if kind in outputs]
+    viewers.describe(dict(shown), {"rootlets": arrays["rootlets"]})
+    return viewers.fsleyes_command(image, shown)
+
+
 def _model_key(inputs: ChainInputs, model: ModelOptions, segmenter) -> dict | None:
     """What identifies the model in the rootlets step's key (None when the rootlets are given)."""
     if inputs.rootlets is not None:
@@ -386,12 +400,15 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
     path, sidecar = run.paths["rootlets"], provenance.sidecar_path(run.paths["rootlets"])
     key = {**run.base, "model": model_key, "crop_to_cord": sha256_file(run.used["cord"]) if crop else None}
     run.used["rootlets"] = path
+    warnings = release_warnings(model_key.get("tag"), run.img, run.source)  # e.g. the phantom release on a scan
     if run.record.up_to_date("rootlets", key):
         run.skipped("rootlets", f" ({path.name}, {sidecar.name})")
         run.arrays["rootlets"] = labels.read(path, "rootlets")[1]
         content = read_json(sidecar)
         run.confidence = conf.matching(content.get("Confidence") if isinstance(content, dict) else None,
                                        run.arrays["rootlets"])
+        for text in warnings:
+            run.note(text)
         return segmenter
     run.record.check_writable("rootlets", [path, sidecar])
     if segmenter is None:
@@ -408,8 +425,11 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
 
     command = f"-i {run.source.name if run.source else run.prefix} -levels" + (" -crop-to-cord" if crop else "")
     crop_info = {"CordFile": str(run.used["cord"].absolute()), "MarginMM": cropping.CROP_MARGIN_MM} if crop else None
-    write_segmentation(nifti.label_image(found, run.img), path,
-                       provenance.rootlets_sidecar(segmenter, run.source, command, crop_info, run.confidence))
+    content = provenance.rootlets_sidecar(segmenter, run.source, command, crop_info, run.confidence)
+    for text in warnings:
+        run.note(text)
+        content.setdefault("Warnings", []).append(text)
+    write_segmentation(nifti.label_image(found, run.img), path, content)
     run.record.done("rootlets", key, [path, sidecar])
     run.steps["rootlets"] = "computed"
     run.arrays["rootlets"] = found

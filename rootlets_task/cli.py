@@ -8,6 +8,7 @@ exit code 1; argument errors give exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -157,7 +158,7 @@ def _add_sct_misc_arguments(g) -> None:
 def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("image to levels in one command (-levels)")
     g.add_argument("-levels", action="store_true", help="also get the cord, discs and PMJ and derive spinal and "
-                   "vertebral levels (see README: From image to levels in one command)")
+                   "vertebral levels (see docs/levels.md)")
     g.add_argument("-rootlets", metavar="FILE", help="existing rootlets file to use instead of segmenting (e.g. "
                    "corrected); was -r before -r became SCT's")
     g.add_argument("-s", metavar="CORD", help="spinal cord segmentation to use (else sct_deepseg spinalcord)")
@@ -168,7 +169,7 @@ def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("-method", default="gapfree", choices=METHODS, help="spinal level method")
     g.add_argument("-renumber", default="none", choices=RENUMBER, help=RENUMBER_HELP)
     g.add_argument("-crop-to-cord", action="store_true", help="segment only a sub-image around the cord: about 3x "
-                   "faster on CPU, labels can differ from the uncropped ones (README: Speed on CPU)")
+                   "faster on CPU, labels can differ from the uncropped ones (docs/segment.md)")
     g.add_argument("-ofolder", metavar="DIR", help="output folder (default: beside each input)")
     g.add_argument("-overwrite", action="store_true", help="recompute every step even when up to date")
 
@@ -209,7 +210,8 @@ def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
               f"PMJ from {result.sources['pmj']}")
         print(result.table())
         for name, path in result.outputs.items():
-            print(f"{name:10s} {path}")
+            print(f"{name:10s} {_shown(path)}")
+        print(f"{'view':10s} {result.view}")
 
 
 def _run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -275,7 +277,7 @@ def _segment(args: argparse.Namespace) -> None:
     outputs = segment.segment_files(args.i, output=args.o, model=_model(args), qc=args.qc, argv=args.argv,
                                     verbose=args.v, post=post, qc_names=names)
     for out in outputs:
-        print(out)
+        print(_shown(out))
 
 
 def _phantom_parser() -> argparse.ArgumentParser:
@@ -294,7 +296,7 @@ def _run_phantom(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     from rootlets_task.phantom import write_phantom
 
     for kind, path in write_phantom(args.o, args.orient, tuple(args.spacing), args.seed, args.tilt).items():
-        print(f"{kind:17s} {path}")
+        print(f"{kind:17s} {_shown(path)}")
 
 
 def _releases_parser() -> argparse.ArgumentParser:
@@ -346,7 +348,7 @@ def _run_qc(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error(f"-slab {args.slab[0]:g} {args.slab[1]:g}: give half-thicknesses between 0 and 100 mm")
     page = qc_subject(args.qc, args.i, args.r, args.s, args.discs, args.levels, args.shift, subject=args.qc_subject,
                       provenance={"command": "rootlets qc", "slab_mm": args.slab}, slab_mm=tuple(args.slab))
-    print(page)
+    print(_shown(page))
 
 
 def _levels_parser() -> argparse.ArgumentParser:
@@ -390,7 +392,10 @@ def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         shift = result.shift
         print(shift[shift["pairing"] == "shifted"].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     for path in outputs.values():
-        print(path)
+        print(_shown(path))
+    from rootlets_task.viewers import fsleyes_command
+
+    print("view:", fsleyes_command(args.i, [(k, outputs[k]) for k in ("spinal", "vertebral") if k in outputs]))
 
 
 def _stats_parser() -> argparse.ArgumentParser:
@@ -423,15 +428,14 @@ def _run_stats(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         cols = ["pairing", "pair", "n", "bias_mm", "loa_low_mm", "loa_high_mm", "spearman_rho", "r2", "shapiro_p"]
         print(pd.read_csv(outputs["shift"])[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     for path in outputs.values():
-        print(path)
+        print(_shown(path))
 
 
 def _batch_parser() -> argparse.ArgumentParser:
     p = _StrictParser(prog="rootlets batch", description="Segment rootlets (and with -levels derive levels) "
                                 "in every selected image of a BIDS dataset into a BIDS derivative dataset; resumable "
                                 "(finished images are skipped), parallel (-jobs), on a Dask cluster (-dask, -slurm), "
-                                "as a SLURM job array (-slurm-array). "
-                                "See README 'Batch runs'.")
+                                "as a SLURM job array (-slurm-array). See docs/batch.md.")
     p.add_argument("bids", metavar="BIDS_ROOT", help="BIDS dataset root (holding sub-*/[ses-*/]anat/)")
     p.add_argument("-o", required=True, metavar="DERIVATIVES",
                    help="output derivative dataset, e.g. BIDS_ROOT/derivatives/rootlets")
@@ -473,7 +477,8 @@ def _batch_parser() -> argparse.ArgumentParser:
     p.add_argument("-test-time-aug", action="store_true", help="mirroring test-time augmentation (8x slower)")
     p.add_argument("-device", default="auto", choices=DEVICES, help="compute device")
     p.add_argument("-overwrite", action="store_true", help="redo every image, even those already done")
-    p.add_argument("-v", type=int, default=1, choices=[0, 1], help="verbosity (0: no progress bar)")
+    p.add_argument("-v", type=int, default=1, choices=[0, 1, 2], help="verbosity: 0 warnings and the summary only, "
+                   "1 a line per image, 2 detail")
     return p
 
 
@@ -508,12 +513,51 @@ def _demo_parser() -> argparse.ArgumentParser:
 
 
 def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from rootlets_task.backends import cache_dir
     from rootlets_task.demo import run_demo
+    from rootlets_task.install import models_dir
 
     outputs = run_demo(args.o, seed=args.seed, orient=args.orient, verbose=args.v)
     print("\nOutputs:")
     for name, path in outputs.items():
-        print(f"  {name:10s} {path}")
+        print(f"  {name:10s} {_shown(path)}")
+    print(f"\nThe demo model is in {_shown(models_dir())}, converted networks in {_shown(cache_dir())}; "
+          "`rootlets clean` (or make clean-user-data) removes them.")
+
+
+def _clean_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rootlets clean", description="Remove what rootlets_task stored for you outside "
+                                "the repository: installed models (ROOTLETS_TASK_HOME or the user data folder) and "
+                                "converted networks (ROOTLETS_TASK_CACHE or the user cache folder). Models installed "
+                                "into SCT are left to SCT.")
+    p.add_argument("-dry-run", action="store_true", help="only list what would be removed, with sizes")
+    return p
+
+
+def _run_clean(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from rootlets_task.clean import clean
+
+    items = clean(dry_run=args.dry_run)
+    for item in items:
+        print(f"{'would remove' if args.dry_run else 'removed'} {item.what}: {_shown(item.path)} ({item.size / 1e6:.1f} MB)")
+    if not items:
+        print("nothing to remove: no model installed and no converted network cached")
+
+
+def _shown(path) -> str:
+    """A path as printed: normalised (no "..", no "./")."""
+    return os.path.normpath(str(path))
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """``-h`` with each option's default, unless its help already gives it or there is none worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        value = " ".join(map(str, action.default)) if isinstance(action.default, list | tuple) else action.default
+        return f"{text} (default: {str(value).replace('%', '%%')})"
 
 
 # name -> (parser factory, handler). The segmentation parser is the default when no name is given.
@@ -525,6 +569,7 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable]] = {
     "releases": (_releases_parser, _run_releases),
     "qc": (_qc_parser, _run_qc),
     "batch": (_batch_parser, _run_batch),
+    "clean": (_clean_parser, _run_clean),
 }
 
 
@@ -537,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         make_parser, handler = _segment_parser, _run_segment
     parser = make_parser()
+    parser.formatter_class = _Help
     args = parser.parse_args(argv)
     args.argv = argv  # as typed: recorded in sidecars and QC entries
     from rootlets_task import logs

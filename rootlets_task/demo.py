@@ -42,6 +42,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_output", seed: int = 7, orient: 
         print(result.table())
         print("Dice of the segmented rootlets against the phantom truth: "
               + ", ".join(f"{k}: {v:.2f}" for k, v in scores.items()) + f" (mean {np.nanmean(list(scores.values())):.2f})")
+        print(f"Open the image with its rootlets and levels coloured: {result.view}")
     outputs = {"phantom": data["image"], "truth": data["truth"], **result.outputs}
     if result.qc_page is not None:
         outputs["qc"] = result.qc_page

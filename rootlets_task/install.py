@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 ENV_HOME = "ROOTLETS_TASK_HOME"      # models go to $ROOTLETS_TASK_HOME/models
 RECORD = "install.json"
+CUSTOM = "custom"  # the tag of a model installed from -custom-url without -release: never an official release's folder
 
 
 def models_dir() -> Path:
@@ -67,7 +68,8 @@ class Installed:
         if not self.fresh:
             return f"model release {self.tag} is already installed and current: {self.folder}"
         rec = self.record
-        return (f"installed model release {self.tag}{' (custom)' if rec.get('custom') else ''} from {rec['url']} "
+        custom = " (custom)" if rec.get("custom") and self.tag != CUSTOM else ""
+        return (f"installed model release {self.tag}{custom} from {rec['url']} "
                 f"({rec['size'] / 1e6:.1f} MB, sha256 {rec['sha256'][:12]}) into {self.folder}")
 
 
@@ -107,10 +109,12 @@ def model_folder(tag: str | None = None) -> tuple[Path, dict]:
         from rootlets_task import sct
 
         return sct.model_folder()
-    release = get_release(tag)
+    release = _release(tag)
     folder = models_dir() / release.tag
     if not folder.exists():
-        raise RootletsError(f"no model release {release.tag} installed; run `rootlets -install -release {release.tag}`")
+        raise RootletsError("no custom model installed; run `rootlets -install -custom-url URL` (a URL or a zip file)"
+                            if release.tag == CUSTOM else
+                            f"no model release {release.tag} installed; run `rootlets -install -release {release.tag}`")
     installed, problem = _read_installed(folder)
     if installed is None:
         raise RootletsError(f"model release {release.tag} is damaged ({problem}); "
@@ -123,13 +127,17 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
     """Install release ``tag`` (default r20250318) into ``models_dir()/<tag>``; a no-op when it is installed and current.
 
     ``custom_url``: URL(s), ``file://`` URL(s) or local zip path(s) tried in order instead of the registry's mirrors;
-    always installed, recorded as custom (like ``sct_deepseg -custom-url``). ``force`` reinstalls a current release.
+    always installed, recorded as custom (like ``sct_deepseg -custom-url``); without ``tag`` into the ``custom``
+    release, so that an official release is replaced only when named. ``force`` reinstalls a current release.
     ``phantom`` installs the zip bundled with the package, with no network. ``allow_code``: accept a release that
     ships Python code (SCT's ``trainer_class.py``), which then runs when the model is used.
     """
-    release: Release = get_release(tag)
-    dest = models_dir() / release.tag
     custom = bool(custom_url)
+    release = _release(CUSTOM if tag is None and custom else tag)
+    if release.tag == CUSTOM and not custom:
+        raise RootletsError("-release custom is your own model: install it with `rootlets -install -custom-url URL` "
+                            "(a URL or a zip file)")
+    dest = models_dir() / release.tag
     urls = ([custom_url] if isinstance(custom_url, str) else list(custom_url)) if custom else release_urls(release)
     if release.bundled and not custom and not Path(urls[0]).is_file():
         raise RootletsError(f"the bundled {release.tag} release is missing ({urls[0]}); reinstall the rootlets_task package")
@@ -163,7 +171,7 @@ def ensure_release(tag: str | None = None, progress: bool = True) -> Installed:
     the bundled ``phantom`` release installs silently (no network). A custom install is never outdated (as SCT's
     ``custom: true``). Without network the error says how to install from a file or a mirror.
     """
-    release = get_release(tag)
+    release = _release(tag)
     folder = models_dir() / release.tag
     installed, problem = _read_installed(folder) if folder.exists() else (None, None)
     if installed is not None and not installed.outdated:
@@ -179,6 +187,14 @@ def ensure_release(tag: str | None = None, progress: bool = True) -> Installed:
     fresh = install_release(release.tag, progress=progress and not release.bundled)
     say(fresh.message())
     return fresh
+
+
+def _release(tag: str | None) -> Release:
+    """The registry's release, or the ``custom`` one (no registry entry: what it holds is the user's)."""
+    if tag == CUSTOM:
+        return Release(tag=CUSTOM, date="", urls=("custom.zip",), contrasts=(), levels=(), rootlets="",
+                       description="your own model, installed with `rootlets -install -custom-url URL`")
+    return get_release(tag)
 
 
 def release_status() -> list[dict]:
@@ -205,7 +221,8 @@ def release_status() -> list[dict]:
             "levels": f"{release.levels[0]}-{release.levels[-1]}" if release else "",
             "rootlets": release.rootlets if release else "",
             "contrasts": list(release.contrasts) if release else [],
-            "description": release.description if release else "not in the release registry",
+            "description": release.description if release else (_release(CUSTOM).description if tag == CUSTOM
+                                                                else "not in the release registry"),
             "installed": installed is not None,
             "status": status,
             "installed_at": record.get("installed_at"),

@@ -62,17 +62,38 @@ def cord_problem(data: np.ndarray) -> str | None:
     return None
 
 
+LABELLED_CORD_VOXELS = 20  # a "disc" this large is a labelled cord (every cord voxel carrying its level)
+LABELLED_CORD = ("this looks like a labelled cord (e.g. sct_label_vertebrae's *_labeled.nii.gz), not disc labels; give "
+                 "the disc labels (*_labeled_discs.nii.gz, sct_deepseg spine)")
+
+
+def disc_values_problem(values) -> str | None:
+    """Why these label values cannot be disc labels, or None. Two or more labels with no two consecutive values
+    hold no vertebral level between them: vertebral-body labels (SCT's ``labels.nii.gz`` for
+    ``sct_register_to_template -l``: 3 and 5 at the C3 and C5 body centres) look like that, and taken as discs they
+    would move every distance "from the C2/C3 disc" by half a vertebra."""
+    values = sorted({int(v) for v in values})
+    if len(values) < 2 or any(b - a == 1 for a, b in zip(values, values[1:], strict=False)):
+        return None
+    return (f"labels {', '.join(map(str, values))} hold no two consecutive disc values, so no vertebral level lies "
+            "between them: these look like vertebral-body labels (e.g. SCT's labels.nii.gz for sct_register_to_template "
+            "-l), not disc labels (SCT numbering: 3 = C2/C3 disc); give disc labels (sct_label_vertebrae's "
+            "*_labeled_discs.nii.gz, sct_deepseg spine) or leave -discs out")
+
+
 def discs_problem(data: np.ndarray) -> str | None:
     values, counts = np.unique(data[data > 0], return_counts=True)
     if values.size == 0:
         return "holds no disc label"
+    if counts.max() > LABELLED_CORD_VOXELS:
+        return LABELLED_CORD
     bad = [int(v) for v in values if int(v) not in DISC_VALUES]
     if bad:
         return f"values {bad} are not SCT disc labels (1 = top of C1, 3 = C2/C3 ... 25 = L5/S1)"
     multi = [int(v) for v, c in zip(values, counts, strict=True) if c > 1]
     if multi:
         return f"disc labels {multi} span several voxels; each disc must be a single voxel"
-    return None
+    return disc_values_problem(values)
 
 
 def pmj_problem(data: np.ndarray) -> str | None:
@@ -102,6 +123,8 @@ def single_voxels(data: np.ndarray, name: str, what: str) -> dict[int, np.ndarra
     points = {}
     for value in np.unique(data[data > 0]):
         where = np.argwhere(data == value)
+        if len(where) > LABELLED_CORD_VOXELS and what == "disc":
+            raise RootletsError(f"{name}: {LABELLED_CORD}")
         if len(where) > 1:
             n = ndimage.label(data == value)[1]
             kind = "one blob" if n == 1 else f"{n} separate places"

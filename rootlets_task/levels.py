@@ -247,10 +247,13 @@ def _disc_voxels(discs: np.ndarray | None, names: dict) -> tuple[dict[int, np.nd
         raise RootletsError(f"{names['discs']}: no disc labels (all voxels are 0); check the file")
     voxels = labels.single_voxels(disc_labels, names["discs"], "disc")
     landmarks = sorted(v for v in voxels if v in LANDMARK_VALUES)
-    if not landmarks:
-        return voxels, []
-    note = (f"{names['discs']}: values {landmarks} are SCT landmarks (49 groove, 50 PMJ, 60 conus), not discs; ignored")
-    return {v: p for v, p in voxels.items() if v not in LANDMARK_VALUES}, [note]
+    notes = [f"{names['discs']}: values {landmarks} are SCT landmarks (49 groove, 50 PMJ, 60 conus), not discs; "
+             "ignored"] if landmarks else []
+    voxels = {v: p for v, p in voxels.items() if v not in LANDMARK_VALUES}
+    not_discs = labels.disc_values_problem(voxels)
+    if not_discs:
+        raise RootletsError(f"{names['discs']}: {not_discs}")
+    return voxels, notes
 
 
 def _frame(cord: np.ndarray, affine: np.ndarray, pmj_voxel, disc_voxels: dict, method: str, names: dict) -> _Frame:
@@ -602,7 +605,11 @@ def levels_from_files(rootlets: str | os.PathLike, cord: str | os.PathLike, disc
             raise RootletsError(f"output {out} is an input file; choose another -o or prefix so the input is kept")
     for text in result.warnings:
         log.warning("%s", text)
-    return write_levels(result, grid, out_dir, prefix, {k: p for k, p in paths.items()}), result
+    written = write_levels(result, grid, out_dir, prefix, {k: p for k, p in paths.items()})
+    from rootlets_task import viewers  # lookup tables beside the level images (viewers imports this module)
+
+    viewers.describe({k: written[k] for k in ("spinal", "vertebral") if k in written})
+    return written, result
 
 
 def origin_text(reference: str, note: str | None = None) -> str:

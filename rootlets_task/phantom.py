@@ -30,6 +30,9 @@ from rootlets_task.nifti import save_like, sct_to_axcodes
 
 SPINAL_LEVELS = tuple(range(2, 10))  # C2..T1
 PMJ_VALUE = 50  # SCT's label value for the pontomedullary junction
+# Written into the NIfTI header (``descrip``) of every phantom file, so that a model trained on phantoms can tell
+# a phantom from a real image (:func:`is_phantom`).
+MARK = "rootlets_task synthetic phantom"
 
 # Depth (mm caudal to the PMJ) of each SCT disc label: 1 = top of C1, 2 = C1/C2, 3 = C2/C3 ... 9 = T1/T2.
 DISC_DEPTH = {1: 28.0, 2: 40.0, 3: 61.0, 4: 78.0, 5: 95.0, 6: 112.0, 7: 129.0, 8: 146.0, 9: 163.0}
@@ -74,7 +77,23 @@ class Phantom:
         img.set_qform(self.affine, code=1)
         img.set_sform(self.affine, code=1)
         img.header.set_xyzt_units("mm", "sec")
+        img.header["descrip"] = MARK
         return img
+
+
+def is_phantom(img: nib.Nifti1Image) -> bool:
+    """Whether ``img`` is a phantom of this module (its header carries :data:`MARK`)."""
+    return isinstance(img.header, nib.Nifti1Header) and img.header["descrip"].item() == MARK.encode()
+
+
+def release_warnings(tag: str | None, img: nib.Nifti1Image, name: str | os.PathLike | None = None) -> list[str]:
+    """What the user must know about running release ``tag`` on ``img``: the phantom release on an image that is
+    not a phantom of ``rootlets phantom`` gives believable-looking but meaningless rootlets."""
+    if tag != "phantom" or is_phantom(img):
+        return []
+    return [f"{name or 'the image'} is not a phantom of `rootlets phantom`, but the phantom release (a tiny demo model "
+            "trained on phantoms) segmented it: its rootlets and levels mean nothing; install a real release "
+            "(`rootlets -install`) and run without -release phantom"]
 
 
 def grid(orient: str = "LPI", spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
@@ -252,7 +271,7 @@ def _span(start: float, end: float) -> dict:
             "height_mm": float(end - start)}
 
 
-# File names written by write_phantom, relative to the output folder (documented in the README).
+# File names written by write_phantom, relative to the output folder (documented in docs/phantom.md).
 FILES = {
     "image": "phantom_T2w.nii.gz",
     **{kind: f"phantom_T2w{SUFFIX[kind]}.nii.gz" for kind in ("rootlets", "cord", "discs", "pmj")},

@@ -61,6 +61,7 @@ TableLike = str | os.PathLike | pd.DataFrame
 PAGE_LEVEL_COLUMNS = ("kind", "level", "value", "rostral_mm", "caudal_mm", "mid_mm", "height_mm", "n_voxels", "volume_mm3",
                       "mean_probability", "fraction_below_half", "suggested_level", "original_level", "reference", "status")
 NUMBERING_WARNS = ("shifted", "unclear")
+WHOLE_NUMBERS = ("value", "rostral_slice", "caudal_slice", "mid_slice", "n_voxels")
 SHIFT_COLUMNS = ("pairing", "vertebral_level", "spinal_level", "vertebral_mid_mm", "spinal_mid_mm", "shift_mm")
 
 
@@ -129,6 +130,9 @@ def _table(source: TableLike | None, kind: str, columns: tuple[str, ...]) -> pd.
     if missing:
         raise RootletsError(f"{kind} table {_name(source)}: missing columns {', '.join(missing)}; "
                             "give the table written by `rootlets levels`")
+    for col in WHOLE_NUMBERS:  # a CSV column with blanks reads as float: 240 would show as 240.0
+        if col in table and pd.api.types.is_float_dtype(table[col]) and (table[col].dropna() % 1 == 0).all():
+            table = table.assign(**{col: table[col].astype("Int64")})
     return table
 
 

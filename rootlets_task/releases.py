@@ -1,6 +1,6 @@
 """Registry of the RootletSeg model releases (``ivadomed/model-spinal-rootlets``) and the bundled phantom release.
 
-Facts come from the model repository's tags and SCT's model table (see README "Model releases"). The real releases'
+Facts come from the model repository's tags and SCT's model table (see docs/install.md "Model releases"). The real releases'
 SHA-256 digests are not published; ``sha256`` is ``None`` for them and the installer records the digest it computed.
 ``phantom`` is the tiny demo/test release shipped inside the package (``rootlets_task/data``); its digest comes from
 the manifest written by ``model_release/build_phantom_release.py``.

@@ -19,11 +19,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from rootlets_task import nifti, postprocess, provenance
+from rootlets_task import nifti, postprocess, provenance, viewers
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import OutputSet, remove_stale_temporaries, writable_folder
 from rootlets_task.inference import Segmenter, configure_threads, resolve_device
 from rootlets_task.options import ModelOptions
+from rootlets_task.phantom import release_warnings
 from rootlets_task.postprocess import PostOptions
 from rootlets_task.sct_qc import QcNames
 
@@ -86,6 +87,7 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike 
         if folder is not None and folder.exists() and not folder.is_dir():
             raise RootletsError(f"output {folder}: exists and is not a folder; give a folder or a .nii.gz file name")
         targets = [(folder or p.parent) / f"{nifti.stem(p)}{SUFFIX}.nii.gz" for p in sources]
+    targets = [Path(os.path.abspath(t)) for t in targets]  # absolute and normalised ("a/../out" -> "out"), as printed
     seen: dict[Path, Path] = {}
     for source, target in zip(sources, targets, strict=True):
         key = target.absolute().resolve()
@@ -107,7 +109,7 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike 
             raise RootletsError(f"output {target}: its JSON sidecar would replace {sidecar}, which is not a sidecar of "
                                 "rootlets_task or SCT; move that file or choose another -o")
         writable_folder(target.parent)
-    return [t.absolute() for t in targets]
+    return targets
 
 
 def _model_values(folder: Path) -> set[int]:
@@ -194,8 +196,13 @@ def _segment_one(segmenter: Segmenter, source: Path, img: nib.Nifti1Image, targe
     if confidence is None:
         log.info("post-processing changed the labels: the network's confidence is not recorded for them")
     labels = nifti.label_image(data.astype(np.uint8, copy=False), img)
-    write_segmentation(labels, target, provenance.rootlets_sidecar(segmenter, source, provenance.sidecar_command(argv),
-                                                                   confidence=confidence))
+    sidecar = provenance.rootlets_sidecar(segmenter, source, provenance.sidecar_command(argv), confidence=confidence)
+    for text in release_warnings(segmenter.record.get("tag"), img, source):  # e.g. the phantom release on a scan
+        log.warning("%s", text)
+        sidecar.setdefault("Warnings", []).append(text)
+    write_segmentation(labels, target, sidecar)
+    viewers.describe({"rootlets": target}, {"rootlets": data})
+    log.info("view: %s", viewers.fsleyes_command(source, [("rootlets", target)]))
     if qc is not None:
         from rootlets_task import sct_qc
         from rootlets_task.qc import qc_subject

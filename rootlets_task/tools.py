@@ -152,7 +152,7 @@ def _run(tool: Tool, command: list[str], workdir: Path) -> subprocess.CompletedP
                               stdin=subprocess.DEVNULL)
     except OSError as exc:
         raise RootletsError(f"{tool.name}: `{_quote(command)}` could not be started ({exc.strerror}); "
-                            f"check the installation ({tool.install}) or give the file with {tool.provide}") from None
+                            f"to repair it, {tool.install}, or give the file yourself with {tool.provide}") from None
     if done.returncode != 0:
         raise RootletsError(f"{tool.name} failed (exit {done.returncode}): command `{_quote(command)}`; "
                             f"last lines of its stderr: {_tail(done.stderr or done.stdout)}; "

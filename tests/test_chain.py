@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from support import fake_tools
 
-from rootlets_task import chain, cli
+from rootlets_task import chain, cli, viewers
 from rootlets_task.chain import ChainInputs
 from rootlets_task.cropping import crop_box
 from rootlets_task.errors import RootletsError
@@ -92,7 +92,8 @@ def test_file_sources_give_the_phantom_truth(no_tools, tmp_path, files, truth, p
                                             "_label-discs_dlabel.nii.gz", "_label-discs_dlabel.json",
                                             "_label-PMJ_dlabel.nii.gz", "_label-PMJ_dlabel.json", "_spinal_levels.nii.gz",
                                             "_vertebral_levels.nii.gz", "_levels.csv", "_levels.json", "_shift.csv",
-                                            "_levels_lab.csv", "_chain.json")}
+                                            "_levels_lab.csv", "_chain.json", "_rootlets.tsv", "_spinal_levels.tsv",
+                                            "_vertebral_levels.tsv")} | set(viewers.FOLDER_FILES)
     for kind in ("cord", "discs", "pmj", "rootlets"):
         copied = nib.load(result.outputs[kind])
         assert np.array_equal(np.asarray(copied.dataobj), getattr(phantom, kind))

@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from rootlets_task import install
 from rootlets_task.cli import main
 from rootlets_task.metrics import agreement, dice, dice_per_level
 from rootlets_task.phantom import SPINAL_LEVELS
@@ -33,6 +34,7 @@ def test_demo_runs_the_whole_chain_offline(tmp_path, capsys):
     sidecar = json.loads((derivatives / "sub-phantom_T2w_rootlets.json").read_text())
     assert sidecar["GeneratedBy"][0]["Release"] == "phantom"
     assert "sub-phantom_T2w" in (out / "qc" / "rootlets_task" / "index.html").read_text()
+    assert f"The demo model is in {install.models_dir()}" in printed and "`rootlets clean`" in printed
 
 
 def test_dice_per_level():

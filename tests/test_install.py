@@ -195,7 +195,7 @@ def test_download_failures_are_one_line_errors(case, server, good_zip, capsys):
     url = {"interrupted": server.add("cut.zip", data, truncate=len(data) // 2),
            "404": f"{server.base}/nope.zip",
            "refused": f"http://127.0.0.1:{free_port()}/x.zip"}[case]
-    assert main(["-install", "-custom-url", url, "-v", "0"]) == 1
+    assert main(["-install", "-release", R.tag, "-custom-url", url, "-v", "0"]) == 1
     err = capsys.readouterr().err.strip()
     expected = {"interrupted": "download interrupted", "404": "HTTP 404", "refused": "no network"}[case]
     assert err.count("\n") == 0 and err.startswith("rootlets: error: cannot install model release r20250318")
@@ -268,7 +268,8 @@ def test_killed_install_leaves_previous_model_and_next_install_cleans_up(server,
     folder = install.models_dir() / R.tag
     before = tree(folder)
     url = server.add("slow.zip", make_zip(tmp_path / "new.zip", release_files(seed=5)).read_bytes(), delay=20)
-    proc = subprocess.Popen([sys.executable, "-m", "rootlets_task.cli", "-install", "-custom-url", url, "-v", "0"])
+    proc = subprocess.Popen([sys.executable, "-m", "rootlets_task.cli", "-install", "-release", R.tag, "-custom-url", url,
+                             "-v", "0"])
     try:
         deadline = time.time() + 20
         while not (server.hits.get("slow.zip") and leftovers()) and time.time() < deadline:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rootlets_task import __version__
+from rootlets_task import __version__, viewers
 from rootlets_task.cli import main
 from rootlets_task.errors import RootletsError
 from rootlets_task.levels import LEVEL_COLUMNS, SHIFT_COLUMNS, compute_levels, levels_from_files
@@ -190,7 +190,9 @@ def files(phantoms, tmp_path_factory):
 def test_files_outputs_on_input_grid(files, tmp_path):
     out, _ = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path)
     assert set(out) == {"spinal", "vertebral", "csv", "json", "shift"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in out.values())
+    tables = [f"{p.name[:-len('.nii.gz')]}.tsv" for k, p in out.items() if k in ("spinal", "vertebral")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in out.values()] + tables
+                                                                 + list(viewers.FOLDER_FILES))
     assert out["spinal"].name == FILES["rootlets"].replace(".nii.gz", "_spinal_levels.nii.gz")
     src = nib.load(files["rootlets"])
     for key in ("spinal", "vertebral"):
@@ -347,7 +349,7 @@ def test_cli_levels_end_to_end(files, tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "from the PMJ" in printed and "T1" in printed and "shifted" in printed
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    written = sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix not in (".tsv", ".lut", ".txt"))
     assert len(written) == 6 and all(name in printed for name in written)  # with the lab's layout (-method reference)
     assert pd.read_csv(next((tmp_path / "out").glob("*_levels.csv")))["status"].eq("ok").all()
     # bad input: one line on stderr, exit 1, nothing written; bad argument: exit 2
