@@ -83,9 +83,12 @@ def lock_name(qc_dir: str | os.PathLike) -> str:
 
 
 @contextmanager
-def qc_lock(qc_dir: str | os.PathLike, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold SCT's QC lock of ``qc_dir`` (portalocker BoundedSemaphore, maximum 1, in the temp folder)."""
+def qc_lock(qc_dir: str | os.PathLike, timeout: float | None = None) -> Iterator[None]:
+    """Hold SCT's QC lock of ``qc_dir`` (portalocker BoundedSemaphore, maximum 1, in the temp folder); ``timeout``
+    defaults to :data:`LOCK_TIMEOUT_S`, read at call time."""
     import portalocker
+
+    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
 
     semaphore = portalocker.BoundedSemaphore(maximum=1, name=lock_name(qc_dir), timeout=timeout, check_interval=0.1)
     try:

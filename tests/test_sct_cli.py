@@ -325,7 +325,7 @@ def test_sidecar_has_scts_keys_in_scts_order_and_indent(random_home, image, tmp_
     text = (tmp_path / "sub" / "t2_rootlets.json").read_text()
     side = json.loads(text)
     assert text.splitlines()[1] == '    "GeneratedBy": [', "json.dump(..., indent=4) as SCT"
-    assert list(side) == ["GeneratedBy", "InputFile"]
+    assert list(side) == ["GeneratedBy", "InputFile", "Confidence"]  # SCT's keys first, then ours
     gen = side["GeneratedBy"][0]
     assert list(gen) == ["Name", "Version", "CodeURL", "ModelURL", "Release", "ModelSHA256", "ModelFolder", "Device",
                          "Settings"], "SCT's four keys first, in SCT's order, then ours"
