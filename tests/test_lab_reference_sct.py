@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support.sct_data import T2, needs_t2
 
 from rootlets_task.levels import levels_from_files
 from rootlets_task.phantom import write_phantom
 from rootlets_task.stats import LAB_TABLE_COLUMNS
 
 DATA = Path(__file__).parent / "data" / "lab_reference" / "sct"
-T2 = Path("/work/shared/data/sct_testing_data/t2")
 TOLERANCE_MM = 0.02
 
 
@@ -88,6 +88,7 @@ def test_phantom_origin_is_recorded(phantom):
     assert "9.0 mm above the PMJ" in document["origin"]["note"] and document["origin"]["note"] in document["warnings"]
 
 
+@needs_t2
 @pytest.mark.parametrize("rootlets", ["t2_seg-deepseg_rootlets-manual", "t2_seg-deepseg_rootlets"])
 def test_sct_t2_equals_the_labs(rootlets, tmp_path):
     """SCT's t2 data with the PMJ substitute on the cord's top slice (origin offset 0): manual and model rootlets."""

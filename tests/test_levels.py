@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from support.sct_data import T2, needs_t2
 
 from rootlets_task import __version__, viewers
 from rootlets_task.cli import main
@@ -17,7 +18,6 @@ from rootlets_task.levels import LEVEL_COLUMNS, SHIFT_COLUMNS, compute_levels, l
 from rootlets_task.nifti import reorient, sct_to_axcodes, si_axis, undo_reorient
 from rootlets_task.phantom import FILES, make_phantom
 
-T2 = Path("/work/shared/data/sct_testing_data/t2")
 KINDS = ("rootlets", "cord", "discs", "pmj")
 
 
@@ -257,6 +257,7 @@ def test_missing_disc_and_level_are_rows_not_crashes(phantoms):
     assert "C5" not in set(res.shift["spinal_level"]) and "C5" not in set(res.shift["vertebral_level"])
 
 
+@needs_t2
 def test_sct_t2_manual_rootlets(tmp_path):
     """Real data: manual rootlets + manual cord -> levels C5, C6, C7 in order, centres match the SCT midpoints file."""
     out, _ = levels_from_files(T2 / "t2_seg-deepseg_rootlets-manual.nii.gz", T2 / "t2_seg-manual.nii.gz", out_dir=tmp_path,

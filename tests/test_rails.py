@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from support.sct_data import T2, needs_t2
 
 from rootlets_task import install, labels
 from rootlets_task.chain import ChainInputs, run_chain
@@ -25,7 +26,6 @@ from rootlets_task.phantom import MARK, is_phantom, write_phantom
 from rootlets_task.releases import PHANTOM_ZIP
 from rootlets_task.segment import segment_files
 
-T2 = Path("/work/shared/data/sct_testing_data/t2")
 PHANTOM_WARNING = "is not a phantom"
 
 
@@ -100,6 +100,7 @@ def test_custom_release_needs_a_url_and_an_install(capsys):
 # ------------------------------------------------------------------------------------------------ disc labels
 
 
+@needs_t2
 def test_sct_vertebral_body_labels_are_not_taken_as_discs(tmp_path, capsys):
     args = ["levels", "-r", str(T2 / "t2_seg-deepseg_rootlets.nii.gz"), "-s", str(T2 / "t2_seg-manual.nii.gz"),
             "-discs", str(T2 / "labels.nii.gz"), "-o", str(tmp_path / "out")]
@@ -111,6 +112,7 @@ def test_sct_vertebral_body_labels_are_not_taken_as_discs(tmp_path, capsys):
     assert labels.problem("discs", np.asarray(img.dataobj).astype(int)) is not None  # the chain's check too
 
 
+@needs_t2
 def test_a_labelled_cord_given_as_discs_names_the_file_to_give(tmp_path):
     with pytest.raises(RootletsError, match=r"labelled cord.*_labeled_discs"):
         levels_from_files(T2 / "t2_seg-deepseg_rootlets.nii.gz", T2 / "t2_seg-manual.nii.gz",
