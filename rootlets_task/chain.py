@@ -377,7 +377,7 @@ def _result(run: _Chain, resolved: dict, levels: dict, segmenter) -> ChainResult
 def _viewer_files(outputs: dict[str, Path], image: Path | None, arrays: dict[str, np.ndarray]) -> str:
     """Lookup tables beside the label outputs and in their folder; returns the fsleyes command that opens them."""
     shown = [(kind, outputs[kind]) for kind in ("rootlets", "spinal", "vertebral") if kind in outputs]
-    viewers.describe(dict(shown), {"rootlets": arrays["rootlets"]})
+    viewers.describe(dict(shown), {kind: arrays[kind] for kind, _ in shown if kind in arrays})
     return viewers.fsleyes_command(image, shown)
 
 
@@ -461,6 +461,9 @@ def _levels_step(run: _Chain) -> dict:
     for text in result.warnings:
         run.note(text)
     write_levels(result, run.img, run.out_dir, run.prefix, {k: p for k, p in used.items() if p is not None})
+    run.arrays["spinal"] = result.spinal  # for the viewer files: their values without reading the images back
+    if result.vertebral is not None:
+        run.arrays["vertebral"] = result.vertebral
     numbering = result.numbering.to_dict()
     run.record.done("levels", key, expected, {"numbering": {k: numbering[k] for k in ("status", "offset", "applied", "text")}})
     run.steps["levels"] = "computed"

@@ -77,15 +77,6 @@ class _OneLineErrors(_StrictParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
 
 
-class _HelpFormat(argparse.RawDescriptionHelpFormatter):
-    """``(default: X)`` after every option that has a default (as SCT's help); the notes printed as written."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.option_strings and action.default not in (None, argparse.SUPPRESS) and "%(default)" not in text:
-            text += " (default: %(default)s)"
-        return text
-
 RENUMBER_HELP = ("none (default): never rename a level; a numbering that does not fit the vertebral levels is only "
                  "reported (warning, levels JSON, QC); suggested: apply the numbering check's suggested renumbering "
                  "(recorded in the outputs)")
@@ -93,7 +84,7 @@ RENUMBER_HELP = ("none (default): never rename a level; a numbering that does no
 
 def _segment_parser() -> argparse.ArgumentParser:
     p = _OneLineErrors(
-        prog="rootlets", allow_abbrev=False, formatter_class=_HelpFormat, epilog=SCT_NOTES,
+        prog="rootlets", allow_abbrev=False, formatter_class=_Help, epilog=SCT_NOTES,
         description="Segment spinal nerve rootlets (RootletSeg nnU-Net), like `sct_deepseg rootlets`. "
         "Sub-commands: " + ", ".join(COMMANDS) + " (see `rootlets COMMAND -h`).",
     )
@@ -526,7 +517,7 @@ def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
 
 
 def _clean_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rootlets clean", description="Remove what rootlets_task stored for you outside "
+    p = _StrictParser(prog="rootlets clean", description="Remove what rootlets_task stored for you outside "
                                 "the repository: installed models (ROOTLETS_TASK_HOME or the user data folder) and "
                                 "converted networks (ROOTLETS_TASK_CACHE or the user cache folder). Models installed "
                                 "into SCT are left to SCT.")
@@ -549,15 +540,22 @@ def _shown(path) -> str:
     return os.path.normpath(str(path))
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """``-h`` with each option's default, unless its help already gives it or there is none worth showing."""
+class _Help(argparse.HelpFormatter):
+    """``-h`` with each option's default (as SCT's help), unless its help already gives it or there is none worth
+    showing (None, a flag's False); text with line breaks of its own (the SCT notes) printed as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
+                or not action.option_strings:  # identity: a default of 0 is shown, a flag's False is not
             return text
         value = " ".join(map(str, action.default)) if isinstance(action.default, list | tuple) else action.default
         return f"{text} (default: {str(value).replace('%', '%%')})"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 # name -> (parser factory, handler). The segmentation parser is the default when no name is given.

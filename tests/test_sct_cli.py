@@ -31,7 +31,7 @@ from support.chromium import Chromium, chromium_path
 from test_install import Server
 
 import rootlets_task
-from rootlets_task import cli, install, postprocess, provenance, sct_qc
+from rootlets_task import cli, install, postprocess, provenance, sct_qc, viewers
 from rootlets_task.errors import RootletsError
 from rootlets_task.phantom import write_phantom
 from rootlets_task.postprocess import PostOptions
@@ -288,8 +288,9 @@ def test_sct_flags_act_on_real_runs(random_home, image, tmp_path, capsys, monkey
     assert "-r 0: rootlets keeps no temporary files" in err
     assert "Ordered by: cumulative time" in (tmp_path / "prof.txt").read_text()
     assert re.fullmatch(r"PEAK; \d+\.\d{3}", (tmp_path / "mem" / "peak_memory.txt").read_text())
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("ds-")) == sorted(
-        ["plain.nii.gz", "plain.json", "thr.nii.gz", "thr.json", "rs.nii.gz", "rs.json", "prof.txt", "mem"])
+    made = {p.name for p in tmp_path.iterdir() if not p.name.startswith("ds-")} - set(viewers.FOLDER_FILES)
+    assert sorted(made) == sorted(["plain.nii.gz", "plain.json", "plain.tsv", "thr.nii.gz", "thr.json", "thr.tsv",
+                                   "rs.nii.gz", "rs.json", "rs.tsv", "prof.txt", "mem"])  # + the viewers' lookup tables
 
 
 def test_fill_holes_refused_before_the_model_loads(random_home, image, tmp_path, capsys, monkeypatch):
