@@ -23,10 +23,10 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rootlets_task import bids, engines, logs, nifti, provenance
+from rootlets_task import bids, engines, logs, nifti, provenance, speedcheck
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import now, read_json, remove_stale_scratch, scratch_folder, writable_folder, write_json
@@ -56,6 +56,9 @@ class BatchOptions:
     continue_on_error: bool = True
     overwrite: bool = False
     progress: bool = True
+    levers: str = "none"  # none | auto | crop,int8 (speedcheck.plan_batch_levers)
+    speedcheck: str | os.PathLike | None = None  # with levers auto: the report of `rootlets speedcheck` to follow
+    levers_check: int = 2  # with levers auto and no report: images of the dataset checked first
 
 
 @dataclass(frozen=True)
@@ -67,16 +70,19 @@ class Settings:
     options: ModelOptions
     chain: ChainOptions | None  # None: rootlets only
     qc: str | None = None
+    levers: speedcheck.BatchLevers = speedcheck.BatchLevers()
 
-    def key(self) -> dict:
+    def key(self, rel: str | None = None) -> dict:
+        """The key of the image ``rel`` (its levers included) without its inputs."""
         chain = self.chain
         return {"version": __version__, "release": self.model.get("tag"), "model_sha256": self.model.get("sha256"),
                 "test_time_aug": self.options.test_time_aug, "levels": chain is not None,
                 **({"method": chain.method, "cord_from": chain.cord_from, "discs_from": chain.discs_from,
-                    "pmj_from": chain.pmj_from, "crop_to_cord": chain.crop_to_cord} if chain else {})}
+                    "pmj_from": chain.pmj_from, "crop_to_cord": chain.crop_to_cord} if chain else {}),
+                **self.levers.key(rel)}
 
     def unit_key(self, unit: bids.Unit) -> dict:
-        return {**self.key(), "inputs": unit.inputs}
+        return {**self.key(unit.rel), "inputs": unit.inputs}
 
 
 # ------------------------------------------------------------------------------------------------ one unit
@@ -130,8 +136,10 @@ def _run_unit(unit: bids.Unit, settings: Settings, tmp: Path, result: dict, stal
     try:
         with engines.MODEL_LOCK:
             seg = engines.worker_segmenter(settings.model_folder, settings.model, settings.options.device,
-                                           settings.options.test_time_aug, settings.options.threads)
-            log.info("model %s (%s, %s threads, %s)", settings.model.get("tag"), seg.backend, seg.threads, seg.device.type)
+                                           settings.options.test_time_aug, settings.options.threads,
+                                           **settings.levers.segmenter_kwargs(unit.rel))
+            log.info("model %s (%s, %s threads, %s, %s; levers: %s)", settings.model.get("tag"), seg.backend, seg.threads,
+                     seg.device.type, seg.precision, ", ".join(settings.levers.used(unit.rel)) or "none")
             notes, made = _make_outputs(unit, settings, seg, tmp)
         _finish(unit, settings, tmp, made, notes, time.perf_counter() - t0)
         result["status"] = "done"
@@ -155,22 +163,25 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
     from rootlets_task.segment import write_segmentation
 
     image = Path(unit.image)
+    crop = "crop" in settings.levers.used(unit.rel)
     if settings.chain is None:
+        from rootlets_task import cropping
+
         img = nifti.load(image)
         out = tmp / f"{unit.name}_rootlets.nii.gz"
         command = f"batch {unit.rel} -release {settings.model.get('tag')}"
-        write_segmentation(nifti.label_image(seg.segment_image(img), img), out,
-                           provenance.rootlets_sidecar(seg, image, command))
-        return [], {"rootlets": out}
-    from dataclasses import replace
+        box, crop_info = cropping.lever_box(img, unit.labels.get("cord")) if crop else (None, None)
+        found = seg.segment_image(img, box)
+        write_segmentation(nifti.label_image(found, img), out, provenance.rootlets_sidecar(seg, image, command, crop_info))
+        return cropping.cut_note(found, box, cropping.CROP_MARGIN_MM) if crop else [], {"rootlets": out}
 
     from rootlets_task.chain import ChainInputs, run_chain
 
     labels = unit.labels
     inputs = ChainInputs(cord=labels.get("cord"), discs=labels.get("discs"), pmj=labels.get("pmj"),
                          rootlets=labels.get("rootlets"))
-    result = run_chain(image, out_dir=tmp, inputs=inputs, options=replace(settings.chain, contrast=unit.contrast),
-                       segmenter=seg)
+    result = run_chain(image, out_dir=tmp, inputs=inputs, segmenter=seg,
+                       options=replace(settings.chain, contrast=unit.contrast, crop_to_cord=settings.chain.crop_to_cord or crop))
     log.info("cord from %s, discs from %s, PMJ from %s", result.sources["cord"], result.sources["discs"],
              result.sources["pmj"])
     log.info("%s", result.table())
@@ -295,6 +306,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
         raise RootletsError("-dask and -slurm exclude each other: use an existing scheduler or start one on SLURM")
     if options.slurm is not None:
         engines.require_slurm()  # a missing extra is reported before anything is written
+    speedcheck.check_batch_options(options, model, chain)
     _check_out(bids_root, out, bids.labels_root(bids_root, options.labels))
     found = bids.find_images(bids_root, tuple(options.contrasts), options.include, options.exclude)
     if not found.images:
@@ -304,8 +316,12 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     writable_folder(out)
     if options.qc:
         writable_folder(options.qc, "QC folder", "-qc")
-    units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None)
+    units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None or options.levers != "none")
+    levers, levers_note, check = speedcheck.plan_batch_levers(options, settings, units, out)
+    settings = replace(settings, levers=levers)
     description = provenance.dataset_description(settings.model, chain is not None, bids_root)
+    if levers_note:
+        description["GeneratedBy"][0]["SpeedLevers"] = levers_note
     if read_json(out / "dataset_description.json") != description:
         write_json(out / "dataset_description.json", description)
     remove_stale_scratch(out / TMP)  # left by killed runs, also of images that are done since
@@ -313,7 +329,10 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
                for u in units if not options.overwrite and is_done(u, settings)]
     skipped = {r["name"] for r in results}
     todo = [u for u in units if u.name not in skipped]
-    results += _run(todo, len(results), settings, out, options)
+    checked = [u for u in todo if u.rel in levers.checked]  # written from the lever check's exact path, here
+    with speedcheck.replaying(check, settings):
+        results += _run(checked, len(results), settings, out, replace(options, jobs=1, dask=None, slurm=None))
+    results += _run([u for u in todo if u not in checked], len(results), settings, out, options)
     with contextlib.suppress(OSError):
         (out / TMP).rmdir()  # only when empty: another run may be writing into the same folder
     summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0,
@@ -373,10 +392,10 @@ def dataset_tables(out: Path, settings: Settings) -> dict[str, Path]:
     from rootlets_task.files import atomic_path
     from rootlets_task.stats import group_stats
 
-    wanted = settings.key()
     records = []
     for path in sorted(out.rglob(f"*{RECORD_SUFFIX}")):
         step = Record(path).step(UNIT_STEP)
+        wanted = settings.key(Record(path).data.get("rel"))
         if step and {k: v for k, v in step.get("key", {}).items() if k != "inputs"} == wanted:
             records.append((path.parent, path.name[: -len(RECORD_SUFFIX)], Record(path)))
     tables: dict[str, Path] = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nibabel as nib
 
-from rootlets_task import nifti, provenance
+from rootlets_task import cropping, nifti, provenance
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import OutputSet, remove_stale_temporaries, writable_folder
 from rootlets_task.inference import Segmenter, configure_threads, resolve_device
@@ -28,8 +28,13 @@ log = logging.getLogger(__name__)
 SUFFIX = "_rootlets"
 
 
-def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1) -> Segmenter:
-    """The installed model of ``model.release``, loaded with this process's threads set (:func:`configure_threads`)."""
+def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1, calibration: Sequence | None = None,
+                   int8_options=None) -> Segmenter:
+    """The installed model of ``model.release``, loaded with this process's threads set (:func:`configure_threads`).
+
+    ``calibration`` / ``int8_options``: with ``model.precision`` int8, the images (paths or NIfTI images) and the
+    :class:`rootlets_task.int8.Int8Options` of the quantisation (default: phantoms, default options).
+    """
     from rootlets_task import install
 
     model.check()
@@ -37,7 +42,8 @@ def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1) -> Se
     device = resolve_device(model.device)
     threads = configure_threads(model.threads) if device.type == "cpu" else None
     return Segmenter(folder, device=device.type, test_time_aug=model.test_time_aug, verbose=verbose, record=record,
-                     backend=model.backend, threads=threads, allow_code=model.allow_code, precision=model.precision)
+                     backend=model.backend, threads=threads, allow_code=model.allow_code, precision=model.precision,
+                     calibration=calibration if model.precision == "int8" else None, int8_options=int8_options)
 
 
 def segment(image: nib.Nifti1Image | str | os.PathLike, model: ModelOptions = ModelOptions(),
@@ -112,13 +118,17 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike 
 
 def segment_files(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike | None = None,
                   model: ModelOptions = ModelOptions(), qc: str | os.PathLike | None = None,
-                  command: str | None = None, verbose: int = 1) -> list[Path]:
+                  command: str | None = None, verbose: int = 1, crop_to_cord: bool = False,
+                  cord: str | os.PathLike | None = None) -> list[Path]:
     """Segment rootlets in one or more NIfTI files, like ``sct_deepseg rootlets -i ...``; returns the outputs.
 
     Every input is loaded and checked, and every output planned, before the model is loaded: a bad call writes
     nothing. The model is loaded once for all inputs. Each output is uint8 on its input's grid, with a ``.json``
     sidecar beside it. ``qc``: a folder that receives a QC page per image (:func:`rootlets_task.qc.qc_subject`).
     ``command``: the command line recorded in each sidecar (default: an equivalent ``rootlets`` command).
+    Levers (labels change a little; ``rootlets speedcheck`` measures how much): ``model.precision`` int8 calibrates
+    on the first one or two inputs; ``crop_to_cord`` segments a box around the cord: ``cord`` (one input), else
+    the cord sc-crop detects (:func:`rootlets_task.cropping.lever_box`), recorded in the sidecar.
     """
     sources = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not sources:
@@ -129,16 +139,25 @@ def segment_files(inputs: str | os.PathLike | Sequence[str | os.PathLike], outpu
     targets = plan_outputs(sources, output)
     if qc is not None:
         writable_folder(qc, "QC folder", "-qc")
-    segmenter = load_segmenter(model, verbose)
+    if cord is not None and (not crop_to_cord or len(images) > 1):
+        raise RootletsError(f"cord {cord}: a cord mask belongs to one image and is used by -crop-to-cord; give one -i")
+    # the crop boxes (cord file read, or sc-crop run) before the model loads: a failure costs nothing
+    boxes = [cropping.lever_box(img, cord) if crop_to_cord else (None, None) for img in images]
+    segmenter = load_segmenter(model, verbose, calibration=images[:2])
     tag = segmenter.record.get("tag", model.release)
     command = command or " ".join(["-i", *(s.name for s in sources), *(["-o", str(output)] if output is not None else []),
-                                   *(["-release", tag] if tag else []), *(["-test-time-aug"] if model.test_time_aug else [])])
+                                   *(["-release", tag] if tag else []), *(["-test-time-aug"] if model.test_time_aug else []),
+                                   *(["-precision", "int8"] if segmenter.precision == "int8" else []),
+                                   *(["-crop-to-cord"] if crop_to_cord else [])])
     start = time.perf_counter()
-    for source, img, target in zip(sources, images, targets, strict=True):
+    for source, img, target, (box, crop) in zip(sources, images, targets, boxes, strict=True):
         t0 = time.perf_counter()
         remove_stale_temporaries(target.parent)
-        labels = nifti.label_image(segmenter.segment_image(img), img)
-        write_segmentation(labels, target, provenance.rootlets_sidecar(segmenter, source, command))
+        found = segmenter.segment_image(img, box)
+        for text in cropping.cut_note(found, box, cropping.CROP_MARGIN_MM) if box is not None else []:
+            log.warning("%s: %s", source, text)
+        labels = nifti.label_image(found, img)
+        write_segmentation(labels, target, provenance.rootlets_sidecar(segmenter, source, command, crop))
         if qc is not None:
             from rootlets_task.qc import qc_subject
 
