@@ -15,13 +15,12 @@ import json
 import logging
 import os
 import platform
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rootlets_task.files import remove_stale_temporaries, temporary_name
+from rootlets_task.files import build_once
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +95,15 @@ def ir_folder(params: dict, patch_size: tuple[int, ...]) -> Path:
 def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...], threads: int):
     """Compiled OpenVINO model for ``network`` with ``params`` and its check result; converted once, then cached.
 
-    A conversion is written to a private folder and renamed into place, so concurrent processes never read a
-    half-written model (the first to finish wins; the others discard theirs); folders of killed conversions are
-    removed by the next one.
+    Built once (:func:`rootlets_task.files.build_once`): concurrent processes never read a half-written model, and
+    folders of killed conversions are removed by the next one.
     """
     import openvino as ov
 
     folder = ir_folder(params, patch_size)
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
-    if not (folder / "check.json").exists():
-        log.info("converting the network to OpenVINO once (can take minutes on a large model), cached in %s", folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(folder.parent)
-        tmp = temporary_name(folder)
-        tmp.mkdir()
+
+    def build(tmp: Path) -> None:
         network.load_state_dict(params)
         network.eval()
         example = check_patch(patch_size)
@@ -119,10 +113,10 @@ def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...]
         request = ov.Core().compile_model(tmp / "network.xml", "CPU", config).create_infer_request()
         difference = max_softmax_difference(request.infer({0: example.numpy()})[0], reference)
         (tmp / "check.json").write_text(json.dumps({"max_softmax_difference": difference, "tolerance": TOLERANCE}))
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished the same conversion first
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    if not (folder / "check.json").exists():
+        log.info("converting the network to OpenVINO once (can take minutes on a large model), cached in %s", folder)
+    build_once(folder, build)
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(folder / "compiled")})  # OpenVINO's own cache of the compiled blob
     compiled = core.compile_model(folder / "network.xml", "CPU", config)

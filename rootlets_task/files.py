@@ -126,6 +126,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def build_once(folder: Path, build, marker: str = "check.json") -> Path:
+    """``folder``, built by ``build(tmp)`` into a private folder and renamed into place unless ``folder/marker`` exists.
+
+    Concurrent processes never see a half-built folder (the first to finish wins, the others discard theirs), and
+    folders of killed builds are removed by the next one (:func:`remove_stale_temporaries`).
+    """
+    if (folder / marker).exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder.parent)
+    tmp = temporary_name(folder)
+    tmp.mkdir()
+    try:
+        build(tmp)
+        os.replace(tmp, folder)
+    except OSError:
+        if not (folder / marker).exists():  # a failure, not another process that finished first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporaries that killed processes of this host left in ``folder``; returns what was removed."""
     removed = []

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 from rootlets_task import backends
 from rootlets_task.errors import RootletsError
-from rootlets_task.files import remove_stale_temporaries, temporary_name
+from rootlets_task.files import build_once
 
 log = logging.getLogger(__name__)
 
@@ -156,24 +155,12 @@ def _entry(ir: Path, calibration: str, options: Int8Options) -> Path:
 def quantized_folder(ir: Path, calibration: str, tiles: Callable[[], list[np.ndarray]], options: Int8Options) -> Path:
     """The cached int8 entry of the float32 IR folder ``ir``; quantised (``tiles()`` called) only when missing.
 
-    Written to a private folder and renamed into place; folders of killed quantisations are removed by the next one.
+    Built once (:func:`rootlets_task.files.build_once`): concurrent or killed quantisations never leave a half-built entry.
     """
     folder = _entry(ir, calibration, options)
     if not (folder / "check.json").exists():
         log.info("quantising the network to int8 once (minutes on a large model), cached in %s", folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(folder.parent)
-        tmp = temporary_name(folder)
-        tmp.mkdir()
-        try:
-            quantize(ir / "network.xml", tiles(), options, tmp)
-            os.replace(tmp, folder)
-        except OSError:
-            if not (folder / "check.json").exists():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # left only when another process renamed its copy first
-    return folder
+    return build_once(folder, lambda tmp: quantize(ir / "network.xml", tiles(), options, tmp))
 
 
 def use_int8(predictor, calibration: str, tiles: Callable[[], list[np.ndarray]], threads: int,

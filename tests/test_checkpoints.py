@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -140,7 +141,7 @@ def _tamper_installed(tmp_path: Path, kind: str, marker: Path) -> Path:
     return _poison(trainer, kind, marker)
 
 
-@pytest.mark.parametrize("kind", [*MALICIOUS, "trainer_name"])
+@pytest.mark.parametrize("kind", MALICIOUS)
 def test_segmentation_refuses_a_tampered_model(tmp_path, capsys, kind):
     marker = tmp_path / "marker"
     _tamper_installed(tmp_path, kind, marker)
@@ -150,6 +151,17 @@ def test_segmentation_refuses_a_tampered_model(tmp_path, capsys, kind):
     err = capsys.readouterr().err
     assert err.startswith("rootlets: error: ") and err.count("\n") == 1
     assert not out.exists() and not marker.exists()
+
+
+def test_unknown_trainer_name_runs_the_plans_network_and_no_code(tmp_path, capsys):
+    """A trainer only a release's own code could provide: the network comes from the plans, nothing is imported."""
+    marker = tmp_path / "marker"
+    _tamper_installed(tmp_path, "trainer_name", marker)
+    image = write_phantom(tmp_path / "img", spacing=(2.0, 2.0, 2.0))["image"]
+    out = tmp_path / "out.nii.gz"
+    assert main(["-i", str(image), "-o", str(out), "-release", "r20250318", "-v", "0"]) == 0
+    assert out.exists() and not marker.exists()
+    assert "EvilTrainer" not in sys.modules
 
 
 def test_sct_bridge_refuses(model, tmp_path, monkeypatch, capsys):

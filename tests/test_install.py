@@ -18,15 +18,14 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from collections import OrderedDict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from support.loopback import QuietHandler, serve, stop
 
 from rootlets_task import archive, install, releases
 from rootlets_task.cli import main
@@ -88,7 +87,7 @@ class Server:
         self.hits: dict[str, int] = {}
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):
                 name = self.path.lstrip("/")
                 owner.hits[name] = owner.hits.get(name, 0) + 1
@@ -116,13 +115,8 @@ class Server:
                 if route["truncate"] is not None:
                     self.close_connection = True
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self.httpd = serve(Handler)
+        self.base = self.httpd.base
 
     def add(self, name: str, data: bytes, fail=(), truncate: int | None = None, delay: float = 0.0) -> str:
         self.routes[name] = {"data": data, "fail": list(fail), "truncate": truncate, "delay": delay}
@@ -133,8 +127,7 @@ class Server:
 def server():
     srv = Server()
     yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    stop(srv.httpd)
 
 
 @pytest.fixture

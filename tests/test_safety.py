@@ -13,15 +13,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from support.loopback import QuietHandler, serve, stop
 from support.random_model import write_random_model
 
 from rootlets_task import archive, files, inference, install, releases
@@ -61,7 +60,7 @@ class _Server:
         self.routes: dict[str, tuple[str, bytes]] = {}
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):
                 kind, data = owner.routes.get(self.path.split("?")[0].lstrip("/"), ("404", b""))
                 if kind == "404":
@@ -86,13 +85,8 @@ class _Server:
                     self.end_headers()
                     self.wfile.write(data)
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self.httpd = serve(Handler)
+        self.base = self.httpd.base
 
 
 def with_suppressed(action) -> None:
@@ -106,8 +100,7 @@ def with_suppressed(action) -> None:
 def server():
     srv = _Server()
     yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    stop(srv.httpd)
 
 
 # ------------------------------------------------------------------------------------------------ 2. secrets
@@ -412,8 +405,8 @@ def test_sigterm_leaves_a_complete_set_or_nothing(tmp_path):
         if proc.returncode == 130:
             interrupted += 1
             assert "every output is either complete or absent" in err and "Traceback" not in err
-        else:
-            assert proc.returncode == 0, err
+        else:  # -SIGTERM: the signal came before main() installed its handler or after it was done
+            assert proc.returncode in (0, -signal.SIGTERM), err
     assert interrupted, "no run was interrupted: lengthen the phantom"
 
 

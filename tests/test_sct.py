@@ -17,14 +17,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from support.loopback import QuietHandler, serve, stop
 from support.random_model import write_random_model
 
 from rootlets_task import install, releases, sct
@@ -192,7 +191,7 @@ def test_fork_registers_a_release_in_one_line(tmp_path, monkeypatch, zips):
 
 
 # --------------------------------------------------------------------------------------- failures keep the model
-class Truncating(BaseHTTPRequestHandler):
+class Truncating(QuietHandler):
     """Announces the whole zip, sends half of it, then drops the connection: an interrupted download."""
 
     data = b""
@@ -203,9 +202,6 @@ class Truncating(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(self.data[: len(self.data) // 2])
         self.close_connection = True
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.mark.parametrize("failure", ["corrupt zip", "checksum mismatch", "interrupted download", "not a model"])
@@ -229,16 +225,14 @@ def test_failed_install_keeps_previous_model(failure, sct73, zips, tmp_path, mon
         kwargs["tag"] = "r20250318"
     else:
         handler = type("H", (Truncating,), {"data": zips["b"].read_bytes()})
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-        kwargs["custom_url"] = f"http://127.0.0.1:{httpd.server_port}/model.zip"
+        httpd = serve(handler)
+        kwargs["custom_url"] = f"{httpd.base}/model.zip"
     try:
         with pytest.raises(RootletsError, match=r"into SCT .*previous model is unchanged") as err:
             sct.install_sct(progress=False, **kwargs)
     finally:
         if failure == "interrupted download":
-            httpd.shutdown()
-            httpd.server_close()
+            stop(httpd)
     assert "\n" not in str(err.value)
     after = tree(sct73 / "data")
     assert {k: v for k, v in after.items() if not k.endswith(".lock")} == before
