@@ -205,7 +205,8 @@ def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path
     record.data.update({"image": unit.image, "rel": unit.rel, "subject": unit.subject, "session": unit.session,
                         "release": settings.model.get("tag")})
     record.done(UNIT_STEP, settings.unit_key(unit), [final / p.name for p in files],
-                {"notes": notes, "seconds": round(seconds, 3), "host": socket.gethostname(), "qc": settings.qc})
+                {"notes": notes, "seconds": round(seconds, 3), "host": socket.gethostname(), "qc": settings.qc,
+                 **settings.levers.record(unit.rel)})
 
 
 def _qc(unit: bids.Unit, settings: Settings, where: dict[str, Path], notes: list[str]) -> None:

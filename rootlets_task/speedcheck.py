@@ -376,15 +376,12 @@ def _is_report(content) -> bool:
             and isinstance(content.get("Levers"), dict))
 
 
-def read_report(path: str | os.PathLike, record: dict) -> dict:
-    """A report of :func:`write_report`, refused in one line when it is not one or another release made it."""
+def read_report(path: str | os.PathLike) -> dict:
+    """A report of :func:`write_report`, refused in one line when it is not one (its release: :func:`release_problem`)."""
     content = read_json(path, limit=16 << 20)
     if not _is_report(content):
         raise RootletsError(f"-speedcheck {path}: not a report of `rootlets speedcheck` (format {FORMAT_VERSION}); "
                             f"make one with `rootlets speedcheck IMG... -o {path}`")
-    problem = release_problem(content, record)
-    if problem:
-        raise RootletsError(f"-speedcheck {path}: {problem}; run `rootlets speedcheck` again with this release")
     return content
 
 
@@ -439,6 +436,7 @@ class BatchLevers:
     calibration: tuple[str, ...] = ()
     calibration_sha256: tuple[str, ...] = ()
     int8_options: dict | None = None
+    why: str = ""  # how they were chosen (the verdict of the check), kept in every image's record
 
     def used(self, rel: str | None) -> tuple[str, ...]:
         return () if rel in self.checked else self.levers
@@ -450,6 +448,13 @@ class BatchLevers:
             return {}
         int8 = {"int8": {"calibration": list(self.calibration_sha256), "options": self.int8_options}}
         return {"levers": list(used), **(int8 if "int8" in used else {})}
+
+    def record(self, rel: str | None) -> dict:
+        """What the record of the unit ``rel`` says about the levers (nothing when none was asked for)."""
+        if not (self.levers or self.why):
+            return {}
+        checked = " (this image was checked: written from the check's exact path)" if rel in self.checked else ""
+        return {"levers": {"used": list(self.used(rel)), "why": self.why + checked}}
 
     def segmenter_kwargs(self, rel: str | None) -> dict:
         """The precision arguments of :func:`rootlets_task.engines.worker_segmenter` for the unit ``rel``."""
@@ -488,23 +493,38 @@ def plan_batch_levers(options, settings, units: list, out: Path) -> tuple[BatchL
         levers = tuple(n for n in BATCH_LEVERS if n in chosen)
         if not levers:
             return BatchLevers(), None, None
-        return _with_int8(BatchLevers(levers), None, segmented), {"Mode": "explicit (not checked)",
-                                                                   "Levers": list(levers)}, None
-    check = None
-    if options.speedcheck is not None:
-        report, where = read_report(options.speedcheck, settings.model), str(Path(options.speedcheck).absolute())
-    else:
-        report, check = _dataset_check(options, settings, segmented, Path(out) / "logs" / REPORT)
-        where = f"logs/{REPORT}"
-    levers = BatchLevers(best_levers(report), tuple(report.get("Checked", ())))
-    note = {"Mode": "auto", "Levers": list(levers.levers), "SpeedCheck": where, "Passed": report["Passed"],
-            "NotPassed": {k: r["why"][:3] for k, r in report["Levers"].items() if not r["passed"]},
-            "Checked": list(levers.checked)}
-    for lever, why in note["NotPassed"].items():
-        log.warning("-levers auto: %s not used: %s", lever, "; ".join(why))
-    log.warning("-levers auto: %s", f"using {'+'.join(levers.levers)}" if levers.levers else "no lever passed; "
-                "every image runs the exact path")
+        why = f"{'+'.join(levers)} asked for (-levers or -precision), not checked"
+        return _with_int8(BatchLevers(levers, why=why), None, segmented), {"Mode": "explicit (not checked)",
+                                                                            "Levers": list(levers)}, None
+    report, check, where, ignored = _auto_report(options, settings, segmented, Path(out) / "logs" / REPORT)
+    not_passed = {k: r["why"][:3] for k, r in report["Levers"].items() if not r["passed"]}
+    used = best_levers(report)
+    why = "; ".join([f"-levers auto ({where}): using {'+'.join(used) or 'no lever'} (passed: "
+                     f"{', '.join(report['Passed']) or 'none'})",
+                     *(f"{k} not used: {w[0]}" for k, w in not_passed.items()), *([ignored] if ignored else [])])
+    levers = BatchLevers(used, tuple(report.get("Checked", ())), why=why)
+    note = {"Mode": "auto", "Levers": list(used), "SpeedCheck": where, "Passed": report["Passed"],
+            "NotPassed": not_passed, "Checked": list(levers.checked), **({"Ignored": ignored} if ignored else {})}
+    for lever, reasons in not_passed.items():
+        log.warning("-levers auto: %s not used: %s", lever, "; ".join(reasons))
+    log.warning("-levers auto: %s", f"using {'+'.join(used)}" if used else "no lever passed; every image runs the "
+                "exact path")
     return _with_int8(levers, report, segmented), note, check
+
+
+def _auto_report(options, settings, segmented: list, saved: Path) -> tuple[dict, SpeedCheck | None, str, str | None]:
+    """The report ``-levers auto`` follows: ``-speedcheck``'s when the installed release made it, else (the other
+    ignored, with a message) a check of the dataset's first images; with where it is and why another was ignored."""
+    ignored = None
+    if options.speedcheck is not None:
+        report = read_report(options.speedcheck)
+        ignored = release_problem(report, settings.model)
+        if ignored is None:
+            return report, None, str(Path(options.speedcheck).absolute()), None
+        ignored = f"-speedcheck {options.speedcheck} ignored: {ignored}"
+        log.warning("%s; checking the levers on the first images here instead", ignored)
+    report, check = _dataset_check(options, settings, segmented, saved)
+    return report, check, f"logs/{REPORT}", ignored
 
 
 def _dataset_check(options, settings, segmented: list, saved: Path) -> tuple[dict, SpeedCheck | None]:
