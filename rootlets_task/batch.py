@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rootlets_task import bids, engines, logs, nifti, provenance, speedcheck
+from rootlets_task import batch_levers, bids, engines, logs, nifti, provenance
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import now, read_json, remove_stale_scratch, scratch_folder, writable_folder, write_json
@@ -56,7 +56,7 @@ class BatchOptions:
     continue_on_error: bool = True
     overwrite: bool = False
     progress: bool = True
-    levers: str = "none"  # none | auto | crop,int8 (speedcheck.plan_batch_levers)
+    levers: str = "none"  # none | auto | crop,int8 (batch_levers.plan_batch_levers)
     speedcheck: str | os.PathLike | None = None  # with levers auto: the report of `rootlets speedcheck` to follow
     levers_check: int = 2  # with levers auto and no report: images of the dataset checked first
 
@@ -70,7 +70,7 @@ class Settings:
     options: ModelOptions
     chain: ChainOptions | None  # None: rootlets only
     qc: str | None = None
-    levers: speedcheck.BatchLevers = speedcheck.BatchLevers()
+    levers: batch_levers.BatchLevers = batch_levers.BatchLevers()
 
     def key(self, rel: str | None = None) -> dict:
         """The key of the image ``rel`` (its levers included) without its inputs."""
@@ -307,7 +307,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
         raise RootletsError("-dask and -slurm exclude each other: use an existing scheduler or start one on SLURM")
     if options.slurm is not None:
         engines.require_slurm()  # a missing extra is reported before anything is written
-    speedcheck.check_batch_options(options, model, chain)
+    batch_levers.check_batch_options(options, model, chain)
     _check_out(bids_root, out, bids.labels_root(bids_root, options.labels))
     found = bids.find_images(bids_root, tuple(options.contrasts), options.include, options.exclude)
     if not found.images:
@@ -318,7 +318,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     if options.qc:
         writable_folder(options.qc, "QC folder", "-qc")
     units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None or options.levers != "none")
-    levers, levers_note, check = speedcheck.plan_batch_levers(options, settings, units, out)
+    levers, levers_note, check = batch_levers.plan_batch_levers(options, settings, units, out)
     settings = replace(settings, levers=levers)
     description = provenance.dataset_description(settings.model, chain is not None, bids_root)
     if levers_note:
@@ -331,7 +331,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     skipped = {r["name"] for r in results}
     todo = [u for u in units if u.name not in skipped]
     checked = [u for u in todo if u.rel in levers.checked]  # written from the lever check's exact path, here
-    with speedcheck.replaying(check, settings):
+    with batch_levers.replaying(check, settings):
         results += _run(checked, len(results), settings, out, replace(options, jobs=1, dask=None, slurm=None))
     results += _run([u for u in todo if u not in checked], len(results), settings, out, options)
     with contextlib.suppress(OSError):

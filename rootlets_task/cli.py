@@ -315,14 +315,15 @@ def _batch_parser() -> argparse.ArgumentParser:
     p.add_argument("-crop-to-cord", action="store_true", help="with -levels: segment only a sub-image around the cord "
                    "(about 3x faster on CPU; labels can differ from the uncropped ones)")
     g = p.add_argument_group("speed levers (labels change a little; see `rootlets speedcheck -h`)")
-    g.add_argument("-levers", default="none", metavar="{none,auto,crop,int8,crop+int8}",
-                   help="none (default): the exact path; crop,int8 (a comma list): those levers, unchecked (crop: the "
+    g.add_argument("-levers", default="none", metavar="{none,auto,LIST}",
+                   help="none (default): the exact path; LIST (crop, int8 or crop,int8): those levers, unchecked (crop: the "
                    "cord box of the -levels chain, else the labels folder's cord mask, else sc-crop's); auto: the "
                    "fastest lever that passed `rootlets speedcheck` with this release: its -speedcheck report, or a "
                    "check of the first -levers-check images here (saved in logs/speedcheck.json; those images are "
                    "written from its exact path)")
     g.add_argument("-speedcheck", metavar="FILE.json", help="with -levers auto: the report of `rootlets speedcheck` "
-                   "to follow (refused when made with another release or model)")
+                   "to follow (one made with another release or model is ignored, with a message, and the first "
+                   "images are checked instead)")
     g.add_argument("-levers-check", type=int, default=2, metavar="N", help="with -levers auto and no -speedcheck: "
                    "images checked first (default 2)")
     g.add_argument("-precision", default="float32", choices=PRECISIONS, help="int8 = -levers int8 (calibrated on the "
