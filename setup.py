@@ -14,6 +14,8 @@ setup(
     "SCT-compatible.",
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    url=about["__url__"],
+    project_urls={"Source": about["__url__"], "Issues": f"{about['__url__']}/issues"},
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["rootlets_task", "rootlets_task.*"]),
@@ -33,6 +35,8 @@ setup(
         "matplotlib>=3.7",
         "jinja2>=3.0",
         "dask[distributed]>=2024.1",
+        # SCT's QC lock (a portalocker BoundedSemaphore): our entries in an SCT QC folder take the same one
+        "portalocker>=2.0",
     ],
     extras_require={
         "slurm": ["dask-jobqueue>=0.8"],

@@ -2,7 +2,8 @@
 
 :func:`run_batch` finds the input images (:mod:`rootlets_task.bids`), skips those already done with the same inputs
 and settings, and runs :func:`process_unit` on the rest, the same function on every engine
-(:mod:`rootlets_task.engines`): in this process, in local worker processes, on a Dask scheduler or on SLURM.
+(:mod:`rootlets_task.engines`): in this process, in local worker processes, on a Dask scheduler or on SLURM; or in
+the tasks of one SLURM job array that this call only submits (:mod:`rootlets_task.slurm_array`).
 
 One input image = one *unit*. A unit is written into ``<out>/.tmp/<name>.<host>-<pid>-<random>/`` and its files are moved into
 ``<out>/sub-XX/[ses-YY/]anat/`` only when all of them are made; its record ``<name>_batch.json`` (a
@@ -49,9 +50,12 @@ class BatchOptions:
     include: str | None = None
     exclude: str | None = None
     labels: str | os.PathLike | None = None  # manual labels derivative (default BIDS_ROOT/derivatives/labels)
-    jobs: int = 1  # local worker processes; with slurm: the number of SLURM jobs
+    jobs: int | None = None  # local worker processes (None: 1); slurm: SLURM jobs; slurm_array: tasks (None: 1 per image)
     dask: str | None = None  # address of an existing Dask scheduler
     slurm: dict | None = None  # SLURMCluster options (engines.parse_slurm)
+    slurm_array: tuple[str, ...] | None = None  # sbatch options of one job array (rootlets_task.slurm_array)
+    collect: bool = False  # submit nothing: merge the tables, report what is missing and why
+    bids_strict: bool = False  # BIDS-strict output names (rootlets_task.bids_strict)
     qc: str | os.PathLike | None = None
     continue_on_error: bool = True
     overwrite: bool = False
@@ -71,6 +75,7 @@ class Settings:
     chain: ChainOptions | None  # None: rootlets only
     qc: str | None = None
     levers: batch_levers.BatchLevers = batch_levers.BatchLevers()
+    bids_strict: bool = False
 
     def key(self, rel: str | None = None) -> dict:
         """The key of the image ``rel`` (its levers included) without its inputs."""
@@ -78,8 +83,9 @@ class Settings:
         return {"version": __version__, "release": self.model.get("tag"), "model_sha256": self.model.get("sha256"),
                 "test_time_aug": self.options.test_time_aug, "levels": chain is not None,
                 **({"method": chain.method, "cord_from": chain.cord_from, "discs_from": chain.discs_from,
-                    "pmj_from": chain.pmj_from, "crop_to_cord": chain.crop_to_cord} if chain else {}),
-                **self.levers.key(rel)}
+                    "pmj_from": chain.pmj_from, "crop_to_cord": chain.crop_to_cord, "renumber": chain.renumber}
+                   if chain else {}),
+                **({"bids_strict": True} if self.bids_strict else {}), **self.levers.key(rel)}
 
     def unit_key(self, unit: bids.Unit) -> dict:
         return {**self.key(unit.rel), "inputs": unit.inputs}
@@ -103,9 +109,11 @@ def _describe(unit: bids.Unit) -> dict:
 def process_unit(unit: bids.Unit, settings: Settings, out_root: str) -> dict:
     """Make every output of one image, atomically; never raises for a problem of this image (returns it instead).
 
-    The same function runs in the driver, in local worker processes and on Dask workers. Returns a dict with
-    ``name``, ``rel``, ``status`` (done | failed), ``error`` (one line), ``log``, ``seconds``, ``host``, ``pid`` and
-    ``retried`` (an earlier attempt of this unit was interrupted, e.g. its worker was killed).
+    The same function runs in the driver, in local worker processes, on Dask workers and in SLURM array tasks.
+    Returns a dict with ``name``, ``rel``, ``status`` (done | failed), ``error`` (one line), ``log``, ``seconds``,
+    ``host``, ``pid``, ``slurm_job`` (the process's ``SLURM_JOB_ID``, if any), ``retried`` (an earlier attempt of
+    this unit was interrupted, e.g. its worker was killed) and, when done, ``numbering`` (the numbering check:
+    status, offset, applied, text; with levels) and ``confidence`` (per image).
     """
     t0 = time.perf_counter()
     tmp_root = Path(out_root) / TMP
@@ -116,7 +124,7 @@ def process_unit(unit: bids.Unit, settings: Settings, out_root: str) -> dict:
     tmp = scratch_folder(tmp_root, unit.name)
     (Path(out_root) / LOGS).mkdir(exist_ok=True)
     result = {**_describe(unit), "status": "failed", "error": None, "host": socket.gethostname(), "pid": os.getpid(),
-              "retried": bool(stale)}
+              "slurm_job": os.environ.get("SLURM_JOB_ID"), "retried": bool(stale)}
     log_path = tmp / f"{unit.name}.log"
     try:
         with logs.unit_log(log_path):
@@ -129,7 +137,8 @@ def process_unit(unit: bids.Unit, settings: Settings, out_root: str) -> dict:
 
 
 def _run_unit(unit: bids.Unit, settings: Settings, tmp: Path, result: dict, stale: list, t0: float) -> None:
-    log.info("rootlets batch %s: %s on %s (pid %s), %s", __version__, unit.rel, result["host"], result["pid"], now())
+    job = f", SLURM job {result['slurm_job']}" if result["slurm_job"] else ""
+    log.info("rootlets batch %s: %s on %s (pid %s%s), %s", __version__, unit.rel, result["host"], result["pid"], job, now())
     if stale:
         log.info("an earlier attempt of this image was interrupted; its temporary folder was removed: %s", stale)
     log.info("settings: %s", settings.unit_key(unit))
@@ -140,8 +149,9 @@ def _run_unit(unit: bids.Unit, settings: Settings, tmp: Path, result: dict, stal
                                            **settings.levers.segmenter_kwargs(unit.rel))
             log.info("model %s (%s, %s threads, %s, %s; levers: %s)", settings.model.get("tag"), seg.backend, seg.threads,
                      seg.device.type, seg.precision, ", ".join(settings.levers.used(unit.rel)) or "none")
-            notes, made = _make_outputs(unit, settings, seg, tmp)
+            notes, made, checks = _make_outputs(unit, settings, seg, tmp)
         _finish(unit, settings, tmp, made, notes, time.perf_counter() - t0)
+        result.update(checks)
         result["status"] = "done"
         log.info("done in %.1f s: %s", time.perf_counter() - t0, ", ".join(sorted(made)))
     except Exception as exc:  # one image's failure is reported, never raised: the others go on
@@ -158,8 +168,10 @@ def _keep_log(log_path: Path, logs_dir: Path, name: str, done: bool) -> Path:
     return target
 
 
-def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[list[str], dict[str, Path]]:
-    """Segment (and with the chain derive levels) into ``tmp``; returns (notes, {kind: file})."""
+def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[list[str], dict[str, Path], dict]:
+    """Segment (and with the chain derive levels) into ``tmp``; returns (notes, {kind: file}, {numbering,
+    confidence: what the summary reports})."""
+    from rootlets_task.confidence import summary
     from rootlets_task.segment import write_segmentation
 
     image = Path(unit.image)
@@ -171,9 +183,11 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
         out = tmp / f"{unit.name}_rootlets.nii.gz"
         command = f"batch {unit.rel} -release {settings.model.get('tag')}"
         box, crop_info = cropping.lever_box(img, unit.labels.get("cord")) if crop else (None, None)
-        found = seg.segment_image(img, box)
-        write_segmentation(nifti.label_image(found, img), out, provenance.rootlets_sidecar(seg, image, command, crop_info))
-        return cropping.cut_note(found, box, cropping.CROP_MARGIN_MM) if crop else [], {"rootlets": out}
+        prediction = seg.predict(img, box)
+        write_segmentation(nifti.label_image(prediction.labels, img), out,
+                           provenance.rootlets_sidecar(seg, image, command, crop_info, confidence=prediction.confidence))
+        notes = cropping.cut_note(prediction.labels, box, cropping.CROP_MARGIN_MM) if crop else []
+        return notes, {"rootlets": out}, {"confidence": summary(prediction.confidence)}
 
     from rootlets_task.chain import ChainInputs, run_chain
 
@@ -185,13 +199,24 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
     log.info("cord from %s, discs from %s, PMJ from %s", result.sources["cord"], result.sources["discs"],
              result.sources["pmj"])
     log.info("%s", result.table())
-    return list(result.notes), dict(result.outputs)
+    return list(result.notes), dict(result.outputs), {"numbering": numbering_summary(result.numbering),
+                                                      "confidence": summary(result.confidence)}
+
+
+def numbering_summary(numbering: dict | None) -> dict | None:
+    """The part of a numbering check (levels JSON, chain result) a batch summary reports."""
+    return {k: numbering.get(k) for k in ("status", "offset", "applied", "text")} if isinstance(numbering, dict) else None
 
 
 def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path], notes: list[str],
             seconds: float) -> None:
-    """Move the outputs into place, QC, then the record last (it names files relative to its folder: no rewriting)."""
+    """Move the outputs into place (with ``bids_strict`` under their BIDS names first), QC, then the record last (it
+    names files relative to its folder: no rewriting)."""
     final = Path(unit.out_dir)
+    if settings.bids_strict:
+        from rootlets_task import bids_strict
+
+        made = bids_strict.apply(tmp, unit, made)
     files = sorted(p for p in tmp.iterdir() if p.is_file() and p.suffix != ".log")
     final.mkdir(parents=True, exist_ok=True)
     record_path = final / f"{unit.name}{RECORD_SUFFIX}"
@@ -239,15 +264,29 @@ class BatchSummary:
     def failed(self) -> list[dict]:
         return self.by_status("failed") + self.by_status("not run")
 
+    @property
+    def numbering_warnings(self) -> list[dict]:
+        """Images whose spinal levels do not sit where their names say (numbering check shifted or unclear)."""
+        return [r for r in self.results if (r.get("numbering") or {}).get("status") in ("shifted", "unclear")]
+
     def text(self) -> str:
-        counts = {s: len(self.by_status(s)) for s in ("done", "skipped", "failed", "not run")}
+        counts = {s: len(self.by_status(s)) for s in ("done", "skipped", "failed", "not run", "submitted", "pending")}
         retried = sum(bool(r.get("retried")) for r in self.results)
         lines = [f"rootlets batch: {len(self.results)} image(s) in {self.seconds:.0f} s: "
-                 + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "not run")
+                 + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("done", "skipped", "failed"))
                  + (f" ({retried} retried after an interrupted attempt)" if retried else "")]
+        jobs = sorted({(r["status"], r["job"]) for r in self.results if r.get("job")})
+        lines += [f"  {status}: {sum(r.get('job') == job for r in self.results)} image(s) in SLURM array job {job}; when it "
+                  "has ended, run the same command again (or add -collect) to merge the tables and see what is missing"
+                  for status, job in jobs]
         lines += [f"  {r['status']}: {r['rel']}: {r['error']}" + (f" (log: {r['log']})" if r.get("log") else "")
                   for r in self.failed]
         lines += [f"  not a candidate: {rel}: {why}" for rel, why in self.ignored]
+        flagged = self.numbering_warnings
+        if flagged:
+            lines.append(f"  {len(flagged)} image(s) with a numbering warning (levels named one or more levels off; "
+                         "check before use, or rerun with -renumber suggested):")
+            lines += [f"  numbering {r['numbering']['status']}: {r['rel']}: {r['numbering']['text']}" for r in flagged]
         lines += [f"  {name}: {path}" for name, path in self.tables.items()]
         return "\n".join(lines)
 
@@ -279,12 +318,37 @@ def _settings(bids_root: Path, options: BatchOptions, model: ModelOptions, chain
     from rootlets_task.inference import physical_cores
 
     folder, record = install.model_folder(model.release)
-    if model.threads is None and not options.dask and options.slurm is None:
-        from dataclasses import replace
-
-        model = replace(model, threads=max(1, physical_cores() // options.jobs))
+    if model.threads is None and not _engine(options):  # elsewhere a worker takes the cores of its node or job
+        model = replace(model, threads=max(1, physical_cores() // (options.jobs or 1)))
     return Settings(model_folder=str(folder.absolute()), model={k: record.get(k) for k in ("tag", "sha256", "url")},
-                    options=model, chain=chain, qc=str(Path(options.qc).absolute()) if options.qc else None)
+                    options=model, chain=chain, qc=str(Path(options.qc).absolute()) if options.qc else None,
+                    bids_strict=options.bids_strict)
+
+
+def _engine(options: BatchOptions) -> str | None:
+    """The engine other than local processes (-dask, -slurm, -slurm-array, -collect), if any; refused when several."""
+    chosen = [name for name, on in (("-dask", options.dask), ("-slurm", options.slurm is not None),
+                                    ("-slurm-array", options.slurm_array is not None), ("-collect", options.collect)) if on]
+    if len(chosen) > 1:
+        raise RootletsError(f"{' and '.join(chosen)} exclude each other: choose one way to run the images")
+    return chosen[0] if chosen else None
+
+
+def _describe_dataset(bids_root: Path, out: Path, units: list[bids.Unit], settings: Settings,
+                      levers: dict | None = None) -> None:
+    """``dataset_description.json`` (and with ``bids_strict`` the ``.bidsignore``; colliding names refused first);
+    ``levers``: how the speed levers were chosen (``SpeedLevers``)."""
+    description = provenance.dataset_description(settings.model, settings.chain is not None, bids_root)
+    if levers:
+        description["GeneratedBy"][0]["SpeedLevers"] = levers
+    if settings.bids_strict:
+        from rootlets_task import bids_strict
+
+        bids_strict.check_unique(units)
+        bids_strict.write_dataset_files(out)
+        description["DatasetLinks"] = bids_strict.dataset_links(bids_root)
+    if read_json(out / "dataset_description.json") != description:
+        write_json(out / "dataset_description.json", description)
 
 
 def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: BatchOptions = BatchOptions(),
@@ -294,20 +358,25 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     Writes a BIDS derivative dataset into ``out`` (see the module doc and docs: batch and clusters); returns a
     :class:`BatchSummary`. Everything is checked (the folders, the selection, the model, the engine) before the
     first image runs. ``model.threads``: CPU threads per worker process (default: the cores divided among the local
-    jobs / the Dask worker's threads).
+    jobs / the Dask worker's threads / the CPUs of the array task). ``options.slurm_array`` submits one SLURM job array
+    and returns; ``options.collect`` submits nothing and reports what is missing (:mod:`rootlets_task.slurm_array`).
+    ``options.bids_strict``: BIDS-strict names (:mod:`rootlets_task.bids_strict`).
     """
     t0 = time.perf_counter()
     bids_root, out = Path(bids_root), Path(out)
     model.check()
     if chain is not None:
         chain.check()
-    if options.jobs < 1 or options.jobs > 4096:
+    if options.jobs is not None and not 1 <= options.jobs <= 4096:
         raise RootletsError(f"-jobs {options.jobs}: give a number of worker processes from 1 to 4096")
-    if options.dask and options.slurm is not None:
-        raise RootletsError("-dask and -slurm exclude each other: use an existing scheduler or start one on SLURM")
-    if options.slurm is not None:
+    engine = _engine(options)
+    if engine == "-slurm":
         engines.require_slurm()  # a missing extra is reported before anything is written
     batch_levers.check_batch_options(options, model, chain)
+    if engine == "-slurm-array":
+        from rootlets_task.slurm_array import check_sbatch
+
+        check_sbatch()
     _check_out(bids_root, out, bids.labels_root(bids_root, options.labels))
     found = bids.find_images(bids_root, tuple(options.contrasts), options.include, options.exclude)
     if not found.images:
@@ -320,20 +389,22 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None or options.levers != "none")
     levers, levers_note, check = batch_levers.plan_batch_levers(options, settings, units, out)
     settings = replace(settings, levers=levers)
-    description = provenance.dataset_description(settings.model, chain is not None, bids_root)
-    if levers_note:
-        description["GeneratedBy"][0]["SpeedLevers"] = levers_note
-    if read_json(out / "dataset_description.json") != description:
-        write_json(out / "dataset_description.json", description)
+    _describe_dataset(bids_root, out, units, settings, levers_note)
     remove_stale_scratch(out / TMP)  # left by killed runs, also of images that are done since
-    results = [{**_describe(u), "status": "skipped", "error": None, "seconds": 0.0}
+    results = [{**_describe(u), "status": "skipped", "error": None, "seconds": 0.0, **_checks_of(u)}
                for u in units if not options.overwrite and is_done(u, settings)]
     skipped = {r["name"] for r in results}
     todo = [u for u in units if u.name not in skipped]
     checked = [u for u in todo if u.rel in levers.checked]  # written from the lever check's exact path, here
     with batch_levers.replaying(check, settings):
         results += _run(checked, len(results), settings, out, replace(options, jobs=1, dask=None, slurm=None))
-    results += _run([u for u in todo if u not in checked], len(results), settings, out, options)
+    todo = [u for u in todo if u not in checked]
+    if engine in ("-slurm-array", "-collect"):
+        from rootlets_task.slurm_array import run_array
+
+        results += run_array(todo, settings, out, options.jobs, options.slurm_array, options.collect)
+    else:
+        results += _run(todo, len(results), settings, out, options)
     with contextlib.suppress(OSError):
         (out / TMP).rmdir()  # only when empty: another run may be writing into the same folder
     summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0,
@@ -345,6 +416,17 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
                                       "ignored": [list(i) for i in summary.ignored],
                                       "tables": {k: str(v) for k, v in summary.tables.items()}})
     return summary
+
+
+def _checks_of(unit: bids.Unit) -> dict:
+    """The numbering check and confidence of a unit done earlier, from its levels JSON / rootlets sidecar."""
+    from rootlets_task.confidence import summary
+
+    document = read_json(Path(unit.out_dir) / f"{unit.name}_levels.json")
+    if isinstance(document, dict):
+        return {"numbering": numbering_summary(document.get("numbering")), "confidence": document.get("confidence")}
+    sidecar = read_json(Path(unit.out_dir) / f"{unit.name}_rootlets.json")
+    return {"confidence": summary(sidecar.get("Confidence")) if isinstance(sidecar, dict) else None}
 
 
 def _run(todo: list[bids.Unit], skipped: int, settings: Settings, out: Path, options: BatchOptions) -> list[dict]:
@@ -363,8 +445,9 @@ def _run(todo: list[bids.Unit], skipped: int, settings: Settings, out: Path, opt
     def stop() -> bool:
         return not options.continue_on_error and failed.is_set()
 
-    parallel = options.dask or options.slurm is not None or options.jobs > 1
-    with bar, (engines.client(options.jobs, options.dask, options.slurm) if parallel
+    jobs = options.jobs or 1
+    parallel = options.dask or options.slurm is not None or jobs > 1
+    with bar, (engines.client(jobs, options.dask, options.slurm) if parallel
                else contextlib.nullcontext()) as connected:
         stream = engines.sequential(run, todo) if connected is None else engines.on_dask(connected, run, todo, stop, _describe)
         for result in stream:

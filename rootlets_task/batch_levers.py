@@ -183,19 +183,21 @@ def _with_int8(levers: BatchLevers, report: dict | None, segmented: list) -> Bat
 
 
 class Replay:
-    """A loaded model whose ``segment_image`` returns, for the images given, the labels already made (the lever
-    check's exact path), once each; every other call and attribute is the model's."""
+    """A loaded model whose ``predict`` / ``segment_image`` return, for the images given, the prediction already made
+    (the lever check's exact path), once each; every other call and attribute is the model's."""
 
-    def __init__(self, segmenter, found: dict[str, np.ndarray]):
+    def __init__(self, segmenter, found: dict):
         self.segmenter, self.found = segmenter, found
 
+    def predict(self, img: nib.Nifti1Image, box=None):
+        made = self.found.pop(image_identity(img), None) if box is None else None
+        if made is None:
+            return self.segmenter.predict(img, box)
+        log.info("rootlets from the lever check's exact path (not segmented again)")
+        return made
+
     def segment_image(self, img: nib.Nifti1Image, box=None) -> np.ndarray:
-        if box is None:
-            labels = self.found.pop(image_identity(img), None)
-            if labels is not None:
-                log.info("rootlets from the lever check's exact path (not segmented again)")
-                return labels
-        return self.segmenter.segment_image(img, box)
+        return self.predict(img, box).labels
 
     def __getattr__(self, name: str):
         return getattr(self.segmenter, name)

@@ -77,6 +77,13 @@ class Centerline:
         rows = np.arange(len(world))
         return self.arc[best] + t[rows, best] * np.sqrt(length2[best])
 
+    def nearest_slice(self, world: np.ndarray) -> np.ndarray:
+        """Slice index of the line's point nearest each world point (n, 3): a label moved onto the centerline as a
+        whole slice, the way ``sct_label_utils -project-centerline`` puts it on the nearest centerline voxel."""
+        world = np.atleast_2d(np.asarray(world, dtype=float))
+        dist = np.linalg.norm(world[:, None, :] - self.points[None], axis=2)
+        return self.slices[np.argmin(dist, axis=1)]
+
 
 def voxel_to_world(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:
     """Voxel indices (n, 3) -> world mm (n, 3)."""

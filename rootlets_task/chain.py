@@ -31,18 +31,20 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from rootlets_task import confidence as conf
 from rootlets_task import cropping, labels, nifti, provenance, tools
+from rootlets_task import levels as lv
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import OutputSet, read_json, relative_to, remove_stale_temporaries, sha256_file, writable_folder
-from rootlets_task.levels import LevelsResult, compute_levels, output_paths, read_levels_table, write_levels
+from rootlets_task.levels import LevelsResult, add_confidence, compute_levels, output_paths, read_levels_table, write_levels
 from rootlets_task.options import SOURCES, ChainOptions, ModelOptions
 from rootlets_task.records import Record
 
 log = logging.getLogger(__name__)
 
 FLAGS = {"cord": ("-s", "-cord-from"), "discs": ("-discs", "-discs-from"), "pmj": ("-pmj", "-pmj-from"),
-         "rootlets": ("-r", None)}
+         "rootlets": ("-rootlets", None)}
 RECORD_SUFFIX = "_chain.json"
 
 
@@ -71,6 +73,9 @@ class ChainResult:
     shift: pd.DataFrame | None
     reference: str
     image: nib.Nifti1Image  # the decoded input image
+    numbering: dict | None = None  # the numbering check (rootlets_task.numbering.NumberingCheck as a dict)
+    confidence: dict | None = None  # the network's confidence per level (the rootlets sidecar's Confidence)
+    origin: dict | None = None  # where distances start: reference, origin_offset_mm (PMJ below it), note
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # rootlets, cord, discs, pmj on the image grid
     notes: list[str] = field(default_factory=list)
     segmenter: object | None = None  # the model loaded by this call (pass it to the next call to reuse it)
@@ -78,17 +83,18 @@ class ChainResult:
 
     def table(self) -> str:
         """Short text table: level, spinal and vertebral extent (mm from the reference) and their shift."""
-        return levels_table(self.levels, self.shift, self.reference)
+        return levels_table(self.levels, self.shift, lv.origin_text(self.reference, (self.origin or {}).get("note")))
 
 
-def levels_table(levels: pd.DataFrame, shift: pd.DataFrame | None, reference: str) -> str:
-    """Text table of one subject's levels; shift = vertebral minus spinal midpoint (same name / paper pairing)."""
+def levels_table(levels: pd.DataFrame, shift: pd.DataFrame | None, origin: str) -> str:
+    """Text table of one subject's levels; shift = vertebral minus spinal midpoint (same name / paper pairing);
+    ``origin``: the first line, where distances are measured from."""
     def extent(kind: str, name: str) -> str:
         row = levels[(levels["kind"] == kind) & (levels["level"] == name)]
         if row.empty:
             return ""
         r = row.iloc[0]
-        return "missing" if r["status"] != "ok" else f"{r['start_mm']:6.1f} - {r['end_mm']:6.1f}"
+        return "missing" if r["status"] != "ok" else f"{r['rostral_mm']:6.1f} - {r['caudal_mm']:6.1f}"
 
     def shift_of(pairing: str, name: str) -> str:
         if shift is None:
@@ -104,7 +110,7 @@ def levels_table(levels: pd.DataFrame, shift: pd.DataFrame | None, reference: st
     rows = [(n, extent("spinal", n), extent("vertebral", n), shift_of("unshifted", n), shift_of("shifted", n)) for n in names]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
-    return "\n".join([f"distances in mm along the cord centerline from the {reference} (start = rostral end)", *lines])
+    return "\n".join([f"{origin} (rostral - caudal end)", *lines])
 
 
 # ----------------------------------------------------------------------------------------------------- sources
@@ -168,6 +174,7 @@ class _Chain:
         self.arrays: dict[str, np.ndarray] = {}
         self.used: dict[str, Path | None] = {}
         self.sources: dict[str, str] = {}
+        self.confidence: dict | None = None  # of the rootlets in hand (None when unknown, e.g. edited by hand)
         self.image_sha = _digest(img, source)
         self.base = {"version": __version__, "image": self.image_sha}
 
@@ -202,6 +209,7 @@ class _Chain:
             self.sources[kind] = source if found else "none"
             if found:
                 self.arrays[kind] = labels.read(self.used[kind], kind)[1]
+                self._sidecar_confidence(kind)
             return
         self.record.check_writable(kind, outputs)
         data, step_notes, made = self._labels_from(kind, source, file, in_place)
@@ -223,6 +231,14 @@ class _Chain:
         self.record.done(kind, key, outputs, {"found": True}, keep=(target, sidecar) if in_place else ())
         self.steps[kind], self.used[kind], self.sources[kind] = "computed", (file if in_place else target), source
         self.arrays[kind] = np.asarray(data)
+        self._sidecar_confidence(kind)
+
+    def _sidecar_confidence(self, kind: str) -> None:
+        """The confidence of a given rootlets file, from its sidecar, if computed on exactly these labels."""
+        if kind == "rootlets" and self.inputs.rootlets is not None:
+            content = read_json(provenance.sidecar_path(self.inputs.file("rootlets")))
+            found = content.get("Confidence") if isinstance(content, dict) else None
+            self.confidence = conf.matching(found, self.arrays["rootlets"])
 
     def _labels_from(self, kind: str, source: str, file: Path | None, in_place: bool):
         """(array on the image grid, notes, tool output) from the user's file or the tool; (None, [], None) = no PMJ."""
@@ -311,7 +327,7 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
             run.labels_step(kind, *resolved[kind])
     finally:
         run.close()
-    result = _result(run, resolved, *_levels_step(run), segmenter)
+    result = _result(run, resolved, _levels_step(run), segmenter)
     if qc_dir is not None:
         result.qc_page = _qc(run, result, qc_dir, (model_key or {}).get("tag"))
         log.info("QC: %s", result.qc_page)
@@ -332,9 +348,8 @@ def _open(image, out_dir, inputs: ChainInputs, prefix: str | None) -> tuple[nib.
     return img, source, out_dir, prefix or nifti.stem(source if source is not None else image.get_filename())
 
 
-def _result(run: _Chain, resolved: dict, levels_df: pd.DataFrame, shift_df: pd.DataFrame | None, reference: str,
-            segmenter) -> ChainResult:
-    """The record's sources saved, and the result of the run."""
+def _result(run: _Chain, resolved: dict, levels: dict, segmenter) -> ChainResult:
+    """The record's sources saved, and the result of the run (``levels``: what :func:`_levels_step` returns)."""
     run.record.data["sources"] = {kind: {"source": run.sources[kind], "tool": tools.describe(kind, run.sources[kind]),
                                          "reason": resolved[kind][1],
                                          "file": relative_to(run.used[kind], run.out_dir) if run.used[kind] else None}
@@ -345,9 +360,11 @@ def _result(run: _Chain, resolved: dict, levels_df: pd.DataFrame, shift_df: pd.D
     outputs = {"rootlets": run.used.get("rootlets", run.paths["rootlets"]),
                **{k: v for k, v in run.used.items() if v is not None and k != "rootlets"},
                **{k: run.paths[k] for k in written}, "record": run.paths["record"]}
+    if run.options.method == "reference":
+        outputs["lab"] = run.paths["lab"]
     return ChainResult(outputs=outputs, sources={kind: run.sources[kind] for kind in SOURCES}, steps=run.steps,
-                       levels=levels_df, shift=shift_df, reference=reference, image=run.img, arrays=run.arrays,
-                       notes=run.notes, segmenter=segmenter)
+                       image=run.img, arrays=run.arrays, notes=run.notes, segmenter=segmenter,
+                       confidence=run.confidence, **levels)
 
 
 def _model_key(inputs: ChainInputs, model: ModelOptions, segmenter) -> dict | None:
@@ -373,6 +390,9 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
     if run.record.up_to_date("rootlets", key):
         run.skipped("rootlets", f" ({path.name}, {sidecar.name})")
         run.arrays["rootlets"] = labels.read(path, "rootlets")[1]
+        content = read_json(sidecar)
+        run.confidence = conf.matching(content.get("Confidence") if isinstance(content, dict) else None,
+                                       run.arrays["rootlets"])
         return segmenter
     run.record.check_writable("rootlets", [path, sidecar])
     if segmenter is None:
@@ -380,7 +400,8 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
 
         segmenter = load_segmenter(model, calibration=[run.img])  # int8: calibrated on the first image of the call
     box = cropping.crop_box(run.img, run.arrays["cord"]) if crop else None
-    found = segmenter.segment_image(run.img, box)
+    prediction = segmenter.predict(run.img, box)
+    found, run.confidence = prediction.labels, prediction.confidence
     if box is not None:
         for text in cropping.cut_note(found, box, cropping.CROP_MARGIN_MM):
             run.note(text)
@@ -389,37 +410,43 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
     command = f"-i {run.source.name if run.source else run.prefix} -levels" + (" -crop-to-cord" if crop else "")
     crop_info = {"CordFile": str(run.used["cord"].absolute()), "MarginMM": cropping.CROP_MARGIN_MM} if crop else None
     write_segmentation(nifti.label_image(found, run.img), path,
-                       provenance.rootlets_sidecar(segmenter, run.source, command, crop_info))
+                       provenance.rootlets_sidecar(segmenter, run.source, command, crop_info, run.confidence))
     run.record.done("rootlets", key, [path, sidecar])
     run.steps["rootlets"] = "computed"
     run.arrays["rootlets"] = found
     return segmenter
 
 
-def _levels_step(run: _Chain) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
-    """Levels from the arrays in hand, written as one set; read back only when up to date."""
+def _levels_step(run: _Chain) -> dict:
+    """Levels from the arrays in hand, written as one set; read back only when up to date. Returns the
+    :class:`ChainResult` fields of the levels (levels, shift, reference, numbering, origin)."""
     used = {k: run.used.get(k) for k in ("rootlets", "cord", "discs", "pmj")}
-    key = {"version": __version__, "method": run.options.method, "image": run.image_sha,
+    options = run.options
+    key = {"version": __version__, "method": options.method, "renumber": options.renumber, "image": run.image_sha,
            **{k: sha256_file(p) if p is not None else None for k, p in used.items()}}
     with_discs = used["discs"] is not None
-    expected = list(output_paths(run.out_dir, run.prefix, with_discs).values())
+    expected = list(output_paths(run.out_dir, run.prefix, with_discs, options.method).values())
     if run.record.up_to_date("levels", key):
         run.skipped("levels", f" ({', '.join(p.name for p in expected)})")
         document = read_json(run.paths["json"]) or {}
         run.notes += [n for n in document.get("warnings", []) if n not in run.notes]
         shift = pd.read_csv(run.paths["shift"]) if with_discs else None
-        return read_levels_table(run.paths["csv"]), shift, document.get("reference", "")
+        return {"levels": read_levels_table(run.paths["csv"]), "shift": shift, "reference": document.get("reference", ""),
+                "numbering": document.get("numbering"), "origin": document.get("origin")}
     run.record.check_writable("levels", expected)
     names = {k: f"{k} {p}" for k, p in used.items() if p is not None}
     result: LevelsResult = compute_levels(run.arrays["rootlets"], run.arrays["cord"], run.img.affine,
-                                          run.arrays.get("discs"), run.arrays.get("pmj"), run.options.method,
-                                          names=names)
+                                          run.arrays.get("discs"), run.arrays.get("pmj"), method=options.method,
+                                          names=names, renumber=options.renumber)
+    add_confidence(result, run.confidence)
     for text in result.warnings:
         run.note(text)
     write_levels(result, run.img, run.out_dir, run.prefix, {k: p for k, p in used.items() if p is not None})
-    run.record.done("levels", key, expected)
+    numbering = result.numbering.to_dict()
+    run.record.done("levels", key, expected, {"numbering": {k: numbering[k] for k in ("status", "offset", "applied", "text")}})
     run.steps["levels"] = "computed"
-    return result.levels, result.shift if with_discs else None, result.reference
+    return {"levels": result.levels, "shift": result.shift if with_discs else None, "reference": result.reference,
+            "numbering": numbering, "origin": result.origin.to_dict()}
 
 
 def _qc(run: _Chain, result: ChainResult, qc_dir: str | os.PathLike, tag: str | None) -> Path:
@@ -431,8 +458,9 @@ def _qc(run: _Chain, result: ChainResult, qc_dir: str | os.PathLike, tag: str | 
     files = {f"{kind} file": str(run.used[kind]) for kind in ("rootlets", "cord", "discs") if run.used.get(kind)}
     return qc.qc_subject(qc_dir, run.img, image("rootlets"), cord=image("cord"), discs=image("discs"),
                          levels=result.levels, shift=result.shift, subject=run.prefix, warnings=run.notes,
+                         confidence=result.confidence,
                          provenance={"image file": str(run.source) if run.source else "(in-memory image)", **files,
-                                     "release": tag, "method": run.options.method,
+                                     "release": tag, "method": run.options.method, "renumber": run.options.renumber,
                                      **{f"{kind} source": tools.describe(kind, result.sources[kind]) for kind in SOURCES}})
 
 

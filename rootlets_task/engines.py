@@ -76,6 +76,8 @@ def worker_segmenter(model_folder: str, record: dict, device: str, test_time_aug
                                     threads=count, **int8)
             log.info("model loaded in this process (%s, %s threads, %.1f s)", _CACHE[key].backend,
                      _CACHE[key].threads, _CACHE[key].load_seconds)
+        else:
+            log.info("model reused: already loaded in this process")
         return _CACHE[key]
 
 
@@ -90,14 +92,15 @@ def on_dask(client, run: Callable, units: list, stop: Callable[[], bool], descri
     A worker that dies while processing a unit gets it rescheduled by Dask, up to
     ``distributed.scheduler.allowed-failures`` times (default 3); after that the unit is reported as failed
     (``describe(unit)`` gives its name fields). When ``stop()`` turns true the units not finished are cancelled (and
-    reported by the caller as not run).
+    reported by the caller as not run). Each result is released as soon as it is read: a finished result still held
+    on a worker that dies later would make Dask run that unit again (and overwrite its log).
     """
     from distributed import as_completed
 
     token = uuid.uuid4().hex[:8]
     futures = {client.submit(run, u, key=f"rootlets-{describe(u)['name']}-{token}", pure=False): u for u in units}
     for future in as_completed(list(futures)):
-        unit = futures[future]
+        unit = futures.pop(future)
         try:
             result = future.result()
         except Exception as exc:  # KilledWorker (its workers died too often), or the worker could not run it at all
@@ -107,6 +110,7 @@ def on_dask(client, run: Callable, units: list, stop: Callable[[], bool], descri
             text = one_line(exc) if isinstance(exc, RootletsError) else f"{type(exc).__name__}: {one_line(exc)}"
             result = {**describe(unit), "status": "failed", "seconds": None, "retried": died, "log": None,
                       "error": f"worker process died while processing it ({text})" if died else text}
+        future.release()
         yield result
         if stop():
             client.cancel([f for f in futures if not f.done()])

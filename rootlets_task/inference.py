@@ -9,6 +9,10 @@ five separate stages, so that each can be swapped or sped up on its own:
 4. :meth:`Segmenter.export`: resample the logits back and take the argmax;
 5. :meth:`Segmenter.restore`: back to the input's voxel order, as uint8.
 
+:meth:`Segmenter.predict` is :meth:`Segmenter.segment_image` plus the network's confidence per level
+(:mod:`rootlets_task.confidence`), taken from the same logits in the export step (:meth:`Segmenter.export_with_probability`):
+the same labels, no second inference pass.
+
 These are the steps of ``nnUNetPredictor.predict_single_npy_array`` (the path SCT uses): no worker pools, so no
 ``if __name__ == "__main__"`` guard is needed. A Segmenter changes no process-wide setting: call
 :func:`configure_threads` once per process first (the public entry points of :mod:`rootlets_task.segment` do).
@@ -195,6 +199,14 @@ def _quiet(enabled: bool):
 
 
 @dataclass
+class Prediction:
+    """Rootlets of one image (uint8 on the input grid) and the network's confidence in them (the sidecar's ``Confidence``)."""
+
+    labels: np.ndarray
+    confidence: dict
+
+
+@dataclass
 class Prepared:
     """An image in the model's frame: (1, z, y, x) float32, spacing (z, y, x) and how to undo the reorientation."""
 
@@ -359,6 +371,30 @@ class Segmenter:
         return convert_predicted_logits_to_segmentation_with_correct_shape(
             logits, p.plans_manager, p.configuration_manager, p.label_manager, properties, **kwargs)
 
+    def export_with_probability(self, logits, properties: dict) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`export`'s label map, and the probability of each voxel's label on the same grid (float32).
+
+        The logits are brought to the export shape once (by :meth:`resample_logits`, or by nnU-Net's own resampling
+        function where that one is needed), so :meth:`export` gets logits it passes through unchanged: its labels are
+        those of the plain path. The probability is the softmax of the same logits (:func:`confidence.max_probability`),
+        put back into the uncropped, untransposed grid as nnU-Net puts the labels.
+        """
+        from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
+
+        from rootlets_task.confidence import max_probability
+
+        p = self.predictor
+        logits = self.resample_logits(logits, properties)
+        shape = [int(n) for n in properties["shape_after_cropping_and_before_resampling"]]
+        if list(logits.shape[1:]) != shape:  # nnU-Net's export would resample here: do it once, for both outputs
+            original = [properties["spacing"][i] for i in p.plans_manager.transpose_forward]
+            current = (p.configuration_manager.spacing if len(p.configuration_manager.spacing) == len(shape)
+                       else [original[0], *p.configuration_manager.spacing])
+            logits = p.configuration_manager.resampling_fn_probabilities(logits, shape, current, original)
+        probability = insert_crop_into_image(np.zeros(properties["shape_before_cropping"], np.float32),
+                                             max_probability(logits), properties["bbox_used_for_cropping"])
+        return self.export(logits, properties), probability.transpose(p.plans_manager.transpose_backward)
+
     def resample_logits(self, logits, properties: dict):
         """Logits resampled to the pre-resampling shape by trilinear interpolation in float32 (torch).
 
@@ -402,26 +438,50 @@ class Segmenter:
         the box; inside it the tiles sit elsewhere than on the whole image, so labels can differ from the uncropped
         result (docs: segmentation and speed). Off unless asked for.
         """
+        return self._labels(img, box, with_probability=False)[0]
+
+    def predict(self, img: nib.Nifti1Image, box: Box | None = None) -> Prediction:
+        """:meth:`segment_image` and the confidence per level (same labels; the probabilities come with the export)."""
+        from rootlets_task.confidence import summarise
+
+        labels, probability = self._labels(img, box, with_probability=True)
+        return Prediction(labels, summarise(labels, probability))
+
+    def _labels(self, img: nib.Nifti1Image, box: Box | None,
+                with_probability: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (and the winning class's probability) on the input grid, 0 (probability 1) outside any box."""
         if self.crop_pads is not None:  # a model trained on crops sees the crop, as SCT HEAD runs it
             if box is not None:
                 log.info("this model is run on its own crop around the cord (crop_metadata.json); -crop-to-cord unused")
-            model_box = cropping.sc_crop_box(img, self.crop_pads)
-            labels = np.zeros(img.shape[:3], np.uint8)
-            labels[model_box] = self._whole(img.slicer[model_box])
-            return labels
-        if box is None:
-            return self._whole(img)
-        prepared = self.prepare(img)
-        data, properties = self.preprocess(prepared)
-        logits = self.predict_logits_cropped(data, self.network_box(img, box, properties, tuple(data.shape[1:])))
-        labels = np.zeros(img.shape[:3], np.uint8)
-        labels[box] = self.restore(self.export(logits, properties), prepared)[box]  # exact box despite resampling
-        return labels
+            box = cropping.sc_crop_box(img, self.crop_pads)
+            labels, probability = self._on_grid(img.slicer[box], None, with_probability)
+        else:
+            labels, probability = self._on_grid(img, box, with_probability)
+            if box is None:
+                return labels, probability
+            labels, probability = labels[box], None if probability is None else probability[box]  # exact box
+        full = np.zeros(img.shape[:3], np.uint8)
+        full[box] = labels
+        if probability is None:
+            return full, None
+        certain = np.ones(img.shape[:3], np.float32)
+        certain[box] = probability
+        return full, certain
 
-    def _whole(self, img: nib.Nifti1Image) -> np.ndarray:
+    def _on_grid(self, img: nib.Nifti1Image, box: Box | None,
+                 with_probability: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """The network on ``img`` (on ``box`` only when given), labels back on ``img``'s grid."""
         prepared = self.prepare(img)
         data, properties = self.preprocess(prepared)
-        return self.restore(self.export(self.predict_logits(data), properties), prepared)
+        if box is None:
+            logits = self.predict_logits(data)
+        else:
+            logits = self.predict_logits_cropped(data, self.network_box(img, box, properties, tuple(data.shape[1:])))
+        if not with_probability:
+            return self.restore(self.export(logits, properties), prepared), None
+        seg, probability = self.export_with_probability(logits, properties)
+        del logits
+        return self.restore(seg, prepared), nifti.undo_reorient(probability.transpose(2, 1, 0), prepared.inverse)
 
     def network_box(self, img: nib.Nifti1Image, box: Box, properties: dict,
                     data_shape: tuple[int, int, int]) -> tuple[slice, ...]:

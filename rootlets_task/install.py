@@ -17,7 +17,7 @@ from rootlets_task import archive
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import now, read_json
-from rootlets_task.releases import RELEASES, SCT_MODEL, Release, get_release, release_urls
+from rootlets_task.releases import ENV_MIRROR, RELEASES, SCT_MODEL, Release, get_release, release_urls
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +150,35 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
                                        allow_code=allow_code)
     except archive.DownloadError as exc:
         raise archive.DownloadError(f"cannot install model release {release.tag}: {exc}; check the network, or download "
-                                    f"the zip elsewhere and run `rootlets -install -release {release.tag} -custom-url "
-                                    "FILE.zip`") from None
+                                    f"{release.asset} elsewhere and run `rootlets -install -release {release.tag} "
+                                    f"-custom-url FILE.zip`, or set {ENV_MIRROR} to a folder or server holding it") from None
     installed = installed_release(release.tag)
     return Installed(installed.tag, installed.folder, installed.trainer_folder, installed.record, fresh=trainer is not None)
+
+
+def ensure_release(tag: str | None = None, progress: bool = True) -> Installed:
+    """Release ``tag``, installed first when it is missing, damaged or outdated, as ``sct_deepseg`` does on first use.
+
+    Says so like SCT ("Model ... is not installed. Installing it now...") and then what ``rootlets -install`` says;
+    the bundled ``phantom`` release installs silently (no network). A custom install is never outdated (as SCT's
+    ``custom: true``). Without network the error says how to install from a file or a mirror.
+    """
+    release = get_release(tag)
+    folder = models_dir() / release.tag
+    installed, problem = _read_installed(folder) if folder.exists() else (None, None)
+    if installed is not None and not installed.outdated:
+        return installed
+    if installed is not None:
+        why = f"Model release {release.tag} is out of date ({installed.outdated}). Re-installing it now..."
+    elif problem:
+        why = f"Model release {release.tag} is damaged ({problem}). Re-installing it now..."
+    else:
+        why = f"Model release {release.tag} is not installed. Installing it now..."
+    say = log.debug if release.bundled else log.info
+    say(why)
+    fresh = install_release(release.tag, progress=progress and not release.bundled)
+    say(fresh.message())
+    return fresh
 
 
 def release_status() -> list[dict]:

@@ -14,6 +14,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 BACKENDS = ("auto", "torch", "openvino")  # auto = OpenVINO on CPU when installed and numerically checked, else torch
 METHODS = ("gapfree", "reference")
 PRECISIONS = ("float32", "int8")
+RENUMBER = ("none", "suggested")  # suggested: apply the numbering check's suggestion (recorded), never silently
 CONTRASTS = ("t1", "t2")  # what sct_detect_pmj knows
 # Where each label comes from, in the order ``auto`` tries them (after a given file).
 SOURCES = {
@@ -60,6 +61,7 @@ class ChainOptions:
     contrast: str = "t2"
     crop_to_cord: bool = False
     overwrite: bool = False
+    renumber: str = "none"
 
     def check(self) -> ChainOptions:
         for kind, value in (("cord", self.cord_from), ("discs", self.discs_from), ("pmj", self.pmj_from)):
@@ -67,6 +69,7 @@ class ChainOptions:
                 raise RootletsError(f"-{kind}-from {value}: unknown source; use one of {', '.join(('auto', *SOURCES[kind]))}")
         if self.method not in METHODS:
             raise RootletsError(f"method {self.method!r} is unknown; use one of {', '.join(METHODS)}")
+        _one_of("renumber", self.renumber, RENUMBER)
         if self.contrast not in CONTRASTS:
             raise RootletsError(f"contrast {self.contrast!r}: sct_detect_pmj knows {' and '.join(CONTRASTS)} only")
         return self

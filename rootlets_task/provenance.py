@@ -1,30 +1,26 @@
 """What made an output: the JSON sidecars beside label files and the derivative dataset's description.
 
-Sidecars follow SCT's ``GeneratedBy`` convention (BIDS), so tools that read SCT's sidecars read ours. URLs are
+Sidecars follow SCT's ``GeneratedBy`` convention (BIDS), so tools that read SCT's sidecars read ours: SCT's keys in
+SCT's order first (``GeneratedBy[0]``: Name, Version, CodeURL, ModelURL), ours after. URLs are
 stored without user info or query (:func:`rootlets_task.archive.redact`): a signed mirror URL never leaks into
 shared data.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
-from rootlets_task._version import __version__
+from rootlets_task._version import __url__, __version__
 from rootlets_task.archive import redact
 from rootlets_task.nifti import stem
 
+HOME_PAGE = __url__  # the package's public source (setup.py url); CodeURL points into it at this version
 
-def code_url() -> str:
-    """Where the code that made an output lives: the package's home page if it declares one, else this file."""
-    from importlib import metadata
 
-    with contextlib.suppress(metadata.PackageNotFoundError):
-        home = metadata.metadata("rootlets_task").get("Home-page")
-        if home:
-            return f"{home.rstrip('/')}/blob/v{__version__}/rootlets_task/inference.py"
-    return Path(__file__).resolve().as_uri()
+def code_url(module: str = "segment.py") -> str:
+    """Where the code that made an output lives: ``<home>/blob/v<version>/rootlets_task/<module>`` (public URL)."""
+    return f"{HOME_PAGE}/blob/v{__version__}/rootlets_task/{module}"
 
 
 def sidecar_path(out: str | os.PathLike) -> Path:
@@ -49,8 +45,14 @@ def model_fields(record: dict) -> dict:
     return {"ModelURL": redact(url) if url else None, "Release": record.get("tag"), "ModelSHA256": record.get("sha256")}
 
 
-def rootlets_sidecar(segmenter, source: str | os.PathLike | None, command: str, crop: dict | None = None) -> dict:
-    """SCT-style ``GeneratedBy`` metadata of one rootlets segmentation made by ``segmenter``."""
+def rootlets_sidecar(segmenter, source: str | os.PathLike | None, command: str, crop: dict | None = None,
+                     confidence: dict | None = None) -> dict:
+    """SCT-style ``GeneratedBy`` metadata of one rootlets segmentation made by ``segmenter``.
+
+    ``command``: the arguments after ``rootlets`` (SCT basenames every token of its own: callers do the same).
+    SCT's keys first, in SCT's order (``sct_deepseg.py``: Name, Version, CodeURL, ModelURL), then ours.
+    ``confidence``: the network's confidence per level (:mod:`rootlets_task.confidence`), when computed.
+    """
     return {
         "GeneratedBy": [{
             "Name": f"rootlets_task: rootlets {command}",
@@ -62,7 +64,13 @@ def rootlets_sidecar(segmenter, source: str | os.PathLike | None, command: str, 
             "Settings": segmenter.settings | {"CropToCord": crop},
         }],
         "InputFile": str(Path(source).absolute()) if source is not None else None,
+        **({"Confidence": confidence} if confidence is not None else {}),
     }
+
+
+def sidecar_command(argv) -> str:
+    """The sidecar's command text from the arguments as typed: every token basename'd, as SCT's sidecar ``Name``."""
+    return " ".join(os.path.basename(str(a)) for a in argv)
 
 
 def label_sidecar(kind: str, source: str, why: str, image: str | os.PathLike | None, tool, file: Path | None,
@@ -94,6 +102,6 @@ def dataset_description(record: dict, levels: bool, bids_root: Path) -> dict:
         "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "rootlets_task", "Version": __version__,
                          "Description": "RootletSeg nnU-Net rootlets segmentation (rootlets batch)",
-                         "CodeURL": code_url(), **model_fields(record)}],
+                         "CodeURL": code_url("batch.py"), **model_fields(record)}],
         "SourceDatasets": [{"URL": bids_root.absolute().as_uri()}],
     }

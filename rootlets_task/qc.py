@@ -8,13 +8,16 @@ Per subject, :func:`qc_subject` draws (:mod:`rootlets_task.qc_figures`, on the v
 * the spinal and vertebral levels side by side along the cord, with the shift between paired levels (the style of
   the RootletSeg paper's correspondence figure);
 
-and writes ``<qc>/<key>/index.html`` with both figures, the levels tables, the provenance and the warnings. The key
+and writes ``<qc>/rootlets_task/<key>/index.html`` with both figures, the levels tables, the provenance and the warnings. The key
 is the subject name made folder-safe, with a short hash when that changed the name or when the entry is told its
 identity (the input file), so different names and different inputs never share an entry.
 
-Per dataset, ``<qc>/index.html`` lists every subject. Parallel jobs may share one QC folder: each writes its own
-record ``<qc>/_records/<key>.json`` atomically, then rebuilds the index from all records under a file lock,
-so the last writer's index always holds every subject and a reader never sees a half-written file.
+Per dataset, ``<qc>/rootlets_task/index.html`` lists every subject. Parallel jobs may share one QC folder: each
+writes its own record ``<qc>/rootlets_task/_records/<key>.json`` atomically, then rebuilds the index from all records
+under a file lock, so the last writer's index always holds every subject and a reader never sees a half-written file.
+
+Everything lives under ``<qc>/rootlets_task/`` so that a QC folder shared with SCT's report (``<qc>/index.html``,
+``js/``, ``_json/``, ... see :mod:`rootlets_task.sct_qc`) keeps SCT's files: neither report ever replaces the other's.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from rootlets_task import __version__, labels
+from rootlets_task import confidence as conf
 from rootlets_task.colours import level_colour
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import now, writable_folder, write_text
@@ -40,7 +44,9 @@ from rootlets_task.levels import shift_table
 from rootlets_task.nifti import load, orientation, stem
 from rootlets_task.qc_figures import _pairs, levels_figure, rootlets_figure, thumbnail
 from rootlets_task.qc_views import SLAB_MM, display_views
+from rootlets_task.tables import REQUIRED_COLUMNS, is_levels_table, upgrade
 
+REPORT = "rootlets_task"  # our report's folder inside the QC folder (the QC folder's root is SCT's report)
 RECORDS = "_records"
 LOCK = ".qc.lock"
 LOCK_TIMEOUT_S = 600
@@ -52,7 +58,9 @@ LOCK_TIMEOUT_S = 600
 ImageLike = str | os.PathLike | nib.Nifti1Image
 TableLike = str | os.PathLike | pd.DataFrame
 
-LEVEL_COLUMNS = ("kind", "level", "value", "start_mm", "end_mm", "mid_mm", "status")
+PAGE_LEVEL_COLUMNS = ("kind", "level", "value", "rostral_mm", "caudal_mm", "mid_mm", "height_mm", "n_voxels", "volume_mm3",
+                      "mean_probability", "fraction_below_half", "suggested_level", "original_level", "reference", "status")
+NUMBERING_WARNS = ("shifted", "unclear")
 SHIFT_COLUMNS = ("pairing", "vertebral_level", "spinal_level", "vertebral_mid_mm", "spinal_mid_mm", "shift_mm")
 
 
@@ -98,7 +106,8 @@ def _name(source) -> str:
 
 
 def _table(source: TableLike | None, kind: str, columns: tuple[str, ...]) -> pd.DataFrame | None:
-    """A levels or shift table from a DataFrame, a CSV or a JSON file (records, or {"levels": [...]})."""
+    """A levels or shift table from a DataFrame, a CSV or a JSON file (records, or {"levels": [...]}); a levels table
+    of any version comes in today's layout (:func:`rootlets_task.tables.upgrade`)."""
     if source is None:
         return None
     if isinstance(source, pd.DataFrame):
@@ -114,11 +123,53 @@ def _table(source: TableLike | None, kind: str, columns: tuple[str, ...]) -> pd.
         except (OSError, ValueError) as exc:
             raise RootletsError(f"{kind} table {path}: unreadable ({exc}); "
                                 "give the CSV or JSON written by `rootlets levels`") from None
+    if kind == "levels" and is_levels_table(table.columns):
+        return upgrade(table)
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise RootletsError(f"{kind} table {_name(source)}: missing columns {', '.join(missing)}; "
                             "give the table written by `rootlets levels`")
     return table
+
+
+def _levels_document(source: TableLike | None) -> dict:
+    """The ``_levels.json`` of a levels table given as a file (the file itself, or the JSON beside the CSV), else {}."""
+    if not isinstance(source, str | os.PathLike):
+        return {}
+    path = Path(source)
+    if path.suffix != ".json":
+        path = path.with_name(path.name[: -len(".csv")] + ".json") if path.name.endswith("_levels.csv") else None
+    try:
+        content = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def _numbering(levels: pd.DataFrame | None, document: dict, warnings: list[str]) -> dict:
+    """What the index shows of the numbering check: status, the renames it suggests (or applied) and its sentence."""
+    if levels is None or "numbering" not in levels or not levels["numbering"].notna().any():
+        return {"status": "not checked", "renames": {}, "text": ""}
+    status = str(levels["numbering"].dropna().iloc[0])
+    spinal = levels[levels["kind"] == "spinal"]
+    old, new = ("original_level", "level") if status == "renumbered" else ("level", "suggested_level")
+    renames = {a: b for a, b in zip(spinal[old], spinal[new], strict=True) if isinstance(a, str) and isinstance(b, str)}
+    found = (document.get("numbering") or {}).get("text") if isinstance(document.get("numbering"), dict) else None
+    text = next((w for w in warnings if w.startswith("numbering check")), found or "")
+    return {"status": status, "renames": renames, "text": text}
+
+
+def _confidence(given: Mapping | None, rootlets, levels: pd.DataFrame | None, roots: nib.Nifti1Image) -> dict | None:
+    """Per-image confidence: the caller's, else the rootlets sidecar's (if it matches the labels), else the table's."""
+    if given is None and isinstance(rootlets, str | os.PathLike):
+        path = Path(rootlets).with_name(stem(rootlets) + ".json")
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            content = None
+        given = conf.matching(content.get("Confidence") if isinstance(content, dict) else None,
+                              np.asanyarray(roots.dataobj))
+    return conf.summary(dict(given)) if given is not None else conf.from_levels_table(levels)
 
 
 def subject_key(name: str, identity: str | None = None) -> str:
@@ -164,30 +215,47 @@ def _templates():
     return env
 
 
+def _numbering_of(record: dict) -> dict:
+    """A record's numbering check (records of earlier versions have none)."""
+    found = record.get("numbering")
+    return found if isinstance(found, dict) else {"status": "not checked", "renames": {}, "text": ""}
+
+
 def _read_records(qc_dir: Path) -> list[dict]:
     records = []
     for path in sorted((qc_dir / RECORDS).glob("*.json")):
         try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
+            record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):  # records are written atomically; anything else is not ours
             continue
+        records.append({**record, "numbering": _numbering_of(record), "confidence": record.get("confidence")})
     return sorted(records, key=lambda r: r["subject"].lower())
 
 
+def report_folder(qc_dir: str | os.PathLike) -> Path:
+    """``<qc_dir>/rootlets_task``: where our report lives in a QC folder (created; the QC folder must be writable)."""
+    folder = writable_folder(qc_dir, "QC folder", "-qc") / REPORT
+    if folder.exists() and not folder.is_dir():
+        raise RootletsError(f"QC folder {qc_dir}: {folder} is a file, where the rootlets_task report goes; move it")
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def rebuild_index(qc_dir: str | os.PathLike) -> Path:
-    """Regenerate ``<qc_dir>/index.html`` from every subject record, under the folder's lock."""
-    qc_dir = writable_folder(qc_dir, "QC folder", "-qc")
-    (qc_dir / RECORDS).mkdir(exist_ok=True)
+    """Regenerate ``<qc_dir>/rootlets_task/index.html`` from every subject record, under the report's lock."""
+    report = report_folder(qc_dir)
+    (report / RECORDS).mkdir(exist_ok=True)
     try:
-        with FileLock(qc_dir / LOCK, timeout=LOCK_TIMEOUT_S):
-            records = _read_records(qc_dir)
+        with FileLock(report / LOCK, timeout=LOCK_TIMEOUT_S):
+            records = _read_records(report)
             html = _templates().get_template("qc_index.html").render(
                 records=records, version=__version__, created=now(),
-                n_warn=sum(bool(r["warnings"]) for r in records))
-            index = qc_dir / "index.html"
+                n_warn=sum(bool(r["warnings"]) for r in records),
+                n_numbering=sum(_numbering_of(r)["status"] in NUMBERING_WARNS for r in records))
+            index = report / "index.html"
             write_text(index, html)
     except Timeout:
-        raise RootletsError(f"QC folder {qc_dir}: another process held {LOCK} for {LOCK_TIMEOUT_S} s; this subject's "
+        raise RootletsError(f"QC folder {report}: another process held {LOCK} for {LOCK_TIMEOUT_S} s; this subject's "
                             "record is saved, run `rootlets_task.rebuild_index` on the folder later") from None
     return index
 
@@ -198,7 +266,7 @@ def rebuild_index(qc_dir: str | os.PathLike) -> Path:
 
 def _levels_summary(levels: pd.DataFrame | None, shift: pd.DataFrame | None) -> dict:
     """What the index shows of a subject's levels: names found per kind and the shift per linked pair."""
-    ok = levels[levels["status"] == "ok"] if levels is not None else pd.DataFrame(columns=LEVEL_COLUMNS)
+    ok = levels[levels["status"] == "ok"] if levels is not None else pd.DataFrame(columns=REQUIRED_COLUMNS)
     spinal = ok[ok["kind"] == "spinal"].sort_values("value")["level"].tolist()
     vertebral = ok[ok["kind"] == "vertebral"].sort_values("value")["level"].tolist()
     return {"spinal_levels": spinal, "vertebral_levels": vertebral,
@@ -210,50 +278,75 @@ def _levels_summary(levels: pd.DataFrame | None, shift: pd.DataFrame | None) -> 
 def _page_tables(levels: pd.DataFrame | None, shift: pd.DataFrame | None) -> dict[str, tuple[list, list]]:
     """Levels and shift tables as (columns, rows) for the subject page, rounded, blanks for missing values."""
     tables = {}
-    if levels is not None:
-        tables["levels"] = levels[[c for c in ("kind", "level", "value", "start_mm", "end_mm", "mid_mm", "height_mm",
-                                               "n_voxels", "volume_mm3", "reference", "status") if c in levels]]
+    if levels is not None:  # today's columns that hold something (an empty suggestion column is left out)
+        tables["levels"] = levels[[c for c in PAGE_LEVEL_COLUMNS if c in levels and levels[c].notna().any()]]
     if shift is not None:
         tables["shift"] = shift[list(SHIFT_COLUMNS)]
     return {name: (list(t.columns), t.round(2).astype(object).where(t.notna(), "").values.tolist())
             for name, t in tables.items()}
 
 
+def _subject_warnings(warnings: list[str], roots: nib.Nifti1Image, levels: pd.DataFrame | None,
+                      document: dict) -> tuple[list[str], dict]:
+    """The page's warnings (no rootlets, missing levels, a numbering warning first) and the numbering check."""
+    if not np.asanyarray(roots.dataobj).any():
+        warnings.append("no rootlets in the segmentation")
+    if levels is not None and "status" in levels:
+        for row in levels[levels["status"] != "ok"].itertuples():
+            warnings.append(f"{row.kind} level {row.level}: {row.status}")
+    numbering = _numbering(levels, document, warnings)
+    if numbering["status"] in NUMBERING_WARNS and numbering["text"] and numbering["text"] not in warnings:
+        warnings.insert(0, numbering["text"])
+    return warnings, numbering
+
+
+def _provenance(image, rootlets, cord, discs, given: Mapping | None) -> dict:
+    """The input files, what their JSON sidecars say made them (release, sources) and the caller's (which wins)."""
+    files = {"image file": _name(image), "rootlets file": _name(rootlets),
+             "cord file": _name(cord) if cord is not None else "none",
+             "discs file": _name(discs) if discs is not None else "none"}
+    sidecars = {}
+    for kind, source in (("rootlets", rootlets), ("cord", cord), ("discs", discs)):
+        sidecars.update(_sidecar_provenance(kind, source))
+    return _jsonable({"rootlets_task": __version__, "python": platform.python_version(), **files, **sidecars,
+                      **(given or {})})
+
+
 def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike, cord: ImageLike | None = None,
                discs: ImageLike | None = None, levels: TableLike | None = None, shift: TableLike | None = None, *,
                subject: str | None = None, identity: str | None = None, provenance: Mapping | None = None,
-               warnings: Iterable[str] = (), slab_mm: tuple[float, float] = SLAB_MM) -> Path:
-    """Write one subject's QC (figures, page, record) into ``qc_dir`` and refresh the dataset index.
+               warnings: Iterable[str] = (), slab_mm: tuple[float, float] = SLAB_MM,
+               confidence: Mapping | None = None) -> Path:
+    """Write one subject's QC (figures, page, record) into ``qc_dir/rootlets_task`` and refresh its dataset index.
+
+    Thirteen parameters: the images and tables a page shows, then (keyword-only) how it is named and annotated.
 
     Images are NIfTI paths or nibabel images (labels on another grid are resampled with nearest neighbour);
     ``levels``/``shift`` are the tables of :mod:`rootlets_task.levels` (DataFrame, CSV or JSON). ``provenance``
     (release, sources of cord and discs, settings ...) is shown as given; ``warnings`` are shown on the page and
     in the index. ``identity`` (e.g. the input file's path) keeps entries of different inputs with the same subject
-    name apart. Running again for the same subject and identity replaces its entry. Returns the subject page.
+    name apart. ``confidence``: the network's confidence (the rootlets sidecar's ``Confidence``; default: read from
+    the rootlets file's sidecar, else the levels table's columns). The numbering check comes from the levels table
+    (and its JSON). Running again for the same subject and identity replaces its entry. Returns the subject page.
     """
-    qc_dir = Path(qc_dir)
     notes: list[str] = []
     img = _image(image, "image")
     roots = _labels(rootlets, "rootlets", img, notes)
     cord_img = _labels(cord, "cord", img, notes)
     disc_img = _labels(discs, "discs", img, notes)
-    levels_df = _table(levels, "levels", LEVEL_COLUMNS)
+    levels_df = _table(levels, "levels", tuple(REQUIRED_COLUMNS))
     shift_df = _table(shift, "shift", SHIFT_COLUMNS)
     if shift_df is None and levels_df is not None:
         shift_df = shift_table(levels_df)
     subject = subject or (stem(image) if isinstance(image, str | os.PathLike) else "subject")
     key = subject_key(subject, identity)
 
-    warnings = list(warnings)
-    if not np.asanyarray(roots.dataobj).any():
-        warnings.append("no rootlets in the segmentation")
+    warnings, numbering = _subject_warnings(list(warnings), roots, levels_df, _levels_document(levels))
     if cord_img is None:
         notes.append("no cord segmentation given: views are centred on the rootlets")
-    if levels_df is not None and "status" in levels_df:
-        for row in levels_df[levels_df["status"] != "ok"].itertuples():
-            warnings.append(f"{row.kind} level {row.level}: {row.status}")
 
-    out = writable_folder(qc_dir, "QC folder", "-qc") / key
+    report = report_folder(qc_dir)
+    out = report / key
     out.mkdir(exist_ok=True)
     views = display_views(img, roots, cord_img, disc_img, slab_mm=slab_mm)
     zooms = "×".join(f"{z:g}" for z in img.header.get_zooms()[:3])
@@ -268,20 +361,14 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
     else:
         (out / "levels.png").unlink(missing_ok=True)  # from an earlier run of this subject
 
-    files = {"image file": _name(image), "rootlets file": _name(rootlets),
-             "cord file": _name(cord) if cord is not None else "none",
-             "discs file": _name(discs) if discs is not None else "none"}
-    sidecars = {}  # release and sources, read from the label files' JSON sidecars; the caller's provenance wins
-    for kind, source in (("rootlets", rootlets), ("cord", cord), ("discs", discs)):
-        sidecars.update(_sidecar_provenance(kind, source))
     record = {"subject": subject, "key": key, "created": now(), "page": f"{key}/index.html",
               "thumbnail": f"{key}/thumbnail.png", "figures": figures, **_levels_summary(levels_df, shift_df),
+              "numbering": numbering, "confidence": _confidence(confidence, rootlets, levels_df, roots),
               "warnings": warnings, "notes": notes,
-              "provenance": _jsonable({"rootlets_task": __version__, "python": platform.python_version(), **files,
-                                       **sidecars, **(provenance or {})})}
+              "provenance": _provenance(image, rootlets, cord, discs, provenance)}
     page = out / "index.html"
     write_text(page, _templates().get_template("qc_subject.html").render(r=record, tables=_page_tables(levels_df, shift_df)))
-    (qc_dir / RECORDS).mkdir(parents=True, exist_ok=True)
-    write_text(qc_dir / RECORDS / f"{key}.json", json.dumps(record, indent=1))
+    (report / RECORDS).mkdir(parents=True, exist_ok=True)
+    write_text(report / RECORDS / f"{key}.json", json.dumps(record, indent=1))
     rebuild_index(qc_dir)
     return page

@@ -135,18 +135,18 @@ def levels_figure(levels: pd.DataFrame, shift: pd.DataFrame | None, path: Path, 
     pairs = _pairs(shift)
     references = levels["reference"].dropna() if "reference" in levels else pd.Series(dtype=object)
     reference = str(references.iloc[0]) if len(references) else "the reference"
-    span = pd.concat([ok["start_mm"], ok["end_mm"]]).dropna()
+    span = pd.concat([ok["rostral_mm"], ok["caudal_mm"]]).dropna()
     lo, hi = (float(span.min()), float(span.max())) if len(span) else (0.0, 1.0)
     pad = 0.04 * (hi - lo) + 2
     fig = Figure(figsize=(6.3, 6.4), dpi=100)
     ax, ax_shift = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [1.6, 1], "wspace": 0.08})
     fig.suptitle(plain(title), fontsize=11)
-    for i, row in enumerate(vert.sort_values("start_mm").itertuples()):
-        ax.add_patch(Rectangle((-0.32, row.start_mm), 0.64, row.end_mm - row.start_mm, facecolor=VERTEBRA_COLOURS[i % 2],
+    for i, row in enumerate(vert.sort_values("rostral_mm").itertuples()):
+        ax.add_patch(Rectangle((-0.32, row.rostral_mm), 0.64, row.caudal_mm - row.rostral_mm, facecolor=VERTEBRA_COLOURS[i % 2],
                                edgecolor="#555555", lw=0.8))
         ax.text(0, row.mid_mm, row.level, ha="center", va="center", fontsize=9)
     for row in spin.itertuples():
-        ax.add_patch(Rectangle((0.68, row.start_mm), 0.64, row.end_mm - row.start_mm, facecolor=level_colour(row.level),
+        ax.add_patch(Rectangle((0.68, row.rostral_mm), 0.64, row.caudal_mm - row.rostral_mm, facecolor=level_colour(row.level),
                                edgecolor="#333333", lw=0.8, alpha=0.9))
         ax.text(1.0, row.mid_mm, row.level, ha="center", va="center", fontsize=9, fontweight="bold", color="white",
                 **_outlined())
@@ -198,3 +198,86 @@ def thumbnail(views: dict[str, View], path: Path, height: int = 160) -> None:
     width = max(1, round(picture.width * height / picture.height))
     with atomic_path(path) as tmp:
         picture.resize((width, height), Image.Resampling.LANCZOS).save(tmp, format="PNG")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The two images of an entry in SCT's QC report (same size: SCT's page shows the overlay over the background)
+
+SCT_WIDTH_PX = 1060   # SCT's QC images are this wide (their height follows the mosaic)
+SCT_DPI = 300
+_THIN_STROKE = [patheffects.withStroke(linewidth=0.8, foreground="black")]  # text outline at 300 dpi
+
+
+def _equalized(image: np.ndarray) -> np.ndarray:
+    """Rank histogram equalization to [0, 1] over the finite pixels (NaN -> 0): the contrast SCT's QC uses."""
+    finite = np.isfinite(image)
+    values = np.sort(image[finite])
+    out = np.zeros(image.shape, dtype=np.float32)
+    if values.size:
+        out[finite] = np.searchsorted(values, image[finite], side="right") / values.size
+    return out
+
+
+def _upsampled(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a 2D array to ``shape`` (labels keep their values)."""
+    rows = np.minimum((np.arange(shape[0]) + 0.5) * a.shape[0] / shape[0], a.shape[0] - 1).astype(int)
+    cols = np.minimum((np.arange(shape[1]) + 0.5) * a.shape[1] / shape[1], a.shape[1] - 1).astype(int)
+    return a[np.ix_(rows, cols)]
+
+
+def _outline(labels: np.ndarray) -> np.ndarray:
+    """Pixels of a label map that touch a pixel of another value (4-neighbours), i.e. the blobs' outlines."""
+    padded = np.pad(labels, 1, mode="edge")
+    centre = padded[1:-1, 1:-1]
+    edge = np.zeros(labels.shape, dtype=bool)
+    for dr, dc in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        edge |= padded[dr:dr + labels.shape[0], dc:dc + labels.shape[1]] != centre
+    return edge & (labels > 0)
+
+
+def _canvas(shape: tuple[int, int]) -> tuple[Figure, object]:
+    fig = Figure(figsize=(shape[1] / SCT_DPI, shape[0] / SCT_DPI), dpi=SCT_DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.set_xlim(-0.5, shape[1] - 0.5)
+    ax.set_ylim(shape[0] - 0.5, -0.5)
+    return fig, ax
+
+
+def _save(fig: Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=SCT_DPI, format="png", transparent=True)
+
+
+def sct_entry_images(mosaic, background: Path, overlay: Path, width: int = SCT_WIDTH_PX) -> tuple[int, int]:
+    """Draw an SCT-style axial QC entry: ``background`` (equalized grey mosaic with the A/P/L/R letters on the first
+    tile) and ``overlay`` (transparent: rootlets in their level colours, black outlines, level names), both
+    ``width`` pixels wide and of the same height. Returns (width, height)."""
+    scale = width / mosaic.image.shape[1]
+    shape = (max(1, int(round(mosaic.image.shape[0] * scale))), width)
+    fig, ax = _canvas(shape)
+    ax.imshow(_upsampled(_equalized(mosaic.image), shape), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    th, tw = (n * scale for n in mosaic.tile)
+    for text, x, y, ha, va in (("A", tw / 2, 2, "center", "top"), ("P", tw / 2, th - 2, "center", "bottom"),
+                               ("L", 2, th / 2, "left", "center"), ("R", tw - 2, th / 2, "right", "center")):
+        ax.text(x, y, text, color="yellow", fontsize=4, ha=ha, va=va, path_effects=_THIN_STROKE)
+    _save(fig, background)
+
+    labels = _upsampled(mosaic.rootlets, shape)
+    rgba = np.zeros((*shape, 4), dtype=np.float32)
+    for value in np.unique(labels[labels > 0]):
+        rgba[labels == value] = (*to_rgb(level_colour(_spinal(int(value)))), 1.0)
+    rgba[_outline(labels)] = (0.0, 0.0, 0.0, 1.0)
+    fig, ax = _canvas(shape)
+    ax.imshow(rgba, interpolation="nearest")
+    for r0, c0, _ in mosaic.tiles:
+        rows, cols = slice(int(round(r0 * scale)), int(round(r0 * scale + th))), slice(int(round(c0 * scale)),
+                                                                                         int(round(c0 * scale + tw)))
+        tile = labels[rows, cols]
+        for value in np.unique(tile[tile > 0]):
+            y, x = np.argwhere(tile == value).mean(axis=0)
+            name = _spinal(int(value))
+            ax.text(cols.start + x, rows.start + min(y + th * 0.18, th - 4), name, color=level_colour(name), fontsize=3.5,
+                    ha="center", va="center", fontweight="bold", path_effects=_THIN_STROKE)
+    _save(fig, overlay)
+    return shape[1], shape[0]

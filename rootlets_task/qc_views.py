@@ -127,3 +127,87 @@ def display_views(image: nib.Nifti1Image, rootlets: nib.Nifti1Image, cord: nib.N
                     view.discs.append((int(disc_d[z, y, x]), (z - r0 + 0.5) * sz, (col - cols.start + 0.5) * step))
         views[name] = view
     return views
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Axial mosaic (the two images of an entry in SCT's QC report)
+
+MOSAIC_HALF_MM = 13.8        # half-width of each axial tile (SCT: 23 voxels of 0.6 mm)
+MOSAIC_COLUMNS = 9
+MOSAIC_MARGIN_MM = 10.0      # slices shown beyond the rostral and caudal ends of the rootlets
+
+
+@dataclass
+class Mosaic:
+    """Axial slices side by side, rows of ``columns`` tiles of ``tile`` pixels (square pixels of ``pixel_mm``).
+
+    ``image``: float background (NaN where no tile); ``rootlets``: int labels on the same pixels; ``tiles``: the
+    (row, col) pixel origin of each tile and the slice index it shows (in the SAL-reoriented volume). In every tile
+    the top is anterior, the left is the subject's left (SCT's axial view).
+    """
+
+    image: np.ndarray
+    rootlets: np.ndarray
+    tile: tuple[int, int]
+    pixel_mm: float
+    tiles: list[tuple[int, int, int]]
+
+
+def _slice_centres(roots: np.ndarray, ny: int, nx: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per axial slice (axis 0) the tile centre: antero-posterior centre of the rootlets in that slice (smoothed,
+    interpolated between slices), left-right the median of all rootlets (they lie on both sides of the cord)."""
+    mask = roots > 0
+    if not mask.any():
+        return np.full(len(roots), (ny - 1) / 2), np.full(len(roots), (nx - 1) / 2)
+    cy = _centre_curve(mask, 1, len(roots), (ny - 1) / 2, sigma)
+    return cy, np.full(len(roots), float(np.median(np.argwhere(mask)[:, 2])))
+
+
+def _tile(a: np.ndarray, centre: tuple[float, float], half: tuple[int, int], fill) -> np.ndarray:
+    """The ``2*half+1`` crop of 2D ``a`` around ``centre`` (padded with ``fill`` beyond the edges)."""
+    out = np.full((2 * half[0] + 1, 2 * half[1] + 1), fill, dtype=a.dtype)
+    c0, c1 = (int(round(c)) for c in centre)
+    src = [slice(max(0, c - h), min(n, c + h + 1)) for c, h, n in zip((c0, c1), half, a.shape, strict=True)]
+    dst = [slice(s.start - (c - h), s.stop - (c - h)) for s, c, h in zip(src, (c0, c1), half, strict=True)]
+    out[tuple(dst)] = a[tuple(src)]
+    return out
+
+
+def axial_mosaic(image: nib.Nifti1Image, rootlets: nib.Nifti1Image, half_mm: float = MOSAIC_HALF_MM,
+                 columns: int = MOSAIC_COLUMNS, margin_mm: float = MOSAIC_MARGIN_MM) -> Mosaic:
+    """Axial tiles through the rootlets (rostral first) of an image and its rootlets on one grid, any orientation.
+
+    Slices span the rootlets plus ``margin_mm`` (all slices when there are none); each tile is ``±half_mm`` around
+    the rootlets' centre in that slice and is resampled to square pixels of the finest in-plane spacing: labels
+    are only upsampled (nearest neighbour), never moved or dropped.
+    """
+    img, spacing, _ = reorient(image, DISPLAY_AXCODES)
+    roots = reorient(rootlets, DISPLAY_AXCODES)[0].astype(np.int32)
+    sz, sy, sx = spacing
+    nz, ny, nx = img.shape
+    present = np.flatnonzero(roots.any(axis=(1, 2)))
+    if present.size:
+        margin = int(round(margin_mm / sz))
+        slices = np.arange(max(0, present.min() - margin), min(nz, present.max() + margin + 1))
+    else:
+        slices = np.arange(nz)
+    cy, cx = _slice_centres(roots, ny, nx, max(1.0, 3.0 / sz))
+    half = (max(1, int(half_mm / sy)), max(1, int(half_mm / sx)))
+    pixel = max(min(sy, sx), 0.2)
+    sample = [(np.arange(max(1, int(round((2 * h + 1) * s / pixel)))) + 0.5) * pixel / s - 0.5
+              for h, s in zip(half, (sy, sx), strict=True)]
+    th, tw = len(sample[0]), len(sample[1])
+    rows = -(-len(slices) // columns)
+    cols = min(columns, len(slices))
+    mosaic = np.full((rows * th, cols * tw), np.nan, dtype=np.float32)
+    labels = np.zeros((rows * th, cols * tw), dtype=np.int32)
+    tiles = []
+    grid = np.meshgrid(*sample, indexing="ij")
+    for i, z in enumerate(slices):
+        r0, c0 = (i // columns) * th, (i % columns) * tw
+        centre = (cy[z], cx[z])
+        bg = _tile(img[z].astype(np.float32), centre, half, np.nan)
+        mosaic[r0:r0 + th, c0:c0 + tw] = map_coordinates(np.nan_to_num(bg, nan=0.0), grid, order=1, mode="nearest")
+        labels[r0:r0 + th, c0:c0 + tw] = map_coordinates(_tile(roots[z], centre, half, 0), grid, order=0, mode="nearest")
+        tiles.append((r0, c0, int(z)))
+    return Mosaic(image=mosaic, rootlets=labels, tile=(th, tw), pixel_mm=pixel, tiles=tiles)

@@ -3,7 +3,8 @@
 * :func:`segment`: one image (a ``Nifti1Image`` or a path) -> the rootlets as a ``Nifti1Image`` on the input's
   grid, affine and header (uint8, value = spinal level, 2 = C2 ... 9 = T1);
 * :func:`segment_files`: the job of ``rootlets -i IMG...``: every input and output checked before the model loads,
-  one model load for all inputs, each output written together with its JSON sidecar (all or nothing);
+  the release installed on first use, one model load for all inputs, SCT's post-processing flags, each output
+  written together with its JSON sidecar (all or nothing), QC entries in SCT's report and ours;
 * :func:`load_segmenter`: the installed model of a release, loaded once, for callers that segment many images.
 """
 
@@ -16,12 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 
-from rootlets_task import cropping, nifti, provenance
+from rootlets_task import nifti, postprocess, provenance
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import OutputSet, remove_stale_temporaries, writable_folder
 from rootlets_task.inference import Segmenter, configure_threads, resolve_device
 from rootlets_task.options import ModelOptions
+from rootlets_task.postprocess import PostOptions
+from rootlets_task.sct_qc import QcNames
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +62,14 @@ def segment(image: nib.Nifti1Image | str | os.PathLike, model: ModelOptions = Mo
 
 
 def write_segmentation(labels: nib.Nifti1Image, out: str | os.PathLike, sidecar: dict) -> Path:
-    """The label file and its JSON sidecar, together or not at all."""
+    """The label file and its JSON sidecar (SCT's layout: ``json.dump(..., indent=4)``), together or not at all."""
+    import json
+
     out = Path(out)
     with OutputSet() as outputs:
         nib.save(labels, outputs.path(out))
-        outputs.path(provenance.sidecar_path(out)).write_text(_json(sidecar))
+        outputs.path(provenance.sidecar_path(out)).write_text(json.dumps(sidecar, indent=4))
     return out
-
-
-def _json(content: dict) -> str:
-    import json
-
-    return json.dumps(content, indent=2) + "\n"
 
 
 def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None = None) -> list[Path]:
@@ -116,58 +116,101 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike 
     return [t.absolute() for t in targets]
 
 
+def _model_values(folder: Path) -> set[int]:
+    """Label values a model can output, from its ``dataset.json`` (readable before the weights load)."""
+    from rootlets_task.files import read_json
+
+    labels = (read_json(folder / "dataset.json", limit=16 << 20) or {}).get("labels", {})
+    values = set()
+    for value in labels.values() if isinstance(labels, dict) else ():
+        values.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
+    return values
+
+
+def _check_fill_holes(post: PostOptions, model: ModelOptions) -> None:
+    """``-fill-holes 1`` on a map that cannot be binary: SCT stops after inference (AssertionError); we refuse before
+    the model loads, with SCT's message, when the model's labels say so."""
+    if not post.fill_holes or post.binarizes:
+        return
+    from rootlets_task import install
+
+    folder, _ = install.model_folder(model.release)
+    if max(_model_values(folder), default=1) > 1:
+        raise RootletsError(f"-fill-holes 1: {postprocess.FILL_HOLES_REFUSAL} (the rootlets map holds one value per "
+                            "spinal level, and SCT refuses it too; add e.g. -thr 0.5 for a binary map)")
+
+
+def _default_argv(sources: list[Path], output, model: ModelOptions, tag: str | None, qc) -> list[str]:
+    """The arguments of the ``rootlets`` command equivalent to an API call (recorded when none are given)."""
+    return ["-i", *map(str, sources), *(["-o", str(output)] if output is not None else []),
+            *(["-qc", str(qc)] if qc is not None else []), *(["-release", tag] if tag else []),
+            *(["-test-time-aug"] if model.test_time_aug else [])]
+
+
 def segment_files(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike | None = None,
                   model: ModelOptions = ModelOptions(), qc: str | os.PathLike | None = None,
-                  command: str | None = None, verbose: int = 1, crop_to_cord: bool = False,
-                  cord: str | os.PathLike | None = None) -> list[Path]:
+                  argv: Sequence[str] | None = None, verbose: int = 1, post: PostOptions = PostOptions(),
+                  qc_names: QcNames = QcNames()) -> list[Path]:
     """Segment rootlets in one or more NIfTI files, like ``sct_deepseg rootlets -i ...``; returns the outputs.
 
     Every input is loaded and checked, and every output planned, before the model is loaded: a bad call writes
-    nothing. The model is loaded once for all inputs. Each output is uint8 on its input's grid, with a ``.json``
-    sidecar beside it. ``qc``: a folder that receives a QC page per image (:func:`rootlets_task.qc.qc_subject`).
-    ``command``: the command line recorded in each sidecar (default: an equivalent ``rootlets`` command).
-    Levers (labels change a little; ``rootlets speedcheck`` measures how much): ``model.precision`` int8 calibrates
-    on the first one or two inputs; ``crop_to_cord`` segments a box around the cord: ``cord`` (one input), else
-    the cord sc-crop detects (:func:`rootlets_task.cropping.lever_box`), recorded in the sidecar.
+    nothing. A missing or outdated release is installed first (SCT's first use). The model is loaded once for all
+    inputs. ``post``: SCT's post-processing flags (:mod:`rootlets_task.postprocess`), applied on the label map in the
+    input's grid. Each output is uint8 on its input's grid, with SCT's ``.json`` sidecar beside it. ``qc``: a QC
+    folder receiving one entry of SCT's report per image (:mod:`rootlets_task.sct_qc`, named by ``qc_names``) and
+    our own page (``qc/rootlets_task/``, :func:`rootlets_task.qc.qc_subject`). ``argv``: the arguments after
+    ``rootlets`` as typed, recorded in the sidecars (basenames, as SCT) and QC entries (default: equivalent ones).
     """
     sources = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not sources:
         raise RootletsError("no input image given; pass at least one -i IMG")
     model.check()
+    post.check()
+    qc_names.check()
     images = [nifti.load(source) for source in sources]  # all inputs checked (and decoded once) before any output
     resolve_device(model.device)  # an unknown or unavailable device is refused before anything is written
     targets = plan_outputs(sources, output)
     if qc is not None:
         writable_folder(qc, "QC folder", "-qc")
-    if cord is not None and (not crop_to_cord or len(images) > 1):
-        raise RootletsError(f"cord {cord}: a cord mask belongs to one image and is used by -crop-to-cord; give one -i")
-    # the crop boxes (cord file read, or sc-crop run) before the model loads: a failure costs nothing
-    boxes = [cropping.lever_box(img, cord) if crop_to_cord else (None, None) for img in images]
-    segmenter = load_segmenter(model, verbose, calibration=images[:2])
-    tag = segmenter.record.get("tag", model.release)
-    command = command or " ".join(["-i", *(s.name for s in sources), *(["-o", str(output)] if output is not None else []),
-                                   *(["-release", tag] if tag else []), *(["-test-time-aug"] if model.test_time_aug else []),
-                                   *(["-precision", "int8"] if segmenter.precision == "int8" else []),
-                                   *(["-crop-to-cord"] if crop_to_cord else [])])
-    start = time.perf_counter()
-    for source, img, target, (box, crop) in zip(sources, images, targets, boxes, strict=True):
-        t0 = time.perf_counter()
-        remove_stale_temporaries(target.parent)
-        found = segmenter.segment_image(img, box)
-        for text in cropping.cut_note(found, box, cropping.CROP_MARGIN_MM) if box is not None else []:
-            log.warning("%s: %s", source, text)
-        labels = nifti.label_image(found, img)
-        write_segmentation(labels, target, provenance.rootlets_sidecar(segmenter, source, command, crop))
-        if qc is not None:
-            from rootlets_task.qc import qc_subject
+    if model.release != "sct":
+        from rootlets_task import install
 
-            page = qc_subject(qc, img, labels, subject=nifti.stem(source), identity=str(source.absolute()),
-                              provenance={"release": tag, "command": f"rootlets {command}", "image file": str(source),
-                                          "rootlets file": str(target)})
-            log.info("QC %s", page)
-        log.info("%s -> %s (%.1f s)", source, target, time.perf_counter() - t0)
+        install.ensure_release(model.release, progress=verbose > 0)
+    _check_fill_holes(post, model)
+    segmenter = load_segmenter(model, verbose, calibration=images[:2])  # int8: calibrated on the first inputs
+    argv = list(argv) if argv is not None else _default_argv(sources, output, model, segmenter.record.get("tag"), qc)
+    start = time.perf_counter()
+    for source, img, target in zip(sources, images, targets, strict=True):
+        _segment_one(segmenter, source, img, target, post, argv, qc, qc_names)
     total = time.perf_counter() - start
     log.info("total inference time %d minute(s) %.0f seconds for %d image(s) on %s%s; model loaded in %.1f s",
              total // 60, total % 60, len(sources), segmenter.device.type,
              f" ({segmenter.threads} threads)" if segmenter.threads else "", segmenter.load_seconds)
     return targets
+
+
+def _segment_one(segmenter: Segmenter, source: Path, img: nib.Nifti1Image, target: Path, post: PostOptions,
+                 argv: list[str], qc, qc_names: QcNames) -> None:
+    """One input: segment, post-process, write label + sidecar, then the QC entries."""
+    t0 = time.perf_counter()
+    remove_stale_temporaries(target.parent)
+    prediction = segmenter.predict(img)  # the labels and the network's confidence per level (same labels)
+    data = postprocess.apply(prediction.labels, post, tuple(img.header.get_zooms()[:3]))
+    confidence = prediction.confidence if np.array_equal(data, prediction.labels) else None
+    if confidence is None:
+        log.info("post-processing changed the labels: the network's confidence is not recorded for them")
+    labels = nifti.label_image(data.astype(np.uint8, copy=False), img)
+    write_segmentation(labels, target, provenance.rootlets_sidecar(segmenter, source, provenance.sidecar_command(argv),
+                                                                   confidence=confidence))
+    if qc is not None:
+        from rootlets_task import sct_qc
+        from rootlets_task.qc import qc_subject
+
+        entry = sct_qc.add_entry(qc, source, img, labels, sct_qc.command_line("rootlets", argv), qc_names)
+        page = qc_subject(qc, img, labels, subject=qc_names.subject or nifti.stem(source),
+                          identity=str(source.absolute()),
+                          provenance={"release": segmenter.record.get("tag"), "command": sct_qc.command_line("rootlets", argv),
+                                      "image file": str(source), "rootlets file": str(target),
+                                      "SCT QC entry": str(entry)}, confidence=confidence)
+        log.info("QC %s and %s", entry, page)
+    log.info("%s -> %s (%.1f s)", source, target, time.perf_counter() - t0)

@@ -156,7 +156,8 @@ def _segmenters(model: ModelOptions, cases: list[_Case], int8: bool, int8_option
 
 
 def _timed_runs(cases: list[_Case], paths: dict[str, tuple], reps: int) -> tuple[dict, dict]:
-    """Labels (first repetition) and seconds (every repetition, crop box included) of every path on every image.
+    """Predictions (first repetition: labels and confidence) and seconds (every repetition, crop box included) of
+    every path on every image.
 
     Interleaved: each image runs every path in turn, starting with another path on each image and repetition, so
     that warm-up and changing machine load are shared out.
@@ -170,7 +171,7 @@ def _timed_runs(cases: list[_Case], paths: dict[str, tuple], reps: int) -> tuple
             for name in names[shift:] + names[:shift]:
                 seg, crop = paths[name]
                 t0 = time.perf_counter()
-                out = seg.segment_image(case.img, case.box if crop else None)
+                out = seg.predict(case.img, case.box if crop else None)
                 seconds[name][i].append(time.perf_counter() - t0 + (case.box_seconds if crop else 0.0))
                 if found[name][i] is None:
                     found[name][i] = out
@@ -190,7 +191,7 @@ def level_extents(rootlets: np.ndarray, img: nib.Nifti1Image, cord: np.ndarray |
     if cord is not None:
         table = compute_levels(rootlets, cord, img.affine, method=method).levels
         table = table[(table["kind"] == "spinal") & (table["status"] == "ok")]
-        return {int(r.value): (float(r.start_mm), float(r.end_mm)) for r in table.itertuples()}
+        return {int(r.value): (float(r.rostral_mm), float(r.caudal_mm)) for r in table.itertuples()}
     points = np.argwhere(rootlets > 0)
     depth = -nib.affines.apply_affine(img.affine, points)[:, 2]
     values = rootlets[tuple(points.T)]
@@ -270,11 +271,11 @@ def _lever_report(cases: list[_Case], exact: list, found: list, seconds: list, e
 
 @dataclass
 class SpeedCheck:
-    """What :func:`check_levers` found: the JSON report, the exact path's labels per image (input order) and the
+    """What :func:`check_levers` found: the JSON report, the exact path's predictions per image (input order) and the
     models it loaded (``float32``, ``int8``), for callers that go on segmenting with them."""
 
     report: dict
-    exact: list[np.ndarray]
+    exact: list  # inference.Prediction of every image
     segmenters: dict = field(default_factory=dict)
     identities: list[str] = field(default_factory=list)  # image_identity of every image checked
 
@@ -312,7 +313,8 @@ def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.P
     paths = {"exact": (loaded["float32"], False)}
     paths.update({lever: (loaded["int8" if parts(lever)[1] else "float32"], parts(lever)[0])
                   for lever in levers if lever not in unavailable})
-    found, seconds = _timed_runs(cases, paths, reps)
+    predictions, seconds = _timed_runs(cases, paths, reps)
+    found = {name: [p.labels for p in found] for name, found in predictions.items()}
     extents, problems = _exact_levels(cases, found["exact"], method, strict)
     results = {lever: _lever_report(cases, found["exact"], found[lever], seconds[lever], seconds["exact"],
                                     extents, thresholds, method, problems) for lever in levers if lever in found}
@@ -322,7 +324,7 @@ def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.P
     if "int8" in loaded:
         report["Int8"] = {"Precision": loaded["int8"].precision, "Options": asdict(int8_options),
                           "SetupSeconds": loaded["int8_setup"], "Calibration": report["Images"][:calibration]}
-    return SpeedCheck(report, found["exact"], loaded, [image_identity(c.img) for c in cases])
+    return SpeedCheck(report, predictions["exact"], loaded, [image_identity(c.img) for c in cases])
 
 
 def _report(cases: list[_Case], loaded: dict, results: dict, exact_seconds: list, thresholds: Thresholds, method: str,

@@ -37,7 +37,8 @@ from scipy import stats as scistats
 
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import atomic_path
-from rootlets_task.levels import LEVEL_COLUMNS, SHIFT_COLUMNS, level_name
+from rootlets_task.numbering import level_name
+from rootlets_task.tables import SHIFT_COLUMNS, is_levels_table, upgrade
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ SHIFT_STATS = ["pairing", "pair", "vertebral_level", "spinal_level", "n", "bias_
                "regression_stderr", "shapiro_w", "shapiro_p", "rmse_mm"]
 LEVEL_STATS = ["kind", "level", "n", "mean_height_mm", "sd_height_mm", "mean_mid_mm", "sd_mid_mm", "fit_mu_mm",
                "fit_sigma_mm", "shapiro_w", "shapiro_p"]
-MIDPOINT_COLUMNS = ["unit", "participant", "kind", "level", "value", "start_mm", "end_mm", "mid_mm", "height_mm",
+MIDPOINT_COLUMNS = ["unit", "participant", "kind", "level", "value", "rostral_mm", "caudal_mm", "mid_mm", "height_mm",
                     "body_height", "analysed_mid_mm", "source"]
 OUTPUTS = {"shift": "shift_stats.csv", "levels": "level_stats.csv", "midpoints": "midpoints.csv", "json": "stats.json",
            "plot": "bland_altman.png", "lab": "spinal_vs_vertebral_levels.csv"}
@@ -69,6 +70,7 @@ class Table:
     rows: pd.DataFrame
     provenance: dict[str, str | None]  # source, method, version, reference
     inputs: dict[str, str] = field(default_factory=dict)
+    grid: tuple[int, bool] | None = None  # (slices along S-I, index grows superiorly); None: read from ``inputs``
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -88,7 +90,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _ours(path: Path, table: pd.DataFrame) -> Table:
-    """A ``*_levels.csv`` of ``rootlets levels``; method and version from its ``_levels.json`` (or its own columns)."""
+    """A ``*_levels.csv`` of ``rootlets levels`` (any version); method and version from its ``_levels.json``."""
     unit = path.name[: -len("_levels.csv")] if path.name.endswith("_levels.csv") else path.stem
     sidecar = path.with_name(f"{unit}_levels.json")
     document: dict = {}
@@ -97,6 +99,16 @@ def _ours(path: Path, table: pd.DataFrame) -> Table:
             document = json.loads(sidecar.read_text())
         except (OSError, ValueError) as exc:
             raise RootletsError(f"{sidecar}: unreadable JSON ({exc}); re-run `rootlets levels`") from None
+    return our_table(path, table, document)
+
+
+def our_table(path: Path, table: pd.DataFrame, document: dict, grid: tuple[int, bool] | None = None) -> Table:
+    """One subject's levels table of ours (old column names too) and its ``_levels.json`` content, as a :class:`Table`.
+
+    Method and version come from the table's own columns or the document (``rootlets_task_*`` in early versions).
+    """
+    unit = path.name[: -len("_levels.csv")] if path.name.endswith("_levels.csv") else path.stem
+    table = upgrade(table)
     provenance: dict[str, str | None] = {"source": "rootlets levels"}
     for key in ("method", "version", "reference"):
         values = table[key].dropna().astype(str).unique() if key in table.columns else []
@@ -105,15 +117,15 @@ def _ours(path: Path, table: pd.DataFrame) -> Table:
         provenance[key] = values[0] if len(values) else document.get(key, document.get(f"rootlets_task_{key}"))
     ok = table[table["status"] == "ok"]
     rows = pd.DataFrame({"unit": unit, "participant": _participant(unit), "kind": ok["kind"],
-                         "value": ok["value"].astype(int), "start_mm": ok["start_mm"].astype(float),
-                         "end_mm": ok["end_mm"].astype(float), "height_mm": ok["height_mm"].astype(float),
+                         "value": ok["value"].astype(int), "rostral_mm": ok["rostral_mm"].astype(float),
+                         "caudal_mm": ok["caudal_mm"].astype(float), "height_mm": ok["height_mm"].astype(float),
                          "source": str(path)})
-    rows["start_slice"], rows["end_slice"] = ok["start_slice"], ok["end_slice"]
+    rows["rostral_slice"], rows["caudal_slice"] = ok["rostral_slice"], ok["caudal_slice"]
     inputs = document.get("inputs", {})
     names = {kind: Path(inputs[key]).name if key in inputs else path.name
              for kind, key in (("spinal", "rootlets"), ("vertebral", "discs"))}
     rows["fname"] = rows["kind"].map(names)  # the lab's fname: the rootlets / disc-label file the level came from
-    return Table(path, rows, provenance, inputs)
+    return Table(path, rows, provenance, inputs, grid)
 
 
 def _lab(path: Path, table: pd.DataFrame) -> Table:
@@ -126,12 +138,12 @@ def _lab(path: Path, table: pd.DataFrame) -> Table:
     unknown = sorted(set(table["spinal_level_type"].astype(str)) - set(LAB_KINDS))
     if unknown:
         raise RootletsError(f"{path}: spinal_level_type {unknown} is not 'rootlets' or 'vertebrae'; fix the column")
-    start = table["distance_from_pmj_end"].astype(float)  # the lab's end is the rostral end
-    end = table["distance_from_pmj_start"].astype(float)
+    rostral = table["distance_from_pmj_end"].astype(float)  # the lab's end is the rostral end
+    caudal = table["distance_from_pmj_start"].astype(float)
     rows = pd.DataFrame({"unit": table["subject"].astype(str), "participant": table["subject"].astype(str),
                          "kind": table["spinal_level_type"].map(LAB_KINDS), "value": table["spinal_level"].astype(int),
-                         "start_mm": start, "end_mm": end, "height_mm": table["height"].astype(float),
-                         "source": str(path), "start_slice": table["slice_end"], "end_slice": table["slice_start"],
+                         "rostral_mm": rostral, "caudal_mm": caudal, "height_mm": table["height"].astype(float),
+                         "source": str(path), "rostral_slice": table["slice_end"], "caudal_slice": table["slice_start"],
                          "fname": table["fname"]})
     provenance = {"source": LAB_SOURCE, "method": "02a", "version": None,
                   "reference": "PMJ (top of SCT's extrapolated centerline)"}
@@ -153,19 +165,22 @@ def _files(items: list[str | os.PathLike]) -> list[Path]:
 
 
 def read_tables(items: list[str | os.PathLike]) -> list[Table]:
-    """Read level tables (ours or the lab's; folders searched recursively); ``*_shift.csv`` are derived, so skipped
-    when their ``*_levels.csv`` is given too."""
+    """Read level tables (ours or the lab's; folders searched recursively); ``*_shift.csv`` and ``*_levels_lab.csv``
+    (our levels in the lab's layout) are derived, so skipped when their ``*_levels.csv`` is given too."""
     paths = _files(items)
     given = {p.resolve() for p in paths}
     tables = []
     for path in paths:
+        if path.name.endswith("_levels_lab.csv") and \
+                path.with_name(path.name[: -len("_lab.csv")] + ".csv").resolve() in given:
+            continue
         if path.name.endswith("_shift.csv"):
             if path.with_name(path.name[: -len("_shift.csv")] + "_levels.csv").resolve() not in given:
                 raise RootletsError(f"{path}: a shift table; give its *_levels.csv instead (the statistics start "
                                     "from each subject's levels)")
             continue
         table = _read_csv(path)
-        reader = _ours if all(c in table.columns for c in LEVEL_COLUMNS) else \
+        reader = _ours if is_levels_table(table.columns) else \
             _lab if all(c in table.columns for c in LAB_COLUMNS) else None
         if reader is not None:
             try:
@@ -215,7 +230,7 @@ def _combine(tables: list[Table]) -> pd.DataFrame:
         raise RootletsError(f"no level of spinal C2-T1 or vertebral C2-T1 with status ok in {tables[0].path} ...; "
                             "check the `rootlets levels` warnings of these subjects")
     rows["level"] = [level_name(int(v), k) for v, k in zip(rows["value"], rows["kind"], strict=True)]
-    rows["mid_mm"] = rows[["start_mm", "end_mm"]].mean(axis=1)
+    rows["mid_mm"] = rows[["rostral_mm", "caudal_mm"]].mean(axis=1)
     return rows
 
 
@@ -396,9 +411,9 @@ def lab_table(tables: list[Table]) -> pd.DataFrame:
     frames = []
     for table in tables:
         rows = table.rows.reset_index(drop=True)
-        slice_start, slice_end = rows["end_slice"], rows["start_slice"]
+        slice_start, slice_end = rows["caudal_slice"], rows["rostral_slice"]
         if table.provenance["source"] != LAB_SOURCE:
-            grid = _rpi(table.inputs, table.path.parent)
+            grid = table.grid or _rpi(table.inputs, table.path.parent)
             if grid is None:
                 log.warning("%s: grid file not found; slice_start/slice_end left empty", table.path)
                 slice_start = slice_end = pd.Series(pd.NA, index=rows.index, dtype="Int64")
@@ -407,8 +422,8 @@ def lab_table(tables: list[Table]) -> pd.DataFrame:
                 slice_start, slice_end = ((s if up else n - 1 - s).astype("Int64") for s in (slice_start, slice_end))
         frames.append(pd.DataFrame({
             "spinal_level": rows["value"], "fname": rows["fname"],
-            "slice_start": slice_start, "slice_end": slice_end, "distance_from_pmj_start": rows["end_mm"],
-            "distance_from_pmj_end": rows["start_mm"], "height": rows["height_mm"],
+            "slice_start": slice_start, "slice_end": slice_end, "distance_from_pmj_start": rows["caudal_mm"],
+            "distance_from_pmj_end": rows["rostral_mm"], "height": rows["height_mm"],
             "spinal_level_type": rows["kind"].map({v: k for k, v in LAB_KINDS.items()}), "subject": rows["participant"]}))
     table = pd.concat(frames, ignore_index=True)
     return table.sort_values(["subject", "spinal_level_type", "spinal_level"], kind="stable")[LAB_TABLE_COLUMNS]

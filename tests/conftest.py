@@ -1,6 +1,7 @@
 """Shared fixtures. Every test runs with its own model store and cannot reach any address outside loopback.
 
-Helpers (model builders, stand-in tools, a browser driver) are in ``tests/support/``.
+Helpers (model builders, stand-in tools, a browser driver, the batch dataset, a single-node SLURM) are in
+``tests/support/``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import ipaddress
 import socket
 
 import pytest
+from support.slurm import pytest_runtest_makereport, slurm  # noqa: F401 (the SLURM fixture and its failure report)
 
 _real_connect = socket.socket.connect
 
@@ -23,6 +25,11 @@ def _loopback_only(sock, address):
         if not ok:
             raise ConnectionRefusedError(f"tests may only reach loopback, not {host}")
     return _real_connect(sock, address)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slurm: needs the real single-node SLURM of tests/support/slurm.py (root, "
+                            "slurm-wlm, munge); skipped with the reason where it cannot start")
 
 
 @pytest.fixture(scope="session")
@@ -119,3 +126,26 @@ def fake(monkeypatch, tmp_path, prepared):
 def no_tools(monkeypatch, tmp_path):
     """No external tool can be found on PATH."""
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+
+
+# ---------------------------------------------------------------------------------------------- the batch dataset
+@pytest.fixture(scope="session")
+def bids(tmp_path_factory):
+    """The batch tests' phantom BIDS dataset (tests/support/batch_data.py): 6 images, manual labels, a broken sub-06."""
+    from support.batch_data import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("bids"), tmp_path_factory.mktemp("phantoms"))
+
+
+@pytest.fixture(scope="session")
+def sequential(bids, phantom_store, _backend_cache, tmp_path_factory):
+    """The reference run of ``bids``: sequential, in this process, the phantom release, 1 thread, ``-levels``; made
+    once per session for every batch test module. Returns (output folder, summary)."""
+    from support.batch_data import COMMON, run
+
+    out = tmp_path_factory.mktemp("seq") / "rootlets"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROOTLETS_TASK_HOME", str(phantom_store))
+        mp.setenv("ROOTLETS_TASK_CACHE", str(_backend_cache))
+        summary = run(bids, out, **COMMON)
+    return out, summary

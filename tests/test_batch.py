@@ -23,6 +23,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from support.batch_data import BROKEN, COMMON, NAMES, run
+from support.batch_data import assert_same as _assert_same
+from support.batch_data import done_names as _done_names
 
 from rootlets_task import batch, cli, engines, install
 from rootlets_task import bids as bids_module
@@ -30,21 +33,8 @@ from rootlets_task.errors import RootletsError
 from rootlets_task.options import ChainOptions, ModelOptions
 from rootlets_task.phantom import write_phantom
 
-# (subject, session, orientation, seed): 6 images over 5 subjects, one with two sessions
-SPECS = [("01", None, "LPI", 0), ("02", None, "RPI", 1), ("03", "01", "AIL", 2), ("03", "02", "PSR", 3),
-         ("04", None, "LPI", 5), ("05", None, "RPI", 6)]
-BROKEN = "sub-06/anat/sub-06_T2w.nii.gz"
-COMMON = {"release": "phantom", "threads": 1, "levels": True, "progress": False}
-_MODEL = {"release", "device", "test_time_aug", "threads"}
-_CHAIN = {"method", "cord_from", "discs_from", "pmj_from", "crop_to_cord"}
-
-
-def run(bids_root, out, levels=False, **kwargs):
-    """``batch.run_batch`` with its choices as keywords (batch, model and, with ``levels``, chain options)."""
-    model = ModelOptions(**{k: v for k, v in kwargs.items() if k in _MODEL})
-    chain = ChainOptions(**{k: v for k, v in kwargs.items() if k in _CHAIN}) if levels else None
-    options = batch.BatchOptions(**{k: v for k, v in kwargs.items() if k not in _MODEL | _CHAIN})
-    return batch.run_batch(bids_root, out, options, model, chain)
+# the dataset (``bids``) and its sequential reference run (``sequential``) are session fixtures (tests/conftest.py,
+# tests/support/batch_data.py), shared with the other batch test modules
 
 
 def make_settings(model_folder, model, threads=None, levels=False, qc=None, **chain):
@@ -69,39 +59,6 @@ def _store(home, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def bids(tmp_path_factory) -> Path:
-    """sub-01..05 (sub-03 with two sessions) in four orientations, manual labels in derivatives/labels, a broken sub-06."""
-    root = tmp_path_factory.mktemp("bids")
-    work = tmp_path_factory.mktemp("phantoms")
-    for sub, ses, orient, seed in SPECS:
-        rel = Path(f"sub-{sub}", *([f"ses-{ses}"] if ses else []), "anat")
-        stem = f"sub-{sub}{f'_ses-{ses}' if ses else ''}_T2w"
-        files = write_phantom(work / stem, orient, seed=seed, prefix=stem)
-        (root / rel).mkdir(parents=True)
-        shutil.copy(files["image"], root / rel / f"{stem}.nii.gz")
-        labels = root / "derivatives" / "labels" / rel
-        labels.mkdir(parents=True)
-        for kind in ("cord", "discs", "pmj"):
-            shutil.copy(files[kind], labels / files[kind].name)
-        (root / "derivatives" / "truth").mkdir(parents=True, exist_ok=True)
-        shutil.copy(files["truth"], root / "derivatives" / "truth" / f"{stem}.json")
-    (root / BROKEN).parent.mkdir(parents=True)
-    (root / BROKEN).write_bytes(b"\x1f\x8b truncated download")
-    (root / "sub-01" / "anat" / "sub-01_T1w.nii.gz").write_bytes(b"another contrast: never selected by default")
-    return root
-
-
-@pytest.fixture(scope="module")
-def sequential(bids, home, tmp_path_factory):
-    """The reference run: sequential, in this process."""
-    out = tmp_path_factory.mktemp("seq") / "rootlets"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ROOTLETS_TASK_HOME", str(home))
-        summary = run(bids, out, **COMMON)
-    return out, summary
-
-
-@pytest.fixture(scope="module")
 def cluster(home, tmp_path_factory):
     """A real Dask LocalCluster on 127.0.0.1: 2 worker processes, 1 thread each."""
     from distributed import LocalCluster
@@ -110,41 +67,6 @@ def cluster(home, tmp_path_factory):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
                       silence_logs=50, env={k: v for k, v in env.items() if v}) as cluster:
         yield cluster
-
-
-def _outputs(out: Path) -> dict[str, object]:
-    """Every image array and table of a derivative folder, by relative path (sidecars and records hold times/hosts)."""
-    found = {}
-    for path in sorted(out.rglob("*")):
-        rel = path.relative_to(out).as_posix()
-        if rel.startswith(("logs/", ".")) or not path.is_file():
-            continue
-        if path.name.endswith(".nii.gz"):
-            img = nib.load(path)
-            found[rel] = (np.asanyarray(img.dataobj), img.affine)
-        elif path.suffix == ".csv":
-            found[rel] = pd.read_csv(path)
-        elif path.suffix == ".png":
-            found[rel] = "png"
-    return found
-
-
-def _assert_same(a: Path, b: Path) -> None:
-    left, right = _outputs(a), _outputs(b)
-    assert sorted(left) == sorted(right)
-    for rel, value in left.items():
-        if isinstance(value, tuple):
-            assert np.array_equal(value[0], right[rel][0]), rel
-            assert np.allclose(value[1], right[rel][1]), rel
-        elif isinstance(value, pd.DataFrame):
-            pd.testing.assert_frame_equal(value, right[rel], obj=rel)
-
-
-def _done_names(summary) -> set[str]:
-    return {r["name"] for r in summary.by_status("done")}
-
-
-NAMES = {f"sub-{s}{f'_ses-{e}' if e else ''}_T2w" for s, e, _, _ in SPECS}
 
 
 def test_sequential_outputs_layout_and_summary(sequential, bids):
@@ -202,6 +124,47 @@ def test_sequential_outputs_layout_and_summary(sequential, bids):
     assert set(summary.tables) >= {"levels", "shift"}
     saved = json.loads((out / "logs" / "batch_summary.json").read_text())
     assert {r["name"]: r["status"] for r in saved["results"]}["sub-06_T2w"] == "failed"
+    # every segmented image carries the network's confidence per level, and its numbering check
+    spinal = levels[(levels["kind"] == "spinal") & (levels["n_voxels"] > 0)]
+    assert spinal["mean_probability"].between(0, 1).all() and spinal["fraction_below_half"].between(0, 1).all()
+    for r in saved["results"]:
+        if r["status"] == "done":
+            assert r["numbering"]["status"] in ("ok", "shifted", "unclear", "not checked") and r["confidence"]["Voxels"] > 0
+
+
+def test_numbering_warning_in_the_summary_and_renumber_on_request(bids, tmp_path):
+    """Manual rootlets labelled one level too high for one image: the summary (text and JSON) and the QC index name
+    it; the levels keep their names; -renumber suggested is a new setting, so that image is redone, renamed."""
+    root = tmp_path / "bids"
+    for name in ("sub-01", "sub-02"):
+        shutil.copytree(bids / name, root / name)
+        shutil.copytree(bids / "derivatives" / "labels" / name, root / "derivatives" / "labels" / name)
+    wrong = root / "derivatives" / "labels" / "sub-02" / "anat" / "sub-02_T2w_label-rootlets_dseg.nii.gz"
+    truth = write_phantom(tmp_path / "ph", "RPI", seed=1, prefix="sub-02_T2w")
+    img = nib.load(truth["rootlets"])
+    data = np.asarray(img.dataobj)
+    nib.save(nib.Nifti1Image(np.where(data > 0, data + 1, 0).astype(np.uint8), img.affine, img.header), wrong)
+    out, qc = tmp_path / "out", tmp_path / "qc"
+    summary = run(root, out, qc=qc, **COMMON)
+    assert _done_names(summary) == {"sub-01_T2w", "sub-02_T2w"}
+    assert [r["name"] for r in summary.numbering_warnings] == ["sub-02_T2w"]
+    flagged = summary.numbering_warnings[0]["numbering"]
+    assert flagged["status"] == "shifted" and flagged["offset"] == -1 and not flagged["applied"]
+    text = summary.text()
+    assert "1 image(s) with a numbering warning" in text and "sub-02_T2w" in text and "C3->C2" in text
+    saved = json.loads((out / "logs" / "batch_summary.json").read_text())
+    assert {r["name"]: r["numbering"]["status"] for r in saved["results"]}["sub-02_T2w"] == "shifted"
+    index = (qc / "rootlets_task" / "index.html").read_text()
+    assert 'data-numbering="shifted"' in index and 'id="only-numbering"' in index
+    table = pd.read_csv(out / "sub-02" / "anat" / "sub-02_T2w_levels.csv")
+    assert table[table.kind == "spinal"]["level"].iloc[0] == "C3" and table["suggested_level"].iloc[0] == "C2"
+    again = run(root, out, **COMMON)  # up to date: the summary still names it (from the levels JSON)
+    assert [r["name"] for r in again.numbering_warnings] == ["sub-02_T2w"] and not again.by_status("done")
+    fixed = run(root, out, renumber="suggested", **COMMON)
+    assert _done_names(fixed) == {"sub-01_T2w", "sub-02_T2w"}  # the key holds the renumber setting
+    table = pd.read_csv(out / "sub-02" / "anat" / "sub-02_T2w_levels.csv")
+    assert table[table.kind == "spinal"]["level"].iloc[0] == "C2" and table["original_level"].iloc[0] == "C3"
+    assert (table["numbering"] == "renumbered").all()
 
 
 def test_jobs_2_identical_to_sequential(sequential, bids, tmp_path):
@@ -218,10 +181,11 @@ def test_qc_requested_later_reruns_those_images(sequential, bids, tmp_path):
     shutil.copytree(sequential[0], out)
     summary = run(bids, out, qc=qc, include="sub-0[12]/", **COMMON)
     assert _done_names(summary) == {"sub-01_T2w", "sub-02_T2w"}
-    index = (qc / "index.html").read_text()
+    report = qc / "rootlets_task"  # our report inside the QC folder (its root is SCT's report)
+    index = (report / "index.html").read_text()
     for name in ("sub-01_T2w", "sub-02_T2w"):
-        assert name in index and (qc / name / "rootlets.png").is_file() and (qc / name / "levels.png").is_file()
-        page = (qc / name / "index.html").read_text()
+        assert name in index and (report / name / "rootlets.png").is_file() and (report / name / "levels.png").is_file()
+        page = (report / name / "index.html").read_text()
         assert "phantom" in page and batch.TMP + "/" not in page
     again = run(bids, out, qc=qc, include="sub-0[12]/", **COMMON)
     assert {r["name"] for r in again.by_status("skipped")} == {"sub-01_T2w", "sub-02_T2w"}

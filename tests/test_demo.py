@@ -19,9 +19,10 @@ def test_demo_runs_the_whole_chain_offline(tmp_path, capsys):
     rootlets = derivatives / "sub-phantom_T2w_rootlets.nii.gz"
     for path in (rootlets, derivatives / "sub-phantom_T2w_spinal_levels.nii.gz",
                  derivatives / "sub-phantom_T2w_vertebral_levels.nii.gz", derivatives / "sub-phantom_T2w_shift.csv",
-                 out / "qc" / "sub-phantom_T2w" / "index.html"):
+                 out / "qc" / "rootlets_task" / "sub-phantom_T2w" / "index.html"):
         assert path.is_file() and str(path) in printed, path  # every output exists and is named on the terminal
-    assert (out / "qc" / "index.html").is_file() and (out / "qc" / "sub-phantom_T2w" / "levels.png").is_file()
+    report = out / "qc" / "rootlets_task"  # our report inside the QC folder
+    assert (report / "index.html").is_file() and (report / "sub-phantom_T2w" / "levels.png").is_file()
     # the segmentation really comes from the bundled model and matches the phantom truth
     pred = np.asarray(nib.load(rootlets).dataobj)
     truth = np.asarray(nib.load(out / "data" / "sub-phantom_T2w_label-rootlets_dseg.nii.gz").dataobj)
@@ -31,7 +32,7 @@ def test_demo_runs_the_whole_chain_offline(tmp_path, capsys):
     assert set(spinal.value) == set(SPINAL_LEVELS) and (spinal.reference == "PMJ").all()
     sidecar = json.loads((derivatives / "sub-phantom_T2w_rootlets.json").read_text())
     assert sidecar["GeneratedBy"][0]["Release"] == "phantom"
-    assert "sub-phantom_T2w" in (out / "qc" / "index.html").read_text()
+    assert "sub-phantom_T2w" in (out / "qc" / "rootlets_task" / "index.html").read_text()
 
 
 def test_dice_per_level():

@@ -335,10 +335,13 @@ def test_unknown_release_tag(capsys):
         install.model_folder("nope")
 
 
-def test_custom_url_needs_install(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["-i", "x.nii.gz", "-custom-url", "http://127.0.0.1:1/x.zip"])
-    assert exc.value.code == 2
+def test_custom_url_without_install_is_ignored_as_sct_does(server, capsys):
+    """sct_deepseg ignores -custom-url without -install (no error): so do we, saying so; nothing is downloaded."""
+    url = server.add("x.zip", b"not a zip")
+    assert main(["-i", "x.nii.gz", "-custom-url", url]) == 1  # the missing input, not the flag, is the error
+    err = capsys.readouterr().err
+    assert "-custom-url is only used with -install; ignored" in err and "image x.nii.gz: file not found" in err
+    assert server.hits == {}
 
 
 def test_releases_command(good_zip, monkeypatch, capsys):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rootlets_task import __version__
 from rootlets_task.cli import main
 from rootlets_task.errors import RootletsError
 from rootlets_task.levels import LEVEL_COLUMNS, SHIFT_COLUMNS, compute_levels, levels_from_files
@@ -36,28 +37,33 @@ def phantoms():
 def test_reference_levels_match_truth(phantoms, grid):
     """Extents, midpoints and shifts agree with the phantom truth (mm along the centerline from the PMJ).
 
-    Distances are measured from the PMJ label voxel, which lies ``pmj_label_offset_mm`` caudal of the truth's
-    anatomical PMJ. Midpoints: within one voxel along the superior-inferior axis. Shifts are differences of two
-    midpoints, each rounded to voxels on its own: one and a half. Extents: two voxels, because the published
-    convention measures between the centres of the end slices (up to one voxel inside each true end) and the
+    The reference method measures from the lab's origin, the top of the cord + PMJ centerline, which lies
+    ``origin_offset_mm`` above the PMJ label voxel, which lies ``pmj_label_offset_mm`` caudal of the truth's
+    anatomical PMJ. Midpoints: within one voxel along the superior-inferior axis (vertebral: one and a half, since
+    the lab's method takes each disc at its nearest whole centerline slice). Shifts are differences of two
+    midpoints, each rounded to voxels on its own: two voxels. Extents: two voxels, because the published convention
+    measures between the centres of the end slices (up to one voxel inside each true end) and the
     phantom's 2 mm thick rootlet strands are drawn as the voxels whose centres fall inside them; in the 3 mm axial
     grid a strand can fall between two slice centres altogether.
     """
     ph = phantoms[grid]
     step = _step(ph)
     res = compute_levels(ph.rootlets, ph.cord, ph.affine, ph.discs, ph.pmj, method="reference")
-    assert res.reference == "PMJ" and res.warnings == []
+    assert res.reference == "centerline top (cord and PMJ)" and res.origin.offset_mm > 5  # the phantom cord reaches higher
+    assert res.warnings == [res.origin.note()] and "above the PMJ" in res.warnings[0]
+    assert res.numbering.status == "ok" and (res.levels["numbering"] == "ok").all()
     table = res.levels
     assert list(table.columns) == LEVEL_COLUMNS and (table["status"] == "ok").all()
     assert set(table[table.kind == "spinal"].value) == set(range(2, 10))
     assert set(table[table.kind == "vertebral"].value) == set(range(1, 9))
     extent_tol = 2 * step
-    offset = ph.truth["pmj_label_offset_mm"]
+    offset = ph.truth["pmj_label_offset_mm"] - res.origin.offset_mm
     for row in table.itertuples():
         truth = {k: v - offset for k, v in ph.truth[f"{row.kind}_levels"][str(row.value)].items() if k != "height_mm"}
-        assert abs(row.mid_mm - truth["mid_mm"]) <= step, (row.kind, row.level)
-        assert abs(row.start_mm - truth["start_mm"]) <= extent_tol and abs(row.end_mm - truth["end_mm"]) <= extent_tol
-        assert row.start_mm <= row.mid_mm <= row.end_mm and row.height_mm == pytest.approx(row.end_mm - row.start_mm)
+        assert abs(row.mid_mm - truth["mid_mm"]) <= step * (1.5 if row.kind == "vertebral" else 1), (row.kind, row.level)
+        assert abs(row.rostral_mm - truth["start_mm"]) <= extent_tol and abs(row.caudal_mm - truth["end_mm"]) <= extent_tol
+        assert row.rostral_mm <= row.mid_mm <= row.caudal_mm
+        assert row.height_mm == pytest.approx(row.caudal_mm - row.rostral_mm)
     spinal_truth = {int(k): v["mid_mm"] for k, v in ph.truth["spinal_levels"].items()}
     vertebral_truth = {int(k): v["mid_mm"] for k, v in ph.truth["vertebral_levels"].items()}
     shift = res.shift
@@ -68,7 +74,7 @@ def test_reference_levels_match_truth(phantoms, grid):
         v = 8 if row.vertebral_level == "T1" else int(row.vertebral_level[1:])
         k = [key for key, name in names.items() if name == row.spinal_level][0]
         expected = vertebral_truth[v] - spinal_truth[k]
-        assert abs(row.shift_mm - expected) <= 1.5 * step, (row.pairing, row.vertebral_level, row.spinal_level)
+        assert abs(row.shift_mm - expected) <= 2 * step, (row.pairing, row.vertebral_level, row.spinal_level)
         assert (k == v + 1) if row.pairing == "shifted" else (row.vertebral_level == row.spinal_level)
     # the painted cord labels agree with the truth image of the phantom except within a voxel of boundaries
     cord = ph.cord > 0
@@ -87,10 +93,10 @@ def test_gapfree_boundaries_halfway(phantoms, grid):
     truth = {int(k): v for k, v in ph.truth["spinal_levels"].items()}
     tol = 2 * step  # as for the reference spans above
     for k in range(2, 9):
-        assert spinal.loc[k, "end_mm"] == pytest.approx(spinal.loc[k + 1, "start_mm"])
-        assert abs(spinal.loc[k, "end_mm"] - (truth[k]["end_mm"] + truth[k + 1]["start_mm"]) / 2) <= tol
-    assert abs(spinal.loc[2, "start_mm"] - truth[2]["start_mm"]) <= tol
-    assert abs(spinal.loc[9, "end_mm"] - truth[9]["end_mm"]) <= tol
+        assert spinal.loc[k, "caudal_mm"] == pytest.approx(spinal.loc[k + 1, "rostral_mm"])
+        assert abs(spinal.loc[k, "caudal_mm"] - (truth[k]["end_mm"] + truth[k + 1]["start_mm"]) / 2) <= tol
+    assert abs(spinal.loc[2, "rostral_mm"] - truth[2]["start_mm"]) <= tol
+    assert abs(spinal.loc[9, "caudal_mm"] - truth[9]["end_mm"]) <= tol
     # every cord slice between the first and last level is labelled
     axis = si_axis(ph.affine)
     labelled = np.moveaxis(res.spinal, axis, 0).reshape(res.spinal.shape[axis], -1).max(1)
@@ -106,7 +112,7 @@ def test_identical_across_orientations(phantoms):
     """The same phantom reoriented (LPI -> RPI, PSR, AIL) gives the same mm and the same labels voxel for voxel."""
     ph = phantoms["iso1"]
     base = compute_levels(ph.rootlets, ph.cord, ph.affine, ph.discs, ph.pmj)
-    cols = ["start_mm", "end_mm", "mid_mm", "height_mm"]
+    cols = ["rostral_mm", "caudal_mm", "mid_mm", "height_mm"]
     for orient in ("RPI", "PSR", "AIL"):
         arrays = {}
         for kind in KINDS:
@@ -153,21 +159,21 @@ def test_reference_method_by_hand():
     assert list(table["status"]) == ["ok", "ok", "ok", "ok", "missing", "missing"]
     for value, (z_top, z_bottom) in {1: (11, 11), 2: (10, 9), 3: (8, 4), 4: (7, 2)}.items():
         row = table.loc[value]
-        assert (row.start_slice, row.end_slice) == (z_top, z_bottom)
-        assert row.start_mm == pytest.approx(11 - z_top) and row.end_mm == pytest.approx(11 - z_bottom)
+        assert (row.rostral_slice, row.caudal_slice) == (z_top, z_bottom)
+        assert row.rostral_mm == pytest.approx(11 - z_top) and row.caudal_mm == pytest.approx(11 - z_bottom)
         assert row.mid_mm == pytest.approx(11 - (z_top + z_bottom) / 2)
         assert row.n_voxels == (rootlets == value).sum() and row.volume_mm3 == pytest.approx(row.n_voxels)
-    assert table.loc[5, "n_voxels"] == 0 and pd.isna(table.loc[5, "start_mm"])
+    assert table.loc[5, "n_voxels"] == 0 and pd.isna(table.loc[5, "rostral_mm"])
     assert res.reference == "cord rostral end"
     assert any("C5" in w and "no rootlets" in w for w in res.warnings)
     assert any("C6" in w and "do not touch" in w for w in res.warnings)
     # a radius of 4 voxels also keeps (8,4,11): level 2 then spans z9-11 and wins over level 1 on z11
     wider = compute_levels(rootlets, cord, np.eye(4), method="reference", dilate_voxels=4)
-    assert wider.spinal[4, 4, 11] == 2 and wider.levels.set_index("value").loc[2, "start_slice"] == 11
+    assert wider.spinal[4, 4, 11] == 2 and wider.levels.set_index("value").loc[2, "rostral_slice"] == 11
     # gap-free on the same case: boundary 1|2 halfway between z11 and z10, 2|3 between z9 and z8 ...
     gap = compute_levels(rootlets, cord, np.eye(4)).levels.set_index("value")
-    assert gap.loc[1, "end_mm"] == pytest.approx(0.5) and gap.loc[2, "end_mm"] == pytest.approx(2.5)
-    assert gap.loc[3, "end_mm"] == pytest.approx((7 + 4) / 2)  # overlap of 3 (3-7 mm) and 4 (4-9 mm) split halfway
+    assert gap.loc[1, "caudal_mm"] == pytest.approx(0.5) and gap.loc[2, "caudal_mm"] == pytest.approx(2.5)
+    assert gap.loc[3, "caudal_mm"] == pytest.approx((7 + 4) / 2)  # overlap of 3 (3-7 mm) and 4 (4-9 mm) split halfway
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +199,9 @@ def test_files_outputs_on_input_grid(files, tmp_path):
     table = pd.read_csv(out["csv"])
     doc = json.loads(out["json"].read_text())
     assert list(table.columns) == LEVEL_COLUMNS and len(doc["levels"]) == len(table)
-    assert doc["reference"] == "PMJ" and doc["method"] == "gapfree"
+    assert doc["reference"] == "PMJ" and doc["method"] == "gapfree" and doc["version"] == __version__
+    assert doc["origin"] == {"reference": "PMJ", "origin_offset_mm": 0.0, "note": None}
+    assert doc["numbering"]["status"] == "ok" and doc["numbering"]["offset"] == 0
     assert list(pd.read_csv(out["shift"]).columns) == SHIFT_COLUMNS
     spinal = nib.load(out["spinal"]).get_fdata()
     assert set(np.unique(spinal)) == {0, *range(2, 10)}
@@ -219,7 +227,8 @@ def test_image_grid_and_prefix(phantoms, files, tmp_path):
     out, result = levels_from_files(files["rootlets"], files["cord"], image=tmp_path / "img.nii.gz", out_dir=tmp_path / "o",
                                     prefix="sub-01", method="reference")
     assert any("resampled" in w for w in result.warnings)
-    assert set(out) == {"spinal", "csv", "json"} and out["csv"].name == "sub-01_levels.csv"
+    assert set(out) == {"spinal", "csv", "json", "lab"} and out["csv"].name == "sub-01_levels.csv"
+    assert out["lab"].name == "sub-01_levels_lab.csv"
     assert nib.load(out["spinal"]).shape == image.shape
     table = pd.read_csv(out["csv"])
     assert table["reference"].iloc[0] == "cord rostral end" and list(table["level"]) == [f"C{k}" for k in range(2, 9)] + ["T1"]
@@ -229,7 +238,7 @@ def test_c2c3_disc_reference(phantoms):
     ph = phantoms["iso1"]
     res = compute_levels(ph.rootlets, ph.cord, ph.affine, ph.discs)
     vert = res.levels[res.levels.kind == "vertebral"].set_index("value")
-    assert res.reference == "C2/C3 disc" and vert.loc[3, "start_mm"] == pytest.approx(0, abs=1e-9)
+    assert res.reference == "C2/C3 disc" and vert.loc[3, "rostral_mm"] == pytest.approx(0, abs=1e-9)
 
 
 def test_missing_disc_and_level_are_rows_not_crashes(phantoms):
@@ -261,7 +270,7 @@ def test_sct_t2_manual_rootlets(tmp_path):
         assert abs(row.mid_slice - np.argwhere(data == row.value)[0][axis]) <= 1
     gap = pd.read_csv(levels_from_files(T2 / "t2_seg-deepseg_rootlets-manual.nii.gz", T2 / "t2_seg-manual.nii.gz",
                                         out_dir=tmp_path / "g")[0]["csv"])
-    assert np.allclose(gap["end_mm"].iloc[:-1].to_numpy(), gap["start_mm"].iloc[1:].to_numpy())
+    assert np.allclose(gap["caudal_mm"].iloc[:-1].to_numpy(), gap["rostral_mm"].iloc[1:].to_numpy())
 
 
 # ----------------------------------------------------------------------------------------------- bad input
@@ -339,7 +348,7 @@ def test_cli_levels_end_to_end(files, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "from the PMJ" in printed and "T1" in printed and "shifted" in printed
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert len(written) == 5 and all(name in printed for name in written)
+    assert len(written) == 6 and all(name in printed for name in written)  # with the lab's layout (-method reference)
     assert pd.read_csv(next((tmp_path / "out").glob("*_levels.csv")))["status"].eq("ok").all()
     # bad input: one line on stderr, exit 1, nothing written; bad argument: exit 2
     empty = tmp_path / "empty.nii.gz"
@@ -400,5 +409,31 @@ def test_pmj_above_the_cord_is_reached_by_extrapolation(phantoms):
     cord[top - 12:] = 0  # LPI: the index grows towards superior
     cropped = compute_levels(ph.rootlets, np.moveaxis(cord, 0, axis), ph.affine, ph.discs, ph.pmj, method="reference")
     full = compute_levels(ph.rootlets, ph.cord, ph.affine, ph.discs, ph.pmj, method="reference")
-    assert np.abs(cropped.levels["mid_mm"] - full.levels["mid_mm"]).max() < 0.2
+    assert abs(cropped.origin.offset_mm) < 0.05 and full.origin.offset_mm > 5  # the origin is the PMJ only when above
+    assert np.abs(cropped.levels["mid_mm"] - (full.levels["mid_mm"] - full.origin.offset_mm)).max() < 0.2
     assert cropped.centerline.length_mm > full.centerline.length_mm - 12 - 2 * _step(ph)
+
+
+def test_tables_of_earlier_versions_are_read_and_mixing_versions_is_refused(files, tmp_path, capsys):
+    """A table with the old column names (start_* = rostral, end_* = caudal) and no version reads in today's layout;
+    `rootlets stats` refuses to mix it with today's, in one line naming the file and the fix."""
+    from rootlets_task.tables import OLD_COLUMNS, read_levels_table
+
+    out, _ = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path / "new",
+                               prefix="sub-01_T2w")
+    new = pd.read_csv(out["csv"])
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    renamed = {v: k for k, v in OLD_COLUMNS.items()}
+    old = new.rename(columns=renamed).drop(columns=["mean_probability", "fraction_below_half", "numbering",
+                                                    "suggested_level", "original_level"])
+    old.to_csv(old_dir / "sub-02_T2w_levels.csv", index=False)
+    (old_dir / "sub-02_T2w_levels.json").write_text(json.dumps({"method": "gapfree", "reference": "PMJ"}))
+    upgraded = read_levels_table(old_dir / "sub-02_T2w_levels.csv")
+    assert list(upgraded.columns) == LEVEL_COLUMNS
+    pd.testing.assert_frame_equal(upgraded[list(renamed)], read_levels_table(out["csv"])[list(renamed)])
+    assert main(["stats", str(out["csv"]), str(old_dir / "sub-02_T2w_levels.csv"), "-o", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sub-02_T2w_levels.csv" in err and "version" in err and "re-run" in err
+    assert not (tmp_path / "s").exists()
+    assert main(["stats", str(old_dir), "-o", str(tmp_path / "s")]) == 0  # old tables alone: still analysed

@@ -27,7 +27,7 @@ from rootlets_task.colours import level_colour
 from rootlets_task.errors import RootletsError
 from rootlets_task.levels import compute_levels, level_name, levels_from_files
 from rootlets_task.phantom import SPINAL_LEVELS, make_phantom
-from rootlets_task.qc import LOCK, qc_subject
+from rootlets_task.qc import LOCK, REPORT, qc_subject
 from rootlets_task.qc_views import display_views
 
 # Four orientations, one of them anisotropic (0.5 x 0.5 x 3 mm axial).
@@ -83,14 +83,14 @@ def _colour_mask(picture: np.ndarray, colour, alpha: float = 1.0) -> np.ndarray:
 
 
 def _record(qc_dir: Path, key: str) -> dict:
-    return json.loads((qc_dir / "_records" / f"{key}.json").read_text())
+    return json.loads((qc_dir / REPORT / "_records" / f"{key}.json").read_text())
 
 
 @pytest.mark.parametrize("orient", CASES)
 def test_rootlets_figure_shows_levels_where_the_rootlets_are(qc_folder, orient):
     qc_dir, phantoms = qc_folder
     record = _record(qc_dir, f"sub-{orient}")
-    picture = _png(qc_dir / f"sub-{orient}" / "rootlets.png")
+    picture = _png(qc_dir / REPORT / f"sub-{orient}" / "rootlets.png")
     truth = phantoms[orient].truth["spinal_levels"]
     for name, panel in record["figures"]["rootlets"]["panels"].items():
         x0, y0, x1, y1 = panel["box_px"]
@@ -139,7 +139,7 @@ def test_views_are_the_same_in_every_orientation():
 
 def test_levels_figure_places_bars_by_distance(qc_folder):
     qc_dir, phantoms = qc_folder
-    picture = _png(qc_dir / "sub-LPI" / "levels.png")
+    picture = _png(qc_dir / REPORT / "sub-LPI" / "levels.png")
     truth = phantoms["LPI"].truth["spinal_levels"]
     rows, mids, cols = [], [], []
     for level in SPINAL_LEVELS:
@@ -164,15 +164,16 @@ def test_subject_page_and_record_report_the_levels(qc_folder):
     assert record["spinal_levels"] == [level_name(v, "spinal") for v in SPINAL_LEVELS]
     shifted = result.shift[result.shift["pairing"] == "shifted"]
     assert [s["shift_mm"] for s in record["shifts"]] == pytest.approx(shifted["shift_mm"].tolist(), abs=0.01)
-    page = (qc_dir / "sub-AIL" / "index.html").read_text()
+    page = (qc_dir / REPORT / "sub-AIL" / "index.html").read_text()
     for text in ("rootlets.png", "levels.png", "Provenance", "phantom truth", "gapfree", "../index.html"):
         assert text in page
     assert page.count("<tr>") >= len(result.levels) + len(result.shift)
-    for page in (qc_dir / "sub-PSR" / "index.html", qc_dir / "index.html"):  # shown as text, never as markup
+    for page in (qc_dir / REPORT / "sub-PSR" / "index.html", qc_dir / REPORT / "index.html"):  # shown as text, never as markup
         assert "check C8: faint rootlets &lt;b&gt;&amp;&lt;/b&gt;" in page.read_text()
     umask = os.umask(0o022)
     os.umask(umask)
-    for path in (qc_dir / "index.html", qc_dir / "sub-AIL" / "rootlets.png", qc_dir / "_records" / "sub-AIL.json"):
+    report = qc_dir / REPORT
+    for path in (report / "index.html", report / "sub-AIL" / "rootlets.png", report / "_records" / "sub-AIL.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, f"{path} not readable as the umask allows"
 
 
@@ -183,7 +184,7 @@ def test_missing_level_is_a_warning_on_page_and_index(tmp_path):
     record = _record(tmp_path, "sub-gap")
     assert "C4" not in record["spinal_levels"]
     assert any("C4" in w and "missing" in w for w in record["warnings"])
-    assert "missing" in (tmp_path / "index.html").read_text()
+    assert "missing" in (tmp_path / REPORT / "index.html").read_text()
 
 
 def test_bad_input_writes_nothing(tmp_path):
@@ -209,12 +210,12 @@ def test_lock_held_too_long_is_a_clear_error(tmp_path, monkeypatch):
 
     ph = make_phantom("LPI", (2.0, 2.0, 2.0), seed=1)
     monkeypatch.setattr(qc, "LOCK_TIMEOUT_S", 0.2)
-    tmp_path.joinpath("qc").mkdir()
-    with FileLock(tmp_path / "qc" / LOCK), pytest.raises(RootletsError, match="another process held"):
+    tmp_path.joinpath("qc", REPORT).mkdir(parents=True)
+    with FileLock(tmp_path / "qc" / REPORT / LOCK), pytest.raises(RootletsError, match="another process held"):
         qc_subject(tmp_path / "qc", ph.nifti("image"), ph.nifti("rootlets"), subject="sub-late")
-    assert (tmp_path / "qc" / "_records" / "sub-late.json").is_file()  # kept for the next index rebuild
+    assert (tmp_path / "qc" / REPORT / "_records" / "sub-late.json").is_file()  # kept for the next index rebuild
     qc.rebuild_index(tmp_path / "qc")
-    assert "sub-late" in (tmp_path / "qc" / "index.html").read_text()
+    assert "sub-late" in (tmp_path / "qc" / REPORT / "index.html").read_text()
 
 
 def test_qc_command(tmp_path, capsys):
@@ -228,7 +229,7 @@ def test_qc_command(tmp_path, capsys):
     assert main(["qc", "-i", str(files["image"]), "-r", str(files["rootlets"]), "-s", str(files["cord"]),
                  "-discs", str(files["discs"]), "-levels", str(levels["json"]), "-qc", str(qc_dir),
                  "-qc-subject", "sub-cli"]) == 0
-    assert (qc_dir / "sub-cli" / "levels.png").is_file() and "sub-cli" in (qc_dir / "index.html").read_text()
+    assert (qc_dir / REPORT / "sub-cli" / "levels.png").is_file() and "sub-cli" in (qc_dir / REPORT / "index.html").read_text()
     record = _record(qc_dir, "sub-cli")
     assert record["provenance"]["release"] == "phantom", "the release is read from the rootlets' JSON sidecar"
     table = pd.read_csv(levels["csv"])
@@ -285,22 +286,22 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("ready-*"))) < len(procs) and time.monotonic() < deadline:
         time.sleep(0.05)
-    qc_dir.mkdir()
-    with FileLock(qc_dir / LOCK):  # hold the folder's lock: every writer must queue behind it
+    (qc_dir / REPORT).mkdir(parents=True)
+    with FileLock(qc_dir / REPORT / LOCK):  # hold the folder's lock: every writer must queue behind it
         go.touch()
-        while len(list(qc_dir.glob("_records/*.json"))) < len(procs) and time.monotonic() < deadline:
+        while len(list(qc_dir.glob(f"{REPORT}/_records/*.json"))) < len(procs) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)
-        assert not (qc_dir / "index.html").exists(), "the index was written without taking the folder's lock"
+        assert not (qc_dir / REPORT / "index.html").exists(), "the index was written without taking the folder's lock"
         assert all(p.poll() is None for p in procs), "a writer finished without waiting for the lock"
     for p in procs:
         assert p.wait(timeout=180) == 0, p.stderr.read()
     expected = sorted(f"sub-w{w}n{n}" for w in range(4) for n in range(2))
     parser = _Rows()
-    parser.feed((qc_dir / "index.html").read_text())
+    parser.feed((qc_dir / REPORT / "index.html").read_text())
     parser.close()
     assert sorted(parser.subjects) == [s.lower() for s in expected] and not parser.stack
-    assert sorted(json.loads(p.read_text())["subject"] for p in (qc_dir / "_records").glob("*.json")) == expected
+    assert sorted(json.loads(p.read_text())["subject"] for p in (qc_dir / REPORT / "_records").glob("*.json")) == expected
     assert not [p for p in qc_dir.rglob("*") if ".tmp" in p.name], "temporary files left behind"
 
 
@@ -313,7 +314,7 @@ def test_pages_in_headless_chromium(qc_folder, tmp_path):
         return i.decode().catch(() => null); })).then(() =>
         Array.from(document.images).map(i => [i.getAttribute("src"), i.naturalWidth]))"""
     with Chromium(tmp_path / "profile") as browser:
-        browser.open((qc_dir / "index.html").as_uri())
+        browser.open((qc_dir / REPORT / "index.html").as_uri())
         images = browser.evaluate(load_all)
         assert len(images) == len(CASES) and all(width > 0 for _, width in images), images
         browser.screenshot(qc_dir / "screenshot_index.png")
@@ -343,12 +344,12 @@ def test_pages_in_headless_chromium(qc_folder, tmp_path):
         assert browser.evaluate("document.getElementById('v-verdict').textContent") == "fail"
         browser.screenshot(qc_dir / "screenshot_review.png")
         assert browser.evaluate(f"({viewer})('Escape')")[0] is True
-        browser.open((qc_dir / "index.html").as_uri())
+        browser.open((qc_dir / REPORT / "index.html").as_uri())
         assert browser.evaluate("rootletsQcVerdictsCsv()") == f'subject,verdict\n"{subjects[-1]}",fail\n'
         assert browser.evaluate("Array.from(document.querySelectorAll('#subjects tbody tr .verdict'))"
                                 ".map(b => b.textContent)") == ["", "", "", "fail"]
         for orient in CASES:
-            browser.open((qc_dir / f"sub-{orient}" / "index.html").as_uri())
+            browser.open((qc_dir / REPORT / f"sub-{orient}" / "index.html").as_uri())
             images = browser.evaluate(load_all)
             assert [src for src, _ in images] == ["rootlets.png", "levels.png"]
             assert all(width > 0 for _, width in images), images
@@ -366,7 +367,7 @@ def test_labels_on_another_grid_and_empty_rootlets(tmp_path):
     record = _record(tmp_path, "sub-grid")
     assert any("rootlets came on another grid" in n for n in record["notes"]) and "another grid" in page.read_text()
     views = display_views(fine.nifti("image"), fine.nifti("rootlets"), fine.nifti("cord"))
-    picture = _png(tmp_path / "sub-grid" / "rootlets.png")
+    picture = _png(tmp_path / REPORT / "sub-grid" / "rootlets.png")
     x0, y0, x1, y1 = record["figures"]["rootlets"]["panels"]["coronal"]["box_px"]
     rows = [np.argwhere(_colour_mask(picture[y0:y1, x0:x1], level_colour(level_name(v, "spinal"))))[:, 0].mean()
             / (y1 - y0) for v in SPINAL_LEVELS]
@@ -376,4 +377,4 @@ def test_labels_on_another_grid_and_empty_rootlets(tmp_path):
     empty = nib.Nifti1Image(np.zeros_like(fine.rootlets), fine.affine)
     qc_subject(tmp_path, fine.nifti("image"), empty, fine.nifti("cord"), subject="sub-empty")
     assert "no rootlets in the segmentation" in _record(tmp_path, "sub-empty")["warnings"]
-    assert "sub-empty" in (tmp_path / "index.html").read_text()
+    assert "sub-empty" in (tmp_path / REPORT / "index.html").read_text()

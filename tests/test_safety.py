@@ -417,9 +417,10 @@ def test_qc_names_with_dollars_slashes_and_spaces_get_their_own_entries(tmp_path
     names = ["sub 01", "sub_01", "sub/01", "$x$ costs $5"]
     for name in names:
         assert _run(["qc", "-i", ph["image"], "-r", ph["rootlets"], "-qc", qc, "-qc-subject", name], capsys)[0] == 0
-    records = [json.loads(p.read_text()) for p in (qc / "_records").glob("*.json")]
+    report = qc / "rootlets_task"
+    records = [json.loads(p.read_text()) for p in (report / "_records").glob("*.json")]
     assert sorted(r["subject"] for r in records) == sorted(names) and len({r["key"] for r in records}) == 4
-    assert all((qc / r["key"] / "rootlets.png").stat().st_size > 0 for r in records)
+    assert all((report / r["key"] / "rootlets.png").stat().st_size > 0 for r in records)
 
 
 def test_two_inputs_with_one_stem_get_two_qc_entries(random_store, monkeypatch, tmp_path, capsys):
@@ -429,7 +430,8 @@ def test_two_inputs_with_one_stem_get_two_qc_entries(random_store, monkeypatch, 
         (tmp_path / folder).mkdir()
         shutil.copy(image, tmp_path / folder / "t2.nii.gz")
     assert _run(["-i", tmp_path / "a" / "t2.nii.gz", tmp_path / "b" / "t2.nii.gz", "-qc", tmp_path / "qc"], capsys)[0] == 0
-    assert len(list((tmp_path / "qc" / "_records").glob("*.json"))) == 2
+    assert len(list((tmp_path / "qc" / "rootlets_task" / "_records").glob("*.json"))) == 2
+    assert len(list((tmp_path / "qc" / "_json").glob("qc_*.json"))) == 2, "one SCT QC entry per input"
 
 
 def _bids(root: Path, image: Path) -> Path:

@@ -141,12 +141,16 @@ def test_qc_page_per_input_listed_in_the_index(home, coarse_phantom, tmp_path, c
     qc_dir = tmp_path / "qc"
     code, out, err = _run(["-i", *srcs, "-qc", qc_dir, "-device", "cpu"], capsys)
     assert code == 0, err
-    index = (qc_dir / "index.html").read_text()
+    report = qc_dir / "rootlets_task"  # our report; the QC folder's root belongs to SCT's report
+    index = (report / "index.html").read_text()
     for name in ("sub-01_T2w", "sub-02_T2w"):
-        (folder,) = [p.parent for p in qc_dir.glob("*/index.html") if p.parent.name.startswith(name)]
+        (folder,) = [p.parent for p in report.glob("*/index.html") if p.parent.name.startswith(name)]
         page = folder / "index.html"
         assert page.is_file() and (folder / "rootlets.png").stat().st_size > 0
         assert f"{name}_rootlets.nii.gz" in page.read_text() and name in index
+    entries = [json.loads(p.read_text()) for p in sorted((qc_dir / "_json").glob("qc_*.json"))]
+    assert sorted(e["inputFile"] for e in entries) == ["sub-01_T2w.nii.gz", "sub-02_T2w.nii.gz"]
+    assert not (qc_dir / "index.html").exists(), "SCT's index.html is SCT's to write"
 
 
 def test_unwritable_qc_folder_writes_nothing(home, coarse_phantom, tmp_path, capsys):
@@ -245,13 +249,23 @@ def test_every_bad_input_is_one_line_exit_1_and_writes_nothing(home, coarse_phan
     assert not (locked / "seg.nii.gz").exists()
 
 
-def test_no_model_installed_says_how_to_install(coarse_phantom, tmp_path, capsys):
-    """The autouse fixture gives this test an empty model store."""
+def test_no_model_installed_and_no_network_says_how_to_install(coarse_phantom, tmp_path, capsys, monkeypatch):
+    """The autouse fixture gives this test an empty model store; the release's mirror is a closed loopback port (no
+    network). `rootlets -i` tries to install the release first (as sct_deepseg does), then says how to install it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("ROOTLETS_TASK_MIRROR", f"http://127.0.0.1:{port}")
     src = tmp_path / "t2.nii.gz"
     src.write_bytes(coarse_phantom.read_bytes())
     code, out, err = _run(["-i", src], capsys)
     assert code == 1 and out == ""
-    assert f"rootlets -install -release {DEFAULT_TAG}" in err and len(err.strip().splitlines()) == 1
+    announce, error = err.strip().splitlines()
+    assert announce == f"rootlets: Model release {DEFAULT_TAG} is not installed. Installing it now..."
+    assert error.startswith("rootlets: error: cannot install model release") and "cannot connect to 127.0.0.1" in error
+    assert f"rootlets -install -release {DEFAULT_TAG} -custom-url FILE.zip" in error and "ROOTLETS_TASK_MIRROR" in error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t2.nii.gz"]
 
 

@@ -311,7 +311,7 @@ def test_reads_the_labs_own_02a_and_discs_csvs(tmp_path):
     spinal = written[written.fname.str.contains("rootlets")].set_index("spinal_level")
     for row in mids[mids.kind == "spinal"].itertuples():
         want = (spinal.loc[row.value, "distance_from_pmj_start"] + spinal.loc[row.value, "distance_from_pmj_end"]) / 2
-        assert close(row.mid_mm, want) and row.start_mm == spinal.loc[row.value, "distance_from_pmj_end"]
+        assert close(row.mid_mm, want) and row.rostral_mm == spinal.loc[row.value, "distance_from_pmj_end"]
     shift = pd.read_csv(out["shift"]).set_index(["pairing", "pair"])
     assert (shift.n.drop(index="all", level=1) == 1).all()
     exported = pd.read_csv(out["lab"])

@@ -1,0 +1,56 @@
+"""The levels and shift tables: their columns, the names earlier versions used, and reading any version's table.
+
+One row per level (``kind`` spinal or vertebral). Ends are named by anatomy, not by reading order:
+``rostral_slice``/``caudal_slice`` (indices along the grid's superior-inferior array axis, in the file's own
+orientation) and ``rostral_mm``/``caudal_mm`` (distance along the cord from the origin named in ``reference``).
+Tables of versions up to 0.x named them ``start_*`` (rostral) and ``end_*`` (caudal): :func:`upgrade` renames them,
+and the columns a table lacks (confidence, numbering) are added empty, so every reader sees one layout.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+LEVEL_COLUMNS = ["kind", "level", "value", "rostral_slice", "caudal_slice", "mid_slice", "rostral_mm", "caudal_mm",
+                 "mid_mm", "height_mm", "reference", "n_voxels", "volume_mm3", "mean_probability", "fraction_below_half",
+                 "numbering", "suggested_level", "original_level", "status"]
+REQUIRED_COLUMNS = ["kind", "level", "value", "rostral_mm", "caudal_mm", "mid_mm", "height_mm", "status"]
+OLD_COLUMNS = {"start_slice": "rostral_slice", "end_slice": "caudal_slice", "start_mm": "rostral_mm", "end_mm": "caudal_mm"}
+SHIFT_COLUMNS = ["pairing", "vertebral_level", "spinal_level", "vertebral_mid_mm", "spinal_mid_mm", "shift_mm"]
+INTEGER_COLUMNS = ("value", "rostral_slice", "caudal_slice", "mid_slice", "n_voxels")
+FLOAT_COLUMNS = ("rostral_mm", "caudal_mm", "mid_mm", "height_mm", "volume_mm3", "mean_probability", "fraction_below_half")
+TEXT_COLUMNS = ("numbering", "suggested_level", "original_level")
+
+
+def is_levels_table(columns) -> bool:
+    """Whether ``columns`` are those of a levels table of any version."""
+    names = {OLD_COLUMNS.get(c, c) for c in columns}
+    return all(c in names for c in REQUIRED_COLUMNS)
+
+
+def upgrade(table: pd.DataFrame) -> pd.DataFrame:
+    """A levels table of any version in today's layout: old names renamed, missing optional columns empty, typed."""
+    table = table.rename(columns={old: new for old, new in OLD_COLUMNS.items() if old in table and new not in table})
+    for column in LEVEL_COLUMNS:
+        if column not in table:
+            table[column] = pd.NA
+    return typed(table[LEVEL_COLUMNS + [c for c in table.columns if c not in LEVEL_COLUMNS]])
+
+
+def typed(table: pd.DataFrame) -> pd.DataFrame:
+    """Column types: whole numbers nullable (missing levels have no slices), distances float, notes text."""
+    table = table.copy()
+    for col in INTEGER_COLUMNS:
+        table[col] = pd.to_numeric(table[col]).astype("Int64")
+    for col in FLOAT_COLUMNS:
+        table[col] = pd.to_numeric(table[col]).astype(float)
+    for col in TEXT_COLUMNS:
+        table[col] = table[col].astype(object).where(table[col].notna(), None)
+    return table
+
+
+def read_levels_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A ``*_levels.csv`` written by ``rootlets levels`` (any version), in today's layout."""
+    return upgrade(pd.read_csv(path))
