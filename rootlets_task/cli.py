@@ -522,7 +522,7 @@ def _speedcheck_parser() -> argparse.ArgumentParser:
     from rootlets_task.speedcheck import LEVERS, Thresholds
 
     t = Thresholds()
-    p = argparse.ArgumentParser(prog="rootlets speedcheck", description="Validate the speed levers on your images with "
+    p = _StrictParser(prog="rootlets speedcheck", description="Validate the speed levers on your images with "
                                 "the installed release: runs the exact path (the same tiles as SCT) and each lever in one "
                                 "process, interleaved, and reports per lever the time per image and speed-up, voxel "
                                 "agreement, per-level Dice and how far each spinal level's midpoint and boundaries moved "
