@@ -23,10 +23,10 @@ import shutil
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rootlets_task import bids, engines, logs, nifti, provenance, viewers
+from rootlets_task import batch_levers, bids, engines, logs, nifti, provenance, viewers
 from rootlets_task._version import __version__
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import now, read_json, remove_stale_scratch, scratch_folder, writable_folder, write_json
@@ -59,6 +59,9 @@ class BatchOptions:
     continue_on_error: bool = True
     overwrite: bool = False
     progress: bool = True
+    levers: str = "none"  # none | auto | crop,int8 (batch_levers.plan_batch_levers)
+    speedcheck: str | os.PathLike | None = None  # with levers auto: the report of `rootlets speedcheck` to follow
+    levers_check: int = 2  # with levers auto and no report: images of the dataset checked first
 
 
 @dataclass(frozen=True)
@@ -70,19 +73,21 @@ class Settings:
     options: ModelOptions
     chain: ChainOptions | None  # None: rootlets only
     qc: str | None = None
+    levers: batch_levers.BatchLevers = batch_levers.BatchLevers()
     bids_strict: bool = False
 
-    def key(self) -> dict:
+    def key(self, rel: str | None = None) -> dict:
+        """The key of the image ``rel`` (its levers included) without its inputs."""
         chain = self.chain
         return {"version": __version__, "release": self.model.get("tag"), "model_sha256": self.model.get("sha256"),
                 "test_time_aug": self.options.test_time_aug, "levels": chain is not None,
                 **({"method": chain.method, "cord_from": chain.cord_from, "discs_from": chain.discs_from,
                     "pmj_from": chain.pmj_from, "crop_to_cord": chain.crop_to_cord, "renumber": chain.renumber}
                    if chain else {}),
-                **({"bids_strict": True} if self.bids_strict else {})}
+                **({"bids_strict": True} if self.bids_strict else {}), **self.levers.key(rel)}
 
     def unit_key(self, unit: bids.Unit) -> dict:
-        return {**self.key(), "inputs": unit.inputs}
+        return {**self.key(unit.rel), "inputs": unit.inputs}
 
 
 # ------------------------------------------------------------------------------------------------ one unit
@@ -139,8 +144,10 @@ def _run_unit(unit: bids.Unit, settings: Settings, tmp: Path, result: dict, stal
     try:
         with engines.MODEL_LOCK:
             seg = engines.worker_segmenter(settings.model_folder, settings.model, settings.options.device,
-                                           settings.options.test_time_aug, settings.options.threads)
-            log.info("model %s (%s, %s threads, %s)", settings.model.get("tag"), seg.backend, seg.threads, seg.device.type)
+                                           settings.options.test_time_aug, settings.options.threads,
+                                           **settings.levers.segmenter_kwargs(unit.rel))
+            log.info("model %s (%s, %s threads, %s, %s; levers: %s)", settings.model.get("tag"), seg.backend, seg.threads,
+                     seg.device.type, seg.precision, ", ".join(settings.levers.used(unit.rel)) or "none")
             notes, made, checks = _make_outputs(unit, settings, seg, tmp)
         _finish(unit, settings, tmp, made, notes, time.perf_counter() - t0)
         result.update(checks)
@@ -168,28 +175,31 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
     from rootlets_task.segment import write_segmentation
 
     image = Path(unit.image)
+    crop = "crop" in settings.levers.used(unit.rel)
     if settings.chain is None:
+        from rootlets_task import cropping
+
         img = nifti.load(image)
         out = tmp / f"{unit.name}_rootlets.nii.gz"
         command = f"batch {unit.rel} -release {settings.model.get('tag')}"
-        prediction = seg.predict(img)
-        sidecar = provenance.rootlets_sidecar(seg, image, command, confidence=prediction.confidence)
+        box, crop_info = cropping.lever_box(img, unit.labels.get("cord")) if crop else (None, None)
+        prediction = seg.predict(img, box)
+        sidecar = provenance.rootlets_sidecar(seg, image, command, crop_info, confidence=prediction.confidence)
         notes = release_warnings(settings.model.get("tag"), img, unit.rel)
         for text in notes:
             log.warning("%s", text)
             sidecar.setdefault("Warnings", []).append(text)
         write_segmentation(nifti.label_image(prediction.labels, img), out, sidecar)
-        viewers.describe({"rootlets": out})
+        viewers.describe({"rootlets": out}, {"rootlets": prediction.labels})
+        notes += cropping.cut_note(prediction.labels, box, cropping.CROP_MARGIN_MM) if crop else []
         return notes, {"rootlets": out}, {"confidence": summary(prediction.confidence)}
-    from dataclasses import replace
-
     from rootlets_task.chain import ChainInputs, run_chain
 
     labels = unit.labels
     inputs = ChainInputs(cord=labels.get("cord"), discs=labels.get("discs"), pmj=labels.get("pmj"),
                          rootlets=labels.get("rootlets"))
-    result = run_chain(image, out_dir=tmp, inputs=inputs, options=replace(settings.chain, contrast=unit.contrast),
-                       segmenter=seg)
+    result = run_chain(image, out_dir=tmp, inputs=inputs, segmenter=seg,
+                       options=replace(settings.chain, contrast=unit.contrast, crop_to_cord=settings.chain.crop_to_cord or crop))
     log.info("cord from %s, discs from %s, PMJ from %s", result.sources["cord"], result.sources["discs"],
              result.sources["pmj"])
     log.info("%s", result.table())
@@ -225,7 +235,8 @@ def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path
     record.data.update({"image": unit.image, "rel": unit.rel, "subject": unit.subject, "session": unit.session,
                         "release": settings.model.get("tag")})
     record.done(UNIT_STEP, settings.unit_key(unit), [final / p.name for p in files],
-                {"notes": notes, "seconds": round(seconds, 3), "host": socket.gethostname(), "qc": settings.qc})
+                {"notes": notes, "seconds": round(seconds, 3), "host": socket.gethostname(), "qc": settings.qc,
+                 **settings.levers.record(unit.rel)})
 
 
 def _qc(unit: bids.Unit, settings: Settings, where: dict[str, Path], notes: list[str]) -> None:
@@ -316,8 +327,6 @@ def _settings(bids_root: Path, options: BatchOptions, model: ModelOptions, chain
 
     folder, record = install.model_folder(model.release)
     if model.threads is None and not _engine(options):  # elsewhere a worker takes the cores of its node or job
-        from dataclasses import replace
-
         model = replace(model, threads=max(1, physical_cores() // (options.jobs or 1)))
     return Settings(model_folder=str(folder.absolute()), model={k: record.get(k) for k in ("tag", "sha256", "url")},
                     options=model, chain=chain, qc=str(Path(options.qc).absolute()) if options.qc else None,
@@ -333,9 +342,13 @@ def _engine(options: BatchOptions) -> str | None:
     return chosen[0] if chosen else None
 
 
-def _describe_dataset(bids_root: Path, out: Path, units: list[bids.Unit], settings: Settings) -> None:
-    """``dataset_description.json`` (and with ``bids_strict`` the ``.bidsignore``; colliding names refused first)."""
+def _describe_dataset(bids_root: Path, out: Path, units: list[bids.Unit], settings: Settings,
+                      levers: dict | None = None) -> None:
+    """``dataset_description.json`` (and with ``bids_strict`` the ``.bidsignore``; colliding names refused first);
+    ``levers``: how the speed levers were chosen (``SpeedLevers``)."""
     description = provenance.dataset_description(settings.model, settings.chain is not None, bids_root)
+    if levers:
+        description["GeneratedBy"][0]["SpeedLevers"] = levers
     if settings.bids_strict:
         from rootlets_task import bids_strict
 
@@ -367,6 +380,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     engine = _engine(options)
     if engine == "-slurm":
         engines.require_slurm()  # a missing extra is reported before anything is written
+    batch_levers.check_batch_options(options, model, chain)
     if engine == "-slurm-array":
         from rootlets_task.slurm_array import check_sbatch
 
@@ -380,13 +394,19 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     writable_folder(out)
     if options.qc:
         writable_folder(options.qc, "QC folder", "-qc")
-    units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None)
-    _describe_dataset(bids_root, out, units, settings)
+    units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None or options.levers != "none")
+    levers, levers_note, check = batch_levers.plan_batch_levers(options, settings, units, out)
+    settings = replace(settings, levers=levers)
+    _describe_dataset(bids_root, out, units, settings, levers_note)
     remove_stale_scratch(out / TMP)  # left by killed runs, also of images that are done since
     results = [{**_describe(u), "status": "skipped", "error": None, "seconds": 0.0, **_checks_of(u)}
                for u in units if not options.overwrite and is_done(u, settings)]
     skipped = {r["name"] for r in results}
     todo = [u for u in units if u.name not in skipped]
+    checked = [u for u in todo if u.rel in levers.checked]  # written from the lever check's exact path, here
+    with batch_levers.replaying(check, settings):
+        results += _run(checked, len(results), settings, out, replace(options, jobs=1, dask=None, slurm=None))
+    todo = [u for u in todo if u not in checked]
     if engine in ("-slurm-array", "-collect"):
         from rootlets_task.slurm_array import run_array
 
@@ -465,10 +485,10 @@ def dataset_tables(out: Path, settings: Settings) -> dict[str, Path]:
     from rootlets_task.files import atomic_path
     from rootlets_task.stats import group_stats
 
-    wanted = settings.key()
     records = []
     for path in sorted(out.rglob(f"*{RECORD_SUFFIX}")):
         step = Record(path).step(UNIT_STEP)
+        wanted = settings.key(Record(path).data.get("rel"))
         if step and {k: v for k, v in step.get("key", {}).items() if k != "inputs"} == wanted:
             records.append((path.parent, path.name[: -len(RECORD_SUFFIX)], Record(path)))
     tables: dict[str, Path] = {}

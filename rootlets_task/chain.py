@@ -389,9 +389,10 @@ def _model_key(inputs: ChainInputs, model: ModelOptions, segmenter) -> dict | No
         from rootlets_task import install
 
         folder, record = install.model_folder(model.release)
-        return {"tag": record.get("tag"), "sha256": record.get("sha256") or str(folder), "test_time_aug": model.test_time_aug}
+        return {"tag": record.get("tag"), "sha256": record.get("sha256") or str(folder), "test_time_aug": model.test_time_aug,
+                "precision": model.precision}
     return {"tag": segmenter.record.get("tag"), "sha256": segmenter.record.get("sha256") or str(segmenter.model_folder),
-            "test_time_aug": segmenter.test_time_aug}
+            "test_time_aug": segmenter.test_time_aug, "precision": segmenter.precision}
 
 
 def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter):
@@ -414,7 +415,7 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
     if segmenter is None:
         from rootlets_task.segment import load_segmenter
 
-        segmenter = load_segmenter(model)
+        segmenter = load_segmenter(model, calibration=[run.img])  # int8: calibrated on the first image of the call
     box = cropping.crop_box(run.img, run.arrays["cord"]) if crop else None
     prediction = segmenter.predict(run.img, box)
     found, run.confidence = prediction.labels, prediction.confidence

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 
 from rootlets_task.errors import RootletsError
-from rootlets_task.options import DEVICES, METHODS, RENUMBER, SOURCES, ChainOptions, ModelOptions
+from rootlets_task.options import DEVICES, METHODS, PRECISIONS, RENUMBER, SOURCES, ChainOptions, ModelOptions
 from rootlets_task.sct_qc import PLANES
 
 SCT_NOTES = """\
@@ -102,6 +102,7 @@ def _segment_parser() -> argparse.ArgumentParser:
     ours.add_argument("-release", metavar="TAG", help="model release tag (default: r20250318; `phantom` is the "
                       "bundled demo release; `sct` = the model SCT has installed); see `rootlets releases`")
     ours.add_argument("-device", default="auto", choices=DEVICES, help="compute device")
+    ours.add_argument("-precision", default="float32", choices=PRECISIONS, help=PRECISION_HELP)
     ours.add_argument("-allow-release-code", action="store_true", help="accept a release that ships Python code "
                       "(SCT's trainer_class.py) at -install, and let it run when segmenting (-release sct); that code "
                       "runs with your rights, so only for releases you trust")
@@ -174,9 +175,14 @@ def _add_source_arguments(g) -> None:
                    help="PMJ source (auto: -pmj, else sct_detect_pmj, else none)")
 
 
+PRECISION_HELP = ("int8: the network quantised with NNCF (opt-in lever: faster on CPU, labels change a little; "
+                  "calibrated on the first input(s), quantised once and cached; check it with `rootlets speedcheck`)")
+
+
 def _model(args: argparse.Namespace) -> ModelOptions:
     return ModelOptions(release=args.release, device=args.device, test_time_aug=args.test_time_aug,
-                        threads=getattr(args, "threads", None), allow_code=getattr(args, "allow_release_code", False))
+                        threads=getattr(args, "threads", None), allow_code=getattr(args, "allow_release_code", False),
+                        precision=getattr(args, "precision", "float32"))
 
 
 def _chain_options(args: argparse.Namespace, contrast: str = "t2") -> ChainOptions:
@@ -458,6 +464,20 @@ def _batch_parser() -> argparse.ArgumentParser:
     p.add_argument("-renumber", default="none", choices=RENUMBER, help="with -levels: " + RENUMBER_HELP)
     p.add_argument("-crop-to-cord", action="store_true", help="with -levels: segment only a sub-image around the cord "
                    "(about 3x faster on CPU; labels can differ from the uncropped ones)")
+    g = p.add_argument_group("speed levers (labels change a little; see `rootlets speedcheck -h`)")
+    g.add_argument("-levers", default="none", metavar="{none,auto,LIST}",
+                   help="none (default): the exact path; LIST (crop, int8 or crop,int8): those levers, unchecked (crop: the "
+                   "cord box of the -levels chain, else the labels folder's cord mask, else sc-crop's); auto: the "
+                   "fastest lever that passed `rootlets speedcheck` with this release: its -speedcheck report, or a "
+                   "check of the first -levers-check images here (saved in logs/speedcheck.json; those images are "
+                   "written from its exact path)")
+    g.add_argument("-speedcheck", metavar="FILE.json", help="with -levers auto: the report of `rootlets speedcheck` "
+                   "to follow (one made with another release or model is ignored, with a message, and the first "
+                   "images are checked instead)")
+    g.add_argument("-levers-check", type=int, default=2, metavar="N", help="with -levers auto and no -speedcheck: "
+                   "images checked first (default 2)")
+    g.add_argument("-precision", default="float32", choices=PRECISIONS, help="int8 = -levers int8 (calibrated on the "
+                   "dataset's first two images)")
     p.add_argument("-qc", metavar="DIR", help="write a QC report of every image into this folder")
     p.add_argument("-bids-strict", action="store_true", help="BIDS-valid output names (<entities>_desc-rootlets_dseg, "
                    "_label-SC_mask, _desc-discs_dseg ... with dseg.tsv look-up tables and a .bidsignore) instead of the "
@@ -478,19 +498,66 @@ def _run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     from rootlets_task.engines import parse_slurm
 
     if args.crop_to_cord and not args.levels:
-        parser.error("-crop-to-cord needs the cord, which only -levels computes: add -levels")
+        parser.error("-crop-to-cord needs the cord, which only -levels computes: add -levels (or use -levers crop)")
     if args.renumber != "none" and not args.levels:
         parser.error("-renumber applies to levels, which only -levels computes: add -levels")
     options = BatchOptions(contrasts=tuple(args.contrast), include=args.include, exclude=args.exclude, labels=args.labels,
                            jobs=args.jobs, dask=args.dask, slurm=parse_slurm(args.slurm) if args.slurm is not None else None,
                            slurm_array=tuple(args.slurm_array) if args.slurm_array is not None else None,
                            collect=args.collect, bids_strict=args.bids_strict, qc=args.qc,
-                           continue_on_error=bool(args.continue_on_error), overwrite=args.overwrite, progress=args.v > 0)
+                           continue_on_error=bool(args.continue_on_error), overwrite=args.overwrite, progress=args.v > 0,
+                           levers=args.levers, speedcheck=args.speedcheck, levers_check=args.levers_check)
     summary = run_batch(args.bids, args.o, options, _model(args), _chain_options(args) if args.levels else None)
     print(summary.text())
     if summary.failed:
         raise RootletsError(f"{len(summary.failed)} of {len(summary.results)} image(s) not done; see the list above "
                             f"and {summary.out}/logs/err.*.log")
+
+
+def _speedcheck_parser() -> argparse.ArgumentParser:
+    from rootlets_task.speedcheck import LEVERS, Thresholds
+
+    t = Thresholds()
+    p = _StrictParser(prog="rootlets speedcheck", description="Validate the speed levers on your images with "
+                                "the installed release: runs the exact path (the same tiles as SCT) and each lever in one "
+                                "process, interleaved, and reports per lever the time per image and speed-up, voxel "
+                                "agreement, per-level Dice and how far each spinal level's midpoint and boundaries moved "
+                                "(mm; on the cord with -s, else along the image's superior-inferior axis). A lever passes "
+                                f"when, {t.text()} (-max-mid-voxels, -max-boundary-mm). The JSON report (release tag and "
+                                "model sha256, verdicts, figures) is what `rootlets batch -levers auto -speedcheck FILE` "
+                                "follows.")
+    p.add_argument("images", nargs="+", metavar="IMG", help="images to check (the first two calibrate int8)")
+    p.add_argument("-levers", default=",".join(LEVERS), metavar="LIST", help=f"comma list of {', '.join(LEVERS)} "
+                   "(default: all); crop needs a cord mask (-s) or the sc-crop package, int8 the int8 extra")
+    p.add_argument("-s", nargs="+", metavar="CORD", help="cord mask of every image, in order (crop box and levels)")
+    p.add_argument("-release", metavar="TAG", help="model release (default r20250318; see `rootlets releases`)")
+    p.add_argument("-o", default="speedcheck.json", metavar="FILE.json", help="report (default speedcheck.json)")
+    p.add_argument("-max-mid-voxels", type=float, default=t.max_mid_voxels, metavar="N",
+                   help=f"largest level-midpoint move, in voxels of the S-I spacing (default {t.max_mid_voxels:g})")
+    p.add_argument("-max-boundary-mm", type=float, default=t.max_boundary_mm, metavar="MM",
+                   help=f"largest level-boundary move in mm (default {t.max_boundary_mm:g})")
+    p.add_argument("-reps", type=int, default=1, metavar="N", help="timed runs of every path per image (default 1)")
+    p.add_argument("-threads", type=int, metavar="N", help="CPU threads (default: every physical core)")
+    p.add_argument("-device", default="auto", choices=DEVICES, help="compute device (int8 runs on CPU only)")
+    p.add_argument("-v", type=int, default=1, choices=[0, 1, 2], help="verbosity")
+    return p
+
+
+def _run_speedcheck(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from pathlib import Path
+
+    from rootlets_task.files import writable_folder
+    from rootlets_task.speedcheck import Thresholds, check_levers, format_report, parse_levers, write_report
+
+    levers = parse_levers(args.levers)
+    thresholds = Thresholds(args.max_mid_voxels, args.max_boundary_mm).check()
+    if Path(args.o).is_dir():
+        raise RootletsError(f"-o {args.o}: is a folder; give the report's file name (e.g. {Path(args.o) / 'speedcheck.json'})")
+    writable_folder(Path(args.o).absolute().parent, flag="-o")
+    model = ModelOptions(release=args.release, device=args.device, threads=args.threads)
+    check = check_levers(args.images, args.s, levers, model, thresholds, reps=args.reps)
+    print(format_report(check.report))
+    print(write_report(check, args.o))
 
 
 def _demo_parser() -> argparse.ArgumentParser:
@@ -568,6 +635,7 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable]] = {
     "qc": (_qc_parser, _run_qc),
     "batch": (_batch_parser, _run_batch),
     "clean": (_clean_parser, _run_clean),
+    "speedcheck": (_speedcheck_parser, _run_speedcheck),
 }
 
 

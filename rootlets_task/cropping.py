@@ -7,6 +7,7 @@ outside the cord's box, hence the 10 mm default margin (docs: segmentation and s
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -38,6 +39,28 @@ def crop_box(img: nib.Nifti1Image, cord: nib.Nifti1Image | np.ndarray, margin_mm
         pad = int(np.ceil(margin_mm / zooms[axis]))
         box.append(slice(max(0, hits[0] - pad), min(img.shape[axis], hits[-1] + 1 + pad)))
     return tuple(box)
+
+
+def lever_box(img: nib.Nifti1Image, cord: str | os.PathLike | np.ndarray | None = None,
+              margin_mm: float = CROP_MARGIN_MM) -> tuple[Box, dict]:
+    """The crop lever's box and what a sidecar records about it (``Settings.CropToCord``).
+
+    From the cord mask when given (a file, resampled onto ``img`` like the chain's label files, or an array on its
+    grid), else from the cord sc-crop detects (:func:`detected_box`; a one-line error when sc-crop cannot run).
+    """
+    if cord is None:
+        box, info = detected_box(img, margin_mm), {"Source": "sc-crop"}
+    elif isinstance(cord, str | os.PathLike):
+        from rootlets_task import labels
+
+        try:
+            mask, _ = labels.load(cord, "cord", img)
+        except ValueError as exc:
+            raise RootletsError(f"cord {cord}: {exc}; give the cord mask of this image with -s") from None
+        box, info = crop_box(img, mask, margin_mm), {"Source": "cord mask", "CordFile": str(Path(cord).absolute())}
+    else:
+        box, info = crop_box(img, cord, margin_mm), {"Source": "cord mask"}
+    return box, {**info, "MarginMM": float(margin_mm), "Box": [[int(b.start), int(b.stop)] for b in box]}
 
 
 def touches_box_side(labels: np.ndarray, box: Box) -> bool:

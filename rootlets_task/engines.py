@@ -37,9 +37,28 @@ def _worker_threads(threads: int | None) -> int | None:
     return max(1, physical_cores() // max(1, per_worker))
 
 
-def worker_segmenter(model_folder: str, record: dict, device: str, test_time_aug: bool, threads: int | None):
-    """The model, loaded once per process and reused for every later unit (the worker cache)."""
-    key = (model_folder, device, test_time_aug, threads)
+def _key(model_folder: str, device: str, test_time_aug: bool, threads: int | None, precision: str,
+         calibration: tuple[str, ...], int8_options: dict | None) -> tuple:
+    import json
+
+    return model_folder, device, test_time_aug, threads, precision, tuple(calibration), json.dumps(int8_options, sort_keys=True)
+
+
+def keep_segmenter(segmenter, model_folder: str, device: str, test_time_aug: bool, threads: int | None,
+                   precision: str = "float32", calibration: tuple[str, ...] = (), int8_options: dict | None = None) -> None:
+    """Put a model this process has already loaded (the lever check's) into the worker cache under its settings."""
+    with _CACHE_LOCK:
+        _CACHE[_key(model_folder, device, test_time_aug, threads, precision, calibration, int8_options)] = segmenter
+
+
+def worker_segmenter(model_folder: str, record: dict, device: str, test_time_aug: bool, threads: int | None,
+                     precision: str = "float32", calibration: tuple[str, ...] = (), int8_options: dict | None = None):
+    """The model, loaded once per process and reused for every later unit (the worker cache).
+
+    ``precision`` int8: quantised on the ``calibration`` images with ``int8_options`` (a dict of
+    :class:`rootlets_task.int8.Int8Options` fields), cached on disk by content, so every worker gets the same network.
+    """
+    key = _key(model_folder, device, test_time_aug, threads, precision, calibration, int8_options)
     with _CACHE_LOCK:
         if key not in _CACHE:
             from rootlets_task.inference import Segmenter, configure_threads, resolve_device
@@ -47,8 +66,14 @@ def worker_segmenter(model_folder: str, record: dict, device: str, test_time_aug
             count = _worker_threads(threads)
             if resolve_device(device).type == "cpu":
                 count = configure_threads(count)
+            int8 = {}
+            if precision == "int8":
+                from rootlets_task.int8 import Int8Options
+
+                options = Int8Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in (int8_options or {}).items()})
+                int8 = {"precision": "int8", "calibration": list(calibration) or None, "int8_options": options}
             _CACHE[key] = Segmenter(model_folder, device=device, test_time_aug=test_time_aug, verbose=0, record=record,
-                                    threads=count)
+                                    threads=count, **int8)
             log.info("model loaded in this process (%s, %s threads, %.1f s)", _CACHE[key].backend,
                      _CACHE[key].threads, _CACHE[key].load_seconds)
         else:

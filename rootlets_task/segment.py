@@ -33,8 +33,13 @@ log = logging.getLogger(__name__)
 SUFFIX = "_rootlets"
 
 
-def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1) -> Segmenter:
-    """The installed model of ``model.release``, loaded with this process's threads set (:func:`configure_threads`)."""
+def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1, calibration: Sequence | None = None,
+                   int8_options=None) -> Segmenter:
+    """The installed model of ``model.release``, loaded with this process's threads set (:func:`configure_threads`).
+
+    ``calibration`` / ``int8_options``: with ``model.precision`` int8, the images (paths or NIfTI images) and the
+    :class:`rootlets_task.int8.Int8Options` of the quantisation (default: phantoms, default options).
+    """
     from rootlets_task import install
 
     model.check()
@@ -42,7 +47,8 @@ def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1) -> Se
     device = resolve_device(model.device)
     threads = configure_threads(model.threads) if device.type == "cpu" else None
     return Segmenter(folder, device=device.type, test_time_aug=model.test_time_aug, verbose=verbose, record=record,
-                     backend=model.backend, threads=threads, allow_code=model.allow_code, precision=model.precision)
+                     backend=model.backend, threads=threads, allow_code=model.allow_code, precision=model.precision,
+                     calibration=calibration if model.precision == "int8" else None, int8_options=int8_options)
 
 
 def segment(image: nib.Nifti1Image | str | os.PathLike, model: ModelOptions = ModelOptions(),
@@ -173,7 +179,7 @@ def segment_files(inputs: str | os.PathLike | Sequence[str | os.PathLike], outpu
 
         install.ensure_release(model.release, progress=verbose > 0)
     _check_fill_holes(post, model)
-    segmenter = load_segmenter(model, verbose)
+    segmenter = load_segmenter(model, verbose, calibration=images[:2])  # int8: calibrated on the first inputs
     argv = list(argv) if argv is not None else _default_argv(sources, output, model, segmenter.record.get("tag"), qc)
     start = time.perf_counter()
     for source, img, target in zip(sources, images, targets, strict=True):
