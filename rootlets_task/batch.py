@@ -418,7 +418,7 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0,
                            ignored=found.ignored, qc=Path(options.qc) if options.qc else None)
     if chain is not None:
-        summary.tables = dataset_tables(out, settings)
+        summary.tables = dataset_tables(out, settings, participants_file(bids_root))
     write_json(out / LOGS / SUMMARY, {"finished": now(), "seconds": round(summary.seconds, 1), "version": __version__,
                                       "release": settings.model.get("tag"), "results": summary.results,
                                       "ignored": [list(i) for i in summary.ignored],
@@ -473,9 +473,21 @@ def _run(todo: list[bids.Unit], skipped: int, settings: Settings, out: Path, opt
     return results
 
 
-def dataset_tables(out: Path, settings: Settings) -> dict[str, Path]:
+def participants_file(bids_root: Path) -> Path | None:
+    """The dataset's ``participants.tsv`` when it has a ``height`` column (the paper normalises by body height)."""
+    path = bids_root / "participants.tsv"
+    try:
+        with path.open(encoding="utf-8") as f:
+            header = f.readline().rstrip("\n").split("\t")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return path if "height" in header else None
+
+
+def dataset_tables(out: Path, settings: Settings, participants: Path | None = None) -> dict[str, Path]:
     """``levels.csv`` and ``shift.csv`` of the whole derivative dataset (one row per image, level and kind) and the
-    group statistics of :func:`rootlets_task.stats.group_stats` (in ``group/``).
+    group statistics of :func:`rootlets_task.stats.group_stats` (in ``group/``), normalised by body height as the
+    paper does when ``participants`` (the dataset's ``participants.tsv`` with ``height``) is given and usable.
 
     They cover every image in ``out`` whose record was made with the current settings, including images of earlier
     runs (e.g. other ``-include`` selections or other jobs of an ``sct_run_batch`` script).
@@ -483,7 +495,6 @@ def dataset_tables(out: Path, settings: Settings) -> dict[str, Path]:
     import pandas as pd
 
     from rootlets_task.files import atomic_path
-    from rootlets_task.stats import group_stats
 
     records = []
     for path in sorted(out.rglob(f"*{RECORD_SUFFIX}")):
@@ -509,8 +520,21 @@ def dataset_tables(out: Path, settings: Settings) -> dict[str, Path]:
             with atomic_path(tables[kind]) as tmp:
                 pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
     if files:
-        try:
-            tables.update({f"group_{k}": v for k, v in group_stats(files, out / GROUP).items()})
-        except RootletsError as exc:
-            log.warning("no group statistics: %s", exc)
+        tables.update(_group(files, out / GROUP, participants))
     return tables
+
+
+def _group(files: list[Path], folder: Path, participants: Path | None) -> dict[str, Path]:
+    """Group statistics, by height when the participants file allows it, else (with a warning) without."""
+    from rootlets_task.stats import group_stats
+
+    if participants is not None:
+        try:
+            return {f"group_{k}": v for k, v in group_stats(files, folder, participants).items()}
+        except RootletsError as exc:
+            log.warning("group statistics not normalised by height: %s", exc)
+    try:
+        return {f"group_{k}": v for k, v in group_stats(files, folder, normalise=False).items()}
+    except RootletsError as exc:
+        log.warning("no group statistics: %s", exc)
+        return {}

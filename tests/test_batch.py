@@ -132,6 +132,25 @@ def test_sequential_outputs_layout_and_summary(sequential, bids):
             assert r["numbering"]["status"] in ("ok", "shifted", "unclear", "not checked") and r["confidence"]["Voxels"] > 0
 
 
+def test_group_statistics_normalised_by_the_participants_heights(bids, tmp_path, caplog):
+    """With a participants.tsv holding heights, the batch's group statistics are normalised by height as the paper
+    does; heights missing for one subject: one warning, and the statistics without normalisation."""
+    root = tmp_path / "bids"
+    for name in ("sub-01", "sub-02"):
+        shutil.copytree(bids / name, root / name)
+        shutil.copytree(bids / "derivatives" / "labels" / name, root / "derivatives" / "labels" / name)
+    (root / "participants.tsv").write_text("participant_id\tage\theight\nsub-01\t30\t170\nsub-02\t41\t182.5\n")
+    out = tmp_path / "out"
+    run(root, out, **COMMON)
+    settings = json.loads((out / "group" / "stats.json").read_text())["settings"]
+    assert settings["normalised"] and settings["participants"] == str(root / "participants.tsv")
+    (root / "participants.tsv").write_text("participant_id\theight\nsub-01\t170\nsub-02\tn/a\n")
+    caplog.set_level("WARNING", logger="rootlets_task.batch")
+    run(root, out, **COMMON)  # images up to date: only the dataset tables are made again
+    assert not json.loads((out / "group" / "stats.json").read_text())["settings"]["normalised"]
+    assert "group statistics not normalised by height" in caplog.text and "participants.tsv" in caplog.text
+
+
 def test_numbering_warning_in_the_summary_and_renumber_on_request(bids, tmp_path):
     """Manual rootlets labelled one level too high for one image: the summary (text and JSON) and the QC index name
     it; the levels keep their names; -renumber suggested is a new setting, so that image is redone, renamed."""
