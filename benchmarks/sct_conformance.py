@@ -274,7 +274,7 @@ CMDLINES = [
      "-i sub-01/anat/sub-01_T2w.nii.gz sub-02/anat/sub-02_T2w.nii.gz", {}, SEVERAL),
     ("several_i_o", "sct_deepseg -i IMG IMG -o OUT", "ds-phantom",
      "-i sub-01/anat/sub-01_T2w.nii.gz sub-02/anat/sub-02_T2w.nii.gz -o both_rootlets.nii.gz", {},
-     (1, "-o FILE holds one input (SCT writes both results to it, the last wins)")),
+     (1, "-o FILE holds one input (SCT writes both results to FILE with _rootlets inserted, the last wins)")),
     ("o_no_extension", "sct_deepseg -o without .nii/.nii.gz", "single/t2", "-i t2.nii.gz -o t2_out", {},
      (0, "-o X without .nii is a folder (SCT writes X.nii, then fails)")),
     ("o_new_folder", "sct_deepseg -o in a folder that does not exist", "single/t2",
@@ -368,10 +368,23 @@ def run_cmdline(spec: tuple, tools: dict[str, dict], data: Path, work: Path) -> 
     return row
 
 
+# Written by ours beside its outputs on purpose (docs/qc.md, viewers.py): the per-output .tsv and, once per folder,
+# the FSLeyes / ITK-SNAP colour tables. Listed apart (status "... (+ our viewer files: N)"), not as differences.
+VIEWER_FILES = re.compile(r"(^|/)rootlets_task_[a-z]+(_itksnap\.txt|\.lut)$|\.tsv$")
+
+
+def _split_viewer_files(out: dict) -> dict:
+    """Move our viewer files from ``only_ours`` to ``ours_viewer_files``."""
+    extra = out["only_ours"] + out.get("ours_viewer_files", [])
+    out["only_ours"] = [p for p in extra if not VIEWER_FILES.search(p)]
+    out["ours_viewer_files"] = [p for p in extra if VIEWER_FILES.search(p)]
+    return out
+
+
 def _compare_written(root: Path, written: dict[str, list[str]]) -> dict:
     both = sorted(set(written["sct"]) & set(written["ours"]))
-    out = {"only_sct": sorted(set(written["sct"]) - set(written["ours"])),
-           "only_ours": sorted(set(written["ours"]) - set(written["sct"])), "files": {}}
+    out = _split_viewer_files({"only_sct": sorted(set(written["sct"]) - set(written["ours"])),
+                               "only_ours": sorted(set(written["ours"]) - set(written["sct"])), "files": {}})
     for rel in both:
         a, b = root / "sct" / rel, root / "ours" / rel
         if rel.endswith((".nii", ".nii.gz")):
@@ -428,12 +441,13 @@ def _status(row: dict) -> str:
         elif "indent" in f and f["indent"]["sct"] != f["indent"]["ours"]:
             diffs.append(f"{rel}: indent {f['indent']['ours']} (SCT {f['indent']['sct']})")
     diffs += _qc_differences(sct["qc_entries"], ours["qc_entries"])
+    viewer = f" (+ our viewer files: {len(cmp_['ours_viewer_files'])})" if cmp_.get("ours_viewer_files") else ""
     intended = row.get("intended")
     if intended and ours["rc"] == intended["ours_rc"]:
-        return f"intended: {intended['why']}" + (f" ({'; '.join(diffs)})" if diffs else "")
+        return f"intended: {intended['why']}" + (f" ({'; '.join(diffs)})" if diffs else "") + viewer
     if diffs:
-        return "; ".join(diffs)
-    return "same" if sct["rc"] == 0 else "same error"
+        return "; ".join(diffs) + viewer
+    return ("same" if sct["rc"] == 0 else "same error") + viewer
 
 
 # ------------------------------------------------------------------------------------------------ orientations
@@ -592,6 +606,7 @@ def _indent(path: Path) -> int | None:
 def summary(report: dict) -> dict:
     rows = report.get("cmdlines", [])
     same = [r["name"] for r in rows if r["status"] in ("same", "same error")]
+    same_viewer = [r["name"] for r in rows if r["status"].startswith("same (+ our viewer files")]
     intended = [r["name"] for r in rows if r["status"].startswith("intended")]
     orient = report.get("orient", [])
     agree = {label: [r["compare"]["voxel_agreement"] for r in orient if "voxel_agreement" in r.get("compare", {})
@@ -600,8 +615,10 @@ def summary(report: dict) -> dict:
     steps = qc.get("steps", [])
     last_page = steps[-1].get("page", {}) if steps else {}
     return {"cmdlines_same": f"{len(same)}/{len(rows)}", "cmdlines_intended": f"{len(intended)}/{len(rows)}",
-            "cmdlines_differing": [r["name"] for r in rows if r["name"] not in same + intended],
-            "cmdlines_same_names": same, "cmdlines_intended_names": intended,
+            "cmdlines_same_plus_viewer_files": f"{len(same_viewer)}/{len(rows)}",
+            "cmdlines_differing": [r["name"] for r in rows if r["name"] not in same + same_viewer + intended],
+            "cmdlines_same_names": same, "cmdlines_same_plus_viewer_files_names": same_viewer,
+            "cmdlines_intended_names": intended,
             "orient_min_voxel_agreement_no_resampling": min(agree["iso1"]) if agree["iso1"] else None,
             "orient_min_voxel_agreement_resampled": min(agree["aniso"]) if agree["aniso"] else None,
             "orient_targets_met": bool(agree["iso1"]) and min(agree["iso1"]) == 1.0 and bool(agree["aniso"])
@@ -727,6 +744,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_reports(report: dict, args: argparse.Namespace, work: Path) -> int:
+    for row in report.get("cmdlines", []):  # reports written before VIEWER_FILES: classify again
+        if "ours_viewer_files" not in row["compare"]:
+            _split_viewer_files(row["compare"])
+            row["status"] = _status(row)
     if report.get("cmdlines") and "sidecar" not in report:
         report["sidecar"] = sidecars_side_by_side(work)
     report["summary"] = summary(report)

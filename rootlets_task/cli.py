@@ -41,7 +41,9 @@ Kept on purpose where rootlets differs from sct_deepseg rootlets:
     -install it is ignored, as in SCT;
   - -qc-seg is accepted and ignored (SCT's rootlets QC ignores it too); -qc-plane is only recorded in the QC entry
     (SCT's rootlets QC is always the axial mosaic);
-  - argument errors are one line (SCT prints its whole help first).
+  - argument errors are one line (SCT prints its whole help first);
+  - beside each output a BIDS .tsv names its values, and each output folder gets the FSLeyes and ITK-SNAP lookup
+    tables in the QC colours (rootlets_task_spinal.lut, rootlets_task_spinal_itksnap.txt, ...), for viewers.
 
 -qc DIR: one entry per image in SCT's QC report in DIR (SCT's layout, JSON, lock; `command` sct_deepseg), listed by
 SCT's DIR/index.html beside SCT's own steps (now if DIR holds SCT's report, else after SCT's next QC entry there);

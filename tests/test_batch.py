@@ -47,23 +47,17 @@ def find(root, contrasts=("T2w",), include=None, exclude=None):
     return bids_module.find_images(root, contrasts, include, exclude).images
 
 
-@pytest.fixture(scope="module")
-def home(phantom_store):
-    """The session's store with the phantom release, shared by this module's tests (and the Dask workers)."""
-    return phantom_store
-
-
 @pytest.fixture(autouse=True)
-def _store(home, monkeypatch):
-    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(home))
+def _store(phantom_home):
+    """Every test here (and the workers it starts) uses the session's phantom store."""
 
 
 @pytest.fixture(scope="module")
-def cluster(home, tmp_path_factory):
+def cluster(phantom_store, tmp_path_factory):
     """A real Dask LocalCluster on 127.0.0.1: 2 worker processes, 1 thread each."""
     from distributed import LocalCluster
 
-    env = {"ROOTLETS_TASK_HOME": str(home), "ROOTLETS_TASK_CACHE": os.environ.get("ROOTLETS_TASK_CACHE", "")}
+    env = {"ROOTLETS_TASK_HOME": str(phantom_store), "ROOTLETS_TASK_CACHE": os.environ.get("ROOTLETS_TASK_CACHE", "")}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
                       silence_logs=50, env={k: v for k, v in env.items() if v}) as cluster:
         yield cluster
@@ -386,7 +380,7 @@ def test_contrasts_mp2rage_inversions(tmp_path):
     assert len(find(tmp_path, ("UNIT1", "inv-1"))) == 2
 
 
-def test_bad_calls_write_nothing(bids, tmp_path, home, monkeypatch, capsys):
+def test_bad_calls_write_nothing(bids, tmp_path, phantom_store, monkeypatch, capsys):
     out = tmp_path / "rootlets"
     with pytest.raises(RootletsError, match="no sub-"):
         run(bids, out, contrasts=("FLAIR",), release="phantom")

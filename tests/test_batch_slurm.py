@@ -36,15 +36,9 @@ from rootlets_task.options import ChainOptions, ModelOptions
 CLUSTER = {"cores": 1, "processes": 1, "memory": "4GB", "walltime": "00:15:00", "scheduler_options": {"host": "127.0.0.1"}}
 
 
-@pytest.fixture(scope="module")
-def home(phantom_store):
-    """The session's store with the phantom release (read by the SLURM jobs through the inherited environment)."""
-    return phantom_store
-
-
 @pytest.fixture(autouse=True)
-def _store(home, monkeypatch):
-    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(home))
+def _store(phantom_home):
+    """Every test here (and the workers it starts) uses the session's phantom store."""
 
 
 @pytest.fixture
@@ -229,13 +223,14 @@ def test_slurm_array_identical_to_sequential(sequential, bids, on_slurm, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def stalled(bids, home, slurm, _backend_cache, tmp_path_factory):
+def stalled(bids, phantom_store, slurm, _backend_cache, tmp_path_factory):
     """An array of one task with a 1-minute time limit (``--time=1``) over 3 images, stopped (SIGSTOP) once it has
     finished one image and is writing the next: SLURM ends it at its limit in the middle of that image. Submitted
     early so that the time limit runs out while the other fault tests use the node's other core."""
     out = tmp_path_factory.mktemp("time_limit") / "rootlets"
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"SLURM_CONF": slurm.conf, "ROOTLETS_TASK_HOME": home, "ROOTLETS_TASK_CACHE": _backend_cache}.items():
+        env = {"SLURM_CONF": slurm.conf, "ROOTLETS_TASK_HOME": phantom_store, "ROOTLETS_TASK_CACHE": _backend_cache}
+        for key, value in env.items():
             mp.setenv(key, str(value))
         command = _cli(bids, out, "-include", "sub-0[12]/|ses-01", "-jobs", "1", "-slurm-array", "--time=1")
         assert cli.main(command) == 0

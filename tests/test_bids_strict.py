@@ -33,22 +33,17 @@ STRICT_TAILS = ["desc-rootlets_dseg.nii.gz", "desc-rootlets_dseg.json", "desc-ro
 KEPT_TAILS = ["T2w_batch.json", "T2w_chain.json", "T2w_levels.csv", "T2w_levels.json", "T2w_shift.csv"]
 
 
-@pytest.fixture(scope="module")
-def home(phantom_store):
-    return phantom_store
-
-
 @pytest.fixture(autouse=True)
-def _store(home, monkeypatch):
-    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(home))
+def _store(phantom_home):
+    """Every test here (and the workers it starts) uses the session's phantom store."""
 
 
 @pytest.fixture(scope="module")
-def runs(bids, home, _backend_cache, tmp_path_factory):
+def runs(bids, phantom_store, _backend_cache, tmp_path_factory):
     """The subset in default names and in strict names."""
     root = tmp_path_factory.mktemp("strict")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ROOTLETS_TASK_HOME", str(home))
+        mp.setenv("ROOTLETS_TASK_HOME", str(phantom_store))
         mp.setenv("ROOTLETS_TASK_CACHE", str(_backend_cache))
         default = run(bids, root / "default", include=SUBSET, **COMMON)
         strict = run(bids, root / "strict", include=SUBSET + "|sub-06", bids_strict=True, **COMMON)
