@@ -54,6 +54,11 @@ class BatchLevers:
     int8_options: dict | None = None
     why: str = ""  # how they were chosen (the verdict of the check), kept in every image's record
 
+    @classmethod
+    def from_dict(cls, data: dict) -> BatchLevers:
+        """Back from :func:`dataclasses.asdict` through JSON (a SLURM array's plan): lists become tuples again."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
     def used(self, rel: str | None) -> tuple[str, ...]:
         return () if rel in self.checked else self.levers
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from rootlets_task import batch, logs
 from rootlets_task._version import __version__
+from rootlets_task.batch_levers import BatchLevers
 from rootlets_task.bids import Unit
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import now, read_json, write_json, write_text
@@ -56,7 +57,8 @@ def _settings(data: dict) -> batch.Settings:
     """The plan's settings back as :class:`rootlets_task.batch.Settings` (its option objects included)."""
     chain = data.get("chain")
     return batch.Settings(**{**data, "options": ModelOptions(**data["options"]),
-                             "chain": ChainOptions(**chain) if chain else None})
+                             "chain": ChainOptions(**chain) if chain else None,
+                             "levers": BatchLevers.from_dict(data.get("levers") or {})})
 
 
 def _task_units(plan: dict, index: int) -> list[Unit]:

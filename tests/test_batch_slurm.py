@@ -385,3 +385,23 @@ def test_array_job_script(tmp_path):
     assert lines[0] == "#!/bin/bash" and "#SBATCH --array=0-3" in lines and "#SBATCH --open-mode=append" in lines
     assert f"#SBATCH --output={tmp_path}/task-%A_%a.out" in lines
     assert lines[-1] == f"exec {sys.executable} -u -m rootlets_task.slurm_array {tmp_path / slurm_array.PLAN}"
+
+
+def test_a_plan_gives_back_every_setting_levers_included(tmp_path):
+    """A task rebuilds the driver's settings from the plan's JSON: option objects and the speed levers included."""
+    from rootlets_task.batch_levers import BatchLevers
+    from rootlets_task.bids import Unit
+
+    settings = batch.Settings(model_folder=str(tmp_path), model={"tag": "phantom", "sha256": "0" * 64, "url": None},
+                              options=ModelOptions(release="phantom", threads=1, precision="int8"),
+                              chain=ChainOptions(method="reference", renumber="suggested"), qc=str(tmp_path / "qc"),
+                              levers=BatchLevers(levers=("crop", "int8"), checked=("sub-01/anat/sub-01_T2w.nii.gz",),
+                                                 calibration=("a.nii.gz",), calibration_sha256=("1" * 64,),
+                                                 int8_options={"preset": "mixed"}, why="passed the check"),
+                              bids_strict=True)
+    unit = Unit(name="sub-01_T2w", rel="sub-01/anat/sub-01_T2w.nii.gz", image=str(tmp_path / "sub-01_T2w.nii.gz"),
+                subject="sub-01", session=None, suffix="T2w", out_dir=str(tmp_path / "out" / "sub-01" / "anat"))
+    folder = slurm_array.write_plan([unit], settings, tmp_path / "out", tasks=1)
+    back = slurm_array._settings(json.loads((folder / slurm_array.PLAN).read_text())["settings"])
+    assert back == settings
+    assert back.key("sub-02/anat/sub-02_T2w.nii.gz") == settings.key("sub-02/anat/sub-02_T2w.nii.gz")
