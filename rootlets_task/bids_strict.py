@@ -38,7 +38,8 @@ STRICT = {
 }
 IMAGE_EXTENSIONS = (".nii.gz", ".json")  # an image and its sidecar are renamed together
 BIDSIGNORE = ["logs", "group", "levels.csv", "shift.csv", "*_levels.csv", "*_levels.json", "*_shift.csv",
-              "*_batch.json", "*_chain.json"]  # directory patterns bare: the validator ignores "group/"
+              "*_batch.json", "*_chain.json",  # directory patterns bare: the validator ignores "group/"
+              "rootlets_task_*.lut", "rootlets_task_*_itksnap.txt"]  # viewers' lookup tables (rootlets_task.viewers)
 PMJ_LABEL = 50  # SCT's value of the pontomedullary junction
 
 
@@ -123,13 +124,14 @@ def apply(tmp: Path, unit: Unit, made: dict[str, Path]) -> dict[str, Path]:
             write_json(tmp / old, rename_references(read_json(tmp / old), renamed))
         if new != old:
             os.replace(tmp / old, tmp / new)
-    for new in renamed.values():
+    for old, new in renamed.items():
         entry = _strict_kind(new)
         if entry is None:
             continue
         strict, kind, description = entry
         base = new.removesuffix(".nii.gz")
         if kind:
+            (tmp / f"{old.removesuffix('.nii.gz')}.tsv").unlink(missing_ok=True)  # the viewers' table, under the old name
             write_text(tmp / f"{base}.tsv", lookup_table(tmp / new, kind))
         sidecar = tmp / f"{base}.json"
         content = read_json(sidecar) if sidecar.is_file() else {}

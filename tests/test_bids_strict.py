@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from support.batch_data import BROKEN, COMMON, run
 
-from rootlets_task import batch, bids_strict
+from rootlets_task import batch, bids_strict, viewers
 from rootlets_task.errors import RootletsError
 from rootlets_task.levels import level_name
 
@@ -62,7 +62,7 @@ def test_strict_names_tables_and_same_arrays(runs):
         source = name[: -len("_T2w")]
         folder = _folder(strict, name)
         assert sorted(p.name for p in folder.iterdir()) == sorted(
-            [f"{source}_{t}" for t in STRICT_TAILS] + [f"{source}_{t}" for t in KEPT_TAILS])
+            [f"{source}_{t}" for t in STRICT_TAILS] + [f"{source}_{t}" for t in KEPT_TAILS] + list(viewers.FOLDER_FILES))
         for tail, (strict_tail, kind, _) in bids_strict.STRICT.items():  # same voxels as under the default names
             old = nib.load(_folder(default, name) / f"{name}{tail}.nii.gz")
             new = nib.load(folder / f"{source}_{strict_tail}.nii.gz")
