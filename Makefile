@@ -26,7 +26,7 @@ docs: $(STAMP)
 
 test: $(STAMP) docs
 	$(BIN)/ruff check rootlets_task tests model_release benchmarks
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests  # two workers (pytest-xdist); SLURM tests in one
 
 clean:
 	rm -rf $(VENV) demo_output site

@@ -27,6 +27,15 @@ def _loopback_only(sock, address):
     return _real_connect(sock, address)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """``make test`` runs two pytest-xdist workers (``--dist loadgroup``): every SLURM test goes to the same one, so
+    one test cluster serves them all."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slurm: needs the real single-node SLURM of tests/support/slurm.py (root, "
                             "slurm-wlm, munge); skipped with the reason where it cannot start")
