@@ -118,10 +118,22 @@ def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...]
     if not (folder / "check.json").exists():
         log.info("converting the network to OpenVINO once (can take minutes on a large model), cached in %s", folder)
     build_once(folder, build)
+    return compile_cached(folder, config), json.loads((folder / "check.json").read_text())["max_softmax_difference"]
+
+
+def compile_cached(folder: Path, config: dict):
+    """The network of ``folder`` compiled, through OpenVINO's cache of compiled blobs (``folder/compiled``). A blob
+    another process is still writing (or a damaged one) cannot be read: then it is compiled without the cache."""
+    import openvino as ov
+
     core = ov.Core()
-    core.set_property({"CACHE_DIR": str(folder / "compiled")})  # OpenVINO's own cache of the compiled blob
-    compiled = core.compile_model(folder / "network.xml", "CPU", config)
-    return compiled, json.loads((folder / "check.json").read_text())["max_softmax_difference"]
+    core.set_property({"CACHE_DIR": str(folder / "compiled")})
+    try:
+        return core.compile_model(folder / "network.xml", "CPU", config)
+    except RuntimeError as exc:
+        log.warning("OpenVINO's compiled-model cache in %s could not be used (%s); compiling without it",
+                    folder / "compiled", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return ov.Core().compile_model(folder / "network.xml", "CPU", config)
 
 
 def use_openvino(predictor, threads: int) -> bool:

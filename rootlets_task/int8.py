@@ -171,8 +171,6 @@ def use_int8(predictor, calibration: str, tiles: Callable[[], list[np.ndarray]],
     is not cached yet). Returns False (float32 kept, with a warning) when a fold's int8 labels agree with float32 on
     less than ``options.min_agreement`` of a calibration tile.
     """
-    import openvino as ov
-
     options = options or Int8Options()
     patch = tuple(int(p) for p in predictor.configuration_manager.patch_size)
     made: list[np.ndarray] = []
@@ -189,10 +187,8 @@ def use_int8(predictor, calibration: str, tiles: Callable[[], list[np.ndarray]],
             log.warning("int8 labels agree with float32 on %.3f of a calibration tile (< %s); using float32",
                         check["label_agreement"], options.min_agreement)
             return False
-        core = ov.Core()
-        core.set_property({"CACHE_DIR": str(folder / "compiled")})
-        compiled[id(params)] = core.compile_model(folder / "network.xml", "CPU",
-                                                  {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+        compiled[id(params)] = backends.compile_cached(folder, {"PERFORMANCE_HINT": "LATENCY",
+                                                               "INFERENCE_NUM_THREADS": threads})
         log.info("int8 fold: %s", check)
     predictor.network = backends.OpenVINONetwork(compiled)
     return True
