@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from rootlets_task import nifti
 from rootlets_task.errors import RootletsError
 from rootlets_task.files import read_json, sha256_file
 from rootlets_task.options import ModelOptions
@@ -25,7 +26,6 @@ from rootlets_task.speedcheck import (
     SpeedCheck,
     best_levers,
     check_levers,
-    image_identity,
     is_report,
     parse_levers,
     read_report,
@@ -195,7 +195,7 @@ class Replay:
         self.segmenter, self.found = segmenter, found
 
     def predict(self, img: nib.Nifti1Image, box=None):
-        made = self.found.pop(image_identity(img), None) if box is None else None
+        made = self.found.pop(nifti.image_digest(img), None) if box is None else None
         if made is None:
             return self.segmenter.predict(img, box)
         log.info("rootlets from the lever check's exact path (not segmented again)")

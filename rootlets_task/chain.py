@@ -19,7 +19,6 @@ nothing behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -154,10 +153,7 @@ def _tool_names(kind: str) -> list[str]:
 
 def _digest(image: nib.Nifti1Image, path: Path | None) -> str:
     """sha256 of the image file, or of the in-memory image's voxels, grid and affine."""
-    if path is not None:
-        return sha256_file(path)
-    data = np.ascontiguousarray(np.asanyarray(image.dataobj))
-    return hashlib.sha256(data.tobytes() + str((data.dtype, data.shape, image.affine.tolist())).encode()).hexdigest()
+    return sha256_file(path) if path is not None else nifti.image_digest(image)
 
 
 # ------------------------------------------------------------------------------------------------ the chain

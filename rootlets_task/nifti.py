@@ -7,6 +7,7 @@ line can report it and exit non-zero without a traceback.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import zlib
 from pathlib import Path
@@ -209,3 +210,9 @@ def reorient(img: nib.Nifti1Image, axcodes: tuple[str, str, str]) -> tuple[np.nd
 def undo_reorient(data: np.ndarray, inverse: np.ndarray) -> np.ndarray:
     """Bring an array produced in the reoriented frame back to the original voxel order."""
     return np.ascontiguousarray(nib.orientations.apply_orientation(data, inverse))
+
+
+def image_digest(image: nib.Nifti1Image) -> str:
+    """sha256 of an image's voxels, data type, grid and affine: the same image read twice has the same digest."""
+    data = np.ascontiguousarray(np.asanyarray(image.dataobj))
+    return hashlib.sha256(data.tobytes() + str((data.dtype, data.shape, image.affine.tolist())).encode()).hexdigest()

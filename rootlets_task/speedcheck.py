@@ -15,7 +15,6 @@ then uses the fastest combination that passed (:mod:`rootlets_task.batch_levers`
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -277,7 +276,7 @@ class SpeedCheck:
     report: dict
     exact: list  # inference.Prediction of every image
     segmenters: dict = field(default_factory=dict)
-    identities: list[str] = field(default_factory=list)  # image_identity of every image checked
+    identities: list[str] = field(default_factory=list)  # nifti.image_digest of every image checked
 
 
 def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.PathLike | None] | None = None,
@@ -324,7 +323,7 @@ def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.P
     if "int8" in loaded:
         report["Int8"] = {"Precision": loaded["int8"].precision, "Options": asdict(int8_options),
                           "SetupSeconds": loaded["int8_setup"], "Calibration": report["Images"][:calibration]}
-    return SpeedCheck(report, predictions["exact"], loaded, [image_identity(c.img) for c in cases])
+    return SpeedCheck(report, predictions["exact"], loaded, [nifti.image_digest(c.img) for c in cases])
 
 
 def _report(cases: list[_Case], loaded: dict, results: dict, exact_seconds: list, thresholds: Thresholds, method: str,
@@ -409,12 +408,3 @@ def format_report(report: dict) -> str:
     use = report.get("Use") or []
     lines.append(f"rootlets batch -levers auto would use: {'+'.join(use) if use else 'no lever (the exact path)'}")
     return "\n".join(lines)
-
-
-def image_identity(img: nib.Nifti1Image) -> str:
-    """A digest of an image's voxels and affine (the same image read twice has the same one)."""
-    data = np.ascontiguousarray(np.asanyarray(img.dataobj))
-    digest = hashlib.blake2b(data.view(np.uint8), digest_size=16)
-    digest.update(str((data.shape, data.dtype)).encode())
-    digest.update(np.asarray(img.affine, np.float64).tobytes())
-    return digest.hexdigest()
