@@ -108,10 +108,9 @@ def _write(path: Path, text: str) -> Path:
 
 def describe(labels: dict[str, str | os.PathLike], data: dict[str, np.ndarray] | None = None) -> dict[str, Path]:
     """For {kind: label file}: the ``.tsv`` beside each file and the lookup tables in each file's folder."""
-    written: dict[str, Path] = {}
-    for kind, path in labels.items():
-        written[f"tsv_{kind}"] = write_dseg(path, kind, (data or {}).get(kind))
-        written.update(write_lookup_tables(Path(path).parent))
+    written = {f"tsv_{kind}": write_dseg(path, kind, (data or {}).get(kind)) for kind, path in labels.items()}
+    for folder in dict.fromkeys(Path(path).parent for path in labels.values()):  # once per folder, in order
+        written.update(write_lookup_tables(folder))
     return written
 
 
