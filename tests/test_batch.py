@@ -145,6 +145,14 @@ def test_group_statistics_normalised_by_the_participants_heights(bids, tmp_path,
     assert "group statistics not normalised by height" in caplog.text and "participants.tsv" in caplog.text
 
 
+def test_participants_file_needs_a_height_column_and_reads_crlf(tmp_path):
+    assert batch.participants_file(tmp_path) is None  # no participants.tsv
+    (tmp_path / "participants.tsv").write_bytes(b"participant_id\tage\r\nsub-01\t30\r\n")
+    assert batch.participants_file(tmp_path) is None
+    (tmp_path / "participants.tsv").write_bytes(b"participant_id\theight\r\nsub-01\t170\r\n")  # saved on Windows
+    assert batch.participants_file(tmp_path) == tmp_path / "participants.tsv"
+
+
 def test_numbering_warning_in_the_summary_and_renumber_on_request(bids, tmp_path):
     """Manual rootlets labelled one level too high for one image: the summary (text and JSON) and the QC index name
     it; the levels keep their names; -renumber suggested is a new setting, so that image is redone, renamed."""
