@@ -19,13 +19,13 @@ demo: $(STAMP)
 # the documentation site (strict: a broken link or page fails); tests/test_docs.py also runs every example in it
 # docs/cli.md, generated from the argparse parsers (run it after changing a flag; the tests fail when it is stale)
 cli-doc: $(STAMP)
-	$(BIN)/python -m rootlets_task.clidoc docs/cli.md
+	$(BIN)/python -m rootlets_task.cli.clidoc docs/cli.md
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
 
 test: $(STAMP) docs
-	$(BIN)/ruff check rootlets_task tests model_release benchmarks
+	$(BIN)/ruff check src tests model_release benchmarks
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests  # two workers (pytest-xdist); SLURM tests in one
 
 clean:

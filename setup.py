@@ -5,7 +5,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 about = {}
-exec(Path("rootlets_task/_version.py").read_text(), about)
+exec(Path("src/rootlets_task/_version.py").read_text(), about)
 
 setup(
     name="rootlets_task",
@@ -18,7 +18,8 @@ setup(
     project_urls={"Source": about["__url__"], "Issues": f"{about['__url__']}/issues"},
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["rootlets_task", "rootlets_task.*"]),
+    package_dir={"": "src"},
+    packages=find_packages("src", include=["rootlets_task", "rootlets_task.*"]),
     package_data={"rootlets_task": ["data/*"]},
     install_requires=[
         "nnunetv2>=2.6,<3",
@@ -40,7 +41,7 @@ setup(
     ],
     extras_require={
         "slurm": ["dask-jobqueue>=0.8"],
-        # CPU inference backend, about 2x faster per tile; used automatically when installed (rootlets_task.backends)
+        # CPU inference backend, about 2x faster per tile; used automatically when installed (rootlets_task.inference.backends)
         "openvino": ["openvino>=2024.0"],
         # opt-in int8 network (NNCF post-training quantisation of the OpenVINO model): Segmenter(precision="int8")
         "int8": ["openvino>=2026.4,<2026.5", "nncf>=3.4,<3.5"],
@@ -54,7 +55,7 @@ setup(
         "test": ["pytest>=7", "pytest-xdist>=3.5", "ruff>=0.5", "openvino>=2024.0", "nncf>=3.4,<3.5", "dask-jobqueue>=0.8",
                  "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"],
     },
-    entry_points={"console_scripts": ["rootlets=rootlets_task.cli:main"]},
+    entry_points={"console_scripts": ["rootlets=rootlets_task.cli.rootlets:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Intended Audience :: Science/Research",

@@ -8,10 +8,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from rootlets_task import nifti, provenance
-from rootlets_task.cropping import CROP_MARGIN_MM, crop_box
-from rootlets_task.releases import PHANTOM_ZIP
-from rootlets_task.segment import write_segmentation
+from rootlets_task.inference.cropping import CROP_MARGIN_MM, crop_box
+from rootlets_task.io import nifti, provenance
+from rootlets_task.models.releases import PHANTOM_ZIP
+from rootlets_task.pipeline.segment import write_segmentation
 
 
 def phantom_release(work: Path) -> Path:

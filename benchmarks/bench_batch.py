@@ -31,12 +31,12 @@ sys.path.insert(0, str(HERE))
 import rootlets_task  # noqa: E402
 
 ORIENTS = ("LPI", "RPI", "AIL", "PSR")
-ROOTLETS = [sys.executable, "-c", "import sys; from rootlets_task.cli import main; sys.exit(main(sys.argv[1:]))"]
+ROOTLETS = [sys.executable, "-c", "import sys; from rootlets_task.cli.rootlets import main; sys.exit(main(sys.argv[1:]))"]
 
 
 def install_model(kind: str, home: Path) -> str:
     """Install the model of ``kind`` as tag ``phantom`` into ``home``; returns what was installed."""
-    from rootlets_task import install
+    from rootlets_task.models import install
 
     os.environ["ROOTLETS_TASK_HOME"] = str(home)
     if kind == "tiny":
@@ -59,7 +59,7 @@ def write_dataset(kind: str, root: Path, n: int) -> list[Path]:
         path = anat / f"sub-{i + 1:02d}_T2w.nii.gz"
         staged = root / ".staged" / str(i)
         if kind == "tiny":
-            from rootlets_task.phantom import write_phantom
+            from rootlets_task.io.phantom import write_phantom
 
             shutil.copy(write_phantom(staged, ORIENTS[i % 4], seed=i, prefix="ph")["image"], path)
         else:

@@ -36,7 +36,7 @@ from _common import phantom_release  # noqa: E402
 from bench_model import benchmark_model, cache_dir, write_benchmark_image  # noqa: E402
 
 import rootlets_task  # noqa: E402
-from rootlets_task.metrics import agreement  # noqa: E402
+from rootlets_task.io.metrics import agreement  # noqa: E402
 
 PHANTOM_ZIP = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
 # variants also timed on the batch (ours-torch only shows the backend's share)
@@ -141,13 +141,13 @@ def phantom_agreement(n: int, work: Path, log, int8: bool = False) -> dict:
     """Ours (with the cord crop, int8) vs the reference on ``n`` phantoms with the bundled phantom release.
 
     Per variant: the worst voxel and foreground agreement, the worst per-level Dice and the largest difference of a
-    spinal level's midpoint (mm, :func:`rootlets_task.levels.compute_levels` on the phantom's cord).
+    spinal level's midpoint (mm, :func:`rootlets_task.levels.compute.compute_levels` on the phantom's cord).
     """
     from bench_workers import reference
 
-    from rootlets_task.cropping import crop_box
-    from rootlets_task.inference import Segmenter, configure_threads
-    from rootlets_task.phantom import write_phantom
+    from rootlets_task.inference.cropping import crop_box
+    from rootlets_task.inference.segmenter import Segmenter, configure_threads
+    from rootlets_task.io.phantom import write_phantom
 
     folder = phantom_release(work)
     threads = configure_threads()
@@ -184,7 +184,7 @@ def phantom_agreement(n: int, work: Path, log, int8: bool = False) -> dict:
 
 def level_mid_difference(a: np.ndarray, b: np.ndarray, cord: np.ndarray, affine: np.ndarray) -> float:
     """Largest |difference| (mm) of a spinal level's midpoint between two rootlets maps on one cord (inf: level lost)."""
-    from rootlets_task.levels import compute_levels
+    from rootlets_task.levels.compute import compute_levels
 
     mids = [compute_levels(x, cord, affine).levels.query("kind == 'spinal'").set_index("value")["mid_mm"] for x in (a, b)]
     difference = (mids[0] - mids[1]).abs()
@@ -209,7 +209,7 @@ def int8_check(model: Path, torch_net, patch, reference) -> dict:
     import torch
     from bench_workers import int8_segmenter
 
-    from rootlets_task import backends, int8
+    from rootlets_task.inference import backends, int8
 
     images = bench_images(2)
     segmenter = int8_segmenter(model, images[0], verbose=1)
@@ -227,8 +227,8 @@ def backend_check(model: Path, with_int8: bool = False) -> dict:
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from rootlets_task import backends
-    from rootlets_task.inference import physical_cores
+    from rootlets_task.inference import backends
+    from rootlets_task.inference.segmenter import physical_cores
 
     if not backends.openvino_available():
         return {"openvino": None}

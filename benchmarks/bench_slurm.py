@@ -32,12 +32,12 @@ from support import slurm as test_slurm  # noqa: E402
 import rootlets_task  # noqa: E402
 
 ORIENTS = ("LPI", "RPI", "AIL", "PSR")
-ROOTLETS = [sys.executable, "-c", "import sys; from rootlets_task.cli import main; sys.exit(main(sys.argv[1:]))"]
+ROOTLETS = [sys.executable, "-c", "import sys; from rootlets_task.cli.rootlets import main; sys.exit(main(sys.argv[1:]))"]
 
 
 def write_dataset(root: Path, n: int) -> None:
     """``n`` subjects with one phantom T2w each and its cord/discs/PMJ in derivatives/labels (used with --levels)."""
-    from rootlets_task.phantom import write_phantom
+    from rootlets_task.io.phantom import write_phantom
 
     for i in range(n):
         sub = f"sub-{i + 1:02d}"
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-    from rootlets_task import install
+    from rootlets_task.models import install
 
     result: dict = {"note": args.note}
     with tempfile.TemporaryDirectory(prefix="bench_slurm_") as tmp:

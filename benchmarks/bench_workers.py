@@ -50,8 +50,8 @@ def reference(model_folder: Path, out_dir: Path, images: list[Path]) -> None:
 
 def int8_segmenter(model_folder: Path, calibration: Path, verbose: int = 0):
     """The int8 Segmenter of the benchmark: calibrated on ``calibration``; no agreement floor (random weights tie)."""
-    from rootlets_task.inference import Segmenter
-    from rootlets_task.int8 import Int8Options
+    from rootlets_task.inference.int8 import Int8Options
+    from rootlets_task.inference.segmenter import Segmenter
 
     segmenter = Segmenter(model_folder, verbose=verbose, precision="int8", calibration=[calibration],
                           int8_options=Int8Options(max_tiles=8, min_agreement=0.0))
@@ -69,7 +69,7 @@ def ours(model_folder: Path, out_dir: Path, images: list[Path], backend: str = "
     """
     from _common import segment_to_file
 
-    from rootlets_task.inference import Segmenter, configure_threads
+    from rootlets_task.inference.segmenter import Segmenter, configure_threads
 
     threads = configure_threads()
     segmenter = (int8_segmenter(model_folder, images[0]) if int8

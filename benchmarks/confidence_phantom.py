@@ -34,8 +34,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main() -> None:
-    from rootlets_task.inference import Segmenter, configure_threads
-    from rootlets_task.phantom import make_phantom
+    from rootlets_task.inference.segmenter import Segmenter, configure_threads
+    from rootlets_task.io.phantom import make_phantom
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path)

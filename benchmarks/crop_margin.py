@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import count_tiles, phantom_release  # noqa: E402
 
-from rootlets_task import nifti  # noqa: E402
-from rootlets_task.cropping import crop_box  # noqa: E402
-from rootlets_task.inference import Segmenter  # noqa: E402
-from rootlets_task.metrics import agreement, dice_per_level  # noqa: E402
-from rootlets_task.phantom import make_phantom  # noqa: E402
+from rootlets_task.inference.cropping import crop_box  # noqa: E402
+from rootlets_task.inference.segmenter import Segmenter  # noqa: E402
+from rootlets_task.io import nifti  # noqa: E402
+from rootlets_task.io.metrics import agreement, dice_per_level  # noqa: E402
+from rootlets_task.io.phantom import make_phantom  # noqa: E402
 
 ORIENTS = ("LPI", "AIL", "RPI", "PSR")
 

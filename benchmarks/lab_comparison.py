@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from rootlets_task.levels import levels_from_files
-from rootlets_task.phantom import write_phantom
-from rootlets_task.stats import group_stats
+from rootlets_task.io.phantom import write_phantom
+from rootlets_task.levels.compute import levels_from_files
+from rootlets_task.levels.stats import group_stats
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "lab_reference"
 T2 = Path("/work/shared/data/sct_testing_data/t2")

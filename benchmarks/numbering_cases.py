@@ -3,7 +3,7 @@
     python benchmarks/numbering_cases.py [--json FILE] [--method gapfree|reference] [--t2 DIR]
 
 1. The phantoms of 4 grids x 3 seeds (the grids of tests/test_numbering.py), unchanged and with their rootlets
-   relabelled +1 / -1 / +2, through :func:`rootlets_task.levels.compute_levels` (discs and PMJ of the phantom):
+   relabelled +1 / -1 / +2, through :func:`rootlets_task.levels.compute.compute_levels` (discs and PMJ of the phantom):
    status, whether it warns, the suggested offset and the evidence (median |residual| as named and under the
    suggestion, and the shift vertebral - spinal midpoint of every pairing under both numberings).
 2. SCT's t2 test data (README of ``--t2``): the manual rootlets and the r20250318 model output, each against the
@@ -21,10 +21,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from rootlets_task import numbering
-from rootlets_task.centerline import cord_centerline
-from rootlets_task.levels import compute_levels
-from rootlets_task.phantom import make_phantom
+from rootlets_task.io.phantom import make_phantom
+from rootlets_task.levels import numbering
+from rootlets_task.levels.centerline import cord_centerline
+from rootlets_task.levels.compute import compute_levels
 
 GRIDS = {"iso1 LPI": ("LPI", (1.0, 1.0, 1.0), 0.0), "axial RPI 0.5x0.5x3": ("RPI", (0.5, 0.5, 3.0), 0.0),
          "tilted AIL": ("AIL", (1.0, 1.0, 1.0), 15.0), "PSR 1.2": ("PSR", (1.2, 1.2, 1.2), 0.0)}

@@ -55,7 +55,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from rootlets_task.metrics import agreement  # noqa: E402
+from rootlets_task.io.metrics import agreement  # noqa: E402
 
 TORCH_PIN = "torch==2.13.0"
 NO_DEPS = ("totalspineseg", "sc-crop")          # installed with --no-deps: their dependencies need torchvision

@@ -34,9 +34,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rootlets_task.metrics import dice_per_level  # noqa: E402
-from rootlets_task.nifti import reorient, sct_to_axcodes, undo_reorient  # noqa: E402
-from rootlets_task.phantom import SPINAL_LEVELS, make_phantom  # noqa: E402
+from rootlets_task.io.metrics import dice_per_level  # noqa: E402
+from rootlets_task.io.nifti import reorient, sct_to_axcodes, undo_reorient  # noqa: E402
+from rootlets_task.io.phantom import SPINAL_LEVELS, make_phantom  # noqa: E402
 
 DATA_DIR = REPO / "rootlets_task" / "data"
 ZIP_NAME = "model-spinal-rootlets-phantom.zip"
@@ -109,7 +109,7 @@ def write_raw_dataset(raw_dir: Path, settings: Settings) -> list[str]:
         nib.save(ph.nifti("rootlets"), labels / f"{case}.nii.gz")
         cases.append(case)
     dataset = {"channel_names": {"0": "T2w"}, "labels": LABELS, "numTraining": len(cases), "file_ending": ".nii.gz",
-               "name": "RootletsPhantom", "description": "Synthetic rootlets phantom (rootlets_task.phantom); "
+               "name": "RootletsPhantom", "description": "Synthetic rootlets phantom (rootlets_task.io.phantom); "
                "values = spinal levels 2..9 (C2..T1)", "licence": "MIT"}
     (raw_dir / "dataset.json").write_text(json.dumps(dataset, indent=2))
     return cases
@@ -354,7 +354,7 @@ def build(settings: Settings, work: Path, out_dir: Path) -> dict:
         "levels": list(SPINAL_LEVELS),
         "contrasts": ["T2w"],
         "image_orientation": MODEL_ORIENTATION,
-        "description": "Tiny nnU-Net v2 trained on CPU on the synthetic rootlets phantom (rootlets_task.phantom); "
+        "description": "Tiny nnU-Net v2 trained on CPU on the synthetic rootlets phantom (rootlets_task.io.phantom); "
                        "test and demo release only, it does not segment real MRI. Built by "
                        "model_release/build_phantom_release.py.",
         "heldout_dice": scores,

@@ -63,8 +63,8 @@ def random_store(tmp_path_factory):
 
     from support.random_model import write_random_model
 
-    from rootlets_task import install
-    from rootlets_task.releases import DEFAULT_TAG
+    from rootlets_task.models import install
+    from rootlets_task.models.releases import DEFAULT_TAG
 
     home = tmp_path_factory.mktemp("random_store")
     folder = write_random_model(tmp_path_factory.mktemp("random"))
@@ -78,7 +78,7 @@ def random_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def phantom_store(tmp_path_factory):
     """A model store with the bundled phantom release installed once for the session (no network)."""
-    from rootlets_task import install
+    from rootlets_task.models import install
 
     home = tmp_path_factory.mktemp("phantom_store")
     with pytest.MonkeyPatch.context() as mp:
@@ -101,7 +101,7 @@ TOOLS_SEED = 4  # the phantom the stand-in tools are prepared from
 @pytest.fixture(scope="session")
 def phantom():
     """The LPI 1 mm phantom of the chain and tool tests (arrays and truth)."""
-    from rootlets_task.phantom import make_phantom
+    from rootlets_task.io.phantom import make_phantom
 
     return make_phantom("LPI", (1.0, 1.0, 1.0), seed=TOOLS_SEED)
 
@@ -109,7 +109,7 @@ def phantom():
 @pytest.fixture(scope="session")
 def files(tmp_path_factory):
     """The same phantom as NIfTI files (image, rootlets, cord, discs, pmj, truth ...)."""
-    from rootlets_task.phantom import write_phantom
+    from rootlets_task.io.phantom import write_phantom
 
     return write_phantom(tmp_path_factory.mktemp("phantom"), "LPI", (1.0, 1.0, 1.0), seed=TOOLS_SEED)
 

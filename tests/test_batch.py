@@ -27,11 +27,14 @@ from support.batch_data import BROKEN, COMMON, NAMES, run
 from support.batch_data import assert_same as _assert_same
 from support.batch_data import done_names as _done_names
 
-from rootlets_task import batch, cli, engines, install
-from rootlets_task import bids as bids_module
-from rootlets_task.errors import RootletsError
-from rootlets_task.options import ChainOptions, ModelOptions
-from rootlets_task.phantom import write_phantom
+from rootlets_task.batch import bids as bids_module
+from rootlets_task.batch import engines
+from rootlets_task.batch import run as batch
+from rootlets_task.cli import rootlets as cli
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.core.options import ChainOptions, ModelOptions
+from rootlets_task.io.phantom import write_phantom
+from rootlets_task.models import install
 
 # the dataset (``bids``) and its sequential reference run (``sequential``) are session fixtures (tests/conftest.py,
 # tests/support/batch_data.py), shared with the other batch test modules
@@ -139,7 +142,7 @@ def test_group_statistics_normalised_by_the_participants_heights(bids, tmp_path,
     settings = json.loads((out / "group" / "stats.json").read_text())["settings"]
     assert settings["normalised"] and settings["participants"] == str(root / "participants.tsv")
     (root / "participants.tsv").write_text("participant_id\theight\nsub-01\t170\nsub-02\tn/a\n")
-    caplog.set_level("WARNING", logger="rootlets_task.batch")
+    caplog.set_level("WARNING", logger="rootlets_task.batch.run")
     run(root, out, **COMMON)  # images up to date: only the dataset tables are made again
     assert not json.loads((out / "group" / "stats.json").read_text())["settings"]["normalised"]
     assert "group statistics not normalised by height" in caplog.text and "participants.tsv" in caplog.text
@@ -280,7 +283,7 @@ def test_worker_killed_too_often_is_reported(bids, cluster, tmp_path):
 def test_killed_driver_leaves_nothing_that_looks_finished(bids, tmp_path):
     """SIGKILL a sequential `rootlets batch` while it writes: every image is either complete with its record or redone."""
     out = tmp_path / "rootlets"
-    cmd = [sys.executable, "-c", "import sys; from rootlets_task.cli import main; sys.exit(main(sys.argv[1:]))",
+    cmd = [sys.executable, "-c", "import sys; from rootlets_task.cli.rootlets import main; sys.exit(main(sys.argv[1:]))",
            "batch", str(bids), "-o", str(out), "-release", "phantom", "-threads", "1", "-levels", "-v", "0",
            "-include", "sub-0[1-3]/"]
     log = tmp_path / "driver.log"

@@ -26,11 +26,14 @@ from support.batch_data import assert_same as _assert_same
 from support.batch_data import done_names as _done_names
 from support.batch_data import outputs as _outputs
 
-from rootlets_task import batch, cli, install, slurm_array
-from rootlets_task import bids as bids_module
-from rootlets_task.errors import RootletsError
-from rootlets_task.files import sha256_file
-from rootlets_task.options import ChainOptions, ModelOptions
+from rootlets_task.batch import bids as bids_module
+from rootlets_task.batch import run as batch
+from rootlets_task.batch import slurm_array
+from rootlets_task.cli import rootlets as cli
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.core.files import sha256_file
+from rootlets_task.core.options import ChainOptions, ModelOptions
+from rootlets_task.models import install
 
 # two SLURM jobs of one core each fit the 2-core CI machine; the scheduler stays on loopback (tests/conftest.py)
 CLUSTER = {"cores": 1, "processes": 1, "memory": "4GB", "walltime": "00:15:00", "scheduler_options": {"host": "127.0.0.1"}}
@@ -340,7 +343,7 @@ def test_node_down_requeues_the_array_task(sequential, bids, on_slurm, tmp_path,
 
 
 def test_array_task_resumes_and_collect_reports(bids, tmp_path, monkeypatch, capsys):
-    """What every array task runs (``python -m rootlets_task.slurm_array PLAN`` with SLURM_ARRAY_TASK_ID), here in this
+    """What every array task runs (``python -m rootlets_task.batch.slurm_array PLAN`` with SLURM_ARRAY_TASK_ID), here in this
     process: it does its slice and records each result; started again (as SLURM does after a requeue) it skips what it
     finished and retries the rest. -collect, which needs no SLURM, reports the failure from the error log."""
     out = tmp_path / "rootlets"
@@ -384,13 +387,13 @@ def test_array_job_script(tmp_path):
     lines = script.splitlines()
     assert lines[0] == "#!/bin/bash" and "#SBATCH --array=0-3" in lines and "#SBATCH --open-mode=append" in lines
     assert f"#SBATCH --output={tmp_path}/task-%A_%a.out" in lines
-    assert lines[-1] == f"exec {sys.executable} -u -m rootlets_task.slurm_array {tmp_path / slurm_array.PLAN}"
+    assert lines[-1] == f"exec {sys.executable} -u -m rootlets_task.batch.slurm_array {tmp_path / slurm_array.PLAN}"
 
 
 def test_a_plan_gives_back_every_setting_levers_included(tmp_path):
     """A task rebuilds the driver's settings from the plan's JSON: option objects and the speed levers included."""
-    from rootlets_task.batch_levers import BatchLevers
-    from rootlets_task.bids import Unit
+    from rootlets_task.batch.bids import Unit
+    from rootlets_task.batch.levers import BatchLevers
 
     settings = batch.Settings(model_folder=str(tmp_path), model={"tag": "phantom", "sha256": "0" * 64, "url": None},
                               options=ModelOptions(release="phantom", threads=1, precision="int8"),

@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 from support.batch_data import BROKEN, COMMON, run
 
-from rootlets_task import batch, bids_strict, viewers
-from rootlets_task.errors import RootletsError
-from rootlets_task.levels import level_name
+from rootlets_task.batch import bids_strict
+from rootlets_task.batch import run as batch
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.core.names import level_name
+from rootlets_task.io import viewers
 
 SUBSET = "sub-0[12]/|ses-01"  # sub-01, sub-02, sub-03 ses-01
 STRICT_TAILS = ["desc-rootlets_dseg.nii.gz", "desc-rootlets_dseg.json", "desc-rootlets_dseg.tsv", "label-SC_mask.nii.gz",

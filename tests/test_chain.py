@@ -17,13 +17,15 @@ import numpy as np
 import pytest
 from support import fake_tools
 
-from rootlets_task import chain, cli, viewers
-from rootlets_task.chain import ChainInputs
-from rootlets_task.cropping import crop_box
-from rootlets_task.errors import RootletsError
-from rootlets_task.files import sha256_file
-from rootlets_task.options import ChainOptions, ModelOptions
-from rootlets_task.releases import PHANTOM_MANIFEST
+from rootlets_task.cli import rootlets as cli
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.core.files import sha256_file
+from rootlets_task.core.options import ChainOptions, ModelOptions
+from rootlets_task.inference.cropping import crop_box
+from rootlets_task.io import viewers
+from rootlets_task.models.releases import PHANTOM_MANIFEST
+from rootlets_task.pipeline import chain
+from rootlets_task.pipeline.chain import ChainInputs
 
 SEED = 4
 

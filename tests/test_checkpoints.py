@@ -21,10 +21,10 @@ import pytest
 import torch
 from support.random_model import write_random_model
 
-from rootlets_task import checkpoints, install
-from rootlets_task.cli import main
-from rootlets_task.errors import RootletsError
-from rootlets_task.phantom import write_phantom
+from rootlets_task.cli.rootlets import main
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.io.phantom import write_phantom
+from rootlets_task.models import checkpoints, install
 
 
 class _Touch:
@@ -178,8 +178,8 @@ def test_sct_bridge_refuses(model, tmp_path, monkeypatch, capsys):
 
 
 def test_batch_worker_refuses(tmp_path):
-    from rootlets_task.batch import BatchOptions, run_batch
-    from rootlets_task.options import ModelOptions
+    from rootlets_task.batch.run import BatchOptions, run_batch
+    from rootlets_task.core.options import ModelOptions
 
     marker = tmp_path / "marker"
     _tamper_installed(tmp_path, "reduce", marker)

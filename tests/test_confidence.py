@@ -12,13 +12,14 @@ import pytest
 from support.chromium import Chromium, chromium_path
 from support.random_model import write_random_model
 
-from rootlets_task import confidence, nifti
-from rootlets_task.cli import main
-from rootlets_task.cropping import crop_box
-from rootlets_task.inference import Segmenter
-from rootlets_task.levels import compute_levels
-from rootlets_task.phantom import make_phantom, write_phantom
-from rootlets_task.qc import qc_subject
+from rootlets_task.cli.rootlets import main
+from rootlets_task.inference import confidence
+from rootlets_task.inference.cropping import crop_box
+from rootlets_task.inference.segmenter import Segmenter
+from rootlets_task.io import nifti
+from rootlets_task.io.phantom import make_phantom, write_phantom
+from rootlets_task.levels.compute import compute_levels
+from rootlets_task.qc.report import qc_subject
 
 # grids of the random model (plans spacing 2 mm): no resampling, isotropic resampling (our torch path) and an
 # anisotropic one that nnU-Net resamples itself (separate z), in three orientations

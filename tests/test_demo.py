@@ -6,10 +6,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from rootlets_task import install
-from rootlets_task.cli import main
-from rootlets_task.metrics import agreement, dice, dice_per_level
-from rootlets_task.phantom import SPINAL_LEVELS
+from rootlets_task.cli.rootlets import main
+from rootlets_task.io.metrics import agreement, dice, dice_per_level
+from rootlets_task.io.phantom import SPINAL_LEVELS
+from rootlets_task.models import install
 
 
 def test_demo_runs_the_whole_chain_offline(tmp_path, capsys):

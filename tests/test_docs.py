@@ -111,8 +111,8 @@ def _only_blank(lines: list[str], start: int, end: int) -> bool:
 @pytest.fixture(scope="session")
 def template(tmp_path_factory) -> Path:
     """The workspace every page starts from (copied per page)."""
-    from rootlets_task import install
-    from rootlets_task.phantom import write_phantom
+    from rootlets_task.io.phantom import write_phantom
+    from rootlets_task.models import install
 
     root = tmp_path_factory.mktemp("docs_template")
     work = root / "work"
@@ -233,7 +233,7 @@ def test_site_builds_with_every_page(site):
 def test_cli_reference_holds_every_flag_of_every_parser(site):
     import html
 
-    from rootlets_task import clidoc
+    from rootlets_task.cli import clidoc
 
     page = html.unescape((site / "cli" / "index.html").read_text(encoding="utf-8"))
     parsers = clidoc.parsers()
@@ -246,7 +246,7 @@ def test_cli_reference_holds_every_flag_of_every_parser(site):
 
 def test_cli_reference_is_current(tmp_path):
     """docs/cli.md is what `make cli-doc` writes now: a flag added, removed or reworded without regenerating fails."""
-    from rootlets_task import clidoc
+    from rootlets_task.cli import clidoc
 
     assert (ROOT / "docs" / "cli.md").read_text(encoding="utf-8") == clidoc.page(), "docs/cli.md is stale: make cli-doc"
     stale = tmp_path / "cli.md"
@@ -257,7 +257,7 @@ def test_cli_reference_is_current(tmp_path):
 
 
 def test_cli_reference_renders_defaults_and_choices():
-    from rootlets_task import clidoc
+    from rootlets_task.cli import clidoc
 
     text = clidoc.render_parser("rootlets batch", clidoc.parsers()["rootlets batch"])
     row = next(line for line in text.splitlines() if line.startswith("| `-device"))

@@ -16,14 +16,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rootlets_task import batch, clean, cli, install
-from rootlets_task.chain import ChainInputs, levels_table, run_chain
-from rootlets_task.errors import RootletsError
-from rootlets_task.levels import levels_from_files
-from rootlets_task.options import ChainOptions, ModelOptions
-from rootlets_task.phantom import write_phantom
-from rootlets_task.qc import qc_subject
-from rootlets_task.segment import plan_outputs
+from rootlets_task.batch import run as batch
+from rootlets_task.cli import clean
+from rootlets_task.cli import rootlets as cli
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.core.options import ChainOptions, ModelOptions
+from rootlets_task.io.phantom import write_phantom
+from rootlets_task.levels.compute import levels_from_files
+from rootlets_task.models import install
+from rootlets_task.pipeline.chain import ChainInputs, levels_table, run_chain
+from rootlets_task.pipeline.segment import plan_outputs
+from rootlets_task.qc.report import qc_subject
 
 
 def _help(argv: list[str], capsys) -> str:
@@ -35,7 +38,7 @@ def _help(argv: list[str], capsys) -> str:
 
 @pytest.mark.parametrize("command", [None, *cli.COMMANDS])
 def test_help_shows_every_default(command, capsys):
-    from rootlets_task.clidoc import parsers
+    from rootlets_task.cli.clidoc import parsers
 
     parser = parsers()["rootlets" if command is None else f"rootlets {command}"]
     formatter = cli._Help(parser.prog)

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from rootlets_task.cli import main
+from rootlets_task.cli.rootlets import main
 
 CASES = 220
 DTYPES = ("uint8", "int8", "int16", "uint16", "int32", "int64", "float32", "float64", "complex64", "rgb")
@@ -152,7 +152,7 @@ def test_fuzzed_images_succeed_with_their_grid_or_fail_in_one_line(fuzz_store, t
 
 
 def test_fuzzed_label_files_through_levels(fuzz_store, tmp_path, capsys):
-    from rootlets_task.phantom import write_phantom
+    from rootlets_task.io.phantom import write_phantom
 
     ph = write_phantom(tmp_path / "ph", spacing=(2.0, 2.0, 2.0))
     rng = np.random.default_rng(7)

@@ -16,12 +16,12 @@ import pytest
 import torch
 from support.random_model import write_random_model
 
-from rootlets_task import nifti
-from rootlets_task.errors import RootletsError
-from rootlets_task.inference import Segmenter, configure_threads, find_checkpoints, physical_cores, resolve_device
-from rootlets_task.phantom import make_phantom
-from rootlets_task.provenance import rootlets_sidecar
-from rootlets_task.segment import plan_outputs, segment, write_segmentation
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.inference.segmenter import Segmenter, configure_threads, find_checkpoints, physical_cores, resolve_device
+from rootlets_task.io import nifti
+from rootlets_task.io.phantom import make_phantom
+from rootlets_task.io.provenance import rootlets_sidecar
+from rootlets_task.pipeline.segment import plan_outputs, segment, write_segmentation
 
 COARSE = (2.0, 2.0, 2.0)  # keeps each random-model prediction to a few tiles
 

@@ -27,9 +27,9 @@ import pytest
 import torch
 from support.loopback import QuietHandler, serve, stop
 
-from rootlets_task import archive, install, releases
-from rootlets_task.cli import main
-from rootlets_task.errors import RootletsError
+from rootlets_task.cli.rootlets import main
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.models import archive, install, releases
 
 TRAINER = "nnUNetTrainer__nnUNetPlans__3d_fullres"
 R = releases.RELEASES["r20250318"]
@@ -268,8 +268,8 @@ def test_killed_install_leaves_previous_model_and_next_install_cleans_up(server,
     folder = install.models_dir() / R.tag
     before = tree(folder)
     url = server.add("slow.zip", make_zip(tmp_path / "new.zip", release_files(seed=5)).read_bytes(), delay=20)
-    proc = subprocess.Popen([sys.executable, "-m", "rootlets_task.cli", "-install", "-release", R.tag, "-custom-url", url,
-                             "-v", "0"])
+    proc = subprocess.Popen([sys.executable, "-m", "rootlets_task.cli.rootlets", "-install", "-release", R.tag,
+                             "-custom-url", url, "-v", "0"])
     try:
         deadline = time.time() + 20
         while not (server.hits.get("slow.zip") and leftovers()) and time.time() < deadline:
@@ -294,7 +294,7 @@ def test_two_concurrent_installs_one_download(server, good_zip):
     """Two real processes install the default release at once: both succeed, one downloads, the other waits."""
     server.add(R.asset, good_zip.read_bytes(), delay=2.5)
     env = {**os.environ, releases.ENV_MIRROR: server.base}
-    cmd = [sys.executable, "-m", "rootlets_task.cli", "-install"]
+    cmd = [sys.executable, "-m", "rootlets_task.cli.rootlets", "-install"]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs

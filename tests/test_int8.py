@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rootlets_task import backends, install, int8
-from rootlets_task.cropping import CROP_MARGIN_MM, crop_box, detected_box
-from rootlets_task.errors import RootletsError
-from rootlets_task.inference import Segmenter
-from rootlets_task.metrics import agreement
-from rootlets_task.phantom import make_phantom
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.inference import backends, int8
+from rootlets_task.inference.cropping import CROP_MARGIN_MM, crop_box, detected_box
+from rootlets_task.inference.segmenter import Segmenter
+from rootlets_task.io.metrics import agreement
+from rootlets_task.io.phantom import make_phantom
+from rootlets_task.models import install
 
 needs_int8 = pytest.mark.skipif(not (backends.openvino_available() and int8.nncf_available()),
                                 reason="int8 extra (openvino, nncf) not installed")
@@ -95,8 +96,8 @@ def test_other_calibration_images_make_another_entry(phantom_folder, phantom_ima
 
 QUANTISE = """
 import sys
-from rootlets_task.inference import Segmenter
-from rootlets_task.int8 import Int8Options
+from rootlets_task.inference.segmenter import Segmenter
+from rootlets_task.inference.int8 import Int8Options
 seg = Segmenter(sys.argv[1], device="cpu", verbose=0, precision="int8", int8_options=Int8Options(max_tiles=4))
 print(seg.precision)
 """

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 from support.sct_data import T2, needs_t2
 
-from rootlets_task.levels import levels_from_files
-from rootlets_task.phantom import write_phantom
-from rootlets_task.stats import LAB_TABLE_COLUMNS
+from rootlets_task.io.phantom import write_phantom
+from rootlets_task.levels.compute import levels_from_files
+from rootlets_task.levels.stats import LAB_TABLE_COLUMNS
 
 DATA = Path(__file__).parent / "data" / "lab_reference" / "sct"
 TOLERANCE_MM = 0.02

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from support.sct_data import T2, needs_t2
 
-from rootlets_task import __version__, viewers
-from rootlets_task.cli import main
-from rootlets_task.errors import RootletsError
-from rootlets_task.levels import LEVEL_COLUMNS, SHIFT_COLUMNS, compute_levels, levels_from_files
-from rootlets_task.nifti import reorient, sct_to_axcodes, si_axis, undo_reorient
-from rootlets_task.phantom import FILES, make_phantom
+from rootlets_task import __version__
+from rootlets_task.cli.rootlets import main
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.io import viewers
+from rootlets_task.io.nifti import reorient, sct_to_axcodes, si_axis, undo_reorient
+from rootlets_task.io.phantom import FILES, make_phantom
+from rootlets_task.levels.compute import LEVEL_COLUMNS, SHIFT_COLUMNS, compute_levels, levels_from_files
 
 KINDS = ("rootlets", "cord", "discs", "pmj")
 
@@ -420,7 +421,7 @@ def test_pmj_above_the_cord_is_reached_by_extrapolation(phantoms):
 def test_tables_of_earlier_versions_are_read_and_mixing_versions_is_refused(files, tmp_path, capsys):
     """A table with the old column names (start_* = rostral, end_* = caudal) and no version reads in today's layout;
     `rootlets stats` refuses to mix it with today's, in one line naming the file and the fix."""
-    from rootlets_task.tables import OLD_COLUMNS, read_levels_table
+    from rootlets_task.io.tables import OLD_COLUMNS, read_levels_table
 
     out, _ = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path / "new",
                                prefix="sub-01_T2w")

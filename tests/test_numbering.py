@@ -14,12 +14,13 @@ import pandas as pd
 import pytest
 from support.sct_data import T2, needs_t2
 
-from rootlets_task import numbering
-from rootlets_task.centerline import cord_centerline
-from rootlets_task.cli import main
-from rootlets_task.levels import compute_levels, levels_from_files
-from rootlets_task.numbering import check, expected_shift, level_name
-from rootlets_task.phantom import FILES, make_phantom
+from rootlets_task.cli.rootlets import main
+from rootlets_task.core.names import level_name
+from rootlets_task.io.phantom import FILES, make_phantom
+from rootlets_task.levels import numbering
+from rootlets_task.levels.centerline import cord_centerline
+from rootlets_task.levels.compute import compute_levels, levels_from_files
+from rootlets_task.levels.numbering import check, expected_shift
 
 GRIDS = {"iso1 LPI": ("LPI", (1.0, 1.0, 1.0), 0.0), "axial RPI 0.5x0.5x3": ("RPI", (0.5, 0.5, 3.0), 0.0),
          "tilted AIL": ("AIL", (1.0, 1.0, 1.0), 15.0), "PSR 1.2": ("PSR", (1.2, 1.2, 1.2), 0.0)}

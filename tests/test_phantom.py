@@ -6,9 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from rootlets_task.cli import main
-from rootlets_task.nifti import orientation
-from rootlets_task.phantom import SPINAL_LEVELS, make_phantom
+from rootlets_task.cli.rootlets import main
+from rootlets_task.io.nifti import orientation
+from rootlets_task.io.phantom import SPINAL_LEVELS, make_phantom
 
 
 def test_seeded_and_deterministic():

@@ -22,13 +22,14 @@ from matplotlib.colors import to_rgb
 from PIL import Image
 from support.chromium import Chromium, chromium_path
 
-from rootlets_task.cli import main
-from rootlets_task.colours import level_colour
-from rootlets_task.errors import RootletsError
-from rootlets_task.levels import compute_levels, level_name, levels_from_files
-from rootlets_task.phantom import SPINAL_LEVELS, make_phantom
-from rootlets_task.qc import LOCK, REPORT, qc_subject
-from rootlets_task.qc_views import display_views
+from rootlets_task.cli.rootlets import main
+from rootlets_task.core.colours import level_colour
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.core.names import level_name
+from rootlets_task.io.phantom import SPINAL_LEVELS, make_phantom
+from rootlets_task.levels.compute import compute_levels, levels_from_files
+from rootlets_task.qc.report import LOCK, REPORT, qc_subject
+from rootlets_task.qc.views import display_views
 
 # Four orientations, one of them anisotropic (0.5 x 0.5 x 3 mm axial).
 CASES = {"LPI": (1.0, 1.0, 1.0), "RPI": (0.5, 0.5, 3.0), "AIL": (0.8, 0.8, 0.8), "PSR": (1.0, 1.0, 1.0)}
@@ -206,7 +207,7 @@ def test_bad_input_writes_nothing(tmp_path):
 
 
 def test_lock_held_too_long_is_a_clear_error(tmp_path, monkeypatch):
-    import rootlets_task.qc as qc
+    import rootlets_task.qc.report as qc
 
     ph = make_phantom("LPI", (2.0, 2.0, 2.0), seed=1)
     monkeypatch.setattr(qc, "LOCK_TIMEOUT_S", 0.2)
@@ -219,7 +220,7 @@ def test_lock_held_too_long_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_qc_command(tmp_path, capsys):
-    from rootlets_task.phantom import write_phantom
+    from rootlets_task.io.phantom import write_phantom
 
     files = write_phantom(tmp_path / "in", "RPI", (2.0, 2.0, 2.0), seed=2)
     levels, _ = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path / "lv")
@@ -262,8 +263,8 @@ class _Rows(html.parser.HTMLParser):
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from rootlets_task.phantom import make_phantom
-    from rootlets_task.qc import qc_subject
+    from rootlets_task.io.phantom import make_phantom
+    from rootlets_task.qc.report import qc_subject
     qc_dir, worker, go = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
     ph = make_phantom("LPI", (2.0, 2.0, 2.0), seed=worker)
     (qc_dir.parent / f"ready-{worker}").touch()

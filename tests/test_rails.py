@@ -16,15 +16,16 @@ import numpy as np
 import pytest
 from support.sct_data import T2, needs_t2
 
-from rootlets_task import install, labels
-from rootlets_task.chain import ChainInputs, run_chain
-from rootlets_task.cli import main
-from rootlets_task.errors import RootletsError
-from rootlets_task.levels import compute_levels, levels_from_files
-from rootlets_task.options import ChainOptions, ModelOptions
-from rootlets_task.phantom import MARK, is_phantom, write_phantom
-from rootlets_task.releases import PHANTOM_ZIP
-from rootlets_task.segment import segment_files
+from rootlets_task.cli.rootlets import main
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.core.options import ChainOptions, ModelOptions
+from rootlets_task.io import labels
+from rootlets_task.io.phantom import MARK, is_phantom, write_phantom
+from rootlets_task.levels.compute import compute_levels, levels_from_files
+from rootlets_task.models import install
+from rootlets_task.models.releases import PHANTOM_ZIP
+from rootlets_task.pipeline.chain import ChainInputs, run_chain
+from rootlets_task.pipeline.segment import segment_files
 
 PHANTOM_WARNING = "is not a phantom"
 

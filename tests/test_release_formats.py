@@ -26,9 +26,10 @@ import pytest
 import torch
 from support.random_model import write_random_model
 
-from rootlets_task import archive, checkpoints, cli, install
-from rootlets_task.phantom import write_phantom
-from rootlets_task.releases import PHANTOM_ZIP
+from rootlets_task.cli import rootlets as cli
+from rootlets_task.io.phantom import write_phantom
+from rootlets_task.models import archive, checkpoints, install
+from rootlets_task.models.releases import PHANTOM_ZIP
 
 sys.path.insert(0, str(Path(__file__).parent / "release_formats"))
 from pickle_globals import checkpoint_globals  # noqa: E402

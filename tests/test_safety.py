@@ -1,6 +1,6 @@
 """The audit's defects, one test each: hostile servers and archives, bad headers, full disks, signals, odd names.
 
-Every test goes through the command line's entry point (``rootlets_task.cli.main``) or the public API, on real files,
+Every test goes through the command line's entry point (``rootlets_task.cli.rootlets.main``) or the public API, on real files,
 real loopback HTTP and, for the full disk, a real tiny tmpfs in a private mount namespace (skipped where the kernel
 does not allow one). The malicious-checkpoint tests are in test_checkpoints.py.
 """
@@ -23,13 +23,15 @@ import pytest
 from support.loopback import QuietHandler, serve, stop
 from support.random_model import write_random_model
 
-from rootlets_task import archive, files, inference, install, releases
-from rootlets_task.cli import main
-from rootlets_task.errors import RootletsError
-from rootlets_task.phantom import write_phantom
+from rootlets_task.cli.rootlets import main
+from rootlets_task.core import files
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.inference import segmenter as inference
+from rootlets_task.io.phantom import write_phantom
+from rootlets_task.models import archive, install, releases
 
 SECRET_URL_PARTS = ("hunter2", "SIGNATURE-0123")
-ROOTLETS = [sys.executable, "-c", "import sys; from rootlets_task.cli import main; sys.exit(main(sys.argv[1:]))"]
+ROOTLETS = [sys.executable, "-c", "import sys; from rootlets_task.cli.rootlets import main; sys.exit(main(sys.argv[1:]))"]
 
 
 def _run(argv, capsys) -> tuple[int, str, str]:
@@ -159,7 +161,7 @@ def test_a_silent_server_times_out_once_with_the_right_message(server, monkeypat
 def test_a_held_install_lock_names_its_holder_and_gives_up(tmp_path, monkeypatch, capsys):
     dest = install.models_dir() / releases.DEFAULT_TAG
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from rootlets_task.archive import install_lock\n"
+        "import sys, time; from rootlets_task.models.archive import install_lock\n"
         f"with install_lock({str(dest)!r}):\n    print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     try:

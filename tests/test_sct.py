@@ -26,10 +26,10 @@ import pytest
 from support.loopback import QuietHandler, serve, stop
 from support.random_model import write_random_model
 
-from rootlets_task import install, releases, sct
-from rootlets_task.cli import main
-from rootlets_task.errors import RootletsError
-from rootlets_task.phantom import write_phantom
+from rootlets_task.cli.rootlets import main
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.io.phantom import write_phantom
+from rootlets_task.models import install, releases, sct
 
 KEY = "model_seg_spinal_rootlets_nnunet"
 GITHUB = "https://github.com/ivadomed/model-spinal-rootlets/releases/download"
@@ -147,7 +147,7 @@ def test_unlisted_release_is_custom_and_reinstall_is_a_noop(sct73, zips, capsys)
 def test_concurrent_installs_into_sct_wait_for_each_other(sct73):
     """Two batch jobs running `rootlets -install -sct` at once: one installs; the other (waiting for the lock if they
     overlap) finds it current. SCT's folder ends with one complete model and no temp folders."""
-    cmd = [sys.executable, "-m", "rootlets_task.cli", "-install", "-sct", "-release", "r20250318"]
+    cmd = [sys.executable, "-m", "rootlets_task.cli.rootlets", "-install", "-sct", "-release", "r20250318"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs

@@ -31,11 +31,15 @@ from support.chromium import Chromium, chromium_path
 from test_install import Server
 
 import rootlets_task
-from rootlets_task import cli, install, postprocess, provenance, sct_qc, viewers
-from rootlets_task.errors import RootletsError
-from rootlets_task.phantom import write_phantom
-from rootlets_task.postprocess import PostOptions
-from rootlets_task.releases import DEFAULT_TAG, ENV_MIRROR, RELEASES
+from rootlets_task.cli import rootlets as cli
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.inference import postprocess
+from rootlets_task.inference.postprocess import PostOptions
+from rootlets_task.io import provenance, viewers
+from rootlets_task.io.phantom import write_phantom
+from rootlets_task.models import install
+from rootlets_task.models.releases import DEFAULT_TAG, ENV_MIRROR, RELEASES
+from rootlets_task.qc import sct_report as sct_qc
 
 DATA = Path(__file__).parent / "data"
 # The rootlets map SCT HEAD post-processed in the notes (phantom release on a cropped 40x50x112 1 mm LPI phantom,
@@ -294,7 +298,7 @@ def test_sct_flags_act_on_real_runs(random_home, image, tmp_path, capsys, monkey
 
 
 def test_fill_holes_refused_before_the_model_loads(random_home, image, tmp_path, capsys, monkeypatch):
-    from rootlets_task import inference
+    from rootlets_task.inference import segmenter as inference
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded")
@@ -333,7 +337,7 @@ def test_sidecar_has_scts_keys_in_scts_order_and_indent(random_home, image, tmp_
     assert gen["Name"] == "rootlets_task: rootlets -i sub-01_T2w.nii.gz -o t2_rootlets.nii.gz -qc qc -v 0", \
         "the command as run, every token basename'd (as SCT)"
     assert gen["Version"] == rootlets_task.__version__
-    assert gen["CodeURL"] == f"https://github.com/ivadomed/rootlets_task/blob/v{rootlets_task.__version__}/rootlets_task/segment.py"
+    assert gen["CodeURL"] == f"https://github.com/ivadomed/rootlets_task/blob/v{rootlets_task.__version__}/src/rootlets_task/pipeline/segment.py"
     assert gen["CodeURL"].startswith(provenance.HOME_PAGE)
     record = json.loads((random_home / "models" / DEFAULT_TAG / install.RECORD).read_text())
     assert gen["ModelURL"] == record["url"] and gen["Release"] == DEFAULT_TAG
@@ -345,7 +349,7 @@ def test_home_page_is_defined_once_for_setup_and_sidecars():
 
     meta = metadata.metadata("rootlets_task")
     urls = [meta.get("Home-page") or ""] + [u.split(", ", 1)[-1] for u in meta.get_all("Project-URL") or []]
-    assert provenance.HOME_PAGE in urls, "setup.py's url is provenance.HOME_PAGE (rootlets_task/_version.py)"
+    assert provenance.HOME_PAGE in urls, "setup.py's url is provenance.HOME_PAGE (src/rootlets_task/_version.py)"
     assert "portalocker" in " ".join(metadata.requires("rootlets_task") or [])
 
 

@@ -1,4 +1,4 @@
-"""``rootlets -i ...`` and ``rootlets_task.segment``: outputs, sidecars, several inputs, and every bad input.
+"""``rootlets -i ...`` and ``rootlets_task.pipeline.segment``: outputs, sidecars, several inputs, and every bad input.
 
 Two models are installed once per session through the real installer into a private model store:
 - the bundled ``phantom`` release (trained on phantoms), for accuracy against the phantom truth;
@@ -19,12 +19,16 @@ import pytest
 import torch
 
 import rootlets_task
-from rootlets_task import cli, inference, install, nifti, segment
-from rootlets_task.errors import RootletsError
-from rootlets_task.metrics import dice_per_level
-from rootlets_task.options import ModelOptions
-from rootlets_task.phantom import SPINAL_LEVELS, write_phantom
-from rootlets_task.releases import DEFAULT_TAG, PHANTOM_MANIFEST
+from rootlets_task.cli import rootlets as cli
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.core.options import ModelOptions
+from rootlets_task.inference import segmenter as inference
+from rootlets_task.io import nifti
+from rootlets_task.io.metrics import dice_per_level
+from rootlets_task.io.phantom import SPINAL_LEVELS, write_phantom
+from rootlets_task.models import install
+from rootlets_task.models.releases import DEFAULT_TAG, PHANTOM_MANIFEST
+from rootlets_task.pipeline import segment
 
 COARSE = (2.0, 2.0, 2.0)
 

@@ -17,13 +17,14 @@ import torch
 from support.random_model import write_random_model
 
 import rootlets_task
-from rootlets_task import backends, nifti
-from rootlets_task.cropping import crop_box, cut_note, grow_to_patch, touches_box_side
-from rootlets_task.inference import Segmenter
-from rootlets_task.metrics import dice_per_level
-from rootlets_task.phantom import make_phantom
-from rootlets_task.provenance import rootlets_sidecar
-from rootlets_task.segment import write_segmentation
+from rootlets_task.inference import backends
+from rootlets_task.inference.cropping import crop_box, cut_note, grow_to_patch, touches_box_side
+from rootlets_task.inference.segmenter import Segmenter
+from rootlets_task.io import nifti
+from rootlets_task.io.metrics import dice_per_level
+from rootlets_task.io.phantom import make_phantom
+from rootlets_task.io.provenance import rootlets_sidecar
+from rootlets_task.pipeline.segment import write_segmentation
 
 COARSE = (2.0, 2.0, 2.0)  # the random model's plan spacing
 PHANTOM_ZIP = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"

@@ -16,9 +16,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from rootlets_task import backends, cli, install, int8, speedcheck
-from rootlets_task.inference import Segmenter
-from rootlets_task.phantom import write_phantom
+from rootlets_task.cli import rootlets as cli
+from rootlets_task.inference import backends, int8
+from rootlets_task.inference.segmenter import Segmenter
+from rootlets_task.io.phantom import write_phantom
+from rootlets_task.models import install
+from rootlets_task.pipeline import speedcheck
 
 pytestmark = pytest.mark.skipif(not (backends.openvino_available() and int8.nncf_available()),
                                 reason="int8 extra (openvino, nncf) not installed")

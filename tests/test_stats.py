@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_rgba
 
-from rootlets_task.cli import main
-from rootlets_task.errors import RootletsError
-from rootlets_task.levels import levels_from_files
-from rootlets_task.phantom import make_phantom
-from rootlets_task.qc import level_colour
-from rootlets_task.stats import LAB_TABLE_COLUMNS, agreement_figure, group_stats, pair_table, read_tables, shift_stats
+from rootlets_task.cli.rootlets import main
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.io.phantom import make_phantom
+from rootlets_task.levels.compute import levels_from_files
+from rootlets_task.levels.stats import LAB_TABLE_COLUMNS, agreement_figure, group_stats, pair_table, read_tables, shift_stats
+from rootlets_task.qc.report import level_colour
 
 DATA = Path(__file__).parent / "data" / "lab_reference"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
@@ -260,7 +260,7 @@ def test_spinal_levels_only_give_level_statistics(tmp_path):
 def test_figure_one_colour_per_pair_shared_by_both_panels(complete):
     """The scatter of each pair has the colour of its spinal level, the same in the regression and Bland-Altman panels."""
     tables = read_tables([LEVELS])
-    from rootlets_task.stats import _combine  # the rows the figure is drawn from
+    from rootlets_task.levels.stats import _combine  # the rows the figure is drawn from
 
     rows = _combine(tables).assign(analysed_mid_mm=lambda r: r.mid_mm)
     pairs = pair_table(rows)

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from support import fake_tools
 
-from rootlets_task import labels, spineps, tools
-from rootlets_task.errors import RootletsError
-from rootlets_task.phantom import make_phantom
+from rootlets_task.core.errors import RootletsError
+from rootlets_task.io import labels
+from rootlets_task.io.phantom import make_phantom
+from rootlets_task.levels import spineps, tools
 
 SEED = 4
 

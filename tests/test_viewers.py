@@ -21,10 +21,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from rootlets_task import viewers
-from rootlets_task.chain import ChainInputs, run_chain
-from rootlets_task.colours import level_colour
-from rootlets_task.options import ChainOptions, ModelOptions
+from rootlets_task.core.colours import level_colour
+from rootlets_task.core.options import ChainOptions, ModelOptions
+from rootlets_task.io import viewers
+from rootlets_task.pipeline.chain import ChainInputs, run_chain
 
 
 def read_dseg(path: Path) -> dict[int, dict]:
@@ -132,7 +132,7 @@ def test_chain_writes_viewer_files_and_the_fsleyes_command(files, tmp_path):
 
 
 def test_segment_files_logs_the_fsleyes_command(files, tmp_path, phantom_home, caplog):
-    from rootlets_task.segment import segment_files
+    from rootlets_task.pipeline.segment import segment_files
 
     caplog.set_level(logging.INFO, logger="rootlets_task")
     (out,) = segment_files([files["image"]], tmp_path / "seg", ModelOptions(release="phantom"), verbose=0)

@@ -4,7 +4,7 @@ Run it with the Python of a side virtual environment that holds exactly one nnU-
 ``nnunetv2-neuropoly``); see README.md beside this file for the versions, pins and the rebuild script. Everything is
 that version's own: fingerprint, planner, preprocessing (its command-line tools), trainer class, checkpoint writer.
 
-Steps: seeded phantoms (``rootlets_task.phantom``, 2 mm, labels background + lvl1..lvl9) -> nnU-Net raw dataset ->
+Steps: seeded phantoms (``rootlets_task.io.phantom``, 2 mm, labels background + lvl1..lvl9) -> nnU-Net raw dataset ->
 ``nnUNetv2_plan_and_preprocess --no_pp`` -> the planned ``3d_fullres`` shrunk in place (3
 stages, 4-16 features, patch 32^3) -> ``nnUNetv2_preprocess`` -> ``fold_all`` trained on CPU by the real trainer
 class (``nnUNetTrainer_2000epochs``, or the custom class of ``trainer_class.py``) with its schedule cut on the
@@ -44,7 +44,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from pickle_globals import checkpoint_globals, data_pkl, pickle_protocol  # noqa: E402
 
-from rootlets_task.phantom import make_phantom  # noqa: E402
+from rootlets_task.io.phantom import make_phantom  # noqa: E402
 
 DATASET_ID, DATASET_NAME = 571, "Dataset571_RootletsFormats"
 CONFIGURATION = "3d_fullres"

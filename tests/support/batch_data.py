@@ -16,9 +16,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from rootlets_task import batch
-from rootlets_task.options import ChainOptions, ModelOptions
-from rootlets_task.phantom import write_phantom
+from rootlets_task.batch import run as batch
+from rootlets_task.core.options import ChainOptions, ModelOptions
+from rootlets_task.io.phantom import write_phantom
 
 # (subject, session, orientation, seed): 6 images over 5 subjects, one with two sessions
 SPECS = [("01", None, "LPI", 0), ("02", None, "RPI", 1), ("03", "01", "AIL", 2), ("03", "02", "PSR", 3),

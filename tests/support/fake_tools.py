@@ -31,7 +31,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from rootlets_task import phantom as ph
+from rootlets_task.io import phantom as ph
 
 NAMES = ("sct_deepseg", "sct_label_vertebrae", "totalspineseg", "spineps", "sct_detect_pmj")
 

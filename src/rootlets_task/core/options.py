@@ -1,0 +1,75 @@
+"""The choices a run is made of, as data shared by the Python API, the chain, the batch and the command line.
+
+:class:`ModelOptions` says which model runs and how; :class:`ChainOptions` says where the cord, discs and PMJ come
+from and how levels are computed. The command line's choices are these tuples, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rootlets_task.core.errors import RootletsError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+BACKENDS = ("auto", "torch", "openvino")  # auto = OpenVINO on CPU when installed and numerically checked, else torch
+METHODS = ("gapfree", "reference")
+PRECISIONS = ("float32", "int8")
+RENUMBER = ("none", "suggested")  # suggested: apply the numbering check's suggestion (recorded), never silently
+CONTRASTS = ("t1", "t2")  # what sct_detect_pmj knows
+# Where each label comes from, in the order ``auto`` tries them (after a given file).
+SOURCES = {
+    "cord": ("file", "sct"),
+    "discs": ("file", "sct", "label_vertebrae", "totalspineseg", "spineps", "none"),
+    "pmj": ("file", "sct", "none"),
+}
+
+
+def _one_of(what: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise RootletsError(f"{what} {value!r}: unknown; use one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model release runs, where and how (``release`` None = the default release)."""
+
+    release: str | None = None
+    device: str = "auto"
+    test_time_aug: bool = False
+    backend: str = "auto"
+    threads: int | None = None  # CPU threads; None = every physical core this process may use
+    allow_code: bool = False  # let a release's own Python code (SCT's trainer_class.py) run: it has the user's rights
+    precision: str = "float32"  # "int8": the OpenVINO network quantised with NNCF (opt-in lever, labels change a little)
+
+    def check(self) -> ModelOptions:
+        _one_of("device", self.device, DEVICES)
+        _one_of("backend", self.backend, BACKENDS)
+        _one_of("precision", self.precision, PRECISIONS)
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            raise RootletsError(f"threads {self.threads}: give a number of CPU threads from 1 to 1024")
+        return self
+
+
+@dataclass(frozen=True)
+class ChainOptions:
+    """Sources of the chain's labels and how levels are derived (see :func:`rootlets_task.pipeline.chain.run_chain`)."""
+
+    cord_from: str = "auto"
+    discs_from: str = "auto"
+    pmj_from: str = "auto"
+    method: str = "gapfree"
+    contrast: str = "t2"
+    crop_to_cord: bool = False
+    overwrite: bool = False
+    renumber: str = "none"
+
+    def check(self) -> ChainOptions:
+        for kind, value in (("cord", self.cord_from), ("discs", self.discs_from), ("pmj", self.pmj_from)):
+            if value not in ("auto", *SOURCES[kind]):
+                raise RootletsError(f"-{kind}-from {value}: unknown source; use one of {', '.join(('auto', *SOURCES[kind]))}")
+        if self.method not in METHODS:
+            raise RootletsError(f"method {self.method!r} is unknown; use one of {', '.join(METHODS)}")
+        _one_of("renumber", self.renumber, RENUMBER)
+        if self.contrast not in CONTRASTS:
+            raise RootletsError(f"contrast {self.contrast!r}: sct_detect_pmj knows {' and '.join(CONTRASTS)} only")
+        return self

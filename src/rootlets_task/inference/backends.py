@@ -1,0 +1,157 @@
+"""Network backends for nnU-Net inference on CPU: PyTorch (reference) or OpenVINO (optional extra, about 2x per tile).
+
+The OpenVINO backend replaces only the network inside ``nnUNetPredictor``: preprocessing, the Gaussian sliding
+window and export stay nnU-Net's, so the result matches the PyTorch path up to float rounding. The network is
+converted once per (checkpoint, patch size, library versions) and cached as OpenVINO IR, together with the
+result of a numerical check against PyTorch on a seeded random patch; a backend that fails the check (max
+softmax difference above ``TOLERANCE``) is not used and PyTorch runs instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rootlets_task.core.files import build_once
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-3  # max |softmax difference| allowed between a backend and PyTorch
+ENV_CACHE = "ROOTLETS_TASK_CACHE"
+
+
+def openvino_available() -> bool:
+    """True when the ``openvino`` extra is installed."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def cache_dir() -> Path:
+    """Where converted networks are kept: ``ROOTLETS_TASK_CACHE`` if set, else the user cache dir.
+
+    Entries are named by a hash of the weights, patch size and library versions, so any number of model stores
+    can share one cache.
+    """
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE])
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("rootlets_task"))
+
+
+def max_softmax_difference(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """Max absolute difference of the softmax over classes (axis 1) of two logit batches."""
+    a, b = torch.as_tensor(np.asarray(a, np.float32)), torch.as_tensor(np.asarray(b, np.float32))
+    return float((a.softmax(1) - b.softmax(1)).abs().max())
+
+
+def check_patch(patch_size: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """The seeded random input used to compare backends (z-scored like nnU-Net's preprocessing output)."""
+    return torch.randn((1, 1, *patch_size), generator=torch.Generator().manual_seed(seed))
+
+
+class OpenVINONetwork(torch.nn.Module):
+    """Stands in for the nnU-Net network inside ``nnUNetPredictor``: forward runs a compiled OpenVINO model.
+
+    nnU-Net loads each fold's weights with ``network.load_state_dict(params)`` before its sliding window; here that
+    call selects the compiled model made from those very parameters (one per fold).
+    """
+
+    def __init__(self, compiled_by_params: dict[int, object]):
+        super().__init__()
+        self._compiled = compiled_by_params
+        self._request = next(iter(compiled_by_params.values())).create_infer_request()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ARG002 - nn.Module signature
+        self._request = self._compiled[id(state_dict)].create_infer_request()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._request.infer({0: x.detach().cpu().numpy()})[0]
+        return torch.from_numpy(np.array(out, copy=True))
+
+
+def _cache_key(params: dict, patch_size: tuple[int, ...]) -> str:
+    import openvino
+
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in params.items():
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).view(np.uint8))  # no copy for contiguous weights
+    digest.update(json.dumps([list(patch_size), openvino.__version__, torch.__version__, platform.machine()]).encode())
+    return digest.hexdigest()[:24]
+
+
+def ir_folder(params: dict, patch_size: tuple[int, ...]) -> Path:
+    """Cache folder of the float32 OpenVINO IR of one fold (``network.xml``, ``check.json``), made by ``use_openvino``."""
+    return cache_dir() / "openvino" / _cache_key(params, patch_size)
+
+
+def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...], threads: int):
+    """Compiled OpenVINO model for ``network`` with ``params`` and its check result; converted once, then cached.
+
+    Built once (:func:`rootlets_task.core.files.build_once`): concurrent processes never read a half-written model, and
+    folders of killed conversions are removed by the next one.
+    """
+    import openvino as ov
+
+    folder = ir_folder(params, patch_size)
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+
+    def build(tmp: Path) -> None:
+        network.load_state_dict(params)
+        network.eval()
+        example = check_patch(patch_size)
+        with torch.no_grad():
+            ov.save_model(ov.convert_model(network, example_input=example), tmp / "network.xml", compress_to_fp16=False)
+            reference = network(example)
+        request = ov.Core().compile_model(tmp / "network.xml", "CPU", config).create_infer_request()
+        difference = max_softmax_difference(request.infer({0: example.numpy()})[0], reference)
+        (tmp / "check.json").write_text(json.dumps({"max_softmax_difference": difference, "tolerance": TOLERANCE}))
+
+    if not (folder / "check.json").exists():
+        log.info("converting the network to OpenVINO once (can take minutes on a large model), cached in %s", folder)
+    build_once(folder, build)
+    return compile_cached(folder, config), json.loads((folder / "check.json").read_text())["max_softmax_difference"]
+
+
+def compile_cached(folder: Path, config: dict):
+    """The network of ``folder`` compiled, through OpenVINO's cache of compiled blobs (``folder/compiled``). A blob
+    another process is still writing (or a damaged one) cannot be read: then it is compiled without the cache."""
+    import openvino as ov
+
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(folder / "compiled")})
+    try:
+        return core.compile_model(folder / "network.xml", "CPU", config)
+    except RuntimeError as exc:
+        log.warning("OpenVINO's compiled-model cache in %s could not be used (%s); compiling without it",
+                    folder / "compiled", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return ov.Core().compile_model(folder / "network.xml", "CPU", config)
+
+
+def use_openvino(predictor, threads: int) -> bool:
+    """Swap the network of an initialised CPU ``nnUNetPredictor`` for OpenVINO; return False (PyTorch kept) if it fails.
+
+    Every fold is converted and checked against PyTorch; one failing fold keeps the whole predictor on PyTorch.
+    """
+    patch_size = tuple(int(p) for p in predictor.configuration_manager.patch_size)
+    try:
+        compiled = {}
+        for params in predictor.list_of_parameters:
+            model, difference = _convert(predictor.network, params, patch_size, threads)
+            if not difference <= TOLERANCE:
+                log.warning("OpenVINO differs from PyTorch by %.2e (> %g); using PyTorch", difference, TOLERANCE)
+                return False
+            compiled[id(params)] = model
+    except Exception as exc:  # any conversion/runtime failure: the PyTorch path still works
+        log.warning("OpenVINO backend unavailable (%s: %s); using PyTorch", type(exc).__name__, exc)
+        return False
+    predictor.network = OpenVINONetwork(compiled)
+    return True
