@@ -242,13 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(1)
     index = os.environ.get("SLURM_ARRAY_TASK_ID")
     if len(argv) != 1 or index is None or not index.isdigit():
-        print("usage: SLURM_ARRAY_TASK_ID=i python -m rootlets_task.batch.slurm_array PLAN (run by sbatch --array)",
-              file=sys.stderr)
+        log.error("usage: SLURM_ARRAY_TASK_ID=i python -m rootlets_task.batch.slurm_array PLAN (run by sbatch --array)")
         return 2
     try:
         failed = run_task(Path(argv[0]), int(index))
     except RootletsError as exc:
-        print(f"rootlets: error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 1
     return 1 if failed else 0
 

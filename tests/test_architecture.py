@@ -1,0 +1,98 @@
+"""The architecture of docs/architecture.md holds: the layer contract and its cycle check (.importlinter, run by
+`make test` too) pass on the package and catch what they are for, including imports inside functions; no library
+module prints (output is the command line's job)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "rootlets_task"
+
+
+def _modules(folder: Path = PACKAGE) -> list[Path]:
+    return sorted(folder.rglob("*.py"))
+
+
+def _lint_imports(src: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """``lint-imports`` with the project's contracts on the package under ``src``."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    command = [str(Path(sys.executable).parent / "lint-imports"), "--config", str(ROOT / ".importlinter"), "--no-cache"]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _copy(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    shutil.copytree(PACKAGE, src / "rootlets_task", ignore=shutil.ignore_patterns("__pycache__", "data"))
+    return src
+
+
+def _add_lazy_import(module: Path, statement: str) -> None:
+    with module.open("a", encoding="utf-8") as f:
+        f.write(f"\n\ndef _added_by_the_test():\n    {statement}\n")
+
+
+def test_layer_contract_is_kept(tmp_path):
+    done = _lint_imports(ROOT / "src", tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 kept, 0 broken" in done.stdout
+
+
+def test_lazy_upward_import_breaks_the_layers(tmp_path):
+    """A function in io importing qc (a higher layer) is refused, although the import runs only when it is called."""
+    src = _copy(tmp_path)
+    _add_lazy_import(src / "rootlets_task" / "io" / "nifti.py", "from rootlets_task.qc import views  # noqa")
+    done = _lint_imports(src, tmp_path)
+    assert done.returncode != 0
+    assert "rootlets_task.io.nifti -> rootlets_task.qc.views" in done.stdout
+
+
+def test_lazy_cycle_between_sibling_modules_is_refused(tmp_path):
+    """io.labels imports io.nifti; io.nifti importing io.labels inside a function closes a circle: refused."""
+    src = _copy(tmp_path)
+    assert "from rootlets_task.io import nifti" in (src / "rootlets_task" / "io" / "labels.py").read_text()
+    _add_lazy_import(src / "rootlets_task" / "io" / "nifti.py", "from rootlets_task.io import labels  # noqa")
+    done = _lint_imports(src, tmp_path)
+    assert done.returncode != 0
+    assert "No cycles are allowed in rootlets_task.io" in done.stdout and ".nifti -> .labels" in done.stdout
+
+
+def _prints(path: Path) -> list[int]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"]
+
+
+def test_no_library_module_prints():
+    found = {str(p.relative_to(PACKAGE)): lines for p in _modules() if "cli" not in p.relative_to(PACKAGE).parts
+             for lines in [_prints(p)] if lines}
+    assert found == {}, "library modules log (logging) and the command line prints; print() found in " + repr(found)
+    assert _prints(PACKAGE / "cli" / "rootlets.py"), "the scan finds print() calls where they are"
+
+
+def test_array_task_errors_are_one_line_without_print(tmp_path, monkeypatch, capsys):
+    """The array task's command (``python -m rootlets_task.batch.slurm_array PLAN``) reports through logging."""
+    from rootlets_task.batch import slurm_array
+
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    assert slurm_array.main([str(tmp_path / "plan.json")]) == 2
+    assert capsys.readouterr().err.startswith("rootlets: error: usage: SLURM_ARRAY_TASK_ID=i python -m")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
+    (tmp_path / "plan.json").write_text("[]")
+    assert slurm_array.main([str(tmp_path / "plan.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"rootlets: error: {tmp_path / 'plan.json'}: not a readable array plan") and err.count("\n") == 1
+
+
+def test_array_task_command_runs_as_a_module(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env.pop("SLURM_ARRAY_TASK_ID", None)
+    command = [sys.executable, "-m", "rootlets_task.batch.slurm_array", str(tmp_path / "plan.json")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("rootlets: error: usage:")
