@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "rootlets_task"
 
@@ -96,3 +98,44 @@ def test_array_task_command_runs_as_a_module(tmp_path):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("rootlets: error: usage:")
+
+
+def test_segmenter_takes_the_model_options(tmp_path):
+    """``Segmenter(folder, ModelOptions(...))`` carries the settings; a field given by keyword replaces the options'."""
+    from support.random_model import write_random_model
+
+    from rootlets_task.core.options import ModelOptions
+    from rootlets_task.inference.segmenter import Segmenter
+
+    folder = write_random_model(tmp_path)
+    options = ModelOptions(device="cpu", backend="torch", threads=1, test_time_aug=True)
+    seg = Segmenter(folder, options, verbose=0)
+    assert (seg.device.type, seg.backend, seg.threads, seg.test_time_aug) == ("cpu", "torch", 1, True)
+    assert seg.predictor.use_mirroring
+    again = Segmenter(folder, options, verbose=0, threads=2, test_time_aug=False)
+    assert (again.threads, again.test_time_aug, again.backend) == (2, False, "torch")
+    with pytest.raises(TypeError, match="tile_size"):
+        Segmenter(folder, options, tile_size=3)
+
+
+def test_qc_subject_takes_qc_options(tmp_path):
+    """``qc_subject(..., options=QcOptions(...))`` names and annotates the page as its fields given by keyword do."""
+    import json
+
+    from rootlets_task import QcOptions, qc_subject
+    from rootlets_task.io.phantom import make_phantom
+
+    ph = make_phantom("LPI", (2.0, 2.0, 2.0), seed=1)
+    options = QcOptions(subject="sub-a", identity="one input", provenance={"release": "phantom"}, warnings=["faint C8"])
+    by_options = qc_subject(tmp_path / "a", ph.nifti("image"), ph.nifti("rootlets"), ph.nifti("cord"), options=options)
+    by_fields = qc_subject(tmp_path / "b", ph.nifti("image"), ph.nifti("rootlets"), ph.nifti("cord"), subject="sub-a",
+                           identity="one input", provenance={"release": "phantom"}, warnings=["faint C8"])
+    records = [json.loads((page.parent.parent / "_records" / f"{page.parent.name}.json").read_text())
+               for page in (by_options, by_fields)]
+    for record in records:
+        record.pop("created")
+    assert records[0] == records[1]
+    assert records[0]["subject"] == "sub-a" and records[0]["warnings"][-1] == "faint C8"
+    assert records[0]["provenance"]["release"] == "phantom" and by_options.parent.name != "sub-a"  # identity: hashed key
+    renamed = qc_subject(tmp_path / "a", ph.nifti("image"), ph.nifti("rootlets"), options=options, subject="sub-b")
+    assert json.loads((renamed.parent.parent / "_records" / f"{renamed.parent.name}.json").read_text())["subject"] == "sub-b"

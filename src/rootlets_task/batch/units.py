@@ -213,11 +213,11 @@ def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path
 
 
 def _qc(unit: bids.Unit, settings: Settings, where: dict[str, Path], notes: list[str]) -> None:
-    from rootlets_task.qc.report import qc_subject
+    from rootlets_task.qc.report import QcOptions, qc_subject
 
+    provenance = {"release": settings.model.get("tag"), "batch": unit.rel, "levels": settings.chain is not None}
+    options = QcOptions(subject=unit.name, warnings=notes, provenance=provenance)
     qc_subject(settings.qc, unit.image, where.get("rootlets", unit.labels.get("rootlets")), cord=where.get("cord"),
-               discs=where.get("discs"), levels=where.get("csv"), shift=where.get("shift"), subject=unit.name,
-               warnings=notes,
-               provenance={"release": settings.model.get("tag"), "batch": unit.rel, "levels": settings.chain is not None})
+               discs=where.get("discs"), levels=where.get("csv"), shift=where.get("shift"), options=options)
 
 

@@ -341,12 +341,13 @@ def _qc_parser() -> argparse.ArgumentParser:
 
 
 def _run_qc(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.qc.report import qc_subject
+    from rootlets_task.qc.report import QcOptions, qc_subject
 
     if not all(0 < s <= 100 for s in args.slab):
         parser.error(f"-slab {args.slab[0]:g} {args.slab[1]:g}: give half-thicknesses between 0 and 100 mm")
-    page = qc_subject(args.qc, args.i, args.r, args.s, args.discs, args.levels, args.shift, subject=args.qc_subject,
-                      provenance={"command": "rootlets qc", "slab_mm": args.slab}, slab_mm=tuple(args.slab))
+    options = QcOptions(subject=args.qc_subject, provenance={"command": "rootlets qc", "slab_mm": args.slab},
+                        slab_mm=tuple(args.slab))
+    page = qc_subject(args.qc, args.i, args.r, args.s, args.discs, args.levels, args.shift, options=options)
     print(_shown(page))
 
 

@@ -484,12 +484,12 @@ def _qc(run: _Chain, result: ChainResult, qc_dir: str | os.PathLike, tag: str | 
         return nifti.label_image(run.arrays[kind], run.img) if kind in run.arrays else None
 
     files = {f"{kind} file": str(run.used[kind]) for kind in ("rootlets", "cord", "discs") if run.used.get(kind)}
+    provenance = {"image file": str(run.source) if run.source else "(in-memory image)", **files,
+                  "release": tag, "method": run.options.method, "renumber": run.options.renumber,
+                  **{f"{kind} source": tools.describe(kind, result.sources[kind]) for kind in SOURCES}}
+    options = qc.QcOptions(subject=run.prefix, warnings=run.notes, confidence=result.confidence, provenance=provenance)
     return qc.qc_subject(qc_dir, run.img, image("rootlets"), cord=image("cord"), discs=image("discs"),
-                         levels=result.levels, shift=result.shift, subject=run.prefix, warnings=run.notes,
-                         confidence=result.confidence,
-                         provenance={"image file": str(run.source) if run.source else "(in-memory image)", **files,
-                                     "release": tag, "method": run.options.method, "renumber": run.options.renumber,
-                                     **{f"{kind} source": tools.describe(kind, result.sources[kind]) for kind in SOURCES}})
+                         levels=result.levels, shift=result.shift, options=options)
 
 
 def _check_paths(image: Path | None, inputs: ChainInputs, paths: dict[str, Path], out_dir: Path) -> None:

@@ -47,8 +47,7 @@ def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1, calib
     folder, record = install.model_folder(model.release)
     device = resolve_device(model.device)
     threads = configure_threads(model.threads) if device.type == "cpu" else None
-    return Segmenter(folder, device=device.type, test_time_aug=model.test_time_aug, verbose=verbose, record=record,
-                     backend=model.backend, threads=threads, allow_code=model.allow_code, precision=model.precision,
+    return Segmenter(folder, model, device=device.type, threads=threads, verbose=verbose, record=record,
                      calibration=calibration if model.precision == "int8" else None, int8_options=int8_options)
 
 
@@ -212,13 +211,12 @@ def _segment_one(segmenter: Segmenter, source: Path, img: nib.Nifti1Image, targe
     log.info("view: %s", viewers.fsleyes_command(source, [("rootlets", target)]))
     if qc is not None:
         from rootlets_task.qc import sct_report as sct_qc
-        from rootlets_task.qc.report import qc_subject
+        from rootlets_task.qc.report import QcOptions, qc_subject
 
         entry = sct_qc.add_entry(qc, source, img, labels, sct_qc.command_line("rootlets", argv), qc_names)
-        page = qc_subject(qc, img, labels, subject=qc_names.subject or nifti.stem(source),
-                          identity=str(source.absolute()),
-                          provenance={"release": segmenter.record.get("tag"), "command": sct_qc.command_line("rootlets", argv),
-                                      "image file": str(source), "rootlets file": str(target),
-                                      "SCT QC entry": str(entry)}, confidence=confidence)
+        page = qc_subject(qc, img, labels, options=QcOptions(
+            subject=qc_names.subject or nifti.stem(source), identity=str(source.absolute()), confidence=confidence,
+            provenance={"release": segmenter.record.get("tag"), "command": sct_qc.command_line("rootlets", argv),
+                        "image file": str(source), "rootlets file": str(target), "SCT QC entry": str(entry)}))
         log.info("QC %s and %s", entry, page)
     log.info("%s -> %s (%.1f s)", source, target, time.perf_counter() - t0)
