@@ -596,7 +596,7 @@ def _clean_parser() -> argparse.ArgumentParser:
 
 
 def _run_clean(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.cli import clean
+    from rootlets_task.cli.clean import clean
 
     items = clean(dry_run=args.dry_run)
     for item in items:
