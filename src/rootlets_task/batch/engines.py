@@ -12,12 +12,13 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from rootlets_task.core.errors import RootletsError
 
 log = logging.getLogger(__name__)
 
-_CACHE: dict[tuple, object] = {}
+_CACHE: dict[tuple, Any] = {}  # settings -> Segmenter
 _CACHE_LOCK = threading.Lock()
 MODEL_LOCK = threading.Lock()  # nnU-Net's predictor is not thread-safe: one image at a time per process
 
@@ -66,11 +67,12 @@ def worker_segmenter(model_folder: str, record: dict, device: str, test_time_aug
             count = _worker_threads(threads)
             if resolve_device(device).type == "cpu":
                 count = configure_threads(count)
-            int8 = {}
+            int8: dict[str, Any] = {}
             if precision == "int8":
                 from rootlets_task.inference.int8 import Int8Options
 
-                options = Int8Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in (int8_options or {}).items()})
+                fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in (int8_options or {}).items()}
+                options = Int8Options(**fields)
                 int8 = {"precision": "int8", "calibration": list(calibration) or None, "int8_options": options}
             _CACHE[key] = Segmenter(model_folder, device=device, test_time_aug=test_time_aug, verbose=0, record=record,
                                     threads=count, **int8)
@@ -86,7 +88,7 @@ def sequential(run: Callable, units: list) -> Iterator[dict]:
         yield run(unit)
 
 
-def on_dask(client, run: Callable, units: list, stop: Callable[[], bool], describe: Callable[[object], dict]) -> Iterator[dict]:
+def on_dask(client, run: Callable, units: list, stop: Callable[[], bool], describe: Callable[[Any], dict]) -> Iterator[dict]:
     """Submit ``run(unit)`` for every unit to ``client``; yield results as they complete.
 
     A worker that dies while processing a unit gets it rescheduled by Dask, up to
@@ -169,14 +171,15 @@ def parse_slurm(options: list[str]) -> dict:
     """``["cores=4", "memory=16GB", "job_extra_directives=--gres=gpu:1"]`` -> SLURMCluster keyword arguments."""
     parsed: dict = {}
     for item in options:
-        key, sep, value = item.partition("=")
+        key, sep, text = item.partition("=")
+        value: str | int = text
         if not sep or not key:
             raise RootletsError(f"-slurm {item}: expected KEY=VALUE (e.g. cores=4 memory=16GB walltime=04:00:00 "
                                 "queue=NAME account=NAME)")
         key = key.replace("-", "_")
         if key in ("cores", "processes"):
             try:
-                value = int(value)
+                value = int(text)
             except ValueError:
                 raise RootletsError(f"-slurm {item}: {key} must be a whole number") from None
             if not 1 <= value <= 4096:

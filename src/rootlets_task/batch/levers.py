@@ -11,6 +11,7 @@ import contextlib
 import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -57,7 +58,8 @@ class BatchLevers:
     @classmethod
     def from_dict(cls, data: dict) -> BatchLevers:
         """Back from :func:`dataclasses.asdict` through JSON (a SLURM array's plan): lists become tuples again."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
 
     def used(self, rel: str | None) -> tuple[str, ...]:
         return () if rel in self.checked else self.levers
@@ -123,14 +125,14 @@ def plan_batch_levers(options, settings, units: list, out: Path) -> tuple[BatchL
     why = "; ".join([f"-levers auto ({where}): using {'+'.join(used) or 'no lever'} (passed: "
                      f"{', '.join(report['Passed']) or 'none'})",
                      *(f"{k} not used: {w[0]}" for k, w in not_passed.items()), *([ignored] if ignored else [])])
-    levers = BatchLevers(used, tuple(report.get("Checked", ())), why=why)
+    picked = BatchLevers(used, tuple(report.get("Checked", ())), why=why)
     note = {"Mode": "auto", "Levers": list(used), "SpeedCheck": where, "Passed": report["Passed"],
-            "NotPassed": not_passed, "Checked": list(levers.checked), **({"Ignored": ignored} if ignored else {})}
+            "NotPassed": not_passed, "Checked": list(picked.checked), **({"Ignored": ignored} if ignored else {})}
     for lever, reasons in not_passed.items():
         log.warning("-levers auto: %s not used: %s", lever, "; ".join(reasons))
     log.warning("-levers auto: %s", f"using {'+'.join(used)}" if used else "no lever passed; every image runs the "
                 "exact path")
-    return _with_int8(levers, report, segmented), note, check
+    return _with_int8(picked, report, segmented), note, check
 
 
 def _auto_report(options, settings, segmented: list, saved: Path) -> tuple[dict, SpeedCheck | None, str, str | None]:

@@ -209,7 +209,8 @@ def _task_threads(settings: batch.Settings) -> batch.Settings:
     if settings.options.threads:
         return settings
     cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or "1"
-    options = dataclasses.replace(settings.options, threads=max(1, int(re.match(r"\d+", cpus)[0])))
+    digits = re.match(r"\d+", cpus)
+    options = dataclasses.replace(settings.options, threads=max(1, int(digits[0]) if digits else 1))
     return dataclasses.replace(settings, options=options)
 
 

@@ -164,7 +164,7 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
             sidecar.setdefault("Warnings", []).append(text)
         write_segmentation(nifti.label_image(prediction.labels, img), out, sidecar)
         viewers.describe({"rootlets": out}, {"rootlets": prediction.labels})
-        notes += cropping.cut_note(prediction.labels, box, cropping.CROP_MARGIN_MM) if crop else []
+        notes += cropping.cut_note(prediction.labels, box, cropping.CROP_MARGIN_MM) if box is not None else []  # crop
         return notes, {"rootlets": out}, {"confidence": summary(prediction.confidence)}
     from rootlets_task.pipeline.chain import ChainInputs, run_chain
 
@@ -217,7 +217,9 @@ def _qc(unit: bids.Unit, settings: Settings, where: dict[str, Path], notes: list
 
     provenance = {"release": settings.model.get("tag"), "batch": unit.rel, "levels": settings.chain is not None}
     options = QcOptions(subject=unit.name, warnings=notes, provenance=provenance)
-    qc_subject(settings.qc, unit.image, where.get("rootlets", unit.labels.get("rootlets")), cord=where.get("cord"),
+    rootlets = where.get("rootlets", unit.labels.get("rootlets"))
+    assert settings.qc is not None and rootlets is not None  # QC runs when asked for, after the rootlets exist
+    qc_subject(settings.qc, unit.image, rootlets, cord=where.get("cord"),
                discs=where.get("discs"), levels=where.get("csv"), shift=where.get("shift"), options=options)
 
 

@@ -384,6 +384,7 @@ def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
     cols = ["kind", "level", "rostral_mm", "caudal_mm", "mid_mm", "height_mm", "mean_probability", "suggested_level",
             "original_level", "status"]
     table = result.levels[[c for c in cols if result.levels[c].notna().any()]]
+    assert result.origin is not None and result.numbering is not None  # compute_levels sets both
     print(origin_text(result.reference, result.origin.note()))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}" if abs(v) < 1 else f"{v:.1f}"))
     if not result.numbering.warns:  # a warning was logged already

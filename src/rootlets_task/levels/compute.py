@@ -195,8 +195,8 @@ def compute_levels(rootlets: np.ndarray, cord: np.ndarray, affine: np.ndarray, d
                                             f"Renumbered {check.offset:+d} as suggested (-renumber suggested)")
     result.levels = typed(_mark_numbering(result.levels, check))
     result.warnings = notes + disc_notes + result.warnings + ([check.text] if check.warns else [])
-    if frame.origin.note():
-        result.warnings.append(frame.origin.note())
+    if note := frame.origin.note():
+        result.warnings.append(note)
     result.numbering, result.origin = check, frame.origin
     return result
 
@@ -291,7 +291,8 @@ def _levels(rootlets: np.ndarray, frame: _Frame, disc_voxels: dict, radius: int)
         row["volume_mm3"] = row["n_voxels"] * voxel_mm3
         if value in intervals:
             row.update(_extent(frame.slice_mm, *intervals[value]))
-    vertebral, vertebral_rows = None, {}
+    vertebral: np.ndarray | None = None
+    vertebral_rows: dict[int, dict] = {}
     if disc_voxels:
         vertebral, vertebral_rows, vertebral_notes = _vertebral(disc_voxels, frame)
         notes += vertebral_notes

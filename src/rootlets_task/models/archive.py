@@ -276,7 +276,8 @@ def _members(zf: zipfile.ZipFile, bad: Callable[[str], RootletsError]) -> tuple[
     if sum(i.file_size for i in infos) > MAX_UNCOMPRESSED:
         raise bad(f"expands to {sum(i.file_size for i in infos) >> 20} MiB, above the {MAX_UNCOMPRESSED >> 30} GiB "
                   "limit (a zip bomb?)")
-    files, dirs = {}, set()
+    files: dict[tuple[str, ...], zipfile.ZipInfo] = {}
+    dirs: set[tuple[str, ...]] = set()
     for info in infos:
         name = info.filename
         parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
@@ -329,7 +330,7 @@ def validate_release_zip(path: str | Path, source: str | None = None, allow_code
             trainer = trainers[0]
             inside = {parts[len(trainer):]: info for parts, info in files.items() if parts[:len(trainer)] == trainer}
             _check_contents(zf, inside, trainer, bad)
-            beside = tuple((files[(*trainer[:-1], n)].filename, n) for n in BESIDE_TRAINER if (*trainer[:-1], n) in files)
+            beside = tuple((files[trainer[:-1] + (n,)].filename, n) for n in BESIDE_TRAINER if trainer[:-1] + (n,) in files)
             for name, _ in beside:
                 _check_json(zf, zf.getinfo(name), name, bad)
             code = tuple(sorted("/".join(p) for p in inside if p[-1].lower().endswith(CODE_SUFFIXES)))

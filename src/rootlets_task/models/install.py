@@ -139,7 +139,7 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
         raise RootletsError("-release custom is your own model: install it with `rootlets -install -custom-url URL` "
                             "(a URL or a zip file)")
     dest = models_dir() / release.tag
-    urls = ([custom_url] if isinstance(custom_url, str) else list(custom_url)) if custom else release_urls(release)
+    urls = ([custom_url] if isinstance(custom_url, str) else list(custom_url or ())) if custom else release_urls(release)
     if release.bundled and not custom and not Path(urls[0]).is_file():
         raise RootletsError(f"the bundled {release.tag} release is missing ({urls[0]}); reinstall the rootlets_task package")
 
@@ -162,6 +162,7 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
                                     f"{release.asset} elsewhere and run `rootlets -install -release {release.tag} "
                                     f"-custom-url FILE.zip`, or set {ENV_MIRROR} to a folder or server holding it") from None
     installed = installed_release(release.tag)
+    assert installed is not None  # just installed
     return Installed(installed.tag, installed.folder, installed.trainer_folder, installed.record, fresh=trainer is not None)
 
 

@@ -101,13 +101,13 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike 
             raise RootletsError(f"output {target}: would be written for both {seen[key]} and {source}; "
                                 "give each input a distinct name or segment them separately with -o")
         seen[key] = source
-    inputs = {p.absolute().resolve() for p in sources}
-    input_sidecars = {provenance.sidecar_path(p) for p in inputs}
+    input_paths = {p.absolute().resolve() for p in sources}
+    input_sidecars = {provenance.sidecar_path(p) for p in input_paths}
     for target in targets:
         sidecar = provenance.sidecar_path(target)
-        if target.absolute().resolve() in inputs:
+        if target.absolute().resolve() in input_paths:
             raise RootletsError(f"output {target} is the input file; choose another -o so the input is kept")
-        if sidecar.absolute().resolve() in input_sidecars | inputs:
+        if sidecar.absolute().resolve() in input_sidecars | input_paths:
             raise RootletsError(f"output {target}: its JSON sidecar would overwrite an input's sidecar; choose another -o")
         if sidecar.is_dir():
             raise RootletsError(f"output {target}: its JSON sidecar {sidecar} is a folder; choose another -o")
@@ -123,7 +123,7 @@ def _model_values(folder: Path) -> set[int]:
     from rootlets_task.core.files import read_json
 
     labels = (read_json(folder / "dataset.json", limit=16 << 20) or {}).get("labels", {})
-    values = set()
+    values: set[int] = set()
     for value in labels.values() if isinstance(labels, dict) else ():
         values.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
     return values

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeGuard
 
 import nibabel as nib
 import numpy as np
@@ -139,7 +140,7 @@ def _segmenters(model: ModelOptions, cases: list[_Case], int8: bool, int8_option
     reason int8 cannot be checked (not strict)."""
     from rootlets_task.pipeline.segment import load_segmenter
 
-    loaded = {"float32": load_segmenter(replace(model, precision="float32"), verbose=0)}
+    loaded: dict[str, Any] = {"float32": load_segmenter(replace(model, precision="float32"), verbose=0)}
     if not int8:
         return loaded, None
     t0 = time.perf_counter()
@@ -165,7 +166,7 @@ def _timed_runs(cases: list[_Case], paths: dict[str, tuple], reps: int) -> tuple
     """
     names = list(paths)
     found = {n: [None] * len(cases) for n in names}
-    seconds = {n: [[] for _ in cases] for n in names}
+    seconds: dict[str, list[list[float]]] = {n: [[] for _ in cases] for n in names}
     for i, case in enumerate(cases):
         for rep in range(reps):
             shift = (i + rep) % len(names)
@@ -222,7 +223,8 @@ def compare_levels(exact: dict, lever: dict, si_mm: float, thresholds: Threshold
 
 def _exact_levels(cases: list[_Case], exact: list[np.ndarray], method: str, strict: bool) -> tuple[list, list[str]]:
     """The exact path's level extents per image (None where they cannot be had, with the reason when not strict)."""
-    extents, problems = [], []
+    extents: list[dict[int, tuple[float, float]] | None] = []
+    problems: list[str] = []
     for case, found in zip(cases, exact, strict=True):
         try:
             if not found.any():
@@ -373,7 +375,7 @@ def release_problem(report: dict, record: dict) -> str | None:
             f"installed {record.get('tag')} ({str(record.get('sha256'))[:12]})")
 
 
-def is_report(content) -> bool:
+def is_report(content) -> TypeGuard[dict]:
     """True when ``content`` (parsed JSON) is a report of this format."""
     return (isinstance(content, dict) and content.get("Name") == FORMAT and content.get("FormatVersion") == FORMAT_VERSION
             and isinstance(content.get("Levers"), dict))

@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import nibabel as nib
 import numpy as np
@@ -60,7 +60,7 @@ LOCK_TIMEOUT_S = 600
 # Inputs
 
 ImageLike = str | os.PathLike | nib.Nifti1Image
-TableLike = str | os.PathLike | pd.DataFrame
+TableLike: TypeAlias = str | os.PathLike | pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -163,9 +163,9 @@ def _levels_document(source: TableLike | None) -> dict:
     """The ``_levels.json`` of a levels table given as a file (the file itself, or the JSON beside the CSV), else {}."""
     if not isinstance(source, str | os.PathLike):
         return {}
-    path = Path(source)
-    if path.suffix != ".json":
-        path = path.with_name(path.name[: -len(".csv")] + ".json") if path.name.endswith("_levels.csv") else None
+    given = Path(source)
+    path = given if given.suffix == ".json" else (
+        given.with_name(given.name[: -len(".csv")] + ".json") if given.name.endswith("_levels.csv") else None)
     try:
         content = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else {}
     except (OSError, ValueError):
@@ -356,6 +356,7 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
     notes: list[str] = []
     img = _image(image, "image")
     roots = _labels(rootlets, "rootlets", img, notes)
+    assert roots is not None  # rootlets are required
     cord_img = _labels(cord, "cord", img, notes)
     disc_img = _labels(discs, "discs", img, notes)
     levels_df = _table(levels, "levels", tuple(REQUIRED_COLUMNS))
