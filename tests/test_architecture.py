@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,3 +140,22 @@ def test_qc_subject_takes_qc_options(tmp_path):
     assert records[0]["provenance"]["release"] == "phantom" and by_options.parent.name != "sub-a"  # identity: hashed key
     renamed = qc_subject(tmp_path / "a", ph.nifti("image"), ph.nifti("rootlets"), options=options, subject="sub-b")
     assert json.loads((renamed.parent.parent / "_records" / f"{renamed.parent.name}.json").read_text())["subject"] == "sub-b"
+
+
+def test_architecture_page_matches_the_tree_and_the_contract():
+    """docs/architecture.md lists the layers in the contract's order and every module in its subpackage's row."""
+    import configparser
+
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".importlinter")
+    layers = config["importlinter:contract:layers"]["layers"].split()
+    diagram = page.split("```text\n", 1)[1].split("```", 1)[0]
+    assert [line.split()[0] for line in diagram.splitlines() if line.strip()] == layers
+    subpackages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+    assert sorted(layers) == subpackages
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[2] for line in page.splitlines() if line.startswith("| `")}
+    for sub in subpackages:
+        modules = {p.stem for p in (PACKAGE / sub).glob("*.py") if p.stem != "__init__"}
+        named = set(re.findall(r"`(\w+)`", rows[sub]))
+        assert modules <= named, f"{sub}: {sorted(modules - named)} missing from docs/architecture.md"

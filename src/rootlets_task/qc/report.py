@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from rootlets_task import __version__
+from rootlets_task._version import __version__
 from rootlets_task.core.colours import level_colour
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import now, writable_folder, write_text
