@@ -159,3 +159,21 @@ def test_architecture_page_matches_the_tree_and_the_contract():
         modules = {p.stem for p in (PACKAGE / sub).glob("*.py") if p.stem != "__init__"}
         named = set(re.findall(r"`(\w+)`", rows[sub]))
         assert modules <= named, f"{sub}: {sorted(modules - named)} missing from docs/architecture.md"
+
+
+def test_levels_take_levels_options():
+    """``compute_levels(..., options=LevelsOptions(...))`` and its fields given by keyword compute the same levels."""
+    import pandas as pd
+
+    from rootlets_task import LevelsOptions, compute_levels
+    from rootlets_task.io.phantom import make_phantom
+
+    ph = make_phantom("RPI", (2.0, 2.0, 2.0), seed=3)
+    arrays = (ph.rootlets, ph.cord, ph.affine, ph.discs, ph.pmj)
+    by_options = compute_levels(*arrays, options=LevelsOptions(method="reference", dilate_voxels=4))
+    by_fields = compute_levels(*arrays, method="reference", dilate_voxels=4)
+    pd.testing.assert_frame_equal(by_options.levels, by_fields.levels)
+    assert by_options.method == "reference" and by_options.reference == by_fields.reference
+    assert not compute_levels(*arrays).levels.equals(by_options.levels)  # the default (gapfree) differs
+    with pytest.raises(TypeError, match="dilate"):
+        compute_levels(*arrays, dilate=4)

@@ -373,14 +373,15 @@ def _levels_parser() -> argparse.ArgumentParser:
 
 
 def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.levels.compute import MAX_DILATE_VOXELS, levels_from_files
+    from rootlets_task.levels.compute import MAX_DILATE_VOXELS, LevelsOptions, levels_from_files
 
     if not 0 <= args.dilate <= MAX_DILATE_VOXELS:
         parser.error(f"-dilate {args.dilate}: give a radius from 0 to {MAX_DILATE_VOXELS} voxels (published: 3)")
     from rootlets_task.levels.compute import origin_text
 
-    outputs, result = levels_from_files(args.r, args.s, args.discs, args.pmj, args.i, args.o, args.method, args.prefix,
-                                        args.dilate, args.renumber)  # warnings are logged (stderr)
+    options = LevelsOptions(method=args.method, dilate_voxels=args.dilate, renumber=args.renumber)
+    outputs, result = levels_from_files(args.r, args.s, args.discs, args.pmj, args.i, args.o, prefix=args.prefix,
+                                        options=options)  # warnings are logged (stderr)
     cols = ["kind", "level", "rostral_mm", "caudal_mm", "mid_mm", "height_mm", "mean_probability", "suggested_level",
             "original_level", "status"]
     table = result.levels[[c for c in cols if result.levels[c].notna().any()]]

@@ -43,6 +43,7 @@ from rootlets_task.io.records import Record
 from rootlets_task.levels import compute as lv
 from rootlets_task.levels import tools
 from rootlets_task.levels.compute import (
+    LevelsOptions,
     LevelsResult,
     add_confidence,
     compute_levels,
@@ -475,9 +476,9 @@ def _levels_step(run: _Chain) -> dict:
                 "numbering": document.get("numbering"), "origin": document.get("origin")}
     run.record.check_writable("levels", expected)
     names = {k: f"{k} {p}" for k, p in used.items() if p is not None}
+    settings = LevelsOptions(method=options.method, renumber=options.renumber)
     result: LevelsResult = compute_levels(run.arrays["rootlets"], run.arrays["cord"], run.img.affine,
-                                          run.arrays.get("discs"), run.arrays.get("pmj"), method=options.method,
-                                          names=names, renumber=options.renumber)
+                                          run.arrays.get("discs"), run.arrays.get("pmj"), options=settings, names=names)
     add_confidence(result, run.confidence)
     for text in result.warnings:
         run.note(text)
