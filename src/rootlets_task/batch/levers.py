@@ -80,7 +80,8 @@ class BatchLevers:
         return {"levers": {"used": list(self.used(rel)), "why": self.why + checked}}
 
     def segmenter_kwargs(self, rel: str | None) -> dict:
-        """The precision arguments of :func:`rootlets_task.batch.engines.worker_segmenter` for the unit ``rel``."""
+        """The unit ``rel``'s precision (``ModelOptions.precision``) and the calibration arguments of
+        :func:`rootlets_task.batch.engines.worker_segmenter`."""
         if "int8" not in self.used(rel):
             return {}
         return {"precision": "int8", "calibration": self.calibration, "int8_options": self.int8_options}
@@ -219,16 +220,16 @@ def replaying(check: SpeedCheck | None, settings):
         return
     from rootlets_task.batch import engines
 
-    o = settings.options
-    where = (settings.model_folder, o.device, o.test_time_aug, o.threads)
+    float32 = replace(settings.options, precision="float32")
     exact = check.segmenters["float32"]
-    engines.keep_segmenter(Replay(exact, dict(zip(check.identities, check.exact, strict=True))), *where)
+    engines.keep_segmenter(Replay(exact, dict(zip(check.identities, check.exact, strict=True))), settings.model_folder, float32)
     kwargs = settings.levers.segmenter_kwargs(None)  # those of the images not checked
     seg = check.segmenters.get("int8")
     if kwargs and seg is not None and seg.precision == "int8" and \
             tuple(c["File"] for c in check.report["Int8"]["Calibration"]) == tuple(kwargs["calibration"]):
-        engines.keep_segmenter(seg, *where, **kwargs)
+        engines.keep_segmenter(seg, settings.model_folder, replace(float32, precision=kwargs["precision"]),
+                               kwargs["calibration"], kwargs["int8_options"])
     try:
         yield
     finally:
-        engines.keep_segmenter(exact, *where)
+        engines.keep_segmenter(exact, settings.model_folder, float32)

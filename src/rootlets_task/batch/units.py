@@ -116,9 +116,9 @@ def _run_unit(unit: bids.Unit, settings: Settings, tmp: Path, result: dict, stal
     log.info("settings: %s", settings.unit_key(unit))
     try:
         with engines.MODEL_LOCK:
-            seg = engines.worker_segmenter(settings.model_folder, settings.model, settings.options.device,
-                                           settings.options.test_time_aug, settings.options.threads,
-                                           **settings.levers.segmenter_kwargs(unit.rel))
+            levers = settings.levers.segmenter_kwargs(unit.rel)  # int8: precision, calibration, int8_options
+            model = replace(settings.options, precision=levers.pop("precision", "float32"))
+            seg = engines.worker_segmenter(settings.model_folder, settings.model, model, **levers)
             log.info("model %s (%s, %s threads, %s, %s; levers: %s)", settings.model.get("tag"), seg.backend, seg.threads,
                      seg.device.type, seg.precision, ", ".join(settings.levers.used(unit.rel)) or "none")
             notes, made, checks = _make_outputs(unit, settings, seg, tmp)

@@ -154,9 +154,9 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
                 "code": list(layout.code), "sct_model": SCT_MODEL}
 
     try:
-        trainer = archive.install_from(urls, dest, make_record, RECORD, sha256=None if custom else release.sha256,
-                                       skip=current, progress=progress, known_size=None if custom else release.size,
-                                       allow_code=allow_code)
+        checks = archive.Checks(sha256=None if custom else release.sha256, known_size=None if custom else release.size,
+                                allow_code=allow_code)
+        trainer = archive.install_from(urls, dest, make_record, RECORD, checks, skip=current, progress=progress)
     except archive.DownloadError as exc:
         raise archive.DownloadError(f"cannot install model release {release.tag}: {exc}; check the network, or download "
                                     f"{release.asset} elsewhere and run `rootlets -install -release {release.tag} "

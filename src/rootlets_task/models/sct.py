@@ -349,9 +349,9 @@ def install_sct(tag: str | None = None, custom_url: str | list[str] | None = Non
                     and sct_accepts(sct, model))
 
     try:
-        trainer = archive.install_from(urls, sct.model_dir, make_record, SOURCE_JSON,
-                                       sha256=None if custom_url else release.sha256, skip=current, progress=progress,
-                                       known_size=None if custom_url else release.size, allow_code=allow_code)
+        checks = archive.Checks(sha256=None if custom_url else release.sha256,
+                                known_size=None if custom_url else release.size, allow_code=allow_code)
+        trainer = archive.install_from(urls, sct.model_dir, make_record, SOURCE_JSON, checks, skip=current, progress=progress)
     except RootletsError as exc:
         what = f"custom model {' '.join(redact(u) for u in urls)}" if custom_url else f"model release {release.tag}"
         raise RootletsError(f"cannot install {what} into SCT ({sct.model_dir}): {exc}; SCT's previous model is "
