@@ -24,6 +24,7 @@ from rootlets_task.pipeline.speedcheck import (
     CALIBRATION_IMAGES,
     LEVERS,
     REPORT,
+    CheckOptions,
     SpeedCheck,
     best_levers,
     check_levers,
@@ -163,7 +164,7 @@ def _dataset_check(options, settings, segmented: list, saved: Path) -> tuple[dic
     log.warning("-levers auto: checking %s on %s (exact path and every lever, in this process)", ", ".join(LEVERS),
                 ", ".join(u.rel for u in first))
     check = check_levers([u.image for u in first], [u.labels.get("cord") for u in first], LEVERS, settings.options,
-                         strict=False)
+                         options=CheckOptions(strict=False))
     check.report["Checked"] = [u.rel for u in first]
     saved.parent.mkdir(parents=True, exist_ok=True)
     write_report(check, saved)

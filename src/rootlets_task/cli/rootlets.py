@@ -552,7 +552,14 @@ def _run_speedcheck(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     from pathlib import Path
 
     from rootlets_task.core.files import writable_folder
-    from rootlets_task.pipeline.speedcheck import Thresholds, check_levers, format_report, parse_levers, write_report
+    from rootlets_task.pipeline.speedcheck import (
+        CheckOptions,
+        Thresholds,
+        check_levers,
+        format_report,
+        parse_levers,
+        write_report,
+    )
 
     levers = parse_levers(args.levers)
     thresholds = Thresholds(args.max_mid_voxels, args.max_boundary_mm).check()
@@ -560,7 +567,7 @@ def _run_speedcheck(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         raise RootletsError(f"-o {args.o}: is a folder; give the report's file name (e.g. {Path(args.o) / 'speedcheck.json'})")
     writable_folder(Path(args.o).absolute().parent, flag="-o")
     model = ModelOptions(release=args.release, device=args.device, threads=args.threads)
-    check = check_levers(args.images, args.s, levers, model, thresholds, reps=args.reps)
+    check = check_levers(args.images, args.s, levers, model, thresholds, CheckOptions(reps=args.reps))
     print(format_report(check.report))
     print(write_report(check, args.o))
 
