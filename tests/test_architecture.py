@@ -177,3 +177,23 @@ def test_levels_take_levels_options():
     assert not compute_levels(*arrays).levels.equals(by_options.levels)  # the default (gapfree) differs
     with pytest.raises(TypeError, match="dilate"):
         compute_levels(*arrays, dilate=4)
+
+
+def test_public_functions_take_at_most_eight_parameters():
+    """Settings travel in option objects (docs/architecture.md): no public function or constructor of the package
+    takes more than eight named parameters (``**fields`` of an options object not counted)."""
+    too_long = []
+    for path in _modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        scopes = [(node, "") for node in tree.body]
+        while scopes:
+            node, owner = scopes.pop()
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                scopes += [(child, node.name) for child in node.body]
+            elif isinstance(node, ast.FunctionDef) and (node.name == "__init__" or not node.name.startswith("_")):
+                a = node.args
+                names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+                if len(names) + bool(a.vararg) > 8:
+                    too_long.append(f"{path.relative_to(PACKAGE)}: {owner}.{node.name}" if owner else
+                                    f"{path.relative_to(PACKAGE)}: {node.name}")
+    assert too_long == []
