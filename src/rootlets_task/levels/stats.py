@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 from scipy import stats as scistats
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import atomic_path
+from rootlets_task.core.files import atomic_path, keep_inputs, load_json
 from rootlets_task.core.names import level_name
 from rootlets_task.io.tables import SHIFT_COLUMNS, is_levels_table, upgrade
 
@@ -95,10 +95,9 @@ def _ours(path: Path, table: pd.DataFrame) -> Table:
     sidecar = path.with_name(f"{unit}_levels.json")
     document: dict = {}
     if sidecar.is_file():
-        try:
-            document = json.loads(sidecar.read_text())
-        except (OSError, ValueError) as exc:
-            raise RootletsError(f"{sidecar}: unreadable JSON ({exc}); re-run `rootlets levels`") from None
+        document = load_json(sidecar, "levels document", limit=16 << 20, fix="re-run `rootlets levels`")
+        if not isinstance(document, dict):
+            raise RootletsError(f"levels document {sidecar}: not a document of `rootlets levels`; re-run `rootlets levels`")
     return our_table(path, table, document)
 
 
@@ -457,6 +456,7 @@ def group_stats(files: list[str | os.PathLike], out_dir: str | os.PathLike, part
         raise RootletsError("height normalisation needs a participants file (-participants participants.tsv with a "
                             "height column); or use -normalise n")
     tables = read_tables(list(files))
+    keep_inputs([Path(out_dir) / name for name in OUTPUTS.values()], [t.path for t in tables] + [participants], "-o")
     _check_uniform(tables)
     rows = _combine(tables)
     column, medians = None, None
