@@ -21,12 +21,11 @@ from support.loopback import QuietHandler, serve, stop
 from support.random_model import write_random_model
 
 from rootlets_task.cli.rootlets import main
+from rootlets_task.core import files
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import keep_inputs, load_json, printable, read_json, same_file
 from rootlets_task.core.urls import redact
 from rootlets_task.io.phantom import write_phantom
 from rootlets_task.models import archive
-from rootlets_task.models.plans import plans_problem
 
 DEEP = "[" * 100_000 + "]" * 100_000  # parses into a RecursionError with the json module
 
@@ -85,12 +84,12 @@ def test_same_file_sees_links_dotdot_and_hard_links(tmp_path):
     os.link(original, tmp_path / "hard.nii.gz")
     (tmp_path / "dirlink").symlink_to(original.parent)
     for name in ("sym.nii.gz", "hard.nii.gz", "a/../a/img.nii.gz", "dirlink/img.nii.gz"):
-        assert same_file(tmp_path / name, original), name
+        assert files.same_file(tmp_path / name, original), name
         with pytest.raises(RootletsError, match="would overwrite the image; choose another -o"):
-            keep_inputs([tmp_path / name], {"the image": original})
+            files.keep_inputs([tmp_path / name], {"the image": original})
     (tmp_path / "other").write_bytes(b"x")
-    assert not same_file(tmp_path / "other", original) and not same_file(tmp_path / "missing", original)
-    keep_inputs([tmp_path / "other", tmp_path / "missing"], [original, None])
+    assert not files.same_file(tmp_path / "other", original) and not files.same_file(tmp_path / "missing", original)
+    files.keep_inputs([tmp_path / "other", tmp_path / "missing"], [original, None])
 
 
 @pytest.mark.parametrize("name", ["itself", "symlink", "hard link", "dotdot", "cord"])
@@ -248,12 +247,12 @@ def test_json_readers_bound_depth_and_size(tmp_path):
     deep.write_text(DEEP)
     big.write_text(json.dumps({"a": "x" * 3000}))
     fine.write_text(json.dumps({"a": [[[1]]]}))
-    assert read_json(deep) is None and read_json(big, limit=1000) is None and read_json(fine) == {"a": [[[1]]]}
-    assert read_json(fine, depth=3) is None  # the dict, two lists and a third list: 4 levels
+    assert files.read_json(deep) is None and files.read_json(big, limit=1000) is None and files.read_json(fine) == {"a": [[[1]]]}
+    assert files.read_json(fine, depth=3) is None  # the dict, two lists and a third list: 4 levels
     with pytest.raises(RootletsError, match=r"^plan .*deep.json: JSON nested too deeply; fix it$"):
-        load_json(deep, "plan", fix="fix it")
+        files.load_json(deep, "plan", fix="fix it")
     with pytest.raises(RootletsError, match="larger than 0 KiB"):
-        load_json(big, limit=100)
+        files.load_json(big, limit=100)
 
 
 def test_foreign_files_in_a_shared_qc_folder_are_skipped_with_a_warning(tmp_path, caplog):
@@ -277,7 +276,7 @@ def test_foreign_files_in_a_shared_qc_folder_are_skipped_with_a_warning(tmp_path
     records = qc / report.REPORT / report.RECORDS
     records.mkdir(parents=True)
     for name, content in {"deep": DEEP, "list": "[1]", "no subject": json.dumps({"key": "k"}),
-                          "typed": json.dumps({k: 1 for k in report.RECORD_FIELDS})}.items():
+                          "typed": json.dumps({"subject": 1, "key": 2, "warnings": 3})}.items():
         (records / f"{name}.json").write_text(content)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -348,6 +347,8 @@ def test_plans_values_refused_at_install_and_before_the_model_loads(case, phanto
     change, needle = PLAN_CASES[case]
     source = phantom_store / "models" / "phantom"
     trainer = next(source.glob("nnUNetTrainer*"))
+    from rootlets_task.models.plans import plans_problem
+
     assert plans_problem(json.loads((trainer / "plans.json").read_text())) is None
     copy = tmp_path / "model" / trainer.name
     shutil.copytree(trainer, copy)
@@ -417,8 +418,8 @@ def test_levels_prefix_cannot_leave_the_output_folder(prefix, phantom, tmp_path,
 
 
 def test_printable_strips_terminal_control_characters():
-    assert printable("a\x1b[31mred\x1b[0m\r\nb\u202eevil\x9b") == "a?[31mred?[0m??b?evil?"
-    assert printable("x" * 600).endswith("...") and len(printable("x" * 600)) == 503
+    assert files.printable("a\x1b[31mred\x1b[0m\r\nb\u202eevil\x9b") == "a?[31mred?[0m??b?evil?"
+    assert files.printable("x" * 600).endswith("...") and len(files.printable("x" * 600)) == 503
 
 
 # ------------------------------------------------------------------------------------------------ 8. library bounds
