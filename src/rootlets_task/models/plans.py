@@ -50,7 +50,7 @@ def plans_problem(plans) -> str | None:
         if not isinstance(config, dict):
             return f"configuration {str(name)[:40]} is not an object"
         patch, spacing = config.get("patch_size"), config.get("spacing")
-        if patch is not None:
+        if "patch_size" in config:  # a configuration may inherit it from another one
             if not (isinstance(patch, list) and len(patch) in (2, 3)
                     and all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 4096 for p in patch)):
                 return f"{name}: patch_size {str(patch)[:40]} is not 2 or 3 whole numbers from 1 to 4096"
@@ -65,11 +65,11 @@ def plans_problem(plans) -> str | None:
             need = tile_bytes(patch, int(first))
             if need > memory:
                 return f"{name}: one tile of patch_size {patch} needs about {need >> 30} GiB, more than {memory >> 30} GiB"
-        if spacing is not None:
+        if "spacing" in config:
             if not (isinstance(spacing, list) and len(spacing) in (2, 3) and all(_number(s) for s in spacing)):
                 return f"{name}: spacing {str(spacing)[:40]} is not 2 or 3 numbers"
             if not all(SPACING_MM[0] <= s <= SPACING_MM[1] for s in spacing):
                 return f"{name}: spacing {spacing} mm is outside {SPACING_MM[0]} to {SPACING_MM[1]} mm"
-            if patch is not None and len(spacing) != len(patch):
+            if "patch_size" in config and len(spacing) != len(patch):
                 return f"{name}: spacing has {len(spacing)} values, patch_size {len(patch)}"
     return None
