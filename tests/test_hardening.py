@@ -255,6 +255,17 @@ def test_json_readers_bound_depth_and_size(tmp_path):
         files.load_json(big, limit=100)
 
 
+def test_input_tables_are_bounded_in_size(phantom, tmp_path, capsys):
+    huge = tmp_path / "sub-01_levels.csv"
+    huge.write_text("kind,level\n")
+    os.truncate(huge, 70 << 20)  # sparse: 70 MiB on paper, nothing on disk
+    code, _, err = _run(["stats", huge, "-o", tmp_path / "out"], capsys)
+    assert "larger than the 64 MiB" in _one_line_error(code, err)
+    code, _, err = _run(["qc", "-i", phantom["image"], "-r", phantom["rootlets"], "-levels", huge, "-qc", tmp_path / "qc"],
+                        capsys)
+    assert "larger than the 64 MiB" in _one_line_error(code, err)
+
+
 def test_foreign_files_in_a_shared_qc_folder_are_skipped_with_a_warning(tmp_path, caplog):
     from rootlets_task.qc import report, sct_report
 

@@ -303,7 +303,7 @@ def participants_file(bids_root: Path) -> Path | None:
     path = bids_root / "participants.tsv"
     try:
         with path.open(encoding="utf-8") as f:
-            header = f.readline().rstrip("\n").split("\t")
+            header = f.readline(64 << 10).rstrip("\n").split("\t")  # a header line, however long the file
     except (OSError, UnicodeDecodeError):
         return None
     return path if "height" in header else None

@@ -227,6 +227,22 @@ def load_json(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON
     return content
 
 
+MAX_TABLE_BYTES = 64 << 20  # a CSV/TSV table given as input (a levels table is a few KB, participants.tsv a few MB)
+
+
+def check_size(path: str | os.PathLike, what: str = "file", limit: int = MAX_TABLE_BYTES) -> Path:
+    """``path``, refused in one line when it is larger than ``limit`` bytes (read whole by pandas next)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return path  # the reader says what is wrong with it
+    if size > limit:
+        raise RootletsError(f"{what} {path}: {size >> 20} MiB, larger than the {limit >> 20} MiB such a file can be; "
+                            "check that it is the right file")
+    return path
+
+
 def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES, depth: int = MAX_JSON_DEPTH):
     """Parsed JSON of a file, or None when it is missing, unreadable, larger than ``limit`` bytes, nested more than
     ``depth`` levels or not JSON (:func:`load_json` says why)."""

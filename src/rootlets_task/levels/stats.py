@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 from scipy import stats as scistats
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import atomic_path, keep_inputs, load_json
+from rootlets_task.core.files import atomic_path, check_size, keep_inputs, load_json
 from rootlets_task.core.names import level_name
 from rootlets_task.io.tables import SHIFT_COLUMNS, is_levels_table, upgrade
 
@@ -84,7 +84,7 @@ def _participant(name: str) -> str:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(check_size(path, "table"))
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise RootletsError(f"{path}: unreadable CSV ({exc}); re-run `rootlets levels`") from None
 
@@ -241,7 +241,8 @@ def read_heights(path: str | os.PathLike) -> tuple[dict[str, float], str]:
     (``subject``, ``height_sub``); also returns the height column used."""
     path = Path(path)
     try:
-        table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t", na_values=["n/a"], dtype=str)
+        table = pd.read_csv(check_size(path, "participants file"), sep="," if path.suffix == ".csv" else "\t",
+                            na_values=["n/a"], dtype=str)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise RootletsError(f"{path}: unreadable participants file ({exc}); give a tab-separated participants.tsv") from None
     ids = next((c for c in ID_COLUMNS if c in table.columns), None)

@@ -39,7 +39,7 @@ from filelock import FileLock, Timeout
 from rootlets_task import __version__
 from rootlets_task.core.colours import level_colour
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import keep_inputs, load_json, now, printable, read_json, writable_folder, write_text
+from rootlets_task.core.files import check_size, keep_inputs, load_json, now, printable, read_json, writable_folder, write_text
 from rootlets_task.inference import confidence as conf
 from rootlets_task.io import labels
 from rootlets_task.io.nifti import load, orientation, stem
@@ -128,7 +128,7 @@ def _table(source: TableLike | None, kind: str, columns: tuple[str, ...]) -> pd.
                 data = load_json(path, f"{kind} table", fix="give the CSV or JSON written by `rootlets levels`")
                 table = pd.DataFrame(data.get(kind, data) if isinstance(data, dict) else data)
             else:
-                table = pd.read_csv(path)
+                table = pd.read_csv(check_size(path, f"{kind} table"))
         except (OSError, ValueError, TypeError) as exc:
             raise RootletsError(f"{kind} table {path}: unreadable ({exc}); "
                                 "give the CSV or JSON written by `rootlets levels`") from None
