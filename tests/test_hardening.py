@@ -197,6 +197,22 @@ def test_batch_levers_auto_recomputes_edited_verdicts(where, crop_report, phanto
     assert "crop marked passed in the file" in record["levers"]["why"]
 
 
+def test_batch_never_writes_its_check_over_the_speedcheck_report_given(crop_report, phantom_home, tmp_path, capsys):
+    """A -speedcheck report of another release that is the batch's own logs/speedcheck.json: the check the batch would
+    run instead would replace it."""
+    report, root = crop_report
+    out = tmp_path / "rootlets"
+    saved = out / "logs" / "speedcheck.json"
+    saved.parent.mkdir(parents=True)
+    other = json.loads(report.read_text())
+    other["Release"]["ModelSHA256"] = "0" * 64
+    saved.write_text(json.dumps(other))
+    before = saved.read_bytes()
+    code, _, err = _run(["batch", root, "-o", out, "-release", "phantom", "-threads", "1", "-v", "0", "-levers", "auto",
+                         "-speedcheck", saved, "-include", "sub-02"], capsys)
+    assert "a check here would replace it" in _one_line_error(code, err) and saved.read_bytes() == before
+
+
 def test_verify_refuses_wrongly_typed_fields_in_one_line(crop_report):
     from rootlets_task.pipeline.speedcheck import verify
 
@@ -445,3 +461,15 @@ def test_qc_subject_checks_the_slab_as_the_cli_does(slab, phantom, tmp_path, cap
         main(["qc", "-i", str(phantom["image"]), "-r", str(phantom["rootlets"]), "-qc", str(tmp_path / "qc"),
               "-slab", *map(str, slab)])
     assert exc.value.code == 2 and "half-thicknesses between 0 and 100 mm" in capsys.readouterr().err
+
+
+def test_option_objects_refuse_what_the_cli_refuses():
+    from rootlets_task.core.options import ChainOptions, ModelOptions
+    from rootlets_task.pipeline.speedcheck import Thresholds
+
+    for make, needle in ((lambda: ModelOptions(threads=0), "threads 0"), (lambda: ModelOptions(device="tpu"), "tpu"),
+                         (lambda: ChainOptions(method="magic"), "magic"), (lambda: ChainOptions(cord_from="x"), "-cord-from"),
+                         (lambda: Thresholds(max_mid_voxels=-1), "max_mid_voxels"),
+                         (lambda: Thresholds(max_boundary_mm=float("nan")), "max_boundary_mm")):
+        with pytest.raises(RootletsError, match=needle):
+            make()

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import read_json, sha256_file
+from rootlets_task.core.files import read_json, same_file, sha256_file
 from rootlets_task.core.options import ModelOptions
 from rootlets_task.io import nifti
 from rootlets_task.pipeline.speedcheck import (
@@ -147,6 +147,9 @@ def _auto_report(options, settings, segmented: list, saved: Path) -> tuple[dict,
         ignored = release_problem(report, settings.model)
         if ignored is None:
             return report, None, str(Path(options.speedcheck).absolute()), None
+        if same_file(options.speedcheck, saved):  # the check below would write its report over this input
+            raise RootletsError(f"-speedcheck {options.speedcheck}: {ignored}, and a check here would replace it; give "
+                                "a copy of it, or leave -speedcheck out")
         ignored = f"-speedcheck {options.speedcheck} ignored: {ignored}"
         log.warning("%s; checking the levers on the first images here instead", ignored)
     report, check = _dataset_check(options, settings, segmented, saved)

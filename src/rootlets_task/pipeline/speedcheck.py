@@ -55,9 +55,12 @@ class Thresholds:
     max_mid_voxels: float = 1.0
     max_boundary_mm: float = 1.0
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> Thresholds:
         for name, value in asdict(self).items():
-            if not (math.isfinite(value) and value >= 0):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise RootletsError(f"threshold {name} {value}: give a number of 0 or more")
         return self
 
