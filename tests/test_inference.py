@@ -130,9 +130,9 @@ def test_plan_outputs_default_exact_and_folder(tmp_path):
     (["x/a.nii.gz", "x/a.nii"], None, "would be written for both"),
     (["x/a.nii.gz", "x/a.nii.gz"], None, "would be written for both"),
     (["x/a.nii.gz", "x/b.nii.gz"], "o.nii.gz", "one file cannot hold 2 inputs"),
-    (["x/a.nii.gz"], "x/a.nii.gz", "is the input file"),
-    (["x/a.nii.gz", "x/a_rootlets.nii.gz"], None, "is the input file"),
-    (["x/a.nii.gz"], "x/a.nii", "sidecar would overwrite"),
+    (["x/a.nii.gz"], "x/a.nii.gz", "would overwrite the input file"),
+    (["x/a.nii.gz", "x/a_rootlets.nii.gz"], None, "would overwrite the input file"),
+    (["x/a.nii.gz"], "x/a.nii", "would overwrite the sidecar of input"),
 ])
 def test_plan_outputs_refuses_collisions(tmp_path, inputs, output, message):
     with pytest.raises(RootletsError, match=message):

@@ -210,7 +210,7 @@ def _bad_inputs(folder: Path, good: Path) -> dict[str, tuple[list, str]]:
         "NaN": (["-i", _write(folder / "nan.nii.gz", nan)], "NaN"),
         "inf": (["-i", _write(folder / "inf.nii.gz", inf)], "infinite"),
         "zero axis": (["-i", _write(folder / "empty.nii.gz", np.ones((0, 8, 8), np.float32))], "zero"),
-        "output is input": (["-i", good, "-o", good], "is the input"),
+        "output is input": (["-i", good, "-o", good], "would overwrite the input file"),
         "unknown release": (["-i", good, "-release", "r19990101"], "r19990101"),
         "one bad among good": (["-i", good, folder / "nope.nii.gz"], "not found"),
         "file -o for two inputs": (["-i", good, folder / "flat2.nii.gz", "-o", folder / "x.nii.gz"], "folder"),

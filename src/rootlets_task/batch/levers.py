@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import read_json, sha256_file
+from rootlets_task.core.files import read_json, same_file, sha256_file
 from rootlets_task.core.options import ModelOptions
 from rootlets_task.io import nifti
 from rootlets_task.pipeline.speedcheck import (
@@ -32,6 +32,7 @@ from rootlets_task.pipeline.speedcheck import (
     parse_levers,
     read_report,
     release_problem,
+    verify,
     write_report,
 )
 
@@ -122,14 +123,18 @@ def plan_batch_levers(options, settings, units: list, out: Path) -> tuple[BatchL
         return _with_int8(BatchLevers(levers, why=why), None, segmented), {"Mode": "explicit (not checked)",
                                                                             "Levers": list(levers)}, None
     report, check, where, ignored = _auto_report(options, settings, segmented, Path(out) / "logs" / REPORT)
+    verified = report.get("Verified") or {}
     not_passed = {k: r["why"][:3] for k, r in report["Levers"].items() if not r["passed"]}
     used = best_levers(report)
     why = "; ".join([f"-levers auto ({where}): using {'+'.join(used) or 'no lever'} (passed: "
                      f"{', '.join(report['Passed']) or 'none'})",
-                     *(f"{k} not used: {w[0]}" for k, w in not_passed.items()), *([ignored] if ignored else [])])
+                     *(f"{k} not used: {w[0]}" for k, w in not_passed.items()), *([ignored] if ignored else []),
+                     f"verdicts recomputed from the report's figures (thresholds {verified.get('Thresholds')})",
+                     *(f"{k} {text}" for k, text in (verified.get("Overruled") or {}).items())])
     picked = BatchLevers(used, tuple(report.get("Checked", ())), why=why)
     note = {"Mode": "auto", "Levers": list(used), "SpeedCheck": where, "Passed": report["Passed"],
-            "NotPassed": not_passed, "Checked": list(picked.checked), **({"Ignored": ignored} if ignored else {})}
+            "NotPassed": not_passed, "Checked": list(picked.checked), **({"Ignored": ignored} if ignored else {}),
+            "Verified": verified}
     for lever, reasons in not_passed.items():
         log.warning("-levers auto: %s not used: %s", lever, "; ".join(reasons))
     log.warning("-levers auto: %s", f"using {'+'.join(used)}" if used else "no lever passed; every image runs the "
@@ -142,10 +147,13 @@ def _auto_report(options, settings, segmented: list, saved: Path) -> tuple[dict,
     ignored, with a message) a check of the dataset's first images; with where it is and why another was ignored."""
     ignored = None
     if options.speedcheck is not None:
-        report = read_report(options.speedcheck)
+        report = verify(read_report(options.speedcheck), str(options.speedcheck))
         ignored = release_problem(report, settings.model)
         if ignored is None:
             return report, None, str(Path(options.speedcheck).absolute()), None
+        if same_file(options.speedcheck, saved):  # the check below would write its report over this input
+            raise RootletsError(f"-speedcheck {options.speedcheck}: {ignored}, and a check here would replace it; give "
+                                "a copy of it, or leave -speedcheck out")
         ignored = f"-speedcheck {options.speedcheck} ignored: {ignored}"
         log.warning("%s; checking the levers on the first images here instead", ignored)
     report, check = _dataset_check(options, settings, segmented, saved)
@@ -155,9 +163,14 @@ def _auto_report(options, settings, segmented: list, saved: Path) -> tuple[dict,
 def _dataset_check(options, settings, segmented: list, saved: Path) -> tuple[dict, SpeedCheck | None]:
     """The verdict of an earlier run of this release (``saved``), else a check on the first images, saved there."""
     earlier = None if options.overwrite else read_json(saved, limit=16 << 20)
-    if is_report(earlier) and "Checked" in earlier and release_problem(earlier, settings.model) is None:
-        log.info("-levers auto: using the check of an earlier run (%s)", saved)
-        return earlier, None
+    if is_report(earlier) and isinstance(earlier.get("Checked"), list) and release_problem(earlier, settings.model) is None:
+        try:
+            earlier = verify(earlier, str(saved))
+        except RootletsError as exc:
+            log.warning("-levers auto: %s; checking again", exc)
+        else:
+            log.info("-levers auto: using the check of an earlier run (%s)", saved)
+            return {**earlier, "Checked": [str(c) for c in earlier["Checked"]]}, None
     first = segmented[:options.levers_check]
     if not first:
         return {"Levers": {}, "Passed": [], "Checked": []}, None
@@ -168,7 +181,7 @@ def _dataset_check(options, settings, segmented: list, saved: Path) -> tuple[dic
     check.report["Checked"] = [u.rel for u in first]
     saved.parent.mkdir(parents=True, exist_ok=True)
     write_report(check, saved)
-    return check.report, check
+    return verify(check.report, str(saved)), check
 
 
 def _with_int8(levers: BatchLevers, report: dict | None, segmented: list) -> BatchLevers:
@@ -178,9 +191,14 @@ def _with_int8(levers: BatchLevers, report: dict | None, segmented: list) -> Bat
         return levers
     from rootlets_task.inference.int8 import Int8Options
 
-    int8 = (report or {}).get("Int8") or {}
-    named = int8.get("Calibration") or []
-    if named and all(Path(c["File"]).is_file() and sha256_file(c["File"]) == c["SHA256"] for c in named):
+    int8 = (report or {}).get("Int8")
+    int8 = int8 if isinstance(int8, dict) else {}
+    named = int8.get("Calibration") if isinstance(int8.get("Calibration"), list) else []
+    options = int8.get("Options")
+    if not (isinstance(options, dict) and set(options) <= set(asdict(Int8Options()))):
+        options = None
+    if named and all(isinstance(c, dict) and isinstance(c.get("File"), str) and Path(c["File"]).is_file()
+                     and sha256_file(c["File"]) == c.get("SHA256") for c in named):
         files = tuple(c["File"] for c in named)
     else:
         if named:
@@ -188,7 +206,7 @@ def _with_int8(levers: BatchLevers, report: dict | None, segmented: list) -> Bat
                         "dataset's first images (the int8 network differs a little from the one checked)")
         files = tuple(u.image for u in segmented[:CALIBRATION_IMAGES])
     return replace(levers, calibration=files, calibration_sha256=tuple(sha256_file(f) for f in files),
-                   int8_options=int8.get("Options") or asdict(Int8Options()))
+                   int8_options=options or asdict(Int8Options()))
 
 
 class Replay:

@@ -41,7 +41,7 @@ from rootlets_task.batch.units import (
     process_unit,
 )
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import now, read_json, remove_stale_scratch, writable_folder, write_json
+from rootlets_task.core.files import now, read_json, remove_stale_scratch, same_file, writable_folder, write_json
 from rootlets_task.core.options import ChainOptions, ModelOptions
 from rootlets_task.io import provenance
 from rootlets_task.io.records import Record
@@ -126,8 +126,8 @@ class BatchSummary:
 def _check_out(bids_root: Path, out: Path, labels_root: Path) -> None:
     """Refuse an output folder that is the dataset, inside the raw dataset, or a derivative another tool made."""
     resolved, root = out.absolute().resolve(), bids_root.absolute().resolve()
-    for kept, what in ((root, "the BIDS root"), (labels_root.absolute().resolve(), "the manual labels folder")):
-        if resolved == kept:
+    for kept, what in ((root, "the BIDS root"), (labels_root, "the manual labels folder")):
+        if same_file(out, kept):
             raise RootletsError(f"-o {out}: is {what}, whose files must be kept; give a folder of its own "
                                 f"(e.g. {bids_root}/derivatives/rootlets)")
     inside = resolved.is_relative_to(root)
@@ -303,7 +303,7 @@ def participants_file(bids_root: Path) -> Path | None:
     path = bids_root / "participants.tsv"
     try:
         with path.open(encoding="utf-8") as f:
-            header = f.readline().rstrip("\n").split("\t")
+            header = f.readline(64 << 10).rstrip("\n").split("\t")  # a header line, however long the file
     except (OSError, UnicodeDecodeError):
         return None
     return path if "height" in header else None

@@ -342,9 +342,12 @@ def _qc_parser() -> argparse.ArgumentParser:
 
 def _run_qc(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from rootlets_task.qc.report import QcOptions, qc_subject
+    from rootlets_task.qc.views import check_slab
 
-    if not all(0 < s <= 100 for s in args.slab):
-        parser.error(f"-slab {args.slab[0]:g} {args.slab[1]:g}: give half-thicknesses between 0 and 100 mm")
+    try:
+        check_slab(args.slab)  # the library's bound, as an argument error
+    except RootletsError as exc:
+        parser.error(str(exc))
     options = QcOptions(subject=args.qc_subject, provenance={"command": "rootlets qc", "slab_mm": args.slab},
                         slab_mm=tuple(args.slab))
     page = qc_subject(args.qc, args.i, args.r, args.s, args.discs, args.levels, args.shift, options=options)
@@ -551,7 +554,7 @@ def _speedcheck_parser() -> argparse.ArgumentParser:
 def _run_speedcheck(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
-    from rootlets_task.core.files import writable_folder
+    from rootlets_task.core.files import keep_inputs, writable_folder
     from rootlets_task.pipeline.speedcheck import (
         CheckOptions,
         Thresholds,
@@ -566,6 +569,8 @@ def _run_speedcheck(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     if Path(args.o).is_dir():
         raise RootletsError(f"-o {args.o}: is a folder; give the report's file name (e.g. {Path(args.o) / 'speedcheck.json'})")
     writable_folder(Path(args.o).absolute().parent, flag="-o")
+    keep_inputs([args.o], {f"the {kind} {p}": p for kind, files in (("image", args.images), ("cord mask", args.s or ()))
+                           for p in files}, "-o")
     model = ModelOptions(release=args.release, device=args.device, threads=args.threads)
     check = check_levers(args.images, args.s, levers, model, thresholds, CheckOptions(reps=args.reps))
     print(format_report(check.report))

@@ -41,11 +41,14 @@ class ModelOptions:
     allow_code: bool = False  # let a release's own Python code (SCT's trainer_class.py) run: it has the user's rights
     precision: str = "float32"  # "int8": the OpenVINO network quantised with NNCF (opt-in lever, labels change a little)
 
+    def __post_init__(self) -> None:  # an options object that exists is a valid one: the CLI and the API share it
+        self.check()
+
     def check(self) -> ModelOptions:
         _one_of("device", self.device, DEVICES)
         _one_of("backend", self.backend, BACKENDS)
         _one_of("precision", self.precision, PRECISIONS)
-        if self.threads is not None and not 1 <= self.threads <= 1024:
+        if self.threads is not None and not (isinstance(self.threads, int) and 1 <= self.threads <= 1024):
             raise RootletsError(f"threads {self.threads}: give a number of CPU threads from 1 to 1024")
         return self
 
@@ -62,6 +65,9 @@ class ChainOptions:
     crop_to_cord: bool = False
     overwrite: bool = False
     renumber: str = "none"
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> ChainOptions:
         for kind, value in (("cord", self.cord_from), ("discs", self.discs_from), ("pmj", self.pmj_from)):

@@ -23,8 +23,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import logging
+import math
 import os
 import threading
 import time
@@ -37,11 +37,12 @@ import nibabel as nib
 import numpy as np
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import read_json
+from rootlets_task.core.files import load_json, read_json
 from rootlets_task.core.options import ModelOptions
 from rootlets_task.inference import cropping
 from rootlets_task.inference.cropping import Box, grow_to_patch
 from rootlets_task.io import nifti
+from rootlets_task.models.plans import plans_problem
 
 if TYPE_CHECKING:
     from rootlets_task.inference.int8 import Int8Options
@@ -67,6 +68,10 @@ def configure_threads(threads: int | None = None) -> int:
     """
     import torch
 
+    given = os.environ.get("nnUNet_def_n_proc")
+    if given is not None and not (given.strip().isascii() and given.strip().isdigit() and 1 <= int(given) <= 4096):
+        raise RootletsError(f"nnUNet_def_n_proc={given[:20]!r}: not a number of processes from 1 to 4096; unset it or "
+                            "give e.g. nnUNet_def_n_proc=4")
     threads = threads or physical_cores()
     os.environ.setdefault("nnUNet_def_n_proc", str(threads))
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -139,8 +144,9 @@ def initialize(predictor, model_folder: Path, folds: tuple[int | str, ...], chec
 
     loaded = [checkpoints.load(model_folder / f"fold_{f}" / checkpoint) for f in folds]
     first = loaded[0]
-    dataset_json = json.loads((model_folder / "dataset.json").read_text())
-    plans_manager = PlansManager(json.loads((model_folder / "plans.json").read_text()))
+    dataset_json = load_json(model_folder / "dataset.json", "model file", MAX_JSON_BYTES, fix="reinstall the release")
+    plans_manager = PlansManager(load_json(model_folder / "plans.json", "model file", MAX_JSON_BYTES,
+                                           fix="reinstall the release"))
     cm = plans_manager.get_configuration(first["init_args"]["configuration"])
     args = (cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import,
             determine_num_input_channels(plans_manager, cm, dataset_json),
@@ -250,7 +256,7 @@ class Segmenter:
         self.allow_code = options.allow_code or bool(self.record.get("code"))  # given now, or when the release was installed
         self.crop_pads = cropping.read_crop_metadata(self.model_folder.parent)  # SCT HEAD's models trained on crops
         self.dataset_json = self._json("dataset.json")
-        self._json("plans.json")  # checked now: present, readable and of a sane size
+        self.plans = self._json("plans.json")  # checked now: present, readable, of a sane size, values in range
         self.orientation = self.dataset_json.get("image_orientation", DEFAULT_ORIENTATION)
         self.axcodes = nifti.sct_to_axcodes(self.orientation)
         self.folds, self.checkpoint = find_checkpoints(self.model_folder)
@@ -272,6 +278,10 @@ class Segmenter:
         if not isinstance(content, dict):
             raise RootletsError(f"model folder {self.model_folder}: {name} missing or unreadable; reinstall the release "
                                 "with `rootlets -install -release TAG`")
+        problem = plans_problem(content) if name == "plans.json" else None
+        if problem:
+            raise RootletsError(f"model folder {self.model_folder}: plans.json: {problem}; reinstall the release with "
+                                "`rootlets -install -release TAG`")
         return content
 
     def _load(self):
@@ -343,7 +353,24 @@ class Segmenter:
         """Reorient to the model's orientation and transpose (x, y, z) -> (1, z, y, x), spacing reversed."""
         data, spacing, inverse = nifti.reorient(img, self.axcodes)
         array = np.ascontiguousarray(np.asarray(data, dtype=np.float32).transpose(2, 1, 0)[None])
-        return Prepared(array, self.snap_spacing(tuple(spacing[::-1])), inverse, tuple(img.shape[:3]))
+        prepared = Prepared(array, self.snap_spacing(tuple(spacing[::-1])), inverse, tuple(img.shape[:3]))
+        self._check_resampled(prepared)
+        return prepared
+
+    def _check_resampled(self, prepared: Prepared) -> None:
+        """Refuse, before nnU-Net allocates it, an image that the plans' spacing would make larger than memory."""
+        from rootlets_task.models.plans import CLASSES, MAX_TILE_BYTES, physical_memory
+
+        p = self.predictor
+        target = [0.0] * 3
+        for i, axis in enumerate(p.plans_manager.transpose_forward):
+            target[axis] = float(p.configuration_manager.spacing[i])
+        voxels = math.prod(n * s / t for n, s, t in zip(prepared.data.shape[1:], prepared.spacing, target, strict=True))
+        need, memory = voxels * 4 * (2 + CLASSES), physical_memory() or MAX_TILE_BYTES
+        if need > memory:
+            raise RootletsError(f"model folder {self.model_folder}: resampled to the plans' spacing {target} mm this "
+                                f"image would need about {need / 2**30:.0f} GiB, more than this machine's "
+                                f"{memory / 2**30:.0f} GiB; check the image's voxel size and the release's plans.json")
 
     def snap_spacing(self, spacing: tuple[float, ...]) -> tuple[float, ...]:
         """The plans' spacing if ``spacing`` (z, y, x) is within ``SPACING_TOLERANCE`` of it, else ``spacing``.

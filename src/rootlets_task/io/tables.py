@@ -13,6 +13,8 @@ import os
 
 import pandas as pd
 
+from rootlets_task.core.files import check_size
+
 LEVEL_COLUMNS = ["kind", "level", "value", "rostral_slice", "caudal_slice", "mid_slice", "rostral_mm", "caudal_mm",
                  "mid_mm", "height_mm", "reference", "n_voxels", "volume_mm3", "mean_probability", "fraction_below_half",
                  "numbering", "suggested_level", "original_level", "status"]
@@ -53,4 +55,4 @@ def typed(table: pd.DataFrame) -> pd.DataFrame:
 
 def read_levels_table(path: str | os.PathLike) -> pd.DataFrame:
     """A ``*_levels.csv`` written by ``rootlets levels`` (any version), in today's layout."""
-    return upgrade(pd.read_csv(path))
+    return upgrade(pd.read_csv(check_size(path, "levels table")))

@@ -54,7 +54,15 @@ from scipy import ndimage
 
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import OutputSet, read_json, relative_to, remove_stale_temporaries, sha256_file, writable_folder
+from rootlets_task.core.files import (
+    OutputSet,
+    keep_inputs,
+    read_json,
+    relative_to,
+    remove_stale_temporaries,
+    sha256_file,
+    writable_folder,
+)
 from rootlets_task.core.names import level_name
 from rootlets_task.core.options import METHODS, RENUMBER
 from rootlets_task.inference import confidence as conf
@@ -512,7 +520,11 @@ def add_confidence(result: LevelsResult, confidence: dict | None) -> None:
 def output_paths(out_dir: str | os.PathLike, prefix: str, with_discs: bool = True,
                  method: str | None = None) -> dict[str, Path]:
     """The files :func:`write_levels` writes: spinal, csv, json; with discs vertebral and shift; with the reference
-    method the levels in the lab's CSV layout (lab). ``method`` None: every file either method may write."""
+    method the levels in the lab's CSV layout (lab). ``method`` None: every file either method may write. ``prefix``
+    is a file name: one with a folder part (``../x``, ``/abs/x``) would write outside ``out_dir`` and is refused."""
+    if not prefix or prefix in (".", "..") or "/" in prefix or os.sep in prefix or (os.altsep and os.altsep in prefix) \
+            or "\0" in prefix:
+        raise RootletsError(f"-prefix {prefix!r}: give a file name prefix without a folder (the folder is -o)")
     paths = {k: Path(out_dir) / f"{prefix}{suffix}" for k, suffix in OUTPUTS.items()}
     if not with_discs:
         del paths["vertebral"], paths["shift"]
@@ -599,6 +611,10 @@ def levels_from_files(rootlets: str | os.PathLike, cord: str | os.PathLike, disc
     paths.update({k: Path(v) for k, v in (("discs", discs), ("pmj", pmj), ("image", image)) if v is not None})
     names = {k: f"{k} {p}" for k, p in paths.items()}
     _check_settings(method, dilate_voxels, renumber)
+    out_dir = Path(out_dir) if out_dir is not None else paths["rootlets"].parent
+    prefix = prefix or stem(paths["rootlets"])
+    keep_inputs(output_paths(out_dir, prefix).values(), {f"the {k} file {p}": p for k, p in paths.items()},
+                "-o or -prefix")
     loaded = {k: labels.read(p, k) for k, p in paths.items() if k != "image"}
     grid = load(paths["image"], "image") if "image" in paths else loaded["rootlets"][0]
     grid_name = names["image" if "image" in paths else "rootlets"]
@@ -614,12 +630,6 @@ def levels_from_files(rootlets: str | os.PathLike, cord: str | os.PathLike, disc
                             options=options, names=names)
     add_confidence(result, _rootlets_confidence(paths["rootlets"], loaded["rootlets"][1]))
     result.warnings[:0] = notes
-    out_dir = Path(out_dir) if out_dir is not None else paths["rootlets"].parent
-    prefix = prefix or stem(paths["rootlets"])
-    inputs = {p.absolute().resolve() for p in paths.values()}
-    for out in output_paths(out_dir, prefix).values():
-        if out.absolute().resolve() in inputs:
-            raise RootletsError(f"output {out} is an input file; choose another -o or prefix so the input is kept")
     for text in result.warnings:
         log.warning("%s", text)
     written = write_levels(result, grid, out_dir, prefix, {k: p for k, p in paths.items()})

@@ -38,7 +38,7 @@ from matplotlib.figure import Figure
 from scipy import stats as scistats
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import atomic_path
+from rootlets_task.core.files import atomic_path, check_size, keep_inputs, load_json
 from rootlets_task.core.names import level_name
 from rootlets_task.io.tables import SHIFT_COLUMNS, is_levels_table, upgrade
 
@@ -86,7 +86,7 @@ def _participant(name: str) -> str:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(check_size(path, "table"))
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise RootletsError(f"{path}: unreadable CSV ({exc}); re-run `rootlets levels`") from None
 
@@ -97,10 +97,9 @@ def _ours(path: Path, table: pd.DataFrame) -> Table:
     sidecar = path.with_name(f"{unit}_levels.json")
     document: dict = {}
     if sidecar.is_file():
-        try:
-            document = json.loads(sidecar.read_text())
-        except (OSError, ValueError) as exc:
-            raise RootletsError(f"{sidecar}: unreadable JSON ({exc}); re-run `rootlets levels`") from None
+        document = load_json(sidecar, "levels document", limit=16 << 20, fix="re-run `rootlets levels`")
+        if not isinstance(document, dict):
+            raise RootletsError(f"levels document {sidecar}: not a document of `rootlets levels`; re-run `rootlets levels`")
     return our_table(path, table, document)
 
 
@@ -244,7 +243,8 @@ def read_heights(path: str | os.PathLike) -> tuple[dict[str, float], str]:
     (``subject``, ``height_sub``); also returns the height column used."""
     path = Path(path)
     try:
-        table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t", na_values=["n/a"], dtype=str)
+        table = pd.read_csv(check_size(path, "participants file"), sep="," if path.suffix == ".csv" else "\t",
+                            na_values=["n/a"], dtype=str)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise RootletsError(f"{path}: unreadable participants file ({exc}); give a tab-separated participants.tsv") from None
     ids = next((c for c in ID_COLUMNS if c in table.columns), None)
@@ -459,6 +459,7 @@ def group_stats(files: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
         raise RootletsError("height normalisation needs a participants file (-participants participants.tsv with a "
                             "height column); or use -normalise n")
     tables = read_tables(list(files))
+    keep_inputs([Path(out_dir) / name for name in OUTPUTS.values()], [t.path for t in tables] + [participants], "-o")
     _check_uniform(tables)
     rows = _combine(tables)
     column, medians = None, None

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from rootlets_task.core.errors import RootletsError
+from rootlets_task.core.files import load_json
 from rootlets_task.core.urls import redact
 from rootlets_task.models import archive
 from rootlets_task.models.releases import DEFAULT_TAG, RELEASES, SCT_MODEL, Release, get_release, release_urls
@@ -153,9 +154,12 @@ def _entries(node: ast.Dict) -> dict:
 
 def _read_registry(root: Path) -> tuple[str | None, tuple[str, ...] | None]:
     """(task name, URL list) of the rootlets model from SCT's own ``deepseg/models.py``, read without importing SCT."""
+    path = root / "spinalcordtoolbox" / "deepseg" / "models.py"
     try:
-        tree = ast.parse((root / "spinalcordtoolbox" / "deepseg" / "models.py").read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError):
+        if path.stat().st_size > 4 << 20:  # SCT's is about 40 KB
+            return None, None
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
         return None, None
     tables = {target.id: _entries(node.value) for node in tree.body
               if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
@@ -271,8 +275,8 @@ def read_model(sct: SCT) -> SCTModel | None:
     source = None
     if (folder / SOURCE_JSON).exists():
         try:
-            source = json.loads((folder / SOURCE_JSON).read_text())
-        except (OSError, ValueError) as exc:
+            source = load_json(folder / SOURCE_JSON, SOURCE_JSON, limit=1 << 20)
+        except RootletsError as exc:
             raise _unknown_layout(folder, f"unreadable {SOURCE_JSON}: {exc}") from None
         if not (isinstance(source, dict) and source.get("model_name") == SCT_MODEL
                 and isinstance(source.get("model_urls"), str)):

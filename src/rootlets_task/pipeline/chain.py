@@ -33,7 +33,16 @@ import pandas as pd
 
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import OutputSet, read_json, relative_to, remove_stale_temporaries, sha256_file, writable_folder
+from rootlets_task.core.files import (
+    OutputSet,
+    keep_inputs,
+    read_json,
+    relative_to,
+    remove_stale_temporaries,
+    same_file,
+    sha256_file,
+    writable_folder,
+)
 from rootlets_task.core.options import SOURCES, ChainOptions, ModelOptions
 from rootlets_task.inference import confidence as conf
 from rootlets_task.inference import cropping
@@ -213,7 +222,7 @@ class _Chain:
             return
         file, target = self.inputs.file(kind), self.paths[kind]
         sidecar = provenance.sidecar_path(target)
-        in_place = file is not None and file.absolute().resolve() == target.absolute().resolve()
+        in_place = file is not None and same_file(file, target)
         key: dict[str, Any]
         if source == "file":
             assert file is not None  # the source is the user's file
@@ -511,14 +520,11 @@ def _qc(run: _Chain, result: ChainResult, qc_dir: str | os.PathLike, tag: str | 
 
 def _check_paths(image: Path | None, inputs: ChainInputs, paths: dict[str, Path], out_dir: Path) -> None:
     """Refuse outputs that would overwrite an input; create the output folder."""
-    protected = {image.absolute().resolve(): "the image"} if image is not None else {}
-    for kind in ("cord", "discs", "pmj", "rootlets"):
-        file = inputs.file(kind)
-        if file is not None:
-            protected[file.absolute().resolve()] = f"the {kind} file"
+    protected = {"the image": image, **{f"the {kind} file": inputs.file(kind) for kind in ("cord", "discs", "pmj",
+                                                                                         "rootlets")}}
     for name, out in paths.items():
-        owner = protected.get(out.absolute().resolve())
         given = inputs.file(name) if name in FLAGS else None
-        if owner is not None and not (given is not None and given.absolute().resolve() == out.absolute().resolve()):
-            raise RootletsError(f"output {out} would overwrite {owner}; choose another -ofolder so the input is kept")
+        if given is not None and same_file(given, out):  # a given label file that already is the output: kept in place
+            continue
+        keep_inputs([out], protected, "-ofolder")
     writable_folder(out_dir, flag="-ofolder")

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import OutputSet, remove_stale_temporaries, writable_folder
+from rootlets_task.core.files import OutputSet, keep_inputs, remove_stale_temporaries, writable_folder
 from rootlets_task.core.options import ModelOptions
 from rootlets_task.inference import postprocess
 from rootlets_task.inference.postprocess import PostOptions
@@ -101,14 +101,11 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike 
             raise RootletsError(f"output {target}: would be written for both {seen[key]} and {source}; "
                                 "give each input a distinct name or segment them separately with -o")
         seen[key] = source
-    input_paths = {p.absolute().resolve() for p in sources}
-    input_sidecars = {provenance.sidecar_path(p) for p in input_paths}
+    kept = {f"the input file {p}": p for p in sources} | {
+        f"the sidecar of input {p}": provenance.sidecar_path(p) for p in sources}
     for target in targets:
         sidecar = provenance.sidecar_path(target)
-        if target.absolute().resolve() in input_paths:
-            raise RootletsError(f"output {target} is the input file; choose another -o so the input is kept")
-        if sidecar.absolute().resolve() in input_sidecars | input_paths:
-            raise RootletsError(f"output {target}: its JSON sidecar would overwrite an input's sidecar; choose another -o")
+        keep_inputs([target, sidecar], kept, "-o")
         if sidecar.is_dir():
             raise RootletsError(f"output {target}: its JSON sidecar {sidecar} is a folder; choose another -o")
         if sidecar.exists() and not provenance.is_sidecar(sidecar):

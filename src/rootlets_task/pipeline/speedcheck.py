@@ -30,7 +30,7 @@ import numpy as np
 
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import now, read_json, sha256_file, write_json
+from rootlets_task.core.files import keep_inputs, load_json, now, sha256_file, write_json
 from rootlets_task.core.names import level_name
 from rootlets_task.core.options import ModelOptions
 from rootlets_task.inference import cropping
@@ -59,9 +59,12 @@ class Thresholds:
     max_mid_voxels: float = 1.0
     max_boundary_mm: float = 1.0
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> Thresholds:
         for name, value in asdict(self).items():
-            if not (math.isfinite(value) and value >= 0):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise RootletsError(f"threshold {name} {value}: give a number of 0 or more")
         return self
 
@@ -220,7 +223,6 @@ def level_extents(rootlets: np.ndarray, img: nib.Nifti1Image, cord: np.ndarray |
 def compare_levels(exact: dict, lever: dict, si_mm: float, thresholds: Thresholds) -> tuple[dict, list[str]]:
     """Per level: both extents and how far the midpoint and the boundaries moved; and every threshold missed."""
     rows, reasons = {}, []
-    mid_limit = thresholds.max_mid_voxels * si_mm
     for value in sorted(set(exact) | set(lever)):
         name = level_name(value, "spinal")
         if value not in exact or value not in lever:
@@ -230,12 +232,19 @@ def compare_levels(exact: dict, lever: dict, si_mm: float, thresholds: Threshold
         (a0, a1), (b0, b1) = exact[value], lever[value]
         mid, bound = abs((a0 + a1 - b0 - b1) / 2), max(abs(a0 - b0), abs(a1 - b1))
         rows[name] = {"exact_mm": [a0, a1], "lever_mm": [b0, b1], "mid_diff_mm": mid, "boundary_diff_mm": bound}
-        if round(mid, DECIMALS) > mid_limit:
-            reasons.append(f"level {name} midpoint moved {mid:.2f} mm (limit {thresholds.max_mid_voxels:g} voxel = "
-                           f"{mid_limit:.2f} mm)")
-        if round(bound, DECIMALS) > thresholds.max_boundary_mm:
-            reasons.append(f"level {name} boundary moved {bound:.2f} mm (limit {thresholds.max_boundary_mm:g} mm)")
+        reasons += _moves(name, mid, bound, si_mm, thresholds)
     return rows, reasons
+
+
+def _moves(name: str, mid: float, bound: float, si_mm: float, thresholds: Thresholds) -> list[str]:
+    """The thresholds a level's midpoint move ``mid`` and boundary move ``bound`` (mm) miss."""
+    reasons, mid_limit = [], thresholds.max_mid_voxels * si_mm
+    if not round(mid, DECIMALS) <= mid_limit:  # NaN fails
+        reasons.append(f"level {name} midpoint moved {mid:.2f} mm (limit {thresholds.max_mid_voxels:g} voxel = "
+                       f"{mid_limit:.2f} mm)")
+    if not round(bound, DECIMALS) <= thresholds.max_boundary_mm:
+        reasons.append(f"level {name} boundary moved {bound:.2f} mm (limit {thresholds.max_boundary_mm:g} mm)")
+    return reasons
 
 
 def _exact_levels(cases: list[_Case], exact: list[np.ndarray], method: str, strict: bool) -> tuple[list, list[str]]:
@@ -381,13 +390,18 @@ def best_levers(report: dict) -> tuple[str, ...]:
 
 
 def write_report(check: SpeedCheck | dict, path: str | os.PathLike) -> Path:
-    """The report as JSON at ``path`` (written whole or not at all)."""
-    return write_json(path, check.report if isinstance(check, SpeedCheck) else check)
+    """The report as JSON at ``path`` (written whole or not at all; never over an image or cord mask it checked)."""
+    report = check.report if isinstance(check, SpeedCheck) else check
+    checked = [f for image in report.get("Images") or () if isinstance(image, dict)
+               for f in (image.get("File"), image.get("Cord")) if isinstance(f, str)]
+    keep_inputs([path], checked, "-o")
+    return write_json(path, report)
 
 
 def release_problem(report: dict, record: dict) -> str | None:
     """Why ``report`` was not made with the installed release of ``record`` (tag and model sha256), or None."""
-    made = report.get("Release") or {}
+    release = report.get("Release")
+    made = release if isinstance(release, dict) else {}
     if made.get("Release") == record.get("tag") and made.get("ModelSHA256") == record.get("sha256"):
         return None
     return (f"made with release {made.get('Release')} (model sha256 {str(made.get('ModelSHA256'))[:12]}), not with the "
@@ -402,11 +416,109 @@ def is_report(content) -> TypeGuard[dict]:
 
 def read_report(path: str | os.PathLike) -> dict:
     """A report of :func:`write_report`, refused in one line when it is not one (its release: :func:`release_problem`)."""
-    content = read_json(path, limit=16 << 20)
+    content = load_json(path, "-speedcheck", limit=16 << 20, fix="make one with `rootlets speedcheck`")
     if not is_report(content):
         raise RootletsError(f"-speedcheck {path}: not a report of `rootlets speedcheck` (format {FORMAT_VERSION}); "
                             f"make one with `rootlets speedcheck IMG... -o {path}`")
     return content
+
+
+class _Malformed(Exception):
+    """A field of a report that does not have the type or range this package writes."""
+
+
+def _field(value, kind, where: str):
+    ok = isinstance(value, kind) and not isinstance(value, bool) if kind in (int, float, (int, float)) else \
+        isinstance(value, kind)
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        raise _Malformed(f"{where} is {type(value).__name__} {str(value)[:40]!r}")
+    return value
+
+
+def _extent(value, where: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    _field(value, list, where)
+    if len(value) != 2:
+        raise _Malformed(f"{where} has {len(value)} values, not 2")
+    return _field(value[0], (int, float), where), _field(value[1], (int, float), where)
+
+
+def _judge(result: dict, spacings: list[float], thresholds: Thresholds, where: str) -> list[str]:
+    """Every threshold a lever's own figures miss, recomputed from the level extents of each image."""
+    images = result.get("images")
+    if images is None:  # a lever that could not run: its reasons say why
+        return [str(w) for w in _field(result.get("why"), list, f"{where}.why")] or ["no figures to check"]
+    _field(images, list, f"{where}.images")
+    if len(images) != len(spacings) or not images:
+        return [f"figures for {len(images)} image(s), the report checked {len(spacings)}"]
+    why = []
+    for i, (row, si_mm) in enumerate(zip(images, spacings, strict=True)):
+        at = f"{where}.images[{i}]"
+        _field(row, dict, at)
+        name = str(row.get("file", i))
+        if "levels_error" in row or "levels" not in row:
+            why.append(f"{name}: no level figures ({row.get('levels_error', 'not measured')})")
+            continue
+        if not _field(row["levels"], dict, f"{at}.levels"):
+            why.append(f"{name}: no level measured")
+        for level, d in _field(row["levels"], dict, f"{at}.levels").items():
+            _field(d, dict, f"{at}.levels.{level}")
+            a = _extent(d.get("exact_mm"), f"{at}.levels.{level}.exact_mm")
+            b = _extent(d.get("lever_mm"), f"{at}.levels.{level}.lever_mm")
+            if a is None or b is None:
+                why.append(f"{name}: level {level} {'missing' if b is None else 'found only with the lever'}")
+                continue
+            mid, bound = abs((a[0] + a[1] - b[0] - b[1]) / 2), max(abs(a[0] - b[0]), abs(a[1] - b[1]))
+            why += [f"{name}: {r}" for r in _moves(level, mid, bound, si_mm, thresholds)]
+    return why
+
+
+def verify(report: dict, source: str, thresholds: Thresholds = Thresholds()) -> dict:
+    """``report`` with every lever's verdict recomputed from its own figures (level extents per image) against
+    ``thresholds`` (the package's, or the report's where those are stricter; never looser ones written in the
+    file): a ``passed`` flag, a ``Passed`` list or a ``Use`` edited into a report counts for nothing.
+
+    The result records what was done in ``Verified`` (thresholds used, verdicts the file had that its figures do not
+    support). A field of the wrong type or range is a one-line :class:`RootletsError` naming ``source``.
+    """
+    try:
+        written = _field(report.get("Thresholds") or {}, dict, "Thresholds")
+        strict = {}
+        for name, default in asdict(thresholds).items():
+            value = written.get(name)
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+            strict[name] = min(default, value) if ok else default
+        used = Thresholds(**strict)
+        spacings = []
+        for i, image in enumerate(_field(report.get("Images"), list, "Images")):
+            si = _field(_field(image, dict, f"Images[{i}]").get("SISpacingMM"), (int, float), f"Images[{i}].SISpacingMM")
+            if si <= 0:
+                raise _Malformed(f"Images[{i}].SISpacingMM is {si}")
+            spacings.append(float(si))
+        levers, overruled = {}, {}
+        for lever, result in _field(report.get("Levers"), dict, "Levers").items():
+            if lever not in LEVERS:
+                raise _Malformed(f"Levers has an unknown lever {str(lever)[:20]!r}")
+            _field(result, dict, f"Levers.{lever}")
+            speedup = result.get("speedup")
+            if speedup is not None and (_field(speedup, (int, float), f"Levers.{lever}.speedup") <= 0):
+                raise _Malformed(f"Levers.{lever}.speedup is {speedup}")
+            why = _judge(result, spacings, used, f"Levers.{lever}")
+            if bool(result.get("passed")) != (not why):
+                overruled[lever] = f"marked {'passed' if result.get('passed') else 'failed'} in the file, its figures " \
+                                   f"{'fail: ' + why[0] if why else 'pass'}"
+            levers[lever] = {**result, "passed": not why, "why": why}
+    except _Malformed as exc:
+        raise RootletsError(f"speedcheck report {source}: {exc}, not what `rootlets speedcheck` writes; make the "
+                            "report again") from None
+    verified = {**report, "Levers": levers, "Passed": [k for k, r in levers.items() if r["passed"]],
+                "Verified": {"Thresholds": asdict(used), "Overruled": overruled,
+                             "Text": "every verdict recomputed from the report's figures"}}
+    verified["Use"] = list(best_levers(verified))
+    for lever, text in overruled.items():
+        log.warning("speedcheck report %s: %s %s; the figures decide", source, lever, text)
+    return verified
 
 
 def format_report(report: dict) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -41,17 +42,22 @@ from filelock import FileLock, Timeout
 from rootlets_task._version import __version__
 from rootlets_task.core.colours import level_colour
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import now, writable_folder, write_text
+from rootlets_task.core.files import check_size, keep_inputs, load_json, now, printable, read_json, writable_folder, write_text
 from rootlets_task.inference import confidence as conf
 from rootlets_task.io import labels
 from rootlets_task.io.nifti import load, orientation, stem
 from rootlets_task.io.tables import REQUIRED_COLUMNS, is_levels_table, upgrade
 from rootlets_task.levels.compute import shift_table
 from rootlets_task.qc.figures import _pairs, levels_figure, rootlets_figure, thumbnail
-from rootlets_task.qc.views import SLAB_MM, display_views
+from rootlets_task.qc.views import SLAB_MM, check_slab, display_views
 
 REPORT = "rootlets_task"  # our report's folder inside the QC folder (the QC folder's root is SCT's report)
+log = logging.getLogger(__name__)
+
 RECORDS = "_records"
+RECORD_FIELDS = {"subject": str, "key": str, "page": str, "thumbnail": str, "created": str, "vertebral_text": str,
+                 "warnings": list, "spinal_levels": list, "vertebral_levels": list, "shifts": list, "figures": dict}
+SIDECAR_BYTES = 16 << 20  # a QC record, a levels document or a label file's sidecar
 LOCK = ".qc.lock"
 LOCK_TIMEOUT_S = 600
 
@@ -115,9 +121,10 @@ def _sidecar_provenance(kind: str, source) -> dict:
         return {}
     path = Path(source).with_name(stem(source) + ".json")
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
+        content = read_json(path, limit=SIDECAR_BYTES)
         made = content.get("GeneratedBy", [{}])[0]
-    except (OSError, ValueError, AttributeError, IndexError, TypeError):
+        made.get("Command")
+    except (AttributeError, IndexError, TypeError, KeyError):
         return {}
     found = {f"{kind} made by": made.get("Command") or made.get("Name"), f"{kind} source": content.get("Source")}
     if kind == "rootlets":
@@ -140,11 +147,11 @@ def _table(source: TableLike | None, kind: str, columns: tuple[str, ...]) -> pd.
         path = Path(source)
         try:
             if path.suffix == ".json":
-                data = json.loads(path.read_text())
+                data = load_json(path, f"{kind} table", fix="give the CSV or JSON written by `rootlets levels`")
                 table = pd.DataFrame(data.get(kind, data) if isinstance(data, dict) else data)
             else:
-                table = pd.read_csv(path)
-        except (OSError, ValueError) as exc:
+                table = pd.read_csv(check_size(path, f"{kind} table"))
+        except (OSError, ValueError, TypeError) as exc:
             raise RootletsError(f"{kind} table {path}: unreadable ({exc}); "
                                 "give the CSV or JSON written by `rootlets levels`") from None
     if kind == "levels" and is_levels_table(table.columns):
@@ -166,10 +173,7 @@ def _levels_document(source: TableLike | None) -> dict:
     given = Path(source)
     path = given if given.suffix == ".json" else (
         given.with_name(given.name[: -len(".csv")] + ".json") if given.name.endswith("_levels.csv") else None)
-    try:
-        content = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
+    content = read_json(path, limit=SIDECAR_BYTES) if path is not None else None
     return content if isinstance(content, dict) else {}
 
 
@@ -189,11 +193,7 @@ def _numbering(levels: pd.DataFrame | None, document: dict, warnings: list[str])
 def _confidence(given: Mapping | None, rootlets, levels: pd.DataFrame | None, roots: nib.Nifti1Image) -> dict | None:
     """Per-image confidence: the caller's, else the rootlets sidecar's (if it matches the labels), else the table's."""
     if given is None and isinstance(rootlets, str | os.PathLike):
-        path = Path(rootlets).with_name(stem(rootlets) + ".json")
-        try:
-            content = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            content = None
+        content = read_json(Path(rootlets).with_name(stem(rootlets) + ".json"), limit=SIDECAR_BYTES)
         given = conf.matching(content.get("Confidence") if isinstance(content, dict) else None,
                               np.asanyarray(roots.dataobj))
     return conf.summary(dict(given)) if given is not None else conf.from_levels_table(levels)
@@ -245,15 +245,43 @@ def _templates():
 def _numbering_of(record: dict) -> dict:
     """A record's numbering check (records of earlier versions have none)."""
     found = record.get("numbering")
-    return found if isinstance(found, dict) else {"status": "not checked", "renames": {}, "text": ""}
+    ok = isinstance(found, dict) and isinstance(found.get("status"), str) and isinstance(found.get("renames"), dict) \
+        and isinstance(found.get("text"), str)
+    return found if ok and isinstance(found, dict) else {"status": "not checked", "renames": {}, "text": ""}
+
+
+def _record_problem(record) -> str | None:
+    """What in a subject record the index page could not show (a field missing or of another type), or None."""
+    if not isinstance(record, dict):
+        return "not an object"
+    for name, kind in RECORD_FIELDS.items():
+        if not isinstance(record.get(name), kind):
+            return f"field {name} is not {kind.__name__}"
+    if not all(isinstance(s, dict) and isinstance(s.get("shift_mm"), int | float) and
+               all(k in s for k in ("pairing", "vertebral_level", "spinal_level")) for s in record["shifts"]):
+        return "field shifts is malformed"
+    if not all(isinstance(f, dict) and isinstance(f.get("file"), str) for f in record["figures"].values()):
+        return "field figures is malformed"
+    confidence = record.get("confidence")
+    if confidence is not None and not (isinstance(confidence, dict) and "LowestLevel" in confidence and all(
+            isinstance(confidence.get(k), int | float) for k in ("LowestMeanProbability", "MeanProbability",
+                                                                 "FractionBelowHalf"))):
+        return "field confidence is malformed"
+    return None
 
 
 def _read_records(qc_dir: Path) -> list[dict]:
+    """Every subject record of the report; a file that is not one (too large, too deep, not JSON, fields of other
+    types: records are written atomically, so it is not ours) is skipped with a warning."""
     records = []
     for path in sorted((qc_dir / RECORDS).glob("*.json")):
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # records are written atomically; anything else is not ours
+            record = load_json(path, "QC record", limit=SIDECAR_BYTES, fix="it is not listed; move it out of the folder")
+            if _record_problem(record):
+                raise RootletsError(f"QC record {path}: {_record_problem(record)}, not a record of rootlets_task; it is "
+                                    "not listed; move it out of the folder")
+        except RootletsError as exc:
+            log.warning("%s", printable(exc))
             continue
         records.append({**record, "numbering": _numbering_of(record), "confidence": record.get("confidence")})
     return sorted(records, key=lambda r: r["subject"].lower())
@@ -352,7 +380,8 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
     """
     options = dataclasses.replace(options, **fields)  # a field that QcOptions lacks: TypeError, as any call
     subject, identity, provenance = options.subject, options.identity, options.provenance
-    warnings, slab_mm, confidence = options.warnings, options.slab_mm, options.confidence
+    warnings, confidence = options.warnings, options.confidence
+    slab_mm = check_slab(options.slab_mm)  # before anything is read or written
     notes: list[str] = []
     img = _image(image, "image")
     roots = _labels(rootlets, "rootlets", img, notes)
@@ -372,6 +401,11 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
 
     report = report_folder(qc_dir)
     out = report / key
+    keep_inputs([out / "rootlets.png", out / "thumbnail.png", out / "levels.png", out / "index.html",
+                 report / RECORDS / f"{key}.json", report / "index.html"],
+                {f"the {kind} file {p}": p for kind, p in (("image", image), ("rootlets", rootlets), ("cord", cord),
+                                                          ("discs", discs), ("levels", levels), ("shift", shift))},
+                "-qc")
     out.mkdir(exist_ok=True)
     views = display_views(img, roots, cord_img, disc_img, slab_mm=slab_mm)
     zooms = "×".join(f"{z:g}" for z in img.header.get_zooms()[:3])
