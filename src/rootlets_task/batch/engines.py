@@ -56,7 +56,8 @@ def worker_segmenter(model_folder: str, record: dict, device: str, test_time_aug
     """The model, loaded once per process and reused for every later unit (the worker cache).
 
     ``precision`` int8: quantised on the ``calibration`` images with ``int8_options`` (a dict of
-    :class:`rootlets_task.inference.int8.Int8Options` fields), cached on disk by content, so every worker gets the same network.
+    :class:`rootlets_task.inference.int8.Int8Options` fields), cached on disk by content, so every worker gets the same network;
+    bf16: the same network in bfloat16 (CPUs with avx512_bf16 or AMX).
     """
     key = _key(model_folder, device, test_time_aug, threads, precision, calibration, int8_options)
     with _CACHE_LOCK:
@@ -66,14 +67,14 @@ def worker_segmenter(model_folder: str, record: dict, device: str, test_time_aug
             count = _worker_threads(threads)
             if resolve_device(device).type == "cpu":
                 count = configure_threads(count)
-            int8 = {}
+            lower = {"precision": precision} if precision != "float32" else {}
             if precision == "int8":
                 from rootlets_task.inference.int8 import Int8Options
 
                 options = Int8Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in (int8_options or {}).items()})
-                int8 = {"precision": "int8", "calibration": list(calibration) or None, "int8_options": options}
+                lower |= {"calibration": list(calibration) or None, "int8_options": options}
             _CACHE[key] = Segmenter(model_folder, device=device, test_time_aug=test_time_aug, verbose=0, record=record,
-                                    threads=count, **int8)
+                                    threads=count, **lower)
             log.info("model loaded in this process (%s, %s threads, %.1f s)", _CACHE[key].backend,
                      _CACHE[key].threads, _CACHE[key].load_seconds)
         else:
