@@ -112,8 +112,9 @@ def test_speedcheck_reports_every_lever_and_writes_the_json(checked, bids):
         assert {"C5", "C6", "C7", "C8"} <= set(image["levels"]) and set(image["dice"]) >= {"C5", "C6"}
         assert f"\n{lever} " in text  # a row of the table
     _assert_verdicts_follow_the_figures(report)
-    # the crop lever's speed (2 tiles of 8 on the phantom) and its level moves on this model
-    assert report["Levers"]["crop"]["speedup"] > 1.5
+    # the crop lever's level moves on this model (its speed, 2 tiles of 8, is not asserted: no test depends on the
+    # machine's load; benchmarks/bench_inference.py measures it)
+    assert report["Images"][0]["CropBox"]["Source"] == "cord mask"
     assert not report["Levers"]["crop"]["passed"] and "boundary moved" in " ".join(report["Levers"]["crop"]["why"])
     assert report["Use"] == list(speedcheck.best_levers(report)) and "crop" not in report["Use"]
     assert f"rootlets batch -levers auto would use: {'+'.join(report['Use']) or 'no lever'}" in text
