@@ -63,7 +63,8 @@ def worker_segmenter(model_folder: str, record: dict, model: ModelOptions, calib
 
     ``model``: its device, test-time augmentation, threads and precision are used (the backend is chosen per process).
     ``precision`` int8: quantised on the ``calibration`` images with ``int8_options`` (a dict of
-    :class:`rootlets_task.inference.int8.Int8Options` fields), cached on disk by content, so every worker gets the same network.
+    :class:`rootlets_task.inference.int8.Int8Options` fields), cached on disk by content, so every worker gets the same network;
+    bf16: the same network in bfloat16 (CPUs with avx512_bf16 or AMX).
     """
     key = _options_key(model_folder, model, calibration, int8_options)
     with _CACHE_LOCK:

@@ -177,8 +177,10 @@ def _add_source_arguments(g) -> None:
                    help="PMJ source (auto: -pmj, else sct_detect_pmj, else none)")
 
 
-PRECISION_HELP = ("int8: the network quantised with NNCF (opt-in lever: faster on CPU, labels change a little; "
-                  "calibrated on the first input(s), quantised once and cached; check it with `rootlets speedcheck`)")
+PRECISION_HELP = ("float32 (default): exact, on every CPU; int8: the network quantised with NNCF (opt-in lever: faster "
+                  "on CPU, labels change a little; calibrated on the first input(s), quantised once and cached); bf16: "
+                  "the network in bfloat16 (opt-in lever, CPUs with avx512_bf16 or AMX only; labels change a little). "
+                  "Check a lever with `rootlets speedcheck`; -v 2 shows the precision that runs")
 
 
 def _model(args: argparse.Namespace) -> ModelOptions:
@@ -474,7 +476,8 @@ def _batch_parser() -> argparse.ArgumentParser:
                    "(about 3x faster on CPU; labels can differ from the uncropped ones)")
     g = p.add_argument_group("speed levers (labels change a little; see `rootlets speedcheck -h`)")
     g.add_argument("-levers", default="none", metavar="{none,auto,LIST}",
-                   help="none (default): the exact path; LIST (crop, int8 or crop,int8): those levers, unchecked (crop: the "
+                   help="none (default): the exact path; LIST (crop, int8, bf16, crop,int8 or crop,bf16): those levers, "
+                   "unchecked (bf16: CPUs with avx512_bf16 or AMX only; crop: the "
                    "cord box of the -levels chain, else the labels folder's cord mask, else sc-crop's); auto: the "
                    "fastest lever that passed `rootlets speedcheck` with this release: its -speedcheck report, or a "
                    "check of the first -levers-check images here (saved in logs/speedcheck.json; those images are "
@@ -485,7 +488,7 @@ def _batch_parser() -> argparse.ArgumentParser:
     g.add_argument("-levers-check", type=int, default=2, metavar="N", help="with -levers auto and no -speedcheck: "
                    "images checked first (default 2)")
     g.add_argument("-precision", default="float32", choices=PRECISIONS, help="int8 = -levers int8 (calibrated on the "
-                   "dataset's first two images)")
+                   "dataset's first two images), bf16 = -levers bf16")
     p.add_argument("-qc", metavar="DIR", help="write a QC report of every image into this folder")
     p.add_argument("-bids-strict", action="store_true", help="BIDS-valid output names (<entities>_desc-rootlets_dseg, "
                    "_label-SC_mask, _desc-discs_dseg ... with dseg.tsv look-up tables and a .bidsignore) instead of the "
@@ -535,8 +538,9 @@ def _speedcheck_parser() -> argparse.ArgumentParser:
                                 "model sha256, verdicts, figures) is what `rootlets batch -levers auto -speedcheck FILE` "
                                 "follows.")
     p.add_argument("images", nargs="+", metavar="IMG", help="images to check (the first two calibrate int8)")
-    p.add_argument("-levers", default=",".join(LEVERS), metavar="LIST", help=f"comma list of {', '.join(LEVERS)} "
-                   "(default: all); crop needs a cord mask (-s) or the sc-crop package, int8 the int8 extra")
+    p.add_argument("-levers", metavar="LIST", help=f"comma list of {', '.join(LEVERS)} (default: all this CPU can run); "
+                   "crop needs a cord mask (-s) or the sc-crop package, int8 the int8 extra, bf16 a CPU with avx512_bf16 "
+                   "or AMX")
     p.add_argument("-s", nargs="+", metavar="CORD", help="cord mask of every image, in order (crop box and levels)")
     p.add_argument("-release", metavar="TAG", help="model release (default r20250318; see `rootlets releases`)")
     p.add_argument("-o", default="speedcheck.json", metavar="FILE.json", help="report (default speedcheck.json)")
@@ -546,7 +550,7 @@ def _speedcheck_parser() -> argparse.ArgumentParser:
                    help=f"largest level-boundary move in mm (default {t.max_boundary_mm:g})")
     p.add_argument("-reps", type=int, default=1, metavar="N", help="timed runs of every path per image (default 1)")
     p.add_argument("-threads", type=int, metavar="N", help="CPU threads (default: every physical core)")
-    p.add_argument("-device", default="auto", choices=DEVICES, help="compute device (int8 runs on CPU only)")
+    p.add_argument("-device", default="auto", choices=DEVICES, help="compute device (int8 and bf16 run on CPU only)")
     p.add_argument("-v", type=int, default=1, choices=[0, 1, 2], help="verbosity")
     return p
 
@@ -559,12 +563,13 @@ def _run_speedcheck(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         CheckOptions,
         Thresholds,
         check_levers,
+        default_levers,
         format_report,
         parse_levers,
         write_report,
     )
 
-    levers = parse_levers(args.levers)
+    levers = parse_levers(args.levers) if args.levers is not None else default_levers()
     thresholds = Thresholds(args.max_mid_voxels, args.max_boundary_mm).check()
     if Path(args.o).is_dir():
         raise RootletsError(f"-o {args.o}: is a folder; give the report's file name (e.g. {Path(args.o) / 'speedcheck.json'})")

@@ -13,7 +13,7 @@ from rootlets_task.core.errors import RootletsError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BACKENDS = ("auto", "torch", "openvino")  # auto = OpenVINO on CPU when installed and numerically checked, else torch
 METHODS = ("gapfree", "reference")
-PRECISIONS = ("float32", "int8")
+PRECISIONS = ("float32", "int8", "bf16")  # bf16: OpenVINO on CPUs with avx512_bf16 or AMX
 RENUMBER = ("none", "suggested")  # suggested: apply the numbering check's suggestion (recorded), never silently
 CONTRASTS = ("t1", "t2")  # what sct_detect_pmj knows
 # Where each label comes from, in the order ``auto`` tries them (after a given file).
@@ -39,7 +39,7 @@ class ModelOptions:
     backend: str = "auto"
     threads: int | None = None  # CPU threads; None = every physical core this process may use
     allow_code: bool = False  # let a release's own Python code (SCT's trainer_class.py) run: it has the user's rights
-    precision: str = "float32"  # "int8": the OpenVINO network quantised with NNCF (opt-in lever, labels change a little)
+    precision: str = "float32"  # int8 (NNCF) or bf16 (bf16 CPUs): opt-in OpenVINO levers, labels change a little
 
     def __post_init__(self) -> None:  # an options object that exists is a valid one: the CLI and the API share it
         self.check()

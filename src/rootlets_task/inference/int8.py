@@ -136,8 +136,8 @@ def quantize(ir: Path, tiles: list[np.ndarray], options: Int8Options, dest: Path
         ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None)
     ov.save_model(quantized, dest / "network.xml", compress_to_fp16=False)
     tile = tiles[len(tiles) // 2]
-    outputs = [np.asarray(core.compile_model(m, "CPU").create_infer_request().infer({0: tile})[0])
-               for m in (model, quantized)]
+    config = backends.compile_config(None, "int8")  # float32 layers in float32 on every CPU, both networks
+    outputs = [backends.run_network(core.compile_model(m, "CPU", config), tile) for m in (model, quantized)]
     check = agreement_on_tile(*outputs) | {"tiles": len(tiles), "options": asdict(options)}
     (dest / "check.json").write_text(json.dumps(check))
     return check
@@ -187,8 +187,7 @@ def use_int8(predictor, calibration: str, tiles: Callable[[], list[np.ndarray]],
             log.warning("int8 labels agree with float32 on %.3f of a calibration tile (< %s); using float32",
                         check["label_agreement"], options.min_agreement)
             return False
-        compiled[id(params)] = backends.compile_cached(folder, {"PERFORMANCE_HINT": "LATENCY",
-                                                               "INFERENCE_NUM_THREADS": threads})
+        compiled[id(params)] = backends.compile_cached(folder, backends.compile_config(threads, "int8"))
         log.info("int8 fold: %s", check)
     predictor.network = backends.OpenVINONetwork(compiled)
     return True

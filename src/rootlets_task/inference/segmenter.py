@@ -39,7 +39,7 @@ import numpy as np
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import load_json, read_json
 from rootlets_task.core.options import ModelOptions
-from rootlets_task.inference import cropping
+from rootlets_task.inference import cpu, cropping
 from rootlets_task.inference.cropping import Box, grow_to_patch
 from rootlets_task.io import nifti
 from rootlets_task.models.plans import plans_problem
@@ -189,17 +189,24 @@ def _release_trainer(path: Path):
 
 
 def _check_precision(precision: str, backend: str, device: str) -> None:
-    """Refuse a precision that cannot run with this backend and device (int8 needs NNCF and OpenVINO on CPU)."""
+    """Refuse a precision that cannot run with this backend, device and CPU: int8 needs NNCF and OpenVINO on CPU,
+    bf16 OpenVINO on a CPU with native bfloat16 (``avx512_bf16`` or AMX)."""
     from rootlets_task.core.options import PRECISIONS
     from rootlets_task.inference import backends, int8
 
     if precision not in PRECISIONS:
         raise RootletsError(f"precision {precision!r}: unknown; use one of {', '.join(PRECISIONS)}")
+    if precision == "float32":
+        return
     if precision == "int8":
         int8.require_nncf()
-        if backend == "torch" or device != "cpu" or not backends.openvino_available():
-            raise RootletsError(f"precision int8: needs the OpenVINO backend on CPU (here: {backend}, {device}); run "
-                                "`pip install 'rootlets_task[int8]'` and use -device cpu")
+    if backend == "torch" or device != "cpu" or not backends.openvino_available():
+        extra = "int8" if precision == "int8" else "openvino"
+        raise RootletsError(f"precision {precision}: needs the OpenVINO backend on CPU (here: {backend}, {device}); run "
+                            f"`pip install 'rootlets_task[{extra}]'` and use -device cpu")
+    if precision == "bf16" and not cpu.has_bf16():
+        raise RootletsError(f"precision bf16: this CPU has no native bfloat16 (it needs avx512_bf16 or AMX): "
+                            f"{cpu.describe()}; use -precision float32 (exact) or int8")
 
 
 @contextlib.contextmanager
@@ -242,7 +249,9 @@ class Segmenter:
     ``verbose`` 2 shows nnU-Net's own output. ``allow_code``: let the release's ``trainer_class.py`` build the network.
     ``precision="int8"`` (opt-in, OpenVINO backend and the ``int8`` extra): the network quantised with NNCF on
     ``calibration`` images (paths or NIfTI images; default: phantoms) with ``int8_options``, faster per tile, labels
-    change a little; see :mod:`rootlets_task.inference.int8`.
+    change a little; see :mod:`rootlets_task.inference.int8`. ``precision="bf16"`` (opt-in, OpenVINO on a CPU with
+    ``avx512_bf16`` or AMX): the network run in bfloat16 (:func:`rootlets_task.inference.backends.use_bf16`).
+    :attr:`precision` is the one that runs.
     """
 
     def __init__(self, model_folder: str | os.PathLike, options: ModelOptions = ModelOptions(), *, verbose: int = 1,
@@ -268,6 +277,8 @@ class Segmenter:
         self.backend = self._select_backend(options.backend)
         self.precision = self._select_precision(options.precision, options.backend, calibration, int8_options)
         self.load_seconds = time.perf_counter() - t0
+        log.info("network: %s backend, %s precision, %s threads, on %s", self.backend, self.precision, self.threads,
+                 cpu.describe() if self.device.type == "cpu" else self.device.type)
 
     def _json(self, name: str) -> dict:
         path = self.model_folder / name
@@ -318,14 +329,19 @@ class Segmenter:
             return "openvino" if backends.use_openvino(self.predictor, self.threads) else "torch"
 
     def _select_precision(self, precision: str, backend: str, calibration: Sequence | None, options) -> str:
-        """``float32``, or ``int8``: the OpenVINO network swapped for its NNCF quantisation (:mod:`.int8`)."""
-        from rootlets_task.inference import int8
+        """``float32``; ``bf16``: the OpenVINO network compiled in bfloat16 (:mod:`.backends`); ``int8``: the OpenVINO
+        network swapped for its NNCF quantisation (:mod:`.int8`). float32 (with a warning) when it cannot run."""
+        from rootlets_task.inference import backends, int8
 
         if precision == "float32":
             return precision
         if self.backend != "openvino":  # OpenVINO is installed (checked before the load) but failed its check
-            log.warning("precision int8: the OpenVINO backend is not usable here; using float32")
+            log.warning("precision %s: the OpenVINO backend is not usable here; using float32", precision)
             return "float32"
+        assert self.threads is not None  # OpenVINO runs on CPU, where threads are set
+        if precision == "bf16":
+            with _quiet(self.verbose < 2):
+                return "bf16" if backends.use_bf16(self.predictor, self.threads) else "float32"
         options = options or int8.Int8Options()
         images = (int8.load_images(calibration) if calibration
                   else int8.default_calibration(float(min(self.predictor.configuration_manager.spacing))))
@@ -335,8 +351,6 @@ class Segmenter:
             return int8.calibration_tiles(self.predictor, (self.preprocess(self.prepare(i))[0] for i in images),
                                           options.max_tiles)
 
-
-        assert self.threads is not None  # OpenVINO runs on CPU, where threads are set
         with _quiet(self.verbose < 2):
             return "int8" if int8.use_int8(self.predictor, digest, tiles, self.threads, options) else "float32"
 

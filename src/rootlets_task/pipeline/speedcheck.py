@@ -1,12 +1,14 @@
 """Validate the speed levers on your own images (``rootlets speedcheck``) and let a batch use only what passed.
 
-The exact path (the same tiles as SCT) is the reference. Two opt-in levers change labels a little: ``crop`` (the
-sliding window on a box around the cord, see :mod:`rootlets_task.inference.cropping`) and ``int8`` (the network quantised with
-NNCF, :mod:`rootlets_task.inference.int8`); ``crop+int8`` is both. :func:`check_levers` runs the exact path and each lever on
-the same images with the installed release, in one process and interleaved (so that every speed-up sees the same
-machine load), and compares the labels: voxel agreement, per-level Dice, and each spinal level's midpoint and
-boundaries in mm, on the cord (:func:`rootlets_task.levels.compute.compute_levels`) when a cord mask is given, else along the
-image's superior-inferior world axis. A lever passes when it meets :class:`Thresholds` on every image.
+The exact path (the same tiles as SCT) is the reference. Three opt-in levers change labels a little: ``crop`` (the
+sliding window on a box around the cord, see :mod:`rootlets_task.inference.cropping`), ``int8`` (the network quantised with
+NNCF, :mod:`rootlets_task.inference.int8`) and ``bf16`` (the network run in bfloat16, on CPUs with ``avx512_bf16`` or
+AMX only: :mod:`rootlets_task.inference.backends`); ``crop+int8`` and ``crop+bf16`` are both. :func:`check_levers`
+runs the exact path and each lever on the same images with the installed release, in one process and interleaved (so
+that every speed-up sees the same machine load), and compares the labels: voxel agreement, per-level Dice, and each
+spinal level's midpoint and boundaries in mm, on the cord (:func:`rootlets_task.levels.compute.compute_levels`) when
+a cord mask is given, else along the image's superior-inferior world axis. A lever passes when it meets
+:class:`Thresholds` on every image.
 
 :func:`write_report` saves the verdict as a small JSON tied to the release (tag and model sha256);
 ``rootlets batch -levers auto`` reads it (:func:`read_report`) or makes one on the dataset's own first images and
@@ -33,7 +35,7 @@ from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import keep_inputs, load_json, now, sha256_file, write_json
 from rootlets_task.core.names import level_name
 from rootlets_task.core.options import ModelOptions
-from rootlets_task.inference import cropping
+from rootlets_task.inference import cpu, cropping
 from rootlets_task.io import labels, nifti
 from rootlets_task.io.metrics import agreement
 from rootlets_task.levels.compute import compute_levels
@@ -43,7 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LEVERS = ("crop", "int8", "crop+int8")
+LEVERS = ("crop", "int8", "crop+int8", "bf16", "crop+bf16")
+LOW_PRECISIONS = ("int8", "bf16")  # the levers that change the network's precision (one at a time)
 FORMAT, FORMAT_VERSION = "rootlets_task speedcheck", 1
 REPORT = "speedcheck.json"  # the name a batch gives it in its logs folder
 CALIBRATION_IMAGES = 2  # int8 is calibrated on the first (up to) two images checked
@@ -98,9 +101,24 @@ def parse_levers(text: str, allowed: Sequence[str] = LEVERS) -> tuple[str, ...]:
     return tuple(n for n in allowed if n in names)
 
 
-def parts(lever: str) -> tuple[bool, bool]:
-    """(crops, quantises) of a lever name such as ``crop+int8``."""
-    return "crop" in lever.split("+"), "int8" in lever.split("+")
+def parts(lever: str) -> tuple[bool, str]:
+    """(crops, precision) of a lever name: ``crop+int8`` -> (True, "int8"), ``crop`` -> (True, "float32")."""
+    names = lever.split("+")
+    return "crop" in names, next((n for n in names if n in LOW_PRECISIONS), "float32")
+
+
+def levers_not_here() -> dict[str, str]:
+    """The levers this machine cannot run, with why: the bf16 ones on a CPU without native bfloat16."""
+    if cpu.has_bf16():
+        return {}
+    why = f"this CPU has no native bfloat16 (avx512_bf16 or AMX): {cpu.describe()}"
+    return {lever: why for lever in LEVERS if parts(lever)[1] == "bf16"}
+
+
+def default_levers() -> tuple[str, ...]:
+    """Every lever this machine can run (:func:`levers_not_here` left out)."""
+    skip = levers_not_here()
+    return tuple(lever for lever in LEVERS if lever not in skip)
 
 
 @dataclass
@@ -154,27 +172,30 @@ def _boxes(cases: list[_Case], strict: bool) -> str | None:
     return None
 
 
-def _segmenters(model: ModelOptions, cases: list[_Case], int8: bool, int8_options, calibration: int,
-                strict: bool) -> tuple[dict, str | None]:
-    """The exact model and (``int8``) the quantised one, with the seconds it took to make (``int8_setup``); the
-    reason int8 cannot be checked (not strict)."""
+def _segmenters(model: ModelOptions, cases: list[_Case], precisions: set[str], int8_options, calibration: int,
+                strict: bool) -> tuple[dict, dict[str, str]]:
+    """The exact model and one per lower precision asked for (``int8``, ``bf16``), with the seconds each took to make
+    (``int8_setup``, ``bf16_setup``); the reason a precision cannot be checked (not strict)."""
     from rootlets_task.pipeline.segment import load_segmenter
 
     loaded: dict[str, Any] = {"float32": load_segmenter(replace(model, precision="float32"), verbose=0)}
-    if not int8:
-        return loaded, None
-    t0 = time.perf_counter()
-    try:
-        seg = load_segmenter(replace(model, precision="int8"), verbose=0, int8_options=int8_options,
-                             calibration=[c.img for c in cases[:calibration]])
-    except RootletsError as exc:
-        if strict:
-            raise RootletsError(f"{exc} (or leave int8 out of -levers)") from None
-        return loaded, f"int8 cannot run here: {exc}"
-    loaded["int8"], loaded["int8_setup"] = seg, time.perf_counter() - t0
-    if seg.precision != "int8":
-        return loaded, "the int8 network failed its own check against float32 (see the log), so float32 was kept"
-    return loaded, None
+    reasons: dict[str, str] = {}
+    for precision in (p for p in LOW_PRECISIONS if p in precisions):
+        t0 = time.perf_counter()
+        extra = {"int8_options": int8_options, "calibration": [c.img for c in cases[:calibration]]} \
+            if precision == "int8" else {}
+        try:
+            seg = load_segmenter(replace(model, precision=precision), verbose=0, **extra)
+        except RootletsError as exc:
+            if strict:
+                raise RootletsError(f"{exc} (or leave {precision} out of -levers)") from None
+            reasons[precision] = f"{precision} cannot run here: {exc}"
+            continue
+        loaded[precision], loaded[f"{precision}_setup"] = seg, time.perf_counter() - t0
+        if seg.precision != precision:
+            reasons[precision] = (f"the {precision} network could not be used (see the log: its own check failed or "
+                                  "OpenVINO does not run it here), so float32 was kept")
+    return loaded, reasons
 
 
 def _timed_runs(cases: list[_Case], paths: dict[str, tuple], reps: int) -> tuple[dict, dict]:
@@ -301,7 +322,7 @@ def _lever_report(cases: list[_Case], exact: list, found: list, seconds: list, e
 @dataclass
 class SpeedCheck:
     """What :func:`check_levers` found: the JSON report, the exact path's predictions per image (input order) and the
-    models it loaded (``float32``, ``int8``), for callers that go on segmenting with them."""
+    models it loaded (``float32``, ``int8``, ``bf16``), for callers that go on segmenting with them."""
 
     report: dict
     exact: list  # inference.Prediction of every image
@@ -316,14 +337,21 @@ def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.P
 
     ``cords``: one cord mask per image (or None): the crop box and the levels come from it; without one the box is
     sc-crop's and the levels are measured along the image's S-I axis. ``options`` (:class:`CheckOptions`; any of its
-    fields given by keyword replaces the options' one, e.g. ``reps=3``) says how the check runs.
+    fields given by keyword replaces the options' one, e.g. ``reps=3``) says how the check runs: with ``strict``, a
+    lever that cannot run (sc-crop or NNCF missing, bf16 on a CPU without it) is a one-line error; otherwise it is
+    reported as not passed, with the reason.
     """
     options = replace(options, **fields)  # a field that CheckOptions lacks: TypeError, as any call
     int8_options, calibration, reps, method, strict = (options.int8_options, options.calibration, options.reps,
                                                        options.method, options.strict)
     levers = parse_levers(",".join(levers))
     thresholds.check()
-    if any(parts(lever)[1] for lever in levers) and int8_options is None:
+    blocked = {lever: why for lever, why in levers_not_here().items() if lever in levers}
+    if strict and blocked:
+        raise RootletsError(f"-levers {','.join(blocked)}: {next(iter(blocked.values()))}; leave them out (by default "
+                            "only the levers this CPU can run are checked)")
+    precisions = {parts(lever)[1] for lever in levers}
+    if "int8" in precisions and int8_options is None:
         from rootlets_task.inference.int8 import Int8Options
 
         int8_options = Int8Options()
@@ -335,14 +363,12 @@ def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.P
     if any(parts(lever)[0] for lever in levers):
         reason = _boxes(cases, strict)
         unavailable.update({lever: reason for lever in levers if reason and parts(lever)[0]})
-    loaded, reason = _segmenters(model, cases, any(parts(lever)[1] for lever in levers), int8_options, calibration,
-                                 strict)
+    loaded, reasons = _segmenters(model, cases, precisions, int8_options, calibration, strict)
     for lever in levers:
-        if reason and parts(lever)[1]:
-            unavailable.setdefault(lever, reason)
+        if parts(lever)[1] in reasons:
+            unavailable.setdefault(lever, reasons[parts(lever)[1]])
     paths = {"exact": (loaded["float32"], False)}
-    paths.update({lever: (loaded["int8" if parts(lever)[1] else "float32"], parts(lever)[0])
-                  for lever in levers if lever not in unavailable})
+    paths.update({lever: (loaded[parts(lever)[1]], parts(lever)[0]) for lever in levers if lever not in unavailable})
     predictions, seconds = _timed_runs(cases, paths, reps)
     found = {name: [p.labels for p in found] for name, found in predictions.items()}
     extents, problems = _exact_levels(cases, found["exact"], method, strict)
@@ -355,6 +381,8 @@ def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.P
         assert int8_options is not None  # set above: an int8 lever is checked
         report["Int8"] = {"Precision": loaded["int8"].precision, "Options": asdict(int8_options),
                           "SetupSeconds": loaded["int8_setup"], "Calibration": report["Images"][:calibration]}
+    if "bf16" in loaded:
+        report["Bf16"] = {"Precision": loaded["bf16"].precision, "SetupSeconds": loaded["bf16_setup"]}
     return SpeedCheck(report, predictions["exact"], loaded, [nifti.image_digest(c.img) for c in cases])
 
 
@@ -367,7 +395,9 @@ def _report(cases: list[_Case], loaded: dict, results: dict, exact_seconds: list
               "Release": model_fields(exact.record) | {"ModelFolder": str(exact.model_folder)},
               "Thresholds": asdict(thresholds) | {"Text": thresholds.text()}, "LevelsMethod": method,
               "CropMarginMM": cropping.CROP_MARGIN_MM, "Repetitions": reps,
-              "Exact": {"Backend": exact.backend, "Device": exact.device.type, "Threads": exact.threads,
+              "CPU": cpu.cpu_info(),
+              "Exact": {"Backend": exact.backend, "Precision": exact.precision, "Device": exact.device.type,
+                        "Threads": exact.threads,
                         "SecondsPerImage": sum(_median(s) for s in exact_seconds) / len(cases)},
               "Images": [{"File": str(c.path.absolute()), "SHA256": sha256_file(c.path), "Cord": c.cord_file,
                           "SISpacingMM": c.si_mm, "CropBox": c.box_info,
@@ -380,13 +410,13 @@ def _report(cases: list[_Case], loaded: dict, results: dict, exact_seconds: list
 
 
 def best_levers(report: dict) -> tuple[str, ...]:
-    """The fastest lever that passed (by its measured speed-up) as its parts: ``("crop", "int8")``, ``("int8",)``,
+    """The fastest lever that passed (by its measured speed-up) as its parts: ``("crop", "int8")``, ``("bf16",)``,
     ... or ``()`` when none passed."""
     passed = [(r.get("speedup") or 0.0, lever) for lever, r in report.get("Levers", {}).items() if r.get("passed")]
     if not passed:
         return ()
-    crop, int8 = parts(max(passed)[1])
-    return ("crop",) * crop + ("int8",) * int8
+    crop, precision = parts(max(passed)[1])
+    return ("crop",) * crop + ((precision,) if precision != "float32" else ())
 
 
 def write_report(check: SpeedCheck | dict, path: str | os.PathLike) -> Path:
@@ -524,8 +554,9 @@ def verify(report: dict, source: str, thresholds: Thresholds = Thresholds()) -> 
 def format_report(report: dict) -> str:
     """The verdict as a short text table (one row per lever, reasons below)."""
     exact = report["Exact"]
-    lines = [f"exact path: {exact['SecondsPerImage']:.1f} s per image ({exact['Backend']}, {exact['Threads']} threads); "
-             f"thresholds: {report['Thresholds']['Text']}",
+    processor = (report.get("CPU") or {}).get("Model", "?")
+    lines = [f"exact path: {exact['SecondsPerImage']:.1f} s per image ({exact['Backend']} {exact.get('Precision', 'float32')}, "
+             f"{exact['Threads']} threads on {processor}); thresholds: {report['Thresholds']['Text']}",
              f"{'lever':10s} {'s/image':>8s} {'speedup':>8s} {'voxels':>8s} {'min Dice':>8s} {'mid mm':>7s} "
              f"{'bound mm':>8s}  verdict"]
     for lever, r in report["Levers"].items():
