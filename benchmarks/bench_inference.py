@@ -273,7 +273,7 @@ def int8_check(model: Path, torch_net, patch, reference) -> dict:
     tile = torch.from_numpy(int8.calibration_tiles(segmenter.predictor, [data], 1)[0])
     with torch.no_grad():
         return {"int8": backends.max_softmax_difference(net(patch), reference),
-                "int8_on_image_tile": int8.agreement_on_tile(torch_net(tile).numpy(), net(tile).numpy()),
+                "int8_on_image_tile": backends.agreement_on_tile(torch_net(tile).numpy(), net(tile).numpy()),
                 "per_tile_s_int8": seconds_per_tile(net, patch)}
 
 

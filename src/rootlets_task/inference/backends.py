@@ -218,8 +218,6 @@ def use_bf16(predictor, threads: int) -> bool:
     folder = ir_folder(predictor.list_of_parameters[0], patch)
     check = read_json(folder / "check-bf16.json")
     if not isinstance(check, dict):
-        from rootlets_task.inference.int8 import agreement_on_tile
-
         example = check_patch(patch).numpy()
         check = agreement_on_tile(run_network(compile_cached(folder, compile_config(threads)), example),
                                   run_network(compiled[id(predictor.list_of_parameters[0])], example))
@@ -227,3 +225,11 @@ def use_bf16(predictor, threads: int) -> bool:
     log.info("bf16 network vs float32 on the check patch: %s", check)
     predictor.network = OpenVINONetwork(compiled)
     return True
+
+
+def agreement_on_tile(reference: np.ndarray, other: np.ndarray) -> dict:
+    """Max |softmax difference| and share of equal labels where either labels, of two logit tiles."""
+    a, b = reference.argmax(1), other.argmax(1)
+    labelled = (a > 0) | (b > 0)
+    return {"max_softmax_difference": max_softmax_difference(reference, other),
+            "label_agreement": float((a == b)[labelled].mean()) if labelled.any() else 1.0}

@@ -114,14 +114,6 @@ def _keep_float_names(model, keep: Sequence[str]) -> list[str]:
     return [convs[0]] * ("first" in keep) + [convs[-1]] * ("last" in keep)
 
 
-def agreement_on_tile(reference: np.ndarray, other: np.ndarray) -> dict:
-    """Max |softmax difference| and share of equal labels where either labels, of two logit tiles."""
-    a, b = reference.argmax(1), other.argmax(1)
-    labelled = (a > 0) | (b > 0)
-    return {"max_softmax_difference": backends.max_softmax_difference(reference, other),
-            "label_agreement": float((a == b)[labelled].mean()) if labelled.any() else 1.0}
-
-
 def quantize(ir: Path, tiles: list[np.ndarray], options: Int8Options, dest: Path) -> dict:
     """Quantise the float32 IR ``ir`` on ``tiles`` into ``dest`` (network.xml + check.json); return the check."""
     import nncf
@@ -138,7 +130,7 @@ def quantize(ir: Path, tiles: list[np.ndarray], options: Int8Options, dest: Path
     tile = tiles[len(tiles) // 2]
     config = backends.compile_config(None, "int8")  # float32 layers in float32 on every CPU, both networks
     outputs = [backends.run_network(core.compile_model(m, "CPU", config), tile) for m in (model, quantized)]
-    check = agreement_on_tile(*outputs) | {"tiles": len(tiles), "options": asdict(options)}
+    check = backends.agreement_on_tile(*outputs) | {"tiles": len(tiles), "options": asdict(options)}
     (dest / "check.json").write_text(json.dumps(check))
     return check
 
