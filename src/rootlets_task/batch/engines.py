@@ -61,11 +61,9 @@ def worker_segmenter(model_folder: str, record: dict, device: str, test_time_aug
     key = _key(model_folder, device, test_time_aug, threads, precision, calibration, int8_options)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            from rootlets_task.inference.segmenter import Segmenter, configure_threads, resolve_device
+            from rootlets_task.inference.segmenter import Segmenter
 
             count = _worker_threads(threads)
-            if resolve_device(device).type == "cpu":
-                count = configure_threads(count)
             int8 = {}
             if precision == "int8":
                 from rootlets_task.inference.int8 import Int8Options

@@ -1,0 +1,53 @@
+"""Issue #23 items 9-16: the package leaves its caller's process as it found it, follows SCT's install habits, and its
+tests catch what they claim."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import torch
+
+from rootlets_task.core import logs
+from rootlets_task.core.options import ModelOptions
+from rootlets_task.io.phantom import make_phantom
+from rootlets_task.pipeline.segment import load_segmenter, segment
+
+
+# --- 9. logging and threads restored -------------------------------------------------------------------------------
+def test_package_logger_has_a_null_handler():
+    code = "import logging, rootlets_task; print([type(h).__name__ for h in logging.getLogger('rootlets_task').handlers])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "NullHandler" in out
+
+
+def test_unit_log_restores_the_logger_level(tmp_path):
+    logger = logging.getLogger("rootlets_task")
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with logs.unit_log(tmp_path / "unit.log"):
+            assert logger.getEffectiveLevel() == logging.INFO  # the unit's log gets its progress lines
+            logging.getLogger("rootlets_task.batch").info("inside the unit")
+        assert logger.level == logging.ERROR
+    finally:
+        logger.setLevel(before)
+    assert "inside the unit" in (tmp_path / "unit.log").read_text()
+
+
+def test_loaded_model_leaves_torch_threads_and_nnunet_variables_as_it_found_them(random_store, monkeypatch):
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    for name in ("nnUNet_def_n_proc", "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(name, raising=False)
+    caller = torch.get_num_threads()
+    torch.set_num_threads(3)  # the embedding program's own choice, distinct from the model's 1 below
+    try:
+        seg = load_segmenter(ModelOptions(device="cpu", threads=1), verbose=0)
+        assert torch.get_num_threads() == 3
+        labels = segment(make_phantom("LPI", (2.0, 2.0, 2.0)).nifti("image"), segmenter=seg)
+        assert labels.get_data_dtype().name == "uint8" and torch.get_num_threads() == 3
+        assert not {"nnUNet_def_n_proc", "nnUNet_raw", "nnUNet_results"} & set(os.environ)
+    finally:
+        torch.set_num_threads(caller)
