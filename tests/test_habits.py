@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from rootlets_task.core import logs
@@ -51,3 +52,16 @@ def test_loaded_model_leaves_torch_threads_and_nnunet_variables_as_it_found_them
         assert not {"nnUNet_def_n_proc", "nnUNet_raw", "nnUNet_results"} & set(os.environ)
     finally:
         torch.set_num_threads(caller)
+
+
+# --- 12. SCT 6.x spellings ------------------------------------------------------------------------------------------
+def test_sct6_task_flag_gets_the_new_spelling_and_exit_0_as_sct_7(tmp_path, capsys):
+    from rootlets_task.cli import rootlets as cli
+
+    out = tmp_path / "out.nii.gz"
+    with pytest.raises(SystemExit) as stop:  # SCT 7.x: parser.exit() right after its hint, nothing else runs
+        cli.main(["-task", "seg_spinal_rootlets_t2w", "-i", str(tmp_path / "t2.nii.gz"), "-o", str(out)])
+    assert stop.value.code in (0, None)
+    said = capsys.readouterr().out.strip().splitlines()
+    assert len(said) == 1 and "`rootlets ...` without -task" in said[0] and "-release r20240730" in said[0]
+    assert not out.exists()

@@ -79,6 +79,29 @@ class _OneLineErrors(_StrictParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
 
 
+class _SctTaskFlag(argparse.Action):
+    """SCT 6.x's ``-task TASK``: as ``sct_deepseg`` 7.x does, say the new spelling and stop there (exit 0, nothing run).
+
+    SCT 7.0 replaced ``sct_deepseg -task seg_spinal_rootlets_t2w`` by ``sct_deepseg rootlets``; its parser keeps a
+    hidden ``-task`` that prints the new spelling and exits 0. Ours says it in one line, and names the release that
+    SCT 6.x ran for that task (``-release TAG`` runs the same model here).
+    """
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=argparse.SUPPRESS):
+        super().__init__(option_strings, dest=dest, default=default, nargs="?", metavar="TASK", help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from rootlets_task.models.releases import RELEASES
+
+        task = values or "TASK"
+        tags = [r.tag for r in RELEASES.values() if r.sct_task == task and r.sct_task != "rootlets"]
+        old = f"; SCT {RELEASES[tags[0]].sct_versions}'s {task} model is release {tags[0]} (-release {tags[0]})" \
+            if tags else ""
+        print(f"rootlets: the '-task' flag was deprecated in SCT 7.0: `sct_deepseg -task {task} ...` is now "
+              f"`sct_deepseg rootlets ...`, here `rootlets ...` without -task{old}")  # on stdout, as SCT's printv
+        parser.exit(0)
+
+
 RENUMBER_HELP = ("none (default): never rename a level; a numbering that does not fit the vertebral levels is only "
                  "reported (warning, levels JSON, QC); suggested: apply the numbering check's suggested renumbering "
                  "(recorded in the outputs)")
@@ -90,6 +113,7 @@ def _segment_parser() -> argparse.ArgumentParser:
         description="Segment spinal nerve rootlets (RootletSeg nnU-Net), like `sct_deepseg rootlets`. "
         "Sub-commands: " + ", ".join(COMMANDS) + " (see `rootlets COMMAND -h`).",
     )
+    p.add_argument("-task", action=_SctTaskFlag)  # hidden, as in SCT 7.x: SCT 6.x's spelling gets the new one
     io = p.add_argument_group("input/output (SCT's)")
     io.add_argument("-i", nargs="+", metavar="IMG", help="input NIfTI image(s); several run with one model load")
     io.add_argument("-o", metavar="OUT", help="output file if it ends in .nii/.nii.gz (one input), else a folder for "
