@@ -3,11 +3,13 @@ tests catch what they claim."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
 
+import nibabel as nib
 import pytest
 import torch
 
@@ -65,3 +67,43 @@ def test_sct6_task_flag_gets_the_new_spelling_and_exit_0_as_sct_7(tmp_path, caps
     said = capsys.readouterr().out.strip().splitlines()
     assert len(said) == 1 and "`rootlets ...` without -task" in said[0] and "-release r20240730" in said[0]
     assert not out.exists()
+
+
+# --- 10. -install -custom-url then -i runs the custom model, as SCT ------------------------------------------------
+def test_custom_install_is_what_the_next_segmentation_runs(random_store, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from support.loopback import stop
+    from test_install import Server
+
+    from rootlets_task.cli import rootlets as cli
+    from rootlets_task.io.phantom import write_phantom
+    from rootlets_task.models.releases import DEFAULT_TAG, PHANTOM_ZIP
+
+    home = tmp_path / "home"
+    shutil.copytree(random_store, home)  # r20250318 installed (the random model), as a user has it
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(home))
+    monkeypatch.setenv("ROOTLETS_TASK_BACKEND", "torch")  # no OpenVINO conversion: which model ran is the point
+    server = Server()  # the phantom release zip served under a name of its own, as a lab's model would be
+    try:
+        url = server.add("lab_model_v2.zip", PHANTOM_ZIP.read_bytes())
+        assert cli.main(["-install", "-custom-url", url, "-v", "0"]) == 0
+    finally:
+        stop(server.httpd)
+    full = nib.load(write_phantom(tmp_path / "data", "LPI", (1.0, 1.0, 1.0))["image"])
+    image = tmp_path / "small.nii.gz"  # a slab of it: only which model ran matters here
+    centre = [n // 2 for n in full.shape]
+    nib.save(full.slicer[centre[0] - 16:centre[0] + 16, centre[1] - 20:centre[1] + 20, centre[2] - 24:centre[2] + 24], image)
+    ran = {}
+    for name, extra in (("default", []), ("named", ["-release", DEFAULT_TAG])):
+        out = tmp_path / f"{name}.nii.gz"
+        assert cli.main(["-i", str(image), "-o", str(out), "-v", "0", *extra]) == 0
+        ran[name] = json.loads(out.with_name(f"{name}.json").read_text())["GeneratedBy"][0]
+    assert ran["default"]["Release"] == "custom" and "lab_model_v2.zip" in ran["default"]["ModelURL"]
+    assert ran["named"]["Release"] == DEFAULT_TAG  # still installed beside it, and -release still picks
+    capsys.readouterr()
+    assert cli.main(["releases", "-json"]) == 0
+    rows = {r["tag"]: r for r in json.loads(capsys.readouterr().out)["releases"]}
+    assert rows["custom"]["active"] and not rows[DEFAULT_TAG]["active"] and rows[DEFAULT_TAG]["installed"]
+    assert cli.main(["releases"]) == 0
+    assert [line.split()[:2] for line in capsys.readouterr().out.splitlines() if line.startswith(">")] == [[">", "custom"]]

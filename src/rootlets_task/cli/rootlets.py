@@ -125,8 +125,9 @@ def _segment_parser() -> argparse.ArgumentParser:
     _add_postprocess_arguments(p.add_argument_group("parameters (SCT's)"))
     _add_sct_misc_arguments(p.add_argument_group("misc (SCT's)"))
     ours = p.add_argument_group("rootlets_task options")
-    ours.add_argument("-release", metavar="TAG", help="model release tag (default: r20250318; `phantom` is the "
-                      "bundled demo release; `sct` = the model SCT has installed); see `rootlets releases`")
+    ours.add_argument("-release", metavar="TAG", help="model release tag (default: the one -install installed last, "
+                      "else r20250318; `phantom` is the bundled demo release; `sct` = the model SCT has installed); "
+                      "see `rootlets releases`")
     ours.add_argument("-device", default="auto", choices=DEVICES, help="compute device")
     ours.add_argument("-precision", default="float32", choices=PRECISIONS, help=PRECISION_HELP)
     ours.add_argument("-allow-release-code", action="store_true", help="accept a release that ships Python code "
@@ -340,12 +341,14 @@ def _run_releases(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         return
     print(f"Model releases (stored in {models_dir()}; set {ENV_HOME} to move them)")
     table = [("", "TAG", "DATE", "LEVELS", "ROOTLETS", "CONTRASTS", "STATUS")] + [
-        ("*" if r["default"] else "", r["tag"], r["date"], r["levels"], r["rootlets"], ", ".join(r["contrasts"]),
+        (("*" if r["default"] else "") + (">" if r["active"] else ""), r["tag"], r["date"], r["levels"], r["rootlets"],
+         ", ".join(r["contrasts"]),
          (f"installed {r['installed_at'][:10]}, " if r["installed"] else "") + r["status"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    print("* default release. Install one with `rootlets -install -release TAG`.")
+    print("* default release; > the release that runs without -release (the one `rootlets -install` installed last). "
+          "Install one with `rootlets -install -release TAG`.")
 
 
 def _qc_parser() -> argparse.ArgumentParser:
@@ -510,7 +513,8 @@ def _batch_parser() -> argparse.ArgumentParser:
                    "SCT/NeuroPoly names (<stem>_rootlets, _label-SC_seg ...)")
     p.add_argument("-continue-on-error", type=int, default=1, choices=[0, 1], help="1 (default): a failed image never "
                    "stops the others; 0: start no new image after the first failure")
-    p.add_argument("-release", metavar="TAG", help="model release (default r20250318; see `rootlets releases`)")
+    p.add_argument("-release", metavar="TAG", help="model release (default: the one -install installed last, else "
+                   "r20250318; see `rootlets releases`)")
     p.add_argument("-test-time-aug", action="store_true", help="mirroring test-time augmentation (8x slower)")
     p.add_argument("-device", default="auto", choices=DEVICES, help="compute device")
     p.add_argument("-overwrite", action="store_true", help="redo every image, even those already done")
@@ -556,7 +560,8 @@ def _speedcheck_parser() -> argparse.ArgumentParser:
     p.add_argument("-levers", default=",".join(LEVERS), metavar="LIST", help=f"comma list of {', '.join(LEVERS)} "
                    "(default: all); crop needs a cord mask (-s) or the sc-crop package, int8 the int8 extra")
     p.add_argument("-s", nargs="+", metavar="CORD", help="cord mask of every image, in order (crop box and levels)")
-    p.add_argument("-release", metavar="TAG", help="model release (default r20250318; see `rootlets releases`)")
+    p.add_argument("-release", metavar="TAG", help="model release (default: the one -install installed last, else "
+                   "r20250318; see `rootlets releases`)")
     p.add_argument("-o", default="speedcheck.json", metavar="FILE.json", help="report (default speedcheck.json)")
     p.add_argument("-max-mid-voxels", type=float, default=t.max_mid_voxels, metavar="N",
                    help=f"largest level-midpoint move, in voxels of the S-I spacing (default {t.max_mid_voxels:g})")
@@ -619,7 +624,7 @@ def _clean_parser() -> argparse.ArgumentParser:
 
 
 def _run_clean(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.cli import clean
+    from rootlets_task.cli.clean import clean
 
     items = clean(dry_run=args.dry_run)
     for item in items:
