@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import zipfile
 
 import nibabel as nib
 import pytest
@@ -107,3 +108,52 @@ def test_custom_install_is_what_the_next_segmentation_runs(random_store, tmp_pat
     assert rows["custom"]["active"] and not rows[DEFAULT_TAG]["active"] and rows[DEFAULT_TAG]["installed"]
     assert cli.main(["releases"]) == 0
     assert [line.split()[:2] for line in capsys.readouterr().out.splitlines() if line.startswith(">")] == [[">", "custom"]]
+
+
+# --- 11. the SCT bridge keeps SCT's own model and restores it offline ----------------------------------------------
+def test_sct_install_keeps_scts_model_and_restore_puts_it_back_offline(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from test_sct import KEY, OTHER, make_sct, model_zip, tree
+
+    from rootlets_task.cli import rootlets as cli
+    from rootlets_task.models import sct
+
+    root = make_sct(tmp_path / "sct_7.3")
+    monkeypatch.setenv("SCT_DIR", str(root))
+    store = root / "data" / "deepseg_models"
+    scts_own = store / KEY  # a custom model the user had installed with `sct_deepseg rootlets -install -custom-url`
+    scts_own.mkdir()
+    (scts_own / "source.json").write_text(json.dumps({"model_name": KEY, "model_urls": "https://lab.example/m.zip",
+                                                      "custom": True}, indent=4))
+    trainer = scts_own / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    with zipfile.ZipFile(model_zip(tmp_path / "scts.zip", seed=5)) as zf:
+        zf.extractall(scts_own)
+    assert trainer.is_dir()
+    before = tree(scts_own)
+    assert cli.main(["-install", "-sct", "-custom-url", str(model_zip(tmp_path / "ours.zip", seed=6))]) == 0
+    said = capsys.readouterr().out
+    kept = sct.kept_models()
+    assert len(kept) == 1 and tree(kept[0]) == before and f"kept in {kept[0]}" in said
+    assert tree(scts_own) != before
+
+    def no_network(sock, address):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    assert cli.main(["-install", "-sct", "-restore"]) == 0
+    assert tree(scts_own) == before  # SCT's own model, byte for byte
+    assert "restored SCT's rootlets model" in capsys.readouterr().out
+    assert sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) == sorted(
+        [KEY, OTHER, sct.kept_models()[0].name])  # ours is kept in turn: a restore deletes nothing
+
+
+def test_restore_with_nothing_kept_is_one_line(tmp_path, monkeypatch, capsys):
+    from test_sct import make_sct
+
+    from rootlets_task.cli import rootlets as cli
+
+    monkeypatch.setenv("SCT_DIR", str(make_sct(tmp_path / "sct")))
+    assert cli.main(["-install", "-sct", "-restore"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nothing to restore" in err

@@ -137,6 +137,8 @@ def _segment_parser() -> argparse.ArgumentParser:
                       "($SCT_DIR or the SCT of sct_deepseg on PATH) so `sct_deepseg rootlets` uses it; `-release sct` "
                       "segments with the model SCT has installed")
     ours.add_argument("-sct-status", action="store_true", help="show the SCT found, its version and its rootlets model")
+    ours.add_argument("-restore", action="store_true", help="with -install -sct: put back the SCT model that the last "
+                      "`rootlets -install -sct` replaced (each one is kept beside SCT's model folder); no network")
     _add_chain_arguments(p)
     return p
 
@@ -253,6 +255,15 @@ def _segment_or_install(args: argparse.Namespace, parser: argparse.ArgumentParse
         return
     if args.sct and not args.install:
         parser.error("-sct only works with -install (to segment with SCT's model, use -release sct)")
+    if args.restore and not (args.install and args.sct):
+        parser.error("-restore only works with -install -sct (it puts back the SCT model an install replaced)")
+    if args.restore and (args.release or args.custom_url):
+        parser.error("-restore puts back the model SCT had: give it no -release or -custom-url")
+    if args.restore:
+        _, message = sct.restore_sct()
+        if args.v:
+            print(message)
+        return
     if args.install and args.release == "sct" and not args.sct:
         parser.error("-release sct segments with SCT's installed model; to install into SCT use -install -sct -release TAG")
     if args.install and args.sct:
