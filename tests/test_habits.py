@@ -11,6 +11,7 @@ import sys
 import zipfile
 
 import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
@@ -157,3 +158,29 @@ def test_restore_with_nothing_kept_is_one_line(tmp_path, monkeypatch, capsys):
     assert cli.main(["-install", "-sct", "-restore"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nothing to restore" in err
+
+
+# --- 13. the differences from SCT found side by side are documented, and true --------------------------------------
+def test_undocumented_differences_are_in_help_and_docs_and_hold(random_store, tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from rootlets_task.cli import rootlets as cli
+
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    monkeypatch.setenv("ROOTLETS_TASK_BACKEND", "torch")
+    with pytest.raises(SystemExit):
+        cli.main(["-h"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    docs = " ".join((Path(__file__).parents[1] / "docs" / "sct.md").read_text().split())
+    for text in (helptext, docs):
+        assert "int64" in text and "qform_code" in text and "1 of 219,375 voxels" in text
+    source = make_phantom("LPI", (2.0, 2.0, 2.0)).nifti("image")
+    img = nib.Nifti1Image(source.get_fdata(dtype=np.float32), source.affine)
+    img.set_qform(None, code=0)  # no qform: what the help says is kept
+    nib.save(img, tmp_path / "noq.nii.gz")
+    out = tmp_path / "filled.nii.gz"
+    assert cli.main(["-i", str(tmp_path / "noq.nii.gz"), "-o", str(out), "-thr", "0.5", "-fill-holes", "1",
+                     "-v", "0"]) == 0
+    written = nib.load(out)
+    assert written.get_data_dtype() == np.uint8 and int(written.header["qform_code"]) == 0
+    assert np.allclose(written.affine, img.affine)

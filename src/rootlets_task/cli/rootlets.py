@@ -22,6 +22,8 @@ SCT_NOTES = """\
 `sct_deepseg rootlets` is accepted with SCT's meaning, values and defaults. Abbreviated flags are refused (SCT's parser
 reads e.g. `-larg 1` as `-largest 1` and `-c t2` as `-custom-url t2`): no flag is ever read as another.
 
+SCT 6.x's `-task TASK` gets SCT 7.x's answer: the new spelling in one line, exit 0, nothing run.
+
 SCT's post-processing (-thr -> -largest -> -fill-holes -> -remove-small, in that order, on the label map in the
 input's grid) was made for binary masks; on the multi-class rootlets map (value = spinal level) it is applied
 exactly as SCT applies it, which is rarely useful:
@@ -44,6 +46,11 @@ Kept on purpose where rootlets differs from sct_deepseg rootlets:
   - argument errors are one line (SCT prints its whole help first);
   - beside each output a BIDS .tsv names its values, and each output folder gets the FSLeyes and ITK-SNAP lookup
     tables in the QC colours (rootlets_task_spinal.lut, rootlets_task_spinal_itksnap.txt, ...), for viewers.
+  - every output is uint8, -fill-holes 1 included (SCT writes that one as int64: same values);
+  - an input whose qform_code is 0 keeps qform_code 0 in the output (SCT sets it to 2, aligned); the sform and the
+    affine are the input's, as in SCT;
+  - the export's resampling of the logits back to the input grid is ours (float32 trilinear, nnU-Net's maths; SCT:
+    nnU-Net's float64): on an oblique image that needed resampling, 1 of 219,375 voxels differed from SCT 7.4.
 
 -qc DIR: one entry per image in SCT's QC report in DIR (SCT's layout, JSON, lock; `command` sct_deepseg), listed by
 SCT's DIR/index.html beside SCT's own steps (now if DIR holds SCT's report, else after SCT's next QC entry there);
