@@ -184,3 +184,71 @@ def test_undocumented_differences_are_in_help_and_docs_and_hold(random_store, tm
     written = nib.load(out)
     assert written.get_data_dtype() == np.uint8 and int(written.header["qform_code"]) == 0
     assert np.allclose(written.affine, img.affine)
+
+
+# --- 14. tests that catch one-line breaks ---------------------------------------------------------------------------
+def test_reorient_hands_each_axis_its_own_voxel_size():
+    """A PSR image of 2 x 2 x 6 mm voxels (array axes P, S, R) in the RAS frame: R (6 mm) first, then A, then S."""
+    from rootlets_task.io import nifti
+
+    img = make_phantom("PSR", (2.0, 2.0, 6.0)).nifti("image")
+    data, spacing, _ = nifti.reorient(img, ("R", "A", "S"))
+    assert spacing == (6.0, 2.0, 2.0)
+    assert data.shape == (img.shape[2], img.shape[0], img.shape[1])
+
+
+@pytest.mark.parametrize("shape, zooms, refused", [
+    ((500, 8, 8), (0.011, 1.0, 1.0), False),  # just above the smallest voxel size (0.01 mm), on one axis only
+    ((600, 8, 8), (0.009, 1.0, 1.0), True),   # below it on one axis, the other two plausible
+    ((2, 10, 10), (50.0, 1.0, 1.0), False),   # the largest voxel size accepted
+    ((2, 10, 10), (51.0, 1.0, 1.0), True),
+    ((5, 40, 40), (1.0, 1.0, 1.0), False),    # a 5 mm field of view along one axis: the least accepted
+    ((4, 40, 40), (1.0, 1.0, 1.0), True),     # 4 mm along one axis, the others wide
+    ((40, 40, 4), (1.0, 1.0, 1.0), True),
+])
+def test_voxel_size_and_field_of_view_bounds_hold_per_axis(shape, zooms, refused, tmp_path):
+    from rootlets_task.core.errors import RootletsError
+    from rootlets_task.io import nifti
+
+    path = tmp_path / "img.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(shape, np.float32), np.diag([*zooms, 1.0])), path)
+    if refused:
+        with pytest.raises(RootletsError, match="not those of an MRI of the spine"):
+            nifti.load(path)
+    else:
+        assert nifti.load(path).shape == shape
+
+
+@pytest.mark.parametrize("zooms, kept_from", [
+    ((1.0, 1.0, 2.0), 6),   # 11 mm3 / 2 mm3 = 5.5 voxels: SCT rounds to 6 (a floor would give 5)
+    ((1.0, 1.0, 1.5), 7),   # 11 mm3 / 1.5 mm3 = 7.33 voxels: 7 (a ceiling would give 8)
+])
+def test_remove_small_mm3_rounds_as_sct(zooms, kept_from):
+    from rootlets_task.inference import postprocess
+
+    data = np.zeros((40, 8, 8), np.uint8)
+    sizes = range(kept_from - 1, kept_from + 2)  # one blob just below the size, one at it, one above
+    for i, size in enumerate(sizes):
+        data[i * 12:i * 12 + size, 4, 4] = 3
+    out = postprocess.remove_small(data, ("11mm3",), zooms)
+    assert [int((out[i * 12:i * 12 + 10] > 0).sum()) for i in range(3)] == [0, kept_from, kept_from + 1]
+
+
+def _pickle(*ops: bytes) -> bytes:
+    return b"\x80\x04" + b"".join(ops) + b"\x93."  # PROTO 4, the ops, STACK_GLOBAL, STOP
+
+
+def _unicode(text: str) -> bytes:
+    return b"\x8c" + bytes([len(text)]) + text.encode()  # SHORT_BINUNICODE
+
+
+@pytest.mark.parametrize("stream, found", [
+    (_pickle(_unicode("collections"), _unicode("OrderedDict")), {"collections.OrderedDict"}),  # traced from its strings
+    (_pickle(_unicode("os"), b"K\x05"), None),      # the name is an integer (BININT1): cannot be traced
+    (_pickle(b"K\x05", _unicode("system")), None),  # the module is: cannot be traced
+    (_pickle(_unicode("system")), None),            # only one string on the stack
+])
+def test_checkpoint_scan_refuses_a_global_it_cannot_trace(stream, found):
+    from rootlets_task.models import checkpoints
+
+    assert checkpoints.pickle_globals(stream) == (found or {checkpoints.UNKNOWN})

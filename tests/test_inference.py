@@ -107,12 +107,14 @@ def test_anisotropic_axial_output_keeps_grid_affine_and_header(segmenter, tmp_pa
 def test_model_orientation_from_dataset_json(tmp_path):
     folder = write_random_model(tmp_path, orientation="AIL")
     seg = Segmenter(folder, device="cpu", verbose=0)
-    img = make_phantom("LPI", COARSE).nifti("image")
+    img = make_phantom("LPI", (2.0, 2.5, 3.0)).nifti("image")  # anisotropic: every axis has its own voxel size
     prepared = seg.prepare(img)
-    # AIL (nibabel PSR) of an LPI image: x<->z swapped and flipped; nnU-Net gets (1, z, y, x) of that frame
-    data, spacing, _ = nifti.reorient(img, ("P", "S", "R"))
-    np.testing.assert_array_equal(prepared.data[0], data.transpose(2, 1, 0))
-    assert prepared.spacing == tuple(spacing[::-1])
+    # SCT's AIL is nibabel's PSR: axis 0 runs to posterior (the LPI image's y, reversed), axis 1 to superior (its z),
+    # axis 2 to the right (its x); nnU-Net gets (1, z, y, x) of that frame, i.e. [x, z, -y] of the LPI array
+    lpi = np.asarray(img.dataobj)
+    expected = lpi.transpose(1, 2, 0)[::-1].transpose(2, 1, 0)
+    np.testing.assert_array_equal(prepared.data[0], expected)
+    assert prepared.spacing == (2.0, 3.0, 2.5)  # (x, z, y) voxel sizes of the LPI image, in that order
 
 
 def test_plan_outputs_default_exact_and_folder(tmp_path):
