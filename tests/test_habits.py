@@ -252,3 +252,51 @@ def test_checkpoint_scan_refuses_a_global_it_cannot_trace(stream, found):
     from rootlets_task.models import checkpoints
 
     assert checkpoints.pickle_globals(stream) == (found or {checkpoints.UNKNOWN})
+
+
+# --- 16. CI: a tool it cannot install is a failure, not a quiet skip ----------------------------------------------
+def test_ci_tool_install_fails_as_root_when_debian_refuses(tmp_path):
+    """``.ci/install_tools`` under a stand-in ``id`` (uid 0) and ``apt-get`` (a failed install): exit 1, one reason.
+    Only bash, the stand-ins and an already cached validator are on PATH, so nothing is installed for real."""
+    import shutil
+    from pathlib import Path
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "bash").symlink_to(shutil.which("bash"))
+    for name, body in (("id", "echo 0"), ("apt-get", "echo 'E: Unable to locate package' >&2; exit 100")):
+        (bin_dir / name).write_text(f"#!{shutil.which('bash')}\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    validator = tmp_path / "cache" / "rootlets_task_ci" / "bids-validator-3.0.2" / "bin" / "bids-validator-deno"
+    validator.parent.mkdir(parents=True)
+    validator.write_text("#!/bin/sh\n")
+    validator.chmod(0o755)
+    script = Path(__file__).parents[1] / ".ci" / "install_tools"
+    done = subprocess.run([shutil.which("bash"), str(script)], capture_output=True, text=True, timeout=60,
+                          env={"PATH": str(bin_dir), "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert done.returncode == 1 and "apt-get install chromium" in done.stderr and "CI needs them" in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("require, outcome", [("", "1 skipped"), ("chromium", "1 failed"), ("all", "1 failed")])
+def test_a_test_needing_a_missing_tool_fails_where_ci_requires_it(require, outcome, tmp_path):
+    from pathlib import Path
+
+    env = {**os.environ, "PATH": str(tmp_path), "ROOTLETS_REQUIRE": require}  # no chromium on this PATH
+    env.pop("PYTEST_ADDOPTS", None)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_qc.py", "-k",
+                           "headless_chromium"], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=Path(__file__).parents[1])
+    assert outcome in done.stdout, done.stdout[-2000:]
+
+
+def test_slurm_is_required_by_either_spelling(monkeypatch):
+    from support.required import required
+
+    monkeypatch.delenv("ROOTLETS_REQUIRE", raising=False)
+    monkeypatch.delenv("ROOTLETS_REQUIRE_SLURM", raising=False)
+    assert not required("slurm")
+    monkeypatch.setenv("ROOTLETS_REQUIRE_SLURM", "1")
+    assert required("slurm") and not required("chromium")
+    monkeypatch.setenv("ROOTLETS_REQUIRE", "all")
+    assert required("chromium") and required("bids-validator")

@@ -27,7 +27,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from support.chromium import Chromium, chromium_path
+from support.chromium import MISSING, Chromium, chromium_path
+from support.required import needs
 from test_install import Server
 
 import rootlets_task
@@ -511,7 +512,7 @@ def test_qc_waits_for_scts_lock_and_never_creates_scts_files(phantom_home, tmp_p
     assert not (qc / "js").exists() and not (qc / "index.html").exists(), "SCT's assets are SCT's to write"
 
 
-@pytest.mark.skipif(not chromium_path(), reason="chromium is not installed (apt-get install chromium); CI installs it")
+@needs("chromium", chromium_path(), MISSING)
 def test_our_report_renders_beside_scts(phantom_home, image, tmp_path, capsys):
     qc, _ = sct_qc_folder(tmp_path)
     code, _, err = _run(["-i", image, "-release", "phantom", "-qc", qc, "-v", "0"], capsys)
