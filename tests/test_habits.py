@@ -300,3 +300,46 @@ def test_slurm_is_required_by_either_spelling(monkeypatch):
     assert required("slurm") and not required("chromium")
     monkeypatch.setenv("ROOTLETS_REQUIRE", "all")
     assert required("chromium") and required("bids-validator")
+
+
+# --- 15. surfaces: participants.tsv heights and text a spreadsheet would run ---------------------------------------
+LAB = __import__("pathlib").Path(__file__).parent / "data" / "lab_reference"
+
+
+@pytest.mark.parametrize("height", ["tall", "NaN", "-170", "inf", "1e308", "1e400", ""])
+def test_implausible_heights_are_one_line_naming_subject_and_file(height, tmp_path, capsys):
+    import pandas as pd
+
+    from rootlets_task.cli import rootlets as cli
+
+    table = pd.read_csv(LAB / "participants.tsv", sep="\t", dtype=str)
+    table.loc[table.subject == "sub-amu02", "height_sub"] = height
+    bad = tmp_path / "participants.tsv"
+    table.to_csv(bad, sep="\t", index=False)
+    out = tmp_path / "out"
+    assert cli.main(["stats", str(LAB / "spinal_vs_vertebral_levels.csv"), "-participants", str(bad), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err and "sub-amu02" in err and not out.exists()
+
+
+def test_formula_text_in_names_is_neutralised_in_every_table(tmp_path):
+    import csv
+
+    import pandas as pd
+
+    from rootlets_task.cli import rootlets as cli
+
+    evil = "=cmd|' /C calc'!A0"
+    levels = pd.read_csv(LAB / "spinal_vs_vertebral_levels.csv", dtype=str)
+    levels = levels.replace({"sub-amu02": evil, "sub-amu01": "@SUM(1+1)*cmd|' /C calc'!A0"}, regex=False)
+    levels["fname"] = levels["fname"].str.replace("sub-amu03", "+cmd", regex=False)
+    heights = pd.read_csv(LAB / "participants.tsv", sep="\t", dtype=str).replace({"sub-amu02": evil})
+    heights.loc[heights.subject == "sub-amu01", "subject"] = "@SUM(1+1)*cmd|' /C calc'!A0"
+    levels.to_csv(tmp_path / "levels.csv", index=False)
+    heights.to_csv(tmp_path / "participants.tsv", sep="\t", index=False)
+    out = tmp_path / "out"
+    assert cli.main(["stats", str(tmp_path / "levels.csv"), "-participants", str(tmp_path / "participants.tsv"),
+                     "-o", str(out)]) == 0
+    cells = [cell for table in out.glob("*.csv") for row in csv.reader(table.open()) for cell in row]
+    assert f"'{evil}" in cells  # carried, as text
+    assert not [c for c in cells if c[:1] in "=+@" or (c[:1] == "-" and not c[1:2].isdigit())]
