@@ -182,11 +182,11 @@ def phantom_agreement(n: int, work: Path, log, int8: bool = False, bf16: bool = 
     from bench_workers import reference
 
     from rootlets_task.inference.cropping import crop_box
-    from rootlets_task.inference.segmenter import Segmenter, configure_threads
+    from rootlets_task.inference.segmenter import Segmenter, physical_cores
     from rootlets_task.io.phantom import write_phantom
 
     folder = phantom_release(work)
-    threads = configure_threads()
+    threads = physical_cores()
     segmenters = {"ours": Segmenter(model_folder=folder, threads=threads)}
     if int8:  # calibrated on the default phantoms
         segmenters["ours-int8"] = Segmenter(model_folder=folder, threads=threads, precision="int8")

@@ -70,9 +70,9 @@ def ours(model_folder: Path, out_dir: Path, images: list[Path], backend: str = "
     """
     from _common import segment_to_file
 
-    from rootlets_task.inference.segmenter import Segmenter, configure_threads
+    from rootlets_task.inference.segmenter import Segmenter, physical_cores
 
-    threads = configure_threads()
+    threads = physical_cores()
     segmenter = (int8_segmenter(model_folder, images[0]) if precision == "int8"
                  else Segmenter(model_folder, verbose=0, backend=backend, threads=threads, precision=precision))
     for path in images:

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from support.batch_data import BROKEN, COMMON, run
+from support.required import needs
 
 from rootlets_task.batch import bids_strict
 from rootlets_task.batch import run as batch
@@ -118,8 +119,8 @@ def _validator() -> str | None:
     return os.environ.get("BIDS_VALIDATOR") or shutil.which("bids-validator-deno")
 
 
-@pytest.mark.skipif(not _validator(), reason="the BIDS validator is not installed (pip install bids-validator-deno, "
-                    "or BIDS_VALIDATOR=path); .ci/run installs it")
+@needs("bids-validator", _validator(), "the BIDS validator is not installed (pip install bids-validator-deno, or "
+       "BIDS_VALIDATOR=path); .ci/run installs it")
 def test_official_bids_validator_accepts_the_strict_derivative(runs):
     def errors(folder: Path) -> list[tuple[str, str]]:
         done = subprocess.run([_validator(), "--json", str(folder)], capture_output=True, text=True, timeout=300)

@@ -350,7 +350,7 @@ def test_releases_command(good_zip, monkeypatch, capsys):
         assert main(["releases"]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert str(install.models_dir()) in lines[0]
-        return {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in lines[2:-1]}
+        return {next(w for w in line.split() if w not in ("*", ">", "*>")): line for line in lines[2:-1]}
 
     table = rows()
     assert set(table) == set(releases.RELEASES) and table["r20250318"].startswith("*")

@@ -20,7 +20,8 @@ import pytest
 from filelock import FileLock
 from matplotlib.colors import to_rgb
 from PIL import Image
-from support.chromium import Chromium, chromium_path
+from support.chromium import MISSING, Chromium, chromium_path
+from support.required import needs
 
 from rootlets_task.cli.rootlets import main
 from rootlets_task.core.colours import level_colour
@@ -306,8 +307,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert not [p for p in qc_dir.rglob("*") if ".tmp" in p.name], "temporary files left behind"
 
 
-@pytest.mark.skipif(not chromium_path(),
-                    reason="chromium is not installed (apt-get install chromium); CI installs it")
+@needs("chromium", chromium_path(), MISSING)
 def test_pages_in_headless_chromium(qc_folder, tmp_path):
 
     qc_dir, _ = qc_folder

@@ -69,11 +69,9 @@ def worker_segmenter(model_folder: str, record: dict, model: ModelOptions, calib
     key = _options_key(model_folder, model, calibration, int8_options)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            from rootlets_task.inference.segmenter import Segmenter, configure_threads, resolve_device
+            from rootlets_task.inference.segmenter import Segmenter
 
             count = _worker_threads(model.threads)
-            if resolve_device(model.device).type == "cpu":
-                count = configure_threads(count)
             int8: dict[str, Any] = {}
             if model.precision == "int8":
                 from rootlets_task.inference.int8 import Int8Options

@@ -45,6 +45,7 @@ from rootlets_task.core.files import now, read_json, remove_stale_scratch, same_
 from rootlets_task.core.options import ChainOptions, ModelOptions
 from rootlets_task.io import provenance
 from rootlets_task.io.records import Record
+from rootlets_task.io.tables import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +344,7 @@ def dataset_tables(out: Path, settings: Settings, participants: Path | None = No
         if frames:
             tables[kind] = out / f"{kind}.csv"
             with atomic_path(tables[kind]) as tmp:
-                pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
+                write_csv(pd.concat(frames, ignore_index=True), tmp)
     if files:
         tables.update(_group(files, out / GROUP, participants))
     return tables

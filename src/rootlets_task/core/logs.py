@@ -3,7 +3,11 @@
 * :func:`configure`: ``rootlets: message`` lines on stderr (``rootlets: warning: ...``, ``rootlets: error: ...``), at the
   command's verbosity (0 warnings only, 1 progress, 2 detail);
 * :func:`unit_log`: while a batch unit runs, what this thread logs goes to the unit's own log file (and not to the
-  terminal), so units running side by side on threaded Dask workers never mix their logs.
+  terminal), so units running side by side on threaded Dask workers never mix their logs; the logger's level is
+  restored afterwards.
+
+The package logger has a ``NullHandler`` (set in ``rootlets_task/__init__.py``, as a library should): a program that
+embeds the package and configures no logging sees no "No handlers could be found" fallback output.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from pathlib import Path
 PACKAGE = "rootlets_task"
 LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 _in_unit = threading.local()
+_units_lock = threading.Lock()
+_units = {"open": 0, "level": logging.NOTSET}  # units logging now (threads side by side), the level before the first
 
 
 class _Stderr(logging.StreamHandler):
@@ -62,12 +68,16 @@ def configure(verbosity: int = 1) -> None:
 def unit_log(path: str | Path) -> Iterator[None]:
     """Send what the current thread logs to ``path`` (and nowhere else) while the block runs."""
     logger = logging.getLogger(PACKAGE)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
     thread = threading.get_ident()
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(lambda record: record.thread == thread)
+    with _units_lock:
+        if _units["open"] == 0:
+            _units["level"] = logger.level
+        _units["open"] += 1
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     _in_unit.active = True
     try:
@@ -76,3 +86,7 @@ def unit_log(path: str | Path) -> Iterator[None]:
         _in_unit.active = False
         logger.removeHandler(handler)
         handler.close()
+        with _units_lock:
+            _units["open"] -= 1
+            if _units["open"] == 0:  # the last unit is done: the caller's level again (only the units needed INFO)
+                logger.setLevel(_units["level"])

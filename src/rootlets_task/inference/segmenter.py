@@ -14,8 +14,8 @@ five separate stages, so that each can be swapped or sped up on its own:
 the same labels, no second inference pass.
 
 These are the steps of ``nnUNetPredictor.predict_single_npy_array`` (the path SCT uses): no worker pools, so no
-``if __name__ == "__main__"`` guard is needed. A Segmenter changes no process-wide setting: call
-:func:`configure_threads` once per process first (the public entry points of :mod:`rootlets_task.pipeline.segment` do).
+``if __name__ == "__main__"`` guard is needed. A Segmenter leaves no process-wide setting changed: it loads and runs
+inside :func:`configure_threads`, which restores torch's thread count (and nnU-Net's variables) when the work is done.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,12 +59,20 @@ MAX_JSON_BYTES = 16 << 20  # dataset.json / plans.json of a model folder
 _IMPORT_LOCK = threading.Lock()
 
 
-def configure_threads(threads: int | None = None) -> int:
-    """Set this process's CPU threads for nnU-Net and torch (default: every physical core it may use); returns them.
+_NNUNET_ENV = ("nnUNet_def_n_proc", "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+_THREADS_LOCK = threading.Lock()
+_threads_held: dict[str, Any] = {"open": 0, "saved": None}  # blocks inside configure_threads now, and what to restore after the last
 
-    nnU-Net caps torch at ``nnUNet_def_n_proc`` (default 8), read when nnunetv2 is first imported, so this runs
-    before that import. It also gives nnU-Net's path variables a harmless value when unset (as SCT does), so its
-    import prints no warnings about them.
+
+@contextlib.contextmanager
+def configure_threads(threads: int | None = None) -> Iterator[int]:
+    """While the block runs: CPU threads for nnU-Net and torch (default: every physical core it may use); yields them.
+
+    nnU-Net caps torch at ``nnUNet_def_n_proc`` (default 8), read when nnunetv2 is first imported, so a model is
+    loaded inside this block. It also gives nnU-Net's path variables a harmless value when unset (as SCT does), so its
+    import prints no warnings about them. On leaving, torch's thread count and those variables are what they were, so a
+    program that embeds the package keeps its own settings (blocks open in several threads at once restore once, when
+    the last one closes). A :class:`Segmenter` enters it around its own work.
     """
     import torch
 
@@ -73,11 +81,27 @@ def configure_threads(threads: int | None = None) -> int:
         raise RootletsError(f"nnUNet_def_n_proc={given[:20]!r}: not a number of processes from 1 to 4096; unset it or "
                             "give e.g. nnUNet_def_n_proc=4")
     threads = threads or physical_cores()
-    os.environ.setdefault("nnUNet_def_n_proc", str(threads))
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ.setdefault(name, os.devnull)
-    torch.set_num_threads(threads)
-    return threads
+    with _THREADS_LOCK:
+        if _threads_held["open"] == 0:
+            _threads_held["saved"] = (torch.get_num_threads(), {name: os.environ.get(name) for name in _NNUNET_ENV})
+        _threads_held["open"] += 1
+        os.environ.setdefault("nnUNet_def_n_proc", str(threads))
+        for name in _NNUNET_ENV[1:]:
+            os.environ.setdefault(name, os.devnull)
+        torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        with _THREADS_LOCK:
+            _threads_held["open"] -= 1
+            if _threads_held["open"] == 0:
+                count, env = _threads_held["saved"]
+                torch.set_num_threads(count)
+                for name, value in env.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
 
 
 def physical_cores() -> int:
@@ -244,14 +268,14 @@ class Segmenter:
     :func:`rootlets_task.models.install.model_folder`); ``record`` is its install record (tag, url, sha256), kept for the
     JSON sidecar. ``options`` (:class:`rootlets_task.core.options.ModelOptions`; its ``release`` is not used here: the
     folder is given) says how the model runs; any of its fields given by keyword replaces the options' one
-    (``Segmenter(folder, device="cpu")``). ``threads``: CPU threads of the OpenVINO backend and the export (default:
-    every physical core this process may use); torch's own count is the process's (:func:`configure_threads`).
-    ``verbose`` 2 shows nnU-Net's own output. ``allow_code``: let the release's ``trainer_class.py`` build the network.
-    ``precision="int8"`` (opt-in, OpenVINO backend and the ``int8`` extra): the network quantised with NNCF on
-    ``calibration`` images (paths or NIfTI images; default: phantoms) with ``int8_options``, faster per tile, labels
-    change a little; see :mod:`rootlets_task.inference.int8`. ``precision="bf16"`` (opt-in, OpenVINO on a CPU with
-    ``avx512_bf16`` or AMX): the network run in bfloat16 (:func:`rootlets_task.inference.backends.use_bf16`).
-    :attr:`precision` is the one that runs.
+    (``Segmenter(folder, device="cpu")``). ``threads``: CPU threads of torch, the OpenVINO backend and the export
+    (default: every physical core this process may use), set while the model loads and segments and restored after
+    (:func:`configure_threads`). ``verbose`` 2 shows nnU-Net's own output. ``allow_code``: let the release's
+    ``trainer_class.py`` build the network. ``precision="int8"`` (opt-in, OpenVINO backend and the ``int8`` extra): the
+    network quantised with NNCF on ``calibration`` images (paths or NIfTI images; default: phantoms) with
+    ``int8_options``, faster per tile, labels change a little; see :mod:`rootlets_task.inference.int8`.
+    ``precision="bf16"`` (opt-in, OpenVINO on a CPU with ``avx512_bf16`` or AMX): the network run in bfloat16
+    (:func:`rootlets_task.inference.backends.use_bf16`). :attr:`precision` is the one that runs.
     """
 
     def __init__(self, model_folder: str | os.PathLike, options: ModelOptions = ModelOptions(), *, verbose: int = 1,
@@ -273,12 +297,17 @@ class Segmenter:
         self.threads = (options.threads or physical_cores()) if self.device.type == "cpu" else None
         _check_precision(options.precision, options.backend, self.device.type)  # before the load: a bad choice costs nothing
         t0 = time.perf_counter()
-        self.predictor = self._load()
-        self.backend = self._select_backend(options.backend)
-        self.precision = self._select_precision(options.precision, options.backend, calibration, int8_options)
+        with self._threads():
+            self.predictor = self._load()
+            self.backend = self._select_backend(options.backend)
+            self.precision = self._select_precision(options.precision, options.backend, calibration, int8_options)
         self.load_seconds = time.perf_counter() - t0
         log.info("network: %s backend, %s precision, %s threads, on %s", self.backend, self.precision, self.threads,
                  cpu.describe() if self.device.type == "cpu" else self.device.type)
+
+    def _threads(self):
+        """This model's torch threads while a block runs (restored after); nothing to set off the CPU."""
+        return configure_threads(self.threads) if self.threads else contextlib.nullcontext()
 
     def _json(self, name: str) -> dict:
         path = self.model_folder / name
@@ -503,6 +532,11 @@ class Segmenter:
     def _labels(self, img: nib.Nifti1Image, box: Box | None,
                 with_probability: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels (and the winning class's probability) on the input grid, 0 (probability 1) outside any box."""
+        with self._threads():
+            return self._labels_in_box(img, box, with_probability)
+
+    def _labels_in_box(self, img: nib.Nifti1Image, box: Box | None,
+                       with_probability: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if self.crop_pads is not None:  # a model trained on crops sees the crop, as SCT HEAD runs it
             if box is not None:
                 log.info("this model is run on its own crop around the cord (crop_metadata.json); -crop-to-cord unused")

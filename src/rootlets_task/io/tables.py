@@ -26,6 +26,28 @@ FLOAT_COLUMNS = ("rostral_mm", "caudal_mm", "mid_mm", "height_mm", "volume_mm3",
 TEXT_COLUMNS = ("numbering", "suggested_level", "original_level")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula (OWASP)
+
+
+def neutralise(value):
+    """A text cell a spreadsheet would run as a formula (``=cmd|' /C calc'!A0``), prefixed with ``'`` as OWASP advises
+    for CSV injection; numbers (``-1.5``) and every other value unchanged."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """``table`` as CSV (no index), its text cells neutralised (:func:`neutralise`): names that came from files, folders
+    or a participants.tsv reach the tables the package writes, and those are opened in spreadsheets."""
+    text = [c for c in table.columns if table[c].dtype == object or pd.api.types.is_string_dtype(table[c])]
+    table.assign(**{c: table[c].map(neutralise) for c in text}).to_csv(path, index=False)
+
+
 def is_levels_table(columns) -> bool:
     """Whether ``columns`` are those of a levels table of any version."""
     names = {OLD_COLUMNS.get(c, c) for c in columns}

@@ -68,7 +68,7 @@ from rootlets_task.core.options import METHODS, RENUMBER
 from rootlets_task.inference import confidence as conf
 from rootlets_task.io import labels, viewers
 from rootlets_task.io.nifti import label_image, load, si_axis, stem
-from rootlets_task.io.tables import LEVEL_COLUMNS, SHIFT_COLUMNS, read_levels_table, typed
+from rootlets_task.io.tables import LEVEL_COLUMNS, SHIFT_COLUMNS, read_levels_table, typed, write_csv
 from rootlets_task.levels import numbering
 from rootlets_task.levels.centerline import Centerline, cord_centerline, voxel_to_world
 from rootlets_task.levels.numbering import NumberingCheck
@@ -577,10 +577,10 @@ def write_levels(result: LevelsResult, grid: nib.Nifti1Image, out_dir: str | os.
         nib.save(label_image(result.spinal, grid), tmp["spinal"])
         if result.vertebral is not None:
             nib.save(label_image(result.vertebral, grid), tmp["vertebral"])
-            result.shift.to_csv(tmp["shift"], index=False)
-        result.levels.to_csv(tmp["csv"], index=False)
+            write_csv(result.shift, tmp["shift"])
+        write_csv(result.levels, tmp["csv"])
         if "lab" in tmp:
-            _lab_rows(outputs["csv"], result, grid, _document(result, recorded, {})).to_csv(tmp["lab"], index=False)
+            write_csv(_lab_rows(outputs["csv"], result, grid, _document(result, recorded, {})), tmp["lab"])
         written = {outputs[k].name: sha256_file(t) for k, t in tmp.items() if k != "json"}
         tmp["json"].write_text(json.dumps(_document(result, recorded, written), indent=2))
     return outputs

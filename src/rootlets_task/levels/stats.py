@@ -40,7 +40,7 @@ from scipy import stats as scistats
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import atomic_path, check_size, keep_inputs, load_json
 from rootlets_task.core.names import level_name
-from rootlets_task.io.tables import SHIFT_COLUMNS, is_levels_table, upgrade
+from rootlets_task.io.tables import SHIFT_COLUMNS, is_levels_table, upgrade, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ LAB_VALUES = {"spinal": range(2, 10), "vertebral": range(2, 9)}
 PAIRINGS = {"unshifted": {v: v for v in range(2, 9)}, "shifted": {v: v + 1 for v in range(2, 9)}}  # vertebral -> spinal
 ID_COLUMNS = ("participant_id", "subject")  # BIDS, the lab's
 HEIGHT_COLUMNS = ("height", "height_sub")  # BIDS, the lab's
+MAX_HEIGHT = 10_000.0  # a body height in cm or mm is below this; a larger number (1e308, inf) is not one
 SHIFT_STATS = ["pairing", "pair", "vertebral_level", "spinal_level", "n", "bias_mm", "loa_low_mm", "loa_high_mm",
                "mean_mid_mm", "spearman_rho", "spearman_p", "slope", "intercept", "r2", "regression_p",
                "regression_stderr", "shapiro_w", "shapiro_p", "rmse_mm"]
@@ -261,12 +262,14 @@ def read_heights(path: str | os.PathLike) -> tuple[dict[str, float], str]:
 
 def normalise_rows(rows: pd.DataFrame, heights: dict[str, float], path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     """Midpoint / body height × median body height, the median over the rows of each kind (the lab's order of operations)."""
-    body = rows["participant"].map(heights)
-    bad = sorted(set(rows.loc[~(body > 0), "participant"]))  # missing, NaN or <= 0
+    body = rows["participant"].map(heights).astype(float)
+    plausible = np.isfinite(body) & (body > 0) & (body < MAX_HEIGHT)
+    bad = sorted(set(rows.loc[~plausible, "participant"]))  # missing, text, NaN, <= 0, infinite or huge
     if bad:
         listed = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise RootletsError(f"{path}: no positive height for {len(bad)} subject(s) ({listed}); add their heights "
-                            "or leave out -participants / use -normalise n")
+        raise RootletsError(f"{path}: no plausible height (a number above 0 and below {MAX_HEIGHT:g}, in cm or mm) for "
+                            f"{len(bad)} subject(s) ({listed}); add their heights or leave out -participants / use "
+                            "-normalise n")
     rows = rows.assign(body_height=body.astype(float))
     medians = {kind: float(rows.loc[rows.kind == kind, "body_height"].median()) for kind in ("spinal", "vertebral")}
     rows["analysed_mid_mm"] = rows["mid_mm"] / rows["body_height"] * rows["kind"].map(medians)
@@ -489,10 +492,10 @@ def group_stats(files: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
     with contextlib.ExitStack() as stack:
         tmp = {k: stack.enter_context(atomic_path(p)) for k, p in outputs.items()}
         if len(pairs):
-            s_stats.to_csv(tmp["shift"], index=False)
+            write_csv(s_stats, tmp["shift"])
             agreement_figure(pairs, s_stats, normalise).savefig(tmp["plot"], dpi=120, format="png")
-        l_stats.to_csv(tmp["levels"], index=False)
-        rows[MIDPOINT_COLUMNS].to_csv(tmp["midpoints"], index=False)
+        write_csv(l_stats, tmp["levels"])
+        write_csv(rows[MIDPOINT_COLUMNS], tmp["midpoints"])
         tmp["json"].write_text(json.dumps(document, indent=1))
-        lab_table(tables).to_csv(tmp["lab"], index=False)
+        write_csv(lab_table(tables), tmp["lab"])
     return outputs

@@ -506,14 +506,15 @@ def _extract(layout: ReleaseZip, target: Path) -> None:
 
 
 def atomic_install(zip_path: str | Path, dest: str | Path, record: dict | str, record_name: str,
-                   layout: ReleaseZip | None = None) -> Path:
+                   layout: ReleaseZip | None = None, keep_previous: Path | None = None) -> Path:
     """Replace folder ``dest`` by ``<trainer folder>/`` from the zip plus ``record_name`` (JSON of ``record``; a str
     is written verbatim, e.g. SCT's ``source.json`` byte-for-byte).
 
     Call it inside ``install_lock(dest)``. Everything is built in a temp folder beside ``dest`` (same filesystem), every
     checkpoint is inspected (:func:`rootlets_task.models.checkpoints.check`), then it is renamed into place; the previous
     ``dest`` is moved aside just before and deleted just after, so a failure at any point leaves it untouched (a
-    killed process is repaired by the next ``install_lock``). Returns the trainer folder.
+    killed process is repaired by the next ``install_lock``). ``keep_previous`` (a path beside ``dest``): the previous
+    ``dest`` is renamed there instead of deleted. Returns the trainer folder.
     """
     dest = Path(dest).absolute()
     layout = layout or validate_release_zip(zip_path)
@@ -534,7 +535,9 @@ def atomic_install(zip_path: str | Path, dest: str | Path, record: dict | str, r
             old = dest.parent / f"{_old_prefix(dest)}{time.time_ns()}"
             os.rename(dest, old)
         os.rename(staging, dest)
-        if old is not None:
+        if old is not None and keep_previous is not None:
+            os.rename(old, keep_previous)
+        elif old is not None:
             old.unlink() if old.is_symlink() else shutil.rmtree(old)
     except OSError as exc:
         raise RootletsError(f"cannot install into {dest}: {exc.strerror or exc}; the previous model is unchanged") from None
@@ -555,11 +558,12 @@ class Checks:
 
 def install_from(urls: list[str] | str, dest: str | Path, make_record: Callable[[Fetched, ReleaseZip], dict | str],
                  record_name: str, checks: Checks = Checks(), skip: Callable[[], bool] | None = None,
-                 progress: bool = True) -> Path | None:
+                 progress: bool = True, keep_previous: Path | None = None) -> Path | None:
     """Lock ``dest``, return None if ``skip()`` (already installed), else fetch, validate (``checks``) and atomically
     install, with ``make_record(fetched, layout)`` written as ``record_name`` beside the model.
 
     The download goes to a temp folder beside ``dest`` that is always removed. Returns the installed trainer folder.
+    ``keep_previous``: where a replaced ``dest`` is kept (:func:`atomic_install`).
     """
     dest = Path(dest).absolute()
     with install_lock(dest):
@@ -572,6 +576,6 @@ def install_from(urls: list[str] | str, dest: str | Path, make_record: Callable[
                 raise RootletsError(f"model zip {fetched.url}: inside {dest}, which the install replaces (the zip would "
                                     "be deleted with it); move the zip elsewhere first")
             layout = validate_release_zip(fetched.path, fetched.url, allow_code=checks.allow_code)
-            return atomic_install(fetched.path, dest, make_record(fetched, layout), record_name, layout)
+            return atomic_install(fetched.path, dest, make_record(fetched, layout), record_name, layout, keep_previous)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -24,7 +24,7 @@ from rootlets_task.core.files import OutputSet, keep_inputs, remove_stale_tempor
 from rootlets_task.core.options import ModelOptions
 from rootlets_task.inference import postprocess
 from rootlets_task.inference.postprocess import PostOptions
-from rootlets_task.inference.segmenter import Segmenter, configure_threads, resolve_device
+from rootlets_task.inference.segmenter import Segmenter, resolve_device
 from rootlets_task.io import nifti, provenance, viewers
 from rootlets_task.io.phantom import release_warnings
 from rootlets_task.qc.sct_report import QcNames
@@ -36,7 +36,7 @@ SUFFIX = "_rootlets"
 
 def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1, calibration: Sequence | None = None,
                    int8_options=None) -> Segmenter:
-    """The installed model of ``model.release``, loaded with this process's threads set (:func:`configure_threads`).
+    """The installed model of ``model.release``, with its CPU threads (``model.threads``, default every physical core).
 
     ``calibration`` / ``int8_options``: with ``model.precision`` int8, the images (paths or NIfTI images) and the
     :class:`rootlets_task.inference.int8.Int8Options` of the quantisation (default: phantoms, default options).
@@ -45,9 +45,7 @@ def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1, calib
 
     model.check()
     folder, record = install.model_folder(model.release)
-    device = resolve_device(model.device)
-    threads = configure_threads(model.threads) if device.type == "cpu" else None
-    return Segmenter(folder, model, device=device.type, threads=threads, verbose=verbose, record=record,
+    return Segmenter(folder, model, verbose=verbose, record=record,
                      calibration=calibration if model.precision == "int8" else None, int8_options=int8_options)
 
 
