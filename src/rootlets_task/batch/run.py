@@ -149,7 +149,7 @@ def _settings(bids_root: Path, options: BatchOptions, model: ModelOptions, chain
     from rootlets_task.inference.segmenter import physical_cores
     from rootlets_task.models import install
 
-    folder, record = install.model_folder(model.release)
+    folder, record = install.ready_model_folder(model.release)  # first use installs it once, before any worker starts
     if model.threads is None and not _engine(options):  # elsewhere a worker takes the cores of its node or job
         model = replace(model, threads=max(1, physical_cores() // (options.jobs or 1)))
     return Settings(model_folder=str(folder.absolute()), model={k: record.get(k) for k in ("tag", "sha256", "url")},

@@ -123,6 +123,14 @@ def model_folder(tag: str | None = None) -> tuple[Path, dict]:
     return installed.trainer_folder, installed.record
 
 
+def ready_model_folder(tag: str | None = None, progress: bool = True) -> tuple[Path, dict]:
+    """:func:`model_folder` of release ``tag``, installed first when missing or outdated (:func:`ensure_release`, SCT's
+    first use): what every path that runs the model calls, so that each says and advises the same."""
+    if tag != "sct":
+        ensure_release(tag, progress=progress)
+    return model_folder(tag)
+
+
 def install_release(tag: str | None = None, custom_url: str | list[str] | None = None, force: bool = False,
                     progress: bool = True, allow_code: bool = False) -> Installed:
     """Install release ``tag`` (default r20250318) into ``models_dir()/<tag>``; a no-op when it is installed and current.

@@ -393,7 +393,7 @@ def _model_key(inputs: ChainInputs, model: ModelOptions, segmenter) -> dict | No
     if segmenter is None:
         from rootlets_task.models import install
 
-        folder, record = install.model_folder(model.release)
+        folder, record = install.ready_model_folder(model.release)  # first use installs it, as `rootlets -i` does
         return {"tag": record.get("tag"), "sha256": record.get("sha256") or str(folder), "test_time_aug": model.test_time_aug,
                 "precision": model.precision}
     return {"tag": segmenter.record.get("tag"), "sha256": segmenter.record.get("sha256") or str(segmenter.model_folder),

@@ -36,7 +36,8 @@ SUFFIX = "_rootlets"
 
 def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1, calibration: Sequence | None = None,
                    int8_options=None) -> Segmenter:
-    """The installed model of ``model.release``, loaded with this process's threads set (:func:`configure_threads`).
+    """The model of ``model.release`` (installed on first use), loaded with this process's threads set
+    (:func:`configure_threads`).
 
     ``calibration`` / ``int8_options``: with ``model.precision`` int8, the images (paths or NIfTI images) and the
     :class:`rootlets_task.inference.int8.Int8Options` of the quantisation (default: phantoms, default options).
@@ -44,7 +45,7 @@ def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1, calib
     from rootlets_task.models import install
 
     model.check()
-    folder, record = install.model_folder(model.release)
+    folder, record = install.ready_model_folder(model.release, progress=verbose > 0)
     device = resolve_device(model.device)
     threads = configure_threads(model.threads) if device.type == "cpu" else None
     return Segmenter(folder, device=device.type, test_time_aug=model.test_time_aug, verbose=verbose, record=record,
