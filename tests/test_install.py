@@ -200,7 +200,15 @@ def test_download_failures_are_one_line_errors(case, server, good_zip, capsys):
     expected = {"interrupted": "download interrupted", "404": "HTTP 404", "refused": "no network"}[case]
     assert err.count("\n") == 0 and err.startswith("rootlets: error: cannot install model release r20250318")
     assert expected in err and url in err
+    assert f"download {Path(url).name} elsewhere" in err, "the advice names the file asked for"
     assert not (install.models_dir() / R.tag).exists() and leftovers() == []
+
+
+def test_failed_custom_url_advice_names_its_file(capsys):
+    url = f"http://127.0.0.1:{free_port()}/models/my_model.zip?token=secret"
+    assert main(["-install", "-custom-url", url, "-v", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "download my_model.zip elsewhere" in err and "custom.zip" not in err and "secret" not in err
 
 
 def test_local_path_and_file_url(good_zip, monkeypatch):

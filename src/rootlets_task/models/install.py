@@ -166,8 +166,9 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
                                        skip=current, progress=progress, known_size=None if custom else release.size,
                                        allow_code=allow_code)
     except archive.DownloadError as exc:
+        asset = Path(unquote(urlparse(urls[0]).path)).name if custom else release.asset  # the file the user asked for
         raise archive.DownloadError(f"cannot install model release {release.tag}: {exc}; check the network, or download "
-                                    f"{release.asset} elsewhere and run `rootlets -install -release {release.tag} "
+                                    f"{asset} elsewhere and run `rootlets -install -release {release.tag} "
                                     f"-custom-url FILE.zip`, or set {ENV_MIRROR} to a folder or server holding it") from None
     installed = installed_release(release.tag)
     return Installed(installed.tag, installed.folder, installed.trainer_folder, installed.record, fresh=trainer is not None)
