@@ -62,6 +62,7 @@ class ChainOptions:
     crop_to_cord: bool = False
     overwrite: bool = False
     renumber: str = "none"
+    command: str | None = None  # what the sidecars say ran, after `rootlets` (default: -i IMG -levels; a batch: batch ...)
 
     def check(self) -> ChainOptions:
         for kind, value in (("cord", self.cord_from), ("discs", self.discs_from), ("pmj", self.pmj_from)):

@@ -34,6 +34,7 @@ from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import OutputSet, read_json, relative_to, remove_stale_temporaries, sha256_file, writable_folder
 from rootlets_task.core.options import SOURCES, ChainOptions, ModelOptions
+from rootlets_task.core.places import portable, portable_text, shared_paths
 from rootlets_task.inference import confidence as conf
 from rootlets_task.inference import cropping
 from rootlets_task.io import labels, nifti, provenance, viewers
@@ -234,7 +235,7 @@ class _Chain:
         for text in step_notes:
             self.note(f"{kind}: {text}")
         if outputs:
-            content = tools.label_sidecar(kind, source, why, self.source, made, file, step_notes)
+            content = tools.label_sidecar(kind, source, why, self.source, made, file, step_notes, self.options.command)
             with OutputSet() as out:  # label file and sidecar together
                 nib.save(nifti.label_image(np.asarray(data), self.img), out.path(target))
                 out.path(sidecar).write_text(json.dumps(content, indent=2) + "\n")
@@ -316,6 +317,12 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
     options.check()
     model.check()
     img, source, out_dir, prefix = _open(image, out_dir, inputs, prefix)
+    with shared_paths(out_dir, keep=True):  # sidecars and records name files relative to the outputs (a batch: BIDS URIs)
+        return _run_chain(img, source, out_dir, prefix, inputs, options, model, segmenter, qc_dir)
+
+
+def _run_chain(img: nib.Nifti1Image, source: Path | None, out_dir: Path, prefix: str, inputs: ChainInputs,
+               options: ChainOptions, model: ModelOptions, segmenter, qc_dir) -> ChainResult:
     resolved = {kind: resolve_source(kind, choice, inputs.file(kind))
                 for kind, choice in (("cord", options.cord_from), ("discs", options.discs_from), ("pmj", options.pmj_from))}
     for kind, (src, why) in resolved.items():
@@ -363,7 +370,7 @@ def _open(image, out_dir, inputs: ChainInputs, prefix: str | None) -> tuple[nib.
 def _result(run: _Chain, resolved: dict, levels: dict, segmenter) -> ChainResult:
     """The record's sources saved, and the result of the run (``levels``: what :func:`_levels_step` returns)."""
     run.record.data["sources"] = {kind: {"source": run.sources[kind], "tool": tools.describe(kind, run.sources[kind]),
-                                         "reason": resolved[kind][1],
+                                         "reason": portable_text(resolved[kind][1]),
                                          "file": relative_to(run.used[kind], run.out_dir) if run.used[kind] else None}
                                   for kind in SOURCES}
     run.record.data["image"] = relative_to(run.source, run.out_dir) if run.source is not None else None
@@ -429,8 +436,9 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
             run.note(text)
     from rootlets_task.pipeline.segment import write_segmentation
 
-    command = f"-i {run.source.name if run.source else run.prefix} -levels" + (" -crop-to-cord" if crop else "")
-    crop_info = {"CordFile": str(run.used["cord"].absolute()), "MarginMM": cropping.CROP_MARGIN_MM} if crop else None
+    command = run.options.command or f"-i {run.source.name if run.source else run.prefix} -levels"
+    command += " -crop-to-cord" if crop and "-crop-to-cord" not in command else ""
+    crop_info = {"CordFile": portable(run.used["cord"]), "MarginMM": cropping.CROP_MARGIN_MM} if crop else None
     content = provenance.rootlets_sidecar(segmenter, run.source, command, crop_info, run.confidence)
     for text in warnings:
         run.note(text)
@@ -483,11 +491,11 @@ def _qc(run: _Chain, result: ChainResult, qc_dir: str | os.PathLike, tag: str | 
     def image(kind: str):
         return nifti.label_image(run.arrays[kind], run.img) if kind in run.arrays else None
 
-    files = {f"{kind} file": str(run.used[kind]) for kind in ("rootlets", "cord", "discs") if run.used.get(kind)}
+    files = {f"{kind} file": portable(run.used[kind]) for kind in ("rootlets", "cord", "discs") if run.used.get(kind)}
     return qc.qc_subject(qc_dir, run.img, image("rootlets"), cord=image("cord"), discs=image("discs"),
                          levels=result.levels, shift=result.shift, subject=run.prefix, warnings=run.notes,
                          confidence=result.confidence,
-                         provenance={"image file": str(run.source) if run.source else "(in-memory image)", **files,
+                         provenance={"image file": portable(run.source) if run.source else "(in-memory image)", **files,
                                      "release": tag, "method": run.options.method, "renumber": run.options.renumber,
                                      **{f"{kind} source": tools.describe(kind, result.sources[kind]) for kind in SOURCES}})
 
