@@ -36,6 +36,7 @@ import numpy as np
 
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import read_json
+from rootlets_task.core.logs import is_terminal
 from rootlets_task.inference import cropping
 from rootlets_task.inference.cropping import Box, grow_to_patch
 from rootlets_task.io import nifti
@@ -273,7 +274,8 @@ class Segmenter:
             predictor = nnUNetPredictor(
                 tile_step_size=TILE_STEP_SIZE, use_gaussian=True, use_mirroring=self.test_time_aug,
                 perform_everything_on_device=self.device.type == "cuda", device=self.device,
-                verbose=self.verbose >= 2, verbose_preprocessing=self.verbose >= 2, allow_tqdm=self.verbose >= 1)
+                verbose=self.verbose >= 2, verbose_preprocessing=self.verbose >= 2,
+                allow_tqdm=self.verbose >= 1 and is_terminal())  # no bar updates in a log file
             try:
                 initialize(predictor, self.model_folder, self.folds, self.checkpoint, self.allow_code)
             except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
