@@ -242,7 +242,8 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0,
                            ignored=found.ignored, qc=Path(options.qc) if options.qc else None)
     if chain is not None:
-        summary.tables = dataset_tables(out, settings, participants_file(bids_root))
+        with shared_paths(out, {"raw": bids_root}):  # the group tables name their sources by BIDS URI
+            summary.tables = dataset_tables(out, settings, participants_file(bids_root))
     with shared_paths(out, {"raw": bids_root}):  # the summary is part of the derivative: no local paths
         write_json(out / LOGS / SUMMARY, {"finished": now(), "seconds": round(summary.seconds, 1), "version": __version__,
                                           "release": settings.model.get("tag"),
