@@ -18,6 +18,7 @@ import numpy as np
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import read_json, sha256_file
 from rootlets_task.core.options import ModelOptions
+from rootlets_task.core.places import shared_paths
 from rootlets_task.io import nifti
 from rootlets_task.pipeline.speedcheck import (
     CALIBRATION_IMAGES,
@@ -159,8 +160,9 @@ def _dataset_check(options, settings, segmented: list, saved: Path) -> tuple[dic
         return {"Levers": {}, "Passed": [], "Checked": []}, None
     log.warning("-levers auto: checking %s on %s (exact path and every lever, in this process)", ", ".join(LEVERS),
                 ", ".join(u.rel for u in first))
-    check = check_levers([u.image for u in first], [u.labels.get("cord") for u in first], LEVERS, settings.options,
-                         strict=False)
+    with shared_paths(saved.parent.parent, {"raw": first[0].dataset_root}):  # the report is part of the derivative
+        check = check_levers([u.image for u in first], [u.labels.get("cord") for u in first], LEVERS, settings.options,
+                             strict=False)
     check.report["Checked"] = [u.rel for u in first]
     saved.parent.mkdir(parents=True, exist_ok=True)
     write_report(check, saved)

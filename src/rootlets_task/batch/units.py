@@ -88,11 +88,10 @@ def unit_places(unit: bids.Unit, tmp: Path | None = None):
     from rootlets_task.models.install import ENV_HOME, models_dir
 
     rel_folder = Path(unit.rel).parent
-    bids_root = Path(unit.image).parents[len(rel_folder.parts)]
     out_root = Path(unit.out_dir).parents[len(rel_folder.parts) - 1]
     aliases = {models_dir(): f"${ENV_HOME}/models", cache_dir(): "$ROOTLETS_TASK_CACHE",
                **({tmp: rel_folder.as_posix()} if tmp is not None else {})}
-    return shared_paths(out_root, {"raw": bids_root}, aliases)
+    return shared_paths(out_root, {"raw": unit.dataset_root}, aliases)
 
 
 def process_unit(unit: bids.Unit, settings: Settings, out_root: str) -> dict:
