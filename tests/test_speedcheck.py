@@ -150,6 +150,9 @@ def test_batch_levers_auto_without_a_report_checks_the_first_image(checked, bids
     assert list(report["Levers"]) == list(speedcheck.default_levers())
     assert set(report["NotChecked"]) == set(speedcheck.levers_not_here())  # the bf16 levers, on a CPU without bf16
     _assert_verdicts_follow_the_figures(report)
+    image = report["Images"][0]
+    assert image["File"] == f"bids:raw:sub-01/anat/{NAMES[0]}.nii.gz" and image["Cord"].startswith("bids:raw:derivatives/")
+    assert report["Release"]["ModelFolder"] == "phantom/nnUNetTrainer__nnUNetPlans__3d_fullres", "no local folders"
     levers = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]["SpeedLevers"]
     assert levers["SpeedCheck"] == "logs/speedcheck.json" and "ignored" in levers["Ignored"]
     assert levers["Levers"] == report["Use"] and not report["Levers"]["crop"]["passed"]

@@ -20,6 +20,7 @@ import numpy as np
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import read_json, same_file, sha256_file
 from rootlets_task.core.options import ModelOptions
+from rootlets_task.core.places import shared_paths
 from rootlets_task.io import nifti
 from rootlets_task.pipeline.speedcheck import (
     CALIBRATION_IMAGES,
@@ -194,8 +195,9 @@ def _dataset_check(options, settings, segmented: list, saved: Path) -> tuple[dic
         log.info("-levers auto: %s not checked: %s", lever, why)
     log.warning("-levers auto: checking %s on %s (exact path and every lever, in this process)", ", ".join(levers),
                 ", ".join(u.rel for u in first))
-    check = check_levers([u.image for u in first], [u.labels.get("cord") for u in first], levers, settings.options,
-                         options=CheckOptions(strict=False))
+    with shared_paths(saved.parent.parent, {"raw": first[0].dataset_root}):  # the report is part of the derivative
+        check = check_levers([u.image for u in first], [u.labels.get("cord") for u in first], levers, settings.options,
+                             options=CheckOptions(strict=False))
     check.report["Checked"] = [u.rel for u in first]
     check.report["NotChecked"] = skipped
     saved.parent.mkdir(parents=True, exist_ok=True)

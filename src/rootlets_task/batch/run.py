@@ -43,6 +43,7 @@ from rootlets_task.batch.units import (
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import now, read_json, remove_stale_scratch, same_file, writable_folder, write_json
 from rootlets_task.core.options import ChainOptions, ModelOptions
+from rootlets_task.core.places import portable, shared_paths
 from rootlets_task.io import provenance
 from rootlets_task.io.records import Record
 from rootlets_task.io.tables import write_csv
@@ -150,7 +151,7 @@ def _settings(bids_root: Path, options: BatchOptions, model: ModelOptions, chain
     from rootlets_task.inference.segmenter import physical_cores
     from rootlets_task.models import install
 
-    folder, record = install.model_folder(model.release)
+    folder, record = install.ready_model_folder(model.release)  # first use installs it once, before any worker starts
     if model.threads is None and not _engine(options):  # elsewhere a worker takes the cores of its node or job
         model = replace(model, threads=max(1, physical_cores() // (options.jobs or 1)))
     return Settings(model_folder=str(folder.absolute()), model={k: record.get(k) for k in ("tag", "sha256", "url")},
@@ -171,7 +172,7 @@ def _describe_dataset(bids_root: Path, out: Path, units: list[bids.Unit], settin
                       levers: dict | None = None) -> None:
     """``dataset_description.json`` (and with ``bids_strict`` the ``.bidsignore``; colliding names refused first);
     ``levers``: how the speed levers were chosen (``SpeedLevers``)."""
-    description = provenance.dataset_description(settings.model, settings.chain is not None, bids_root)
+    description = provenance.dataset_description(settings.model, settings.chain is not None, bids_root, out)
     if levers:
         description["GeneratedBy"][0]["SpeedLevers"] = levers
     if settings.bids_strict:
@@ -179,7 +180,6 @@ def _describe_dataset(bids_root: Path, out: Path, units: list[bids.Unit], settin
 
         bids_strict.check_unique(units)
         bids_strict.write_dataset_files(out)
-        description["DatasetLinks"] = bids_strict.dataset_links(bids_root)
     if read_json(out / "dataset_description.json") != description:
         write_json(out / "dataset_description.json", description)
 
@@ -243,11 +243,14 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0,
                            ignored=found.ignored, qc=Path(options.qc) if options.qc else None)
     if chain is not None:
-        summary.tables = dataset_tables(out, settings, participants_file(bids_root))
-    write_json(out / LOGS / SUMMARY, {"finished": now(), "seconds": round(summary.seconds, 1), "version": __version__,
-                                      "release": settings.model.get("tag"), "results": summary.results,
-                                      "ignored": [list(i) for i in summary.ignored],
-                                      "tables": {k: str(v) for k, v in summary.tables.items()}})
+        with shared_paths(out, {"raw": bids_root}):  # the group tables name their sources by BIDS URI
+            summary.tables = dataset_tables(out, settings, participants_file(bids_root))
+    with shared_paths(out, {"raw": bids_root}):  # the summary is part of the derivative: no local paths
+        write_json(out / LOGS / SUMMARY, {"finished": now(), "seconds": round(summary.seconds, 1), "version": __version__,
+                                          "release": settings.model.get("tag"),
+                                          "results": [r | {"log": portable(r.get("log"))} for r in summary.results],
+                                          "ignored": [list(i) for i in summary.ignored],
+                                          "tables": {k: portable(v) for k, v in summary.tables.items()}})
     return summary
 
 

@@ -333,13 +333,22 @@ def _phantom_parser() -> argparse.ArgumentParser:
                    help="voxel size in mm of array axes 1, 2, 3")
     p.add_argument("-seed", type=int, default=0, help="random seed (anatomy jitter and noise)")
     p.add_argument("-tilt", type=float, default=0.0, metavar="DEG", help="oblique tilt about the left-right axis")
+    p.add_argument("-subject", metavar="LABEL", help="name the files as a BIDS subject's: sub-LABEL_T2w.nii.gz and its "
+                   "labels sub-LABEL_T2w_label-SC_seg, _label-discs_dlabel, _label-PMJ_dlabel (what `rootlets -i "
+                   "... -levels` takes); default phantom_T2w*")
     return p
 
 
 def _run_phantom(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from rootlets_task.io.phantom import write_phantom
 
-    for kind, path in write_phantom(args.o, args.orient, tuple(args.spacing), args.seed, args.tilt).items():
+    prefix = "phantom_T2w"
+    if args.subject is not None:
+        label = args.subject.removeprefix("sub-")
+        if not label.isascii() or not label.isalnum():
+            raise RootletsError(f"-subject {args.subject}: a BIDS subject label is letters and digits only (e.g. 01)")
+        prefix = f"sub-{label}_T2w"
+    for kind, path in write_phantom(args.o, args.orient, tuple(args.spacing), args.seed, args.tilt, prefix).items():
         print(f"{kind:17s} {_shown(path)}")
 
 
@@ -649,7 +658,7 @@ def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
     for name, path in outputs.items():
         print(f"  {name:10s} {_shown(path)}")
     print(f"\nThe demo model is in {_shown(models_dir())}, converted networks in {_shown(cache_dir())}; "
-          "`rootlets clean` (or make clean-user-data) removes them.")
+          "`rootlets clean` removes them.")
 
 
 def _clean_parser() -> argparse.ArgumentParser:

@@ -74,13 +74,15 @@ def writable_folder(folder: str | os.PathLike, label: str = "output folder", fla
 
 
 def relative_to(path: str | os.PathLike, folder: str | os.PathLike) -> str:
-    """``path`` relative to ``folder`` when inside it (records and sidecars stay valid when a folder moves), else
-    absolute."""
+    """``path`` relative to ``folder`` when inside it (records and sidecars stay valid when a folder moves), else as
+    :func:`rootlets_task.core.places.portable` writes it while paths are shared, else absolute."""
+    from rootlets_task.core.places import active, portable
+
     path, folder = Path(path).absolute(), Path(folder).absolute()
     try:
         return path.relative_to(folder).as_posix()
     except ValueError:
-        return str(path)
+        return portable(path) if active() else str(path)
 
 
 # ------------------------------------------------------------------------------------------ temporaries

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PACKAGE = "rootlets_task"
@@ -46,6 +46,28 @@ class _Format(logging.Formatter):
         return f"rootlets: warning: {text}" if record.levelno >= logging.WARNING else f"rootlets: {text}"
 
 
+class _Rewriting(logging.Formatter):
+    """A formatter whose lines pass through ``rewrite`` (when given)."""
+
+    def __init__(self, fmt: str, rewrite: Callable[[str], str] | None = None):
+        super().__init__(fmt)
+        self.rewrite = rewrite
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return self.rewrite(text) if self.rewrite else text
+
+
+def is_terminal(stream=None) -> bool:
+    """Whether ``stream`` (default: stderr now) is a terminal: progress bars only there, never in a log file, where each
+    of their updates would be one more line."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed or not a file
+        return False
+
+
 def _not_in_unit(record: logging.LogRecord) -> bool:
     return not getattr(_in_unit, "active", False)
 
@@ -65,12 +87,14 @@ def configure(verbosity: int = 1) -> None:
 
 
 @contextlib.contextmanager
-def unit_log(path: str | Path) -> Iterator[None]:
-    """Send what the current thread logs to ``path`` (and nowhere else) while the block runs."""
+def unit_log(path: str | Path, rewrite: Callable[[str], str] | None = None) -> Iterator[None]:
+    """Send what the current thread logs to ``path`` (and nowhere else) while the block runs; ``rewrite``: applied to
+    each line (e.g. :func:`rootlets_task.core.places.portable_text`: a log shared with its derivative names no local
+    folder)."""
     logger = logging.getLogger(PACKAGE)
     thread = threading.get_ident()
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_Rewriting("%(asctime)s %(levelname)s %(name)s: %(message)s", rewrite=rewrite))
     handler.addFilter(lambda record: record.thread == thread)
     with _units_lock:
         if _units["open"] == 0:

@@ -65,6 +65,7 @@ class ChainOptions:
     crop_to_cord: bool = False
     overwrite: bool = False
     renumber: str = "none"
+    command: str | None = None  # what the sidecars say ran, after `rootlets` (default: -i IMG -levels; a batch: batch ...)
 
     def __post_init__(self) -> None:
         self.check()

@@ -38,6 +38,7 @@ import numpy as np
 
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import load_json, read_json
+from rootlets_task.core.logs import is_terminal
 from rootlets_task.core.options import ModelOptions
 from rootlets_task.inference import cpu, cropping
 from rootlets_task.inference.cropping import Box, grow_to_patch
@@ -61,7 +62,8 @@ _IMPORT_LOCK = threading.Lock()
 
 _NNUNET_ENV = ("nnUNet_def_n_proc", "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 _THREADS_LOCK = threading.Lock()
-_threads_held: dict[str, Any] = {"open": 0, "saved": None}  # blocks inside configure_threads now, and what to restore after the last
+# blocks inside configure_threads now, and what to restore after the last one
+_threads_held: dict[str, Any] = {"open": 0, "saved": None}
 
 
 @contextlib.contextmanager
@@ -331,7 +333,8 @@ class Segmenter:
             predictor = nnUNetPredictor(
                 tile_step_size=TILE_STEP_SIZE, use_gaussian=True, use_mirroring=self.test_time_aug,
                 perform_everything_on_device=self.device.type == "cuda", device=self.device,
-                verbose=self.verbose >= 2, verbose_preprocessing=self.verbose >= 2, allow_tqdm=self.verbose >= 1)
+                verbose=self.verbose >= 2, verbose_preprocessing=self.verbose >= 2,
+                allow_tqdm=self.verbose >= 1 and is_terminal())  # no bar updates in a log file
             try:
                 initialize(predictor, self.model_folder, self.folds, self.checkpoint, self.allow_code)
             except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:

@@ -40,6 +40,7 @@ from scipy import stats as scistats
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import atomic_path, check_size, keep_inputs, load_json
 from rootlets_task.core.names import level_name
+from rootlets_task.core.places import active, portable, shared_paths
 from rootlets_task.io.tables import SHIFT_COLUMNS, is_levels_table, upgrade, write_csv
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,11 @@ def _ours(path: Path, table: pd.DataFrame) -> Table:
     return our_table(path, table, document)
 
 
+def _source(path: Path) -> str:
+    """The table's file as a group's outputs record it (no local folders while paths are shared)."""
+    return portable(path) if active() else str(path)
+
+
 def our_table(path: Path, table: pd.DataFrame, document: dict, grid: tuple[int, bool] | None = None) -> Table:
     """One subject's levels table of ours (old column names too) and its ``_levels.json`` content, as a :class:`Table`.
 
@@ -121,7 +127,7 @@ def our_table(path: Path, table: pd.DataFrame, document: dict, grid: tuple[int, 
     rows = pd.DataFrame({"unit": unit, "participant": _participant(unit), "kind": ok["kind"],
                          "value": ok["value"].astype(int), "rostral_mm": ok["rostral_mm"].astype(float),
                          "caudal_mm": ok["caudal_mm"].astype(float), "height_mm": ok["height_mm"].astype(float),
-                         "source": str(path)})
+                         "source": _source(path)})
     rows["rostral_slice"], rows["caudal_slice"] = ok["rostral_slice"], ok["caudal_slice"]
     inputs = document.get("inputs", {})
     names = {kind: Path(inputs[key]).name if key in inputs else path.name
@@ -145,7 +151,7 @@ def _lab(path: Path, table: pd.DataFrame) -> Table:
     rows = pd.DataFrame({"unit": table["subject"].astype(str), "participant": table["subject"].astype(str),
                          "kind": table["spinal_level_type"].map(LAB_KINDS), "value": table["spinal_level"].astype(int),
                          "rostral_mm": rostral, "caudal_mm": caudal, "height_mm": table["height"].astype(float),
-                         "source": str(path), "rostral_slice": table["slice_end"], "caudal_slice": table["slice_start"],
+                         "source": _source(path), "rostral_slice": table["slice_end"], "caudal_slice": table["slice_start"],
                          "fname": table["fname"]})
     provenance = {"source": LAB_SOURCE, "method": "02a", "version": None,
                   "reference": "PMJ (top of SCT's extrapolated centerline)"}
@@ -438,9 +444,9 @@ def lab_table(tables: list[Table]) -> pd.DataFrame:
 
 
 def _settings(tables: list[Table], rows: pd.DataFrame, participants, column, medians) -> dict:
-    return {"normalised": participants is not None, "participants": None if participants is None else str(participants),
+    return {"normalised": participants is not None, "participants": None if participants is None else _source(participants),
             "height_column": column, "median_body_height": medians,
-            "inputs": [str(t.path) for t in tables], "units": int(rows["unit"].nunique()),
+            "inputs": [_source(t.path) for t in tables], "units": int(rows["unit"].nunique()),
             **{k: tables[0].provenance.get(k) for k in ("source", "method", "version", "reference")},
             "pairings": {p: {f"VL{level_name(v, 'vertebral')}": f"SL{level_name(s, 'spinal')}" for v, s in m.items()}
                          for p, m in PAIRINGS.items()}}
@@ -461,7 +467,8 @@ def group_stats(files: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
     if normalise and participants is None:
         raise RootletsError("height normalisation needs a participants file (-participants participants.tsv with a "
                             "height column); or use -normalise n")
-    tables = read_tables(list(files))
+    with shared_paths(out_dir, keep=True):  # each row's source file relative to the outputs (a batch: its derivative)
+        tables = read_tables(list(files))
     keep_inputs([Path(out_dir) / name for name in OUTPUTS.values()], [t.path for t in tables] + [participants], "-o")
     _check_uniform(tables)
     rows = _combine(tables)
@@ -476,7 +483,8 @@ def group_stats(files: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
             log.info("not normalised by body height (-normalise n); %s is not used", participants)
     pairs = pair_table(rows)
     s_stats, l_stats = shift_stats(pairs), level_stats(rows)
-    settings = _settings(tables, rows, participants if normalise else None, column, medians)
+    with shared_paths(out_dir, keep=True):
+        settings = _settings(tables, rows, participants if normalise else None, column, medians)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

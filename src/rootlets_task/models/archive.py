@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlparse
 
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import MAX_JSON_DEPTH, json_depth, sha256_file, writable_folder
+from rootlets_task.core.logs import is_terminal
 from rootlets_task.core.urls import is_url, redact, scrub, url_problem
 from rootlets_task.models import checkpoints
 from rootlets_task.models.plans import plans_problem
@@ -212,7 +213,7 @@ def _copy_body(resp, target: Path, name: str, progress: bool, cap: int, deadline
 
     digest, (seconds, end) = hashlib.sha256(), deadline
     with open(target, "wb") as out, tqdm(total=state.total, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
-                                         disable=not progress, file=sys.stderr, leave=True) as bar:
+                                         disable=not (progress and is_terminal()), file=sys.stderr, leave=True) as bar:
         while chunk := resp.raw.read1(64 * 1024, decode_content=True):  # returns as soon as some data came
             state.size += len(chunk)
             if state.size > cap:

@@ -142,6 +142,14 @@ def model_folder(tag: str | None = None) -> tuple[Path, dict]:
     return installed.trainer_folder, installed.record
 
 
+def ready_model_folder(tag: str | None = None, progress: bool = True) -> tuple[Path, dict]:
+    """:func:`model_folder` of release ``tag``, installed first when missing or outdated (:func:`ensure_release`, SCT's
+    first use): what every path that runs the model calls, so that each says and advises the same."""
+    if tag != "sct":
+        ensure_release(tag, progress=progress)
+    return model_folder(tag)
+
+
 def install_release(tag: str | None = None, custom_url: str | list[str] | None = None, force: bool = False,
                     progress: bool = True, allow_code: bool = False, make_active: bool = True) -> Installed:
     """Install release ``tag`` (default r20250318) into ``models_dir()/<tag>``; a no-op when it is installed and current.
@@ -178,8 +186,9 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
                                 allow_code=allow_code)
         trainer = archive.install_from(urls, dest, make_record, RECORD, checks, skip=current, progress=progress)
     except archive.DownloadError as exc:
+        asset = Path(unquote(urlparse(urls[0]).path)).name if custom else release.asset  # the file the user asked for
         raise archive.DownloadError(f"cannot install model release {release.tag}: {exc}; check the network, or download "
-                                    f"{release.asset} elsewhere and run `rootlets -install -release {release.tag} "
+                                    f"{asset} elsewhere and run `rootlets -install -release {release.tag} "
                                     f"-custom-url FILE.zip`, or set {ENV_MIRROR} to a folder or server holding it") from None
     installed = installed_release(release.tag)
     assert installed is not None  # just installed

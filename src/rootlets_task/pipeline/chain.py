@@ -44,6 +44,7 @@ from rootlets_task.core.files import (
     writable_folder,
 )
 from rootlets_task.core.options import SOURCES, ChainOptions, ModelOptions
+from rootlets_task.core.places import portable, portable_text, shared_paths
 from rootlets_task.inference import confidence as conf
 from rootlets_task.inference import cropping
 from rootlets_task.io import labels, nifti, provenance, viewers
@@ -253,7 +254,7 @@ class _Chain:
         for text in step_notes:
             self.note(f"{kind}: {text}")
         if outputs:
-            content = tools.label_sidecar(kind, source, why, self.source, made, file, step_notes)
+            content = tools.label_sidecar(kind, source, why, self.source, made, file, step_notes, self.options.command)
             with OutputSet() as out:  # label file and sidecar together
                 nib.save(nifti.label_image(np.asarray(data), self.img), out.path(target))
                 out.path(sidecar).write_text(json.dumps(content, indent=2) + "\n")
@@ -337,6 +338,12 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
     options.check()
     model.check()
     img, source, out_dir, prefix = _open(image, out_dir, inputs, prefix)
+    with shared_paths(out_dir, keep=True):  # sidecars and records name files relative to the outputs (a batch: BIDS URIs)
+        return _run_chain(img, source, out_dir, prefix, inputs, options, model, segmenter, qc_dir)
+
+
+def _run_chain(img: nib.Nifti1Image, source: Path | None, out_dir: Path, prefix: str, inputs: ChainInputs,
+               options: ChainOptions, model: ModelOptions, segmenter, qc_dir) -> ChainResult:
     resolved = {kind: resolve_source(kind, choice, inputs.file(kind))
                 for kind, choice in (("cord", options.cord_from), ("discs", options.discs_from), ("pmj", options.pmj_from))}
     for kind, (src, why) in resolved.items():
@@ -388,7 +395,7 @@ def _open(image, out_dir, inputs: ChainInputs, prefix: str | None) -> tuple[nib.
 def _result(run: _Chain, resolved: dict, levels: dict, segmenter) -> ChainResult:
     """The record's sources saved, and the result of the run (``levels``: what :func:`_levels_step` returns)."""
     run.record.data["sources"] = {kind: {"source": run.sources[kind], "tool": tools.describe(kind, run.sources[kind]),
-                                         "reason": resolved[kind][1],
+                                         "reason": portable_text(resolved[kind][1]),
                                          "file": relative_to(run.file_of(kind), run.out_dir) if run.used[kind] else None}
                                   for kind in SOURCES}
     run.record.data["image"] = relative_to(run.source, run.out_dir) if run.source is not None else None
@@ -418,7 +425,7 @@ def _model_key(inputs: ChainInputs, model: ModelOptions, segmenter) -> dict | No
     if segmenter is None:
         from rootlets_task.models import install
 
-        folder, record = install.model_folder(model.release)
+        folder, record = install.ready_model_folder(model.release)  # first use installs it, as `rootlets -i` does
         return {"tag": record.get("tag"), "sha256": record.get("sha256") or str(folder), "test_time_aug": model.test_time_aug,
                 "precision": model.precision}
     return {"tag": segmenter.record.get("tag"), "sha256": segmenter.record.get("sha256") or str(segmenter.model_folder),
@@ -454,8 +461,9 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
             run.note(text)
     from rootlets_task.pipeline.segment import write_segmentation
 
-    command = f"-i {run.source.name if run.source else run.prefix} -levels" + (" -crop-to-cord" if crop else "")
-    crop_info = {"CordFile": str(run.file_of("cord").absolute()), "MarginMM": cropping.CROP_MARGIN_MM} if crop else None
+    command = run.options.command or f"-i {run.source.name if run.source else run.prefix} -levels"
+    command += " -crop-to-cord" if crop and "-crop-to-cord" not in command else ""
+    crop_info = {"CordFile": portable(run.file_of("cord")), "MarginMM": cropping.CROP_MARGIN_MM} if crop else None
     content = provenance.rootlets_sidecar(segmenter, run.source, command, crop_info, run.confidence)
     for text in warnings:
         run.note(text)
@@ -509,8 +517,8 @@ def _qc(run: _Chain, result: ChainResult, qc_dir: str | os.PathLike, tag: str | 
     def image(kind: str):
         return nifti.label_image(run.arrays[kind], run.img) if kind in run.arrays else None
 
-    files = {f"{kind} file": str(run.used[kind]) for kind in ("rootlets", "cord", "discs") if run.used.get(kind)}
-    provenance = {"image file": str(run.source) if run.source else "(in-memory image)", **files,
+    files = {f"{kind} file": portable(run.used[kind]) for kind in ("rootlets", "cord", "discs") if run.used.get(kind)}
+    provenance = {"image file": portable(run.source) if run.source else "(in-memory image)", **files,
                   "release": tag, "method": run.options.method, "renumber": run.options.renumber,
                   **{f"{kind} source": tools.describe(kind, result.sources[kind]) for kind in SOURCES}}
     options = qc.QcOptions(subject=run.prefix, warnings=run.notes, confidence=result.confidence, provenance=provenance)

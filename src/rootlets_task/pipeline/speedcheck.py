@@ -388,18 +388,22 @@ def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.P
 
 def _report(cases: list[_Case], loaded: dict, results: dict, exact_seconds: list, thresholds: Thresholds, method: str,
             reps: int) -> dict:
-    from rootlets_task.io.provenance import model_fields
+    from rootlets_task.core.places import active, portable
+    from rootlets_task.io.provenance import model_fields, model_folder_name
+
+    def shown(path) -> str | None:  # inside a derivative (batch -levers auto): no local folders
+        return None if path is None else portable(path) if active() else str(Path(path).absolute())
 
     exact = loaded["float32"]
     report = {"Name": FORMAT, "FormatVersion": FORMAT_VERSION, "Version": __version__, "Date": now(),
-              "Release": model_fields(exact.record) | {"ModelFolder": str(exact.model_folder)},
+              "Release": model_fields(exact.record) | {"ModelFolder": model_folder_name(exact.model_folder)},
               "Thresholds": asdict(thresholds) | {"Text": thresholds.text()}, "LevelsMethod": method,
               "CropMarginMM": cropping.CROP_MARGIN_MM, "Repetitions": reps,
               "CPU": cpu.cpu_info(),
               "Exact": {"Backend": exact.backend, "Precision": exact.precision, "Device": exact.device.type,
                         "Threads": exact.threads,
                         "SecondsPerImage": sum(_median(s) for s in exact_seconds) / len(cases)},
-              "Images": [{"File": str(c.path.absolute()), "SHA256": sha256_file(c.path), "Cord": c.cord_file,
+              "Images": [{"File": shown(c.path), "SHA256": sha256_file(c.path), "Cord": shown(c.cord_file),
                           "SISpacingMM": c.si_mm, "CropBox": c.box_info,
                           "LevelsFrom": f"cord ({method} levels)" if c.cord is not None else "image S-I axis"}
                          for c in cases]}

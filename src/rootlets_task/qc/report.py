@@ -43,12 +43,13 @@ from rootlets_task._version import __version__
 from rootlets_task.core.colours import level_colour
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import check_size, keep_inputs, load_json, now, printable, read_json, writable_folder, write_text
+from rootlets_task.core.places import portable, portable_text, shared_paths
 from rootlets_task.inference import confidence as conf
 from rootlets_task.io import labels
 from rootlets_task.io.nifti import load, orientation, stem
 from rootlets_task.io.tables import REQUIRED_COLUMNS, is_levels_table, upgrade
 from rootlets_task.levels.compute import shift_table
-from rootlets_task.qc.figures import _pairs, levels_figure, rootlets_figure, thumbnail
+from rootlets_task.qc.figures import _pairs, levels_figure, rootlets_figure, strip, thumbnail
 from rootlets_task.qc.views import SLAB_MM, check_slab, display_views
 
 REPORT = "rootlets_task"  # our report's folder inside the QC folder (the QC folder's root is SCT's report)
@@ -130,6 +131,11 @@ def _sidecar_provenance(kind: str, source) -> dict:
     if kind == "rootlets":
         found |= {"release": made.get("Release"), "model URL": made.get("ModelURL")}
     return {k: v for k, v in found.items() if v}
+
+
+def _shared_name(source) -> str:
+    """A file as the QC page shows it (:func:`rootlets_task.core.places.portable`: no local folders)."""
+    return portable(source) if isinstance(source, str | os.PathLike) else "(in-memory image)"
 
 
 def _name(source) -> str:
@@ -355,16 +361,22 @@ def _subject_warnings(warnings: list[str], roots: nib.Nifti1Image, levels: pd.Da
     return warnings, numbering
 
 
+def _shared_provenance(qc_dir, image, rootlets, cord, discs, given: Mapping | None) -> dict:
+    """:func:`_provenance` with paths relative to the QC folder, unless the caller shares paths its own way (a batch)."""
+    with shared_paths(qc_dir, keep=True):
+        return _provenance(image, rootlets, cord, discs, given)
+
+
 def _provenance(image, rootlets, cord, discs, given: Mapping | None) -> dict:
     """The input files, what their JSON sidecars say made them (release, sources) and the caller's (which wins)."""
-    files = {"image file": _name(image), "rootlets file": _name(rootlets),
-             "cord file": _name(cord) if cord is not None else "none",
-             "discs file": _name(discs) if discs is not None else "none"}
+    files = {"image file": _shared_name(image), "rootlets file": _shared_name(rootlets),
+             "cord file": _shared_name(cord) if cord is not None else "none",
+             "discs file": _shared_name(discs) if discs is not None else "none"}
     sidecars = {}
     for kind, source in (("rootlets", rootlets), ("cord", cord), ("discs", discs)):
         sidecars.update(_sidecar_provenance(kind, source))
     return _jsonable({"rootlets_task": __version__, "python": platform.python_version(), **files, **sidecars,
-                      **(given or {})})
+                      **{k: portable_text(v) if isinstance(v, str) else v for k, v in (given or {}).items()}})
 
 
 def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike, cord: ImageLike | None = None,
@@ -413,6 +425,7 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
                f"rootlets_task {__version__}")
     panels = rootlets_figure(views, out / "rootlets.png", f"{subject}: rootlets by spinal level", caption)
     thumbnail(views, out / "thumbnail.png")
+    strip(views, out / "strip.png")
     figures = {"rootlets": {"file": "rootlets.png", "panels": panels}}
     if levels_df is not None:
         levels_figure(levels_df, shift_df, out / "levels.png", f"{subject}: spinal vs vertebral levels")
@@ -421,10 +434,11 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
         (out / "levels.png").unlink(missing_ok=True)  # from an earlier run of this subject
 
     record = {"subject": subject, "key": key, "created": now(), "page": f"{key}/index.html",
-              "thumbnail": f"{key}/thumbnail.png", "figures": figures, **_levels_summary(levels_df, shift_df),
+              "thumbnail": f"{key}/thumbnail.png", "strip": f"{key}/strip.png", "figures": figures,
+              **_levels_summary(levels_df, shift_df),
               "numbering": numbering, "confidence": _confidence(confidence, rootlets, levels_df, roots),
               "warnings": warnings, "notes": notes,
-              "provenance": _provenance(image, rootlets, cord, discs, provenance)}
+              "provenance": _shared_provenance(qc_dir, image, rootlets, cord, discs, provenance)}
     page = out / "index.html"
     write_text(page, _templates().get_template("qc_subject.html").render(r=record, tables=_page_tables(levels_df, shift_df)))
     (report / RECORDS).mkdir(parents=True, exist_ok=True)
