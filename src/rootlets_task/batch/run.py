@@ -310,7 +310,8 @@ def participants_file(bids_root: Path) -> Path | None:
 
 
 def dataset_tables(out: Path, settings: Settings, participants: Path | None = None) -> dict[str, Path]:
-    """``levels.csv`` and ``shift.csv`` of the whole derivative dataset (one row per image, level and kind) and the
+    """``levels.csv``, ``shift.csv`` and (with ``-measure``) ``measure.csv`` of the whole derivative dataset (one row per
+    image, level and kind) and the
     group statistics of :func:`rootlets_task.levels.stats.group_stats` (in ``group/``), normalised by body height as the
     paper does when ``participants`` (the dataset's ``participants.tsv`` with ``height``) is given and usable.
 
@@ -329,12 +330,13 @@ def dataset_tables(out: Path, settings: Settings, participants: Path | None = No
             records.append((path.parent, path.name[: -len(RECORD_SUFFIX)], Record(path)))
     tables: dict[str, Path] = {}
     files = []
-    for kind in ("levels", "shift"):
+    for kind in ("levels", "shift", "measure"):
         frames = []
         for folder, name, record in records:
             path = folder / f"{name}_{kind}.csv"
             if path.is_file() and record.name(path) in record.step(UNIT_STEP).get("outputs", {}):
-                files.append(path)
+                if kind != "measure":  # the group statistics are those of the levels
+                    files.append(path)
                 frame = pd.read_csv(path)
                 frame.insert(0, "image", name)
                 frame.insert(1, "session", record.data.get("session") or "")

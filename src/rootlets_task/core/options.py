@@ -16,6 +16,7 @@ METHODS = ("gapfree", "reference")
 PRECISIONS = ("float32", "int8")
 RENUMBER = ("none", "suggested")  # suggested: apply the numbering check's suggestion (recorded), never silently
 CONTRASTS = ("t1", "t2")  # what sct_detect_pmj knows
+MEASURE_METHODS = ("bin", "wa")  # sct_extract_metric -method: binarized mask, or weighted average
 # Where each label comes from, in the order ``auto`` tries them (after a given file).
 SOURCES = {
     "cord": ("file", "sct"),
@@ -62,6 +63,9 @@ class ChainOptions:
     crop_to_cord: bool = False
     overwrite: bool = False
     renumber: str = "none"
+    measure: tuple[str, ...] | None = None  # maps to measure per level (None: no measure step; (): morphometry only)
+    measure_mask: str | None = None  # mask for the maps (default: the cord)
+    measure_method: str = "bin"
 
     def check(self) -> ChainOptions:
         for kind, value in (("cord", self.cord_from), ("discs", self.discs_from), ("pmj", self.pmj_from)):
@@ -72,4 +76,6 @@ class ChainOptions:
         _one_of("renumber", self.renumber, RENUMBER)
         if self.contrast not in CONTRASTS:
             raise RootletsError(f"contrast {self.contrast!r}: sct_detect_pmj knows {' and '.join(CONTRASTS)} only")
+        if self.measure_method not in MEASURE_METHODS:
+            raise RootletsError(f"-measure-method {self.measure_method}: unknown; use one of {', '.join(MEASURE_METHODS)}")
         return self

@@ -186,6 +186,7 @@ class _Chain:
         self.used: dict[str, Path | None] = {}
         self.sources: dict[str, str] = {}
         self.confidence: dict | None = None  # of the rootlets in hand (None when unknown, e.g. edited by hand)
+        self.measured: dict[str, Path] = {}  # measure_csv, measure_tsv, measure_json, measure_png (the -measure step)
         self.image_sha = _digest(img, source)
         self.base = {"version": __version__, "image": self.image_sha}
 
@@ -315,6 +316,13 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
     """
     options.check()
     model.check()
+    if options.measure is not None:  # the maps and the mask exist, before anything is computed
+        from rootlets_task.pipeline.measuring import parse_maps
+
+        for name, path in [*(("map " + n, p) for n, p in parse_maps(options.measure).items()),
+                           *((("mask", Path(options.measure_mask)),) if options.measure_mask else ())]:
+            if not path.is_file():
+                raise RootletsError(f"-measure: {name} {path}: file not found; check the path")
     img, source, out_dir, prefix = _open(image, out_dir, inputs, prefix)
     resolved = {kind: resolve_source(kind, choice, inputs.file(kind))
                 for kind, choice in (("cord", options.cord_from), ("discs", options.discs_from), ("pmj", options.pmj_from))}
@@ -338,7 +346,10 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
             run.labels_step(kind, *resolved[kind])
     finally:
         run.close()
-    result = _result(run, resolved, _levels_step(run), segmenter)
+    levels = _levels_step(run)
+    if options.measure is not None:
+        _measure_step(run)
+    result = _result(run, resolved, levels, segmenter)
     result.view = _viewer_files(result.outputs, run.source, run.arrays)
     if qc_dir is not None:
         result.qc_page = _qc(run, result, qc_dir, (model_key or {}).get("tag"))
@@ -374,6 +385,7 @@ def _result(run: _Chain, resolved: dict, levels: dict, segmenter) -> ChainResult
                **{k: run.paths[k] for k in written}, "record": run.paths["record"]}
     if run.options.method == "reference":
         outputs["lab"] = run.paths["lab"]
+    outputs.update(run.measured)
     return ChainResult(outputs=outputs, sources={kind: run.sources[kind] for kind in SOURCES}, steps=run.steps,
                        image=run.img, arrays=run.arrays, notes=run.notes, segmenter=segmenter,
                        confidence=run.confidence, **levels)
@@ -475,6 +487,35 @@ def _levels_step(run: _Chain) -> dict:
     run.steps["levels"] = "computed"
     return {"levels": result.levels, "shift": result.shift if with_discs else None, "reference": result.reference,
             "numbering": numbering, "origin": result.origin.to_dict()}
+
+
+def _measure_step(run: _Chain) -> None:
+    """Per-level morphometry and map statistics (``-measure``) on the written level files, the cord and the maps."""
+    from rootlets_task.measure import files as measure_io
+    from rootlets_task.measure.perlevel import MeasureOptions
+    from rootlets_task.pipeline.measuring import measure_files, parse_maps
+
+    options = run.options
+    maps = parse_maps(options.measure or ())
+    levels = {kind: run.paths[kind] for kind in ("spinal", "vertebral") if kind in run.paths and
+              (kind == "spinal" or run.used.get("discs") is not None)}
+    mask = Path(options.measure_mask) if options.measure_mask else None
+    key = {"version": __version__, "image": run.image_sha, "cord": sha256_file(run.used["cord"]),
+           "levels": {k: sha256_file(p) for k, p in levels.items()}, "maps": {n: sha256_file(p) for n, p in maps.items()},
+           "mask": sha256_file(mask) if mask else None, "method": options.measure_method}
+    paths = measure_io.output_paths(run.out_dir, run.prefix)
+    run.measured = {f"measure_{k}": p for k, p in paths.items()}
+    if run.record.up_to_date("measure", key):
+        run.skipped("measure", f" ({', '.join(p.name for p in paths.values())})")
+        return
+    run.record.check_writable("measure", list(paths.values()))
+    command = f"-i {run.source.name if run.source else run.prefix} -levels -measure {' '.join(map(str, options.measure))}"
+    _, measured = measure_files(run.img, levels, maps, cord=run.used["cord"], mask=mask, out_dir=run.out_dir,
+                                prefix=run.prefix, options=MeasureOptions(options.measure_method), command=command)
+    for text in measured.notes:
+        run.note(f"measure: {text}")
+    run.record.done("measure", key, list(paths.values()))
+    run.steps["measure"] = "computed"
 
 
 def _qc(run: _Chain, result: ChainResult, qc_dir: str | os.PathLike, tag: str | None) -> Path:
