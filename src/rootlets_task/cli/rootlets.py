@@ -22,6 +22,7 @@ from rootlets_task.core.options import (
     RENUMBER,
     SOURCES,
     ChainOptions,
+    MeasureOptions,
     ModelOptions,
 )
 from rootlets_task.qc.sct_report import PLANES
@@ -441,7 +442,6 @@ def _measure_parser() -> argparse.ArgumentParser:
 
 
 def _run_measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.measure.perlevel import MeasureOptions
     from rootlets_task.pipeline.measuring import measure_files, parse_maps
 
     levels = {kind: path for kind, path in (("spinal", args.spinal), ("vertebral", args.vertebral)) if path}

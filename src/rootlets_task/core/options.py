@@ -79,3 +79,16 @@ class ChainOptions:
         if self.measure_method not in MEASURE_METHODS:
             raise RootletsError(f"-measure-method {self.measure_method}: unknown; use one of {', '.join(MEASURE_METHODS)}")
         return self
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """How maps are aggregated per level (``bin`` or ``wa``, as ``sct_extract_metric -method``) and whether the CSA is
+    angle-corrected (``sct_process_segmentation -angle-corr``); see :mod:`rootlets_task.measure.perlevel`."""
+
+    method: str = "bin"
+    angle_correction: bool = True
+
+    def check(self) -> MeasureOptions:
+        _one_of("-measure-method", self.method, MEASURE_METHODS)
+        return self

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from rootlets_task.core.options import MEASURE_METHODS as METHODS
+
 STATISTICS = ("mean", "median", "sd", "voxels")
 
 

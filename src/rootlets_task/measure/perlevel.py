@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.names import level_name
+from rootlets_task.core.options import MeasureOptions
 from rootlets_task.io import labels, nifti
 from rootlets_task.measure import metrics, morphometry
 
@@ -49,19 +50,6 @@ MORPHOMETRY = {  # column -> (SCT per-slice metric, unit, description)
     "angle_rl_deg": ("angle_RL", "degree", "centerline angle about the RL axis, mean"),
 }
 LEVEL_FIELDS = ["kind", "level", "value", "slices", "rostral_slice", "caudal_slice", "cord_voxels"]
-
-
-@dataclass(frozen=True)
-class MeasureOptions:
-    """How maps are aggregated (``bin`` or ``wa``, as ``sct_extract_metric -method``) and whether CSA is angle-corrected."""
-
-    method: str = "bin"
-    angle_correction: bool = True
-
-    def check(self) -> MeasureOptions:
-        if self.method not in metrics.METHODS:
-            raise RootletsError(f"-measure-method {self.method}: unknown; use one of {', '.join(metrics.METHODS)}")
-        return self
 
 
 @dataclass

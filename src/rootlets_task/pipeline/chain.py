@@ -33,7 +33,7 @@ import pandas as pd
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import OutputSet, read_json, relative_to, remove_stale_temporaries, sha256_file, writable_folder
-from rootlets_task.core.options import SOURCES, ChainOptions, ModelOptions
+from rootlets_task.core.options import SOURCES, ChainOptions, MeasureOptions, ModelOptions
 from rootlets_task.inference import confidence as conf
 from rootlets_task.inference import cropping
 from rootlets_task.io import labels, nifti, provenance, viewers
@@ -492,7 +492,6 @@ def _levels_step(run: _Chain) -> dict:
 def _measure_step(run: _Chain) -> None:
     """Per-level morphometry and map statistics (``-measure``) on the written level files, the cord and the maps."""
     from rootlets_task.measure import files as measure_io
-    from rootlets_task.measure.perlevel import MeasureOptions
     from rootlets_task.pipeline.measuring import measure_files, parse_maps
 
     options = run.options

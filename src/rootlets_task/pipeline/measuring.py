@@ -9,9 +9,10 @@ from pathlib import Path
 import nibabel as nib
 
 from rootlets_task.core.errors import RootletsError
+from rootlets_task.core.options import MeasureOptions
 from rootlets_task.io import nifti
 from rootlets_task.measure import files as measure_files_io
-from rootlets_task.measure.perlevel import MeasureOptions, MeasureResult, measure_levels
+from rootlets_task.measure.perlevel import MeasureResult, measure_levels
 
 
 def parse_maps(entries: list[str] | tuple[str, ...]) -> dict[str, Path]:
