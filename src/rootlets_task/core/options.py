@@ -84,7 +84,7 @@ class ChainOptions:
 @dataclass(frozen=True)
 class MeasureOptions:
     """How maps are aggregated per level (``bin`` or ``wa``, as ``sct_extract_metric -method``) and whether the CSA is
-    angle-corrected (``sct_process_segmentation -angle-corr``); see :mod:`rootlets_task.measure.perlevel`."""
+    angle-corrected (``sct_process_segmentation -angle-corr``); see :mod:`rootlets_task.measures.perlevel`."""
 
     method: str = "bin"
     angle_correction: bool = True

@@ -491,7 +491,7 @@ def _levels_step(run: _Chain) -> dict:
 
 def _measure_step(run: _Chain) -> None:
     """Per-level morphometry and map statistics (``-measure``) on the written level files, the cord and the maps."""
-    from rootlets_task.measure import files as measure_io
+    from rootlets_task.measures import files as measure_io
     from rootlets_task.pipeline.measuring import measure_files, parse_maps
 
     options = run.options

@@ -1,5 +1,5 @@
 """Measurements per level from files: the tables and the QC figure of one subject (``rootlets measure``, the chain's
-``-measure`` step). The computation is :func:`rootlets_task.measure.perlevel.measure_levels`."""
+``-measure`` step). The computation is :func:`rootlets_task.measures.perlevel.measure_levels`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import nibabel as nib
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.options import MeasureOptions
 from rootlets_task.io import nifti
-from rootlets_task.measure import files as measure_files_io
-from rootlets_task.measure.perlevel import MeasureResult, measure_levels
+from rootlets_task.measures import files as measure_files_io
+from rootlets_task.measures.perlevel import MeasureResult, measure_levels
 
 
 def parse_maps(entries: list[str] | tuple[str, ...]) -> dict[str, Path]:

@@ -287,7 +287,7 @@ def measure_figure(slices: pd.DataFrame, kinds: list[str], metrics: dict[str, st
     """Each metric along the cord (one panel per metric, rostral at the left), its slices coloured by level, above a
     strip per kind of levels (spinal, vertebral ...) showing where each level lies.
 
-    ``slices``: :attr:`rootlets_task.measure.perlevel.MeasureResult.slices`; ``metrics``: {column: axis label}.
+    ``slices``: :attr:`rootlets_task.measures.perlevel.MeasureResult.slices`; ``metrics``: {column: axis label}.
     """
     fig = Figure(figsize=(7.5, 1.0 + 2.0 * len(metrics) + 0.35 * len(kinds)), dpi=100)
     ratios = [0.35] * len(kinds) + [2.0] * len(metrics)

@@ -5,10 +5,10 @@ level image painted on the cord, e.g. ``_spinal_levels.nii.gz``), the cord mask 
 statistics). Levels are given to slices the way ``sct_process_segmentation -vertfile X -perlevel 1`` gives them: a
 slice belongs to the level whose value is the rounded mean of the slice's non-zero level voxels. Then, per level:
 
-* morphometry (:mod:`rootlets_task.measure.morphometry`): CSA as the mean (and SD) over the level's slices of SCT's
+* morphometry (:mod:`rootlets_task.measures.morphometry`): CSA as the mean (and SD) over the level's slices of SCT's
   angle-corrected area, length along the centerline (the sum of the slices' lengths), the mean diameters,
   eccentricity, solidity and angles;
-* per map (:mod:`rootlets_task.measure.metrics`): mean, median, SD and voxel count within the cord (or the mask
+* per map (:mod:`rootlets_task.measures.metrics`): mean, median, SD and voxel count within the cord (or the mask
   given), ``bin`` or ``wa`` as ``sct_extract_metric -method``.
 
 Maps and masks on another grid are resampled onto the image grid (linear) only when their field of view covers the
@@ -33,7 +33,7 @@ from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.names import level_name
 from rootlets_task.core.options import MeasureOptions
 from rootlets_task.io import labels, nifti
-from rootlets_task.measure import metrics, morphometry
+from rootlets_task.measures import metrics, morphometry
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,10 @@ def _image(value: Source | np.ndarray, name: str, grid: nib.Nifti1Image | None =
     if len(shape) != 3:
         raise RootletsError(f"{name} {_label(img, name)}: a 3D volume is needed, got shape {img.shape}; "
                             "extract one volume first (e.g. sct_image -split t)")
-    return nib.Nifti1Image(np.asanyarray(img.dataobj).reshape(shape), img.affine)
+    out = nib.Nifti1Image(np.asanyarray(img.dataobj).reshape(shape), img.affine, img.header if shape == img.shape else None)
+    if img.get_filename():
+        out.set_filename(img.get_filename())
+    return out
 
 
 def _label(img: nib.Nifti1Image, name: str) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from rootlets_task._version import __version__
 from rootlets_task.core.files import OutputSet, relative_to, writable_folder
-from rootlets_task.measure.perlevel import MORPHOMETRY, MeasureResult
+from rootlets_task.measures.perlevel import MORPHOMETRY, MeasureResult
 
 SUFFIXES = {"csv": "_measure.csv", "tsv": "_measure.tsv", "sidecar": "_measure.json", "figure": "_measure.png"}
 LEVEL_DESCRIPTIONS = {

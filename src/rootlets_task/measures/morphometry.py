@@ -15,7 +15,7 @@ with the header's voxel sizes, as SCT does:
    the resampled slice above 0.5; the slice's length along the cord is ``pz / (cos AP * cos RL)``.
 
 Slices without cord are NaN. Per-level aggregation (mean and SD over the level's slices, length summed) lives in
-:mod:`rootlets_task.measure.table`.
+:mod:`rootlets_task.measures.table`.
 """
 
 from __future__ import annotations
