@@ -59,6 +59,7 @@ class Settings:
                    if chain else {}),
                 **({"measure": list(chain.measure), "measure_mask": chain.measure_mask,
                     "measure_method": chain.measure_method} if chain and chain.measure is not None else {}),
+                **({"template": True} if chain and chain.template else {}),
                 **({"bids_strict": True} if self.bids_strict else {}), **self.levers.key(rel)}
 
     def unit_key(self, unit: bids.Unit) -> dict:

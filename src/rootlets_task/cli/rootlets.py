@@ -185,6 +185,10 @@ MEASURE_HELP = ("measure per spinal and vertebral level: cord CSA (as sct_proces
 
 
 def _add_measure_arguments(g) -> None:
+    g.add_argument("-template", action="store_true", help="register to the PAM50 template with the rootlets (SCT >= 7.0: "
+                   "sct_register_to_template -lrootlet, sct_warp_template): PAM50's spinal levels in the image as a third "
+                   "kind of spinal levels (*_levels_pam50.csv, compared with the rootlets' levels), the rootlets and levels "
+                   "in PAM50 space (*_space-PAM50.*)")
     g.add_argument("-measure", nargs="*", metavar="MAP", help=MEASURE_HELP)
     g.add_argument("-measure-mask", metavar="MASK", help="mask for the maps (e.g. white matter; default: the cord)")
     g.add_argument("-measure-method", default="bin", choices=MEASURE_METHODS, help="bin: mean over mask voxels >= 0.5; "
@@ -214,7 +218,7 @@ def _chain_options(args: argparse.Namespace, contrast: str = "t2") -> ChainOptio
     return ChainOptions(cord_from=args.cord_from, discs_from=args.discs_from, pmj_from=args.pmj_from, method=args.method,
                         contrast=contrast, crop_to_cord=args.crop_to_cord, overwrite=args.overwrite, renumber=args.renumber,
                         measure=tuple(args.measure) if args.measure is not None else None, measure_mask=args.measure_mask,
-                        measure_method=args.measure_method)
+                        measure_method=args.measure_method, template=args.template)
 
 
 def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -273,7 +277,8 @@ def _segment_or_install(args: argparse.Namespace, parser: argparse.ArgumentParse
     chain_only = [f for f, v in (("-rootlets", args.rootlets), ("-s", args.s), ("-discs", args.discs),
                                  ("-pmj", args.pmj), ("-ofolder", args.ofolder), ("-overwrite", args.overwrite),
                                  ("-crop-to-cord", args.crop_to_cord), ("-renumber", args.renumber != "none"),
-                                 ("-measure", args.measure is not None), ("-measure-mask", args.measure_mask)) if v]
+                                 ("-measure", args.measure is not None), ("-measure-mask", args.measure_mask),
+                                 ("-template", args.template)) if v]
     if args.levels:
         return _run_chain(args, parser)
     if chain_only:
@@ -570,8 +575,8 @@ def _run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         parser.error("-crop-to-cord needs the cord, which only -levels computes: add -levels (or use -levers crop)")
     if args.renumber != "none" and not args.levels:
         parser.error("-renumber applies to levels, which only -levels computes: add -levels")
-    if (args.measure is not None or args.measure_mask) and not args.levels:
-        parser.error("-measure measures by level, which only -levels computes: add -levels")
+    if (args.measure is not None or args.measure_mask or args.template) and not args.levels:
+        parser.error("-measure and -template work on levels, which only -levels computes: add -levels")
     options = BatchOptions(contrasts=tuple(args.contrast), include=args.include, exclude=args.exclude, labels=args.labels,
                            jobs=args.jobs, dask=args.dask, slurm=parse_slurm(args.slurm) if args.slurm is not None else None,
                            slurm_array=tuple(args.slurm_array) if args.slurm_array is not None else None,

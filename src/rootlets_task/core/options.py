@@ -66,6 +66,7 @@ class ChainOptions:
     measure: tuple[str, ...] | None = None  # maps to measure per level (None: no measure step; (): morphometry only)
     measure_mask: str | None = None  # mask for the maps (default: the cord)
     measure_method: str = "bin"
+    template: bool = False  # the PAM50 step (SCT >= 7.0): registration with the rootlets, levels to and from PAM50
 
     def check(self) -> ChainOptions:
         for kind, value in (("cord", self.cord_from), ("discs", self.discs_from), ("pmj", self.pmj_from)):

@@ -187,6 +187,7 @@ class _Chain:
         self.sources: dict[str, str] = {}
         self.confidence: dict | None = None  # of the rootlets in hand (None when unknown, e.g. edited by hand)
         self.measured: dict[str, Path] = {}  # measure_csv, measure_tsv, measure_json, measure_png (the -measure step)
+        self.templated: dict[str, Path] = {}  # the PAM50 step's files (-template), when it succeeded
         self.image_sha = _digest(img, source)
         self.base = {"version": __version__, "image": self.image_sha}
 
@@ -323,6 +324,10 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
                            *((("mask", Path(options.measure_mask)),) if options.measure_mask else ())]:
             if not path.is_file():
                 raise RootletsError(f"-measure: {name} {path}: file not found; check the path")
+    if options.template:
+        from rootlets_task.measures import template as pam50
+
+        pam50.require()
     img, source, out_dir, prefix = _open(image, out_dir, inputs, prefix)
     resolved = {kind: resolve_source(kind, choice, inputs.file(kind))
                 for kind, choice in (("cord", options.cord_from), ("discs", options.discs_from), ("pmj", options.pmj_from))}
@@ -347,6 +352,8 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
     finally:
         run.close()
     levels = _levels_step(run)
+    if options.template:
+        _template_step(run, levels["levels"])
     if options.measure is not None:
         _measure_step(run)
     result = _result(run, resolved, levels, segmenter)
@@ -385,6 +392,7 @@ def _result(run: _Chain, resolved: dict, levels: dict, segmenter) -> ChainResult
                **{k: run.paths[k] for k in written}, "record": run.paths["record"]}
     if run.options.method == "reference":
         outputs["lab"] = run.paths["lab"]
+    outputs.update(run.templated)
     outputs.update(run.measured)
     return ChainResult(outputs=outputs, sources={kind: run.sources[kind] for kind in SOURCES}, steps=run.steps,
                        image=run.img, arrays=run.arrays, notes=run.notes, segmenter=segmenter,
@@ -489,6 +497,90 @@ def _levels_step(run: _Chain) -> dict:
             "numbering": numbering, "origin": result.origin.to_dict()}
 
 
+TEMPLATE_SUFFIXES = {"spinal_pam50": "_spinal_levels_pam50.nii.gz", "levels_pam50": "_levels_pam50.csv",
+                     "levels_pam50_json": "_levels_pam50.json", "positions_pam50": "_levels_space-PAM50.csv",
+                     "rootlets_pam50": "_rootlets_space-PAM50.nii.gz", "spinal_in_pam50": "_spinal_levels_space-PAM50.nii.gz",
+                     "vertebral_in_pam50": "_vertebral_levels_space-PAM50.nii.gz",
+                     "warp_template2anat": "_warp_template2anat.nii.gz", "warp_anat2template": "_warp_anat2template.nii.gz"}
+
+
+def _template_step(run: _Chain, levels: pd.DataFrame) -> None:
+    """The PAM50 step (``-template``): :func:`rootlets_task.measures.template.run_template`, then PAM50's spinal
+    levels as a third kind of spinal levels (table, numbering check, comparison with the rootlets' levels) and the
+    subject's labels in PAM50 space. A failure is a note naming the step; the other outputs stay complete."""
+    from rootlets_task.measures import template as pam50
+
+    level_files = {k: run.paths[k] for k in ("spinal", "vertebral") if k in run.paths and run.paths[k].is_file() and
+                   (k == "spinal" or run.used.get("discs") is not None)}
+    paths = {k: run.out_dir / f"{run.prefix}{suffix}" for k, suffix in TEMPLATE_SUFFIXES.items()}
+    if "vertebral" not in level_files:
+        del paths["vertebral_in_pam50"]
+    key = {"version": __version__, "image": run.image_sha, "cord": sha256_file(run.used["cord"]),
+           "rootlets": sha256_file(run.used["rootlets"]), "levels": {k: sha256_file(p) for k, p in level_files.items()},
+           "contrast": run.options.contrast, "method": run.options.method, "sct": ".".join(map(str, tools.sct_version()))}
+    if run.record.up_to_date("template", key):
+        run.skipped("template", f" ({', '.join(p.name for p in paths.values())})")
+        run.templated = paths
+        return
+    run.record.check_writable("template", list(paths.values()))
+    with tempfile.TemporaryDirectory(prefix="rootlets_pam50_") as tmp:
+        try:
+            made = pam50.run_template(run._image_file(), run.img, run.used["cord"], run.arrays["rootlets"], level_files,
+                                      Path(tmp), run.options.contrast)
+        except RootletsError as exc:
+            run.note(f"template: {exc}")
+            run.steps["template"] = "failed"
+            return
+        finally:
+            run.close()
+        for text in made.notes:
+            run.note(f"template: {text}")
+        table, check = _pam50_table(run, made.spinal_pam50, levels)
+        document = {"version": __version__, "commands": made.commands, "numbering": check.to_dict(),
+                    "levels": json.loads(table.to_json(orient="records")), "notes": made.notes}
+        with OutputSet() as out:
+            nib.save(nifti.label_image(made.spinal_pam50, run.img), out.path(paths["spinal_pam50"]))
+            table.to_csv(out.path(paths["levels_pam50"]), index=False)
+            out.path(paths["levels_pam50_json"]).write_text(json.dumps(document, indent=2) + "\n")
+            pam50.template_positions(made.in_template, made.template).to_csv(out.path(paths["positions_pam50"]), index=False)
+            for kind in pam50.IN_TEMPLATE:
+                name = "rootlets_pam50" if kind == "rootlets" else f"{kind}_in_pam50"
+                if name in paths:
+                    nib.save(nifti.label_image(made.in_template[kind], made.template), out.path(paths[name]))
+            for name, warp in made.warps.items():
+                out.path(paths[f"warp_{name}"]).write_bytes(warp.read_bytes())
+    run.record.done("template", key, list(paths.values()), {"numbering": check.status})
+    run.steps["template"] = "computed"
+    run.templated = paths
+
+
+def _pam50_table(run: _Chain, spinal_pam50: np.ndarray, levels: pd.DataFrame):
+    """PAM50's spinal levels in the subject as levels-table rows (kind ``spinal_pam50``, distances in the frame of the
+    subject's levels), each with the rootlets' midpoint of the same level and the difference; and the numbering
+    check of PAM50's levels against the vertebral levels."""
+    from rootlets_task.levels import numbering
+    from rootlets_task.measures import template as pam50
+
+    slice_mm, axis, reference = lv.slice_distances(run.arrays["cord"], run.img.affine, run.arrays.get("pmj"),
+                                                   run.arrays.get("discs"), run.options.method)
+    ours = levels[(levels["kind"] == "spinal") & (levels["status"] == "ok")].set_index("value")["mid_mm"]
+    vertebral = levels[(levels["kind"] == "vertebral") & (levels["status"] == "ok")]
+    rows = []
+    for value, (rostral, caudal, first, last) in pam50.pam50_levels(spinal_pam50, slice_mm, axis).items():
+        mid = (rostral + caudal) / 2
+        rows.append({"kind": "spinal_pam50", "level": lv.level_name(value, "spinal"), "value": value,
+                     "rostral_slice": first, "caudal_slice": last, "rostral_mm": rostral, "caudal_mm": caudal,
+                     "mid_mm": mid, "height_mm": caudal - rostral, "reference": reference, "status": "ok",
+                     "rootlets_mid_mm": ours.get(value), "pam50_minus_rootlets_mm": mid - ours[value] if value in ours else None})
+    table = pd.DataFrame.from_records(rows, columns=["kind", "level", "value", "rostral_slice", "caudal_slice", "rostral_mm",
+                                                     "caudal_mm", "mid_mm", "height_mm", "reference", "status",
+                                                     "rootlets_mid_mm", "pam50_minus_rootlets_mm"])
+    check = numbering.check({int(r["value"]): float(r["mid_mm"]) for _, r in table.iterrows()},
+                            {int(r["value"]): float(r["mid_mm"]) for _, r in vertebral.iterrows()})
+    table["numbering"] = check.status
+    return table, check
+
+
 def _measure_step(run: _Chain) -> None:
     """Per-level morphometry and map statistics (``-measure``) on the written level files, the cord and the maps."""
     from rootlets_task.measures import files as measure_io
@@ -498,6 +590,8 @@ def _measure_step(run: _Chain) -> None:
     maps = parse_maps(options.measure or ())
     levels = {kind: run.paths[kind] for kind in ("spinal", "vertebral") if kind in run.paths and
               (kind == "spinal" or run.used.get("discs") is not None)}
+    if "spinal_pam50" in run.templated:
+        levels["spinal_pam50"] = run.templated["spinal_pam50"]
     mask = Path(options.measure_mask) if options.measure_mask else None
     key = {"version": __version__, "image": run.image_sha, "cord": sha256_file(run.used["cord"]),
            "levels": {k: sha256_file(p) for k, p in levels.items()}, "maps": {n: sha256_file(p) for n, p in maps.items()},
