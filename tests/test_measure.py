@@ -79,7 +79,7 @@ def test_map_statistics_per_level_equal_sct_extract_metric(reference, case, kind
         got = ours.loc[int(float(level))]
         assert _close(got["m_mean"], row[f"{method.upper()}()"], MEAN_RTOL), (level, got["m_mean"], row)
         assert _close(got["m_sd"], row["STD()"], MEAN_RTOL), (level, got["m_sd"], row["STD()"])
-        assert got["m_voxels"] == pytest.approx(row["Size [vox]"], rel=1e-9)
+        assert got["m_voxels"] == pytest.approx(row["Size [vox]"], abs=1e-4)  # SCT writes 4 decimals of a soft mask
 
 
 def test_a_mask_without_voxels_in_a_level_gives_nan_and_a_warning_as_sct_gives_none(reference):
