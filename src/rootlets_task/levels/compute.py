@@ -529,7 +529,7 @@ def _document(result: LevelsResult, inputs: dict[str, str], outputs: dict[str, s
 
 def _lab_rows(path: Path, result: LevelsResult, grid: nib.Nifti1Image, document: dict) -> pd.DataFrame:
     """The levels in the lab's ``spinal_vs_vertebral_levels.csv`` layout (:func:`rootlets_task.levels.stats.lab_table`)."""
-    from rootlets_task.levels.compute import stats  # imported on use: matplotlib and scipy.stats are slow to import
+    from rootlets_task.levels import stats  # imported on use: matplotlib and scipy.stats are slow to import
 
     axis = si_axis(grid.affine)
     table = stats.our_table(path, result.levels, document, grid=(int(grid.shape[axis]), bool(grid.affine[2, axis] > 0)))
