@@ -191,3 +191,15 @@ def test_rootlets_measure_command(tmp_path, files, capsys):
     with pytest.raises(SystemExit):  # no level file: a usage error
         cli.main(["measure", "-i", str(folder / "image.nii.gz")])
     assert "give the levels to measure by" in capsys.readouterr().err
+
+
+def test_batch_map_patterns_are_filled_per_image():
+    from rootlets_task.batch.bids import Unit
+    from rootlets_task.batch.units import unit_path
+
+    unit = Unit(name="sub-03_ses-02_T2w", rel="sub-03/ses-02/anat/sub-03_ses-02_T2w.nii.gz",
+                image="/data/bids/sub-03/ses-02/anat/sub-03_ses-02_T2w.nii.gz", subject="sub-03", session="ses-02",
+                suffix="T2w", out_dir="/out")
+    assert unit_path("T2=derivatives/maps/{subject}/{session}/{name}_T2map.nii.gz", unit) == \
+        "T2=/data/bids/derivatives/maps/sub-03/ses-02/sub-03_ses-02_T2w_T2map.nii.gz"
+    assert unit_path("/abs/{subject}_FA.nii.gz", unit) == "/abs/sub-03_FA.nii.gz"
