@@ -26,6 +26,8 @@ docs: $(STAMP)
 
 test: $(STAMP) docs
 	$(BIN)/ruff check src tests model_release benchmarks
+	$(BIN)/lint-imports  # the layers of docs/architecture.md and no import cycle (.importlinter)
+	$(BIN)/mypy  # the package's types (mypy.ini)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests  # two workers (pytest-xdist); SLURM tests in one
 
 clean:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -23,6 +24,7 @@ from rootlets_task.pipeline.speedcheck import (
     CALIBRATION_IMAGES,
     LEVERS,
     REPORT,
+    CheckOptions,
     SpeedCheck,
     best_levers,
     check_levers,
@@ -57,7 +59,8 @@ class BatchLevers:
     @classmethod
     def from_dict(cls, data: dict) -> BatchLevers:
         """Back from :func:`dataclasses.asdict` through JSON (a SLURM array's plan): lists become tuples again."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
 
     def used(self, rel: str | None) -> tuple[str, ...]:
         return () if rel in self.checked else self.levers
@@ -78,7 +81,8 @@ class BatchLevers:
         return {"levers": {"used": list(self.used(rel)), "why": self.why + checked}}
 
     def segmenter_kwargs(self, rel: str | None) -> dict:
-        """The precision arguments of :func:`rootlets_task.batch.engines.worker_segmenter` for the unit ``rel``."""
+        """The unit ``rel``'s precision (``ModelOptions.precision``) and the calibration arguments of
+        :func:`rootlets_task.batch.engines.worker_segmenter`."""
         if "int8" not in self.used(rel):
             return {}
         return {"precision": "int8", "calibration": self.calibration, "int8_options": self.int8_options}
@@ -123,14 +127,14 @@ def plan_batch_levers(options, settings, units: list, out: Path) -> tuple[BatchL
     why = "; ".join([f"-levers auto ({where}): using {'+'.join(used) or 'no lever'} (passed: "
                      f"{', '.join(report['Passed']) or 'none'})",
                      *(f"{k} not used: {w[0]}" for k, w in not_passed.items()), *([ignored] if ignored else [])])
-    levers = BatchLevers(used, tuple(report.get("Checked", ())), why=why)
+    picked = BatchLevers(used, tuple(report.get("Checked", ())), why=why)
     note = {"Mode": "auto", "Levers": list(used), "SpeedCheck": where, "Passed": report["Passed"],
-            "NotPassed": not_passed, "Checked": list(levers.checked), **({"Ignored": ignored} if ignored else {})}
+            "NotPassed": not_passed, "Checked": list(picked.checked), **({"Ignored": ignored} if ignored else {})}
     for lever, reasons in not_passed.items():
         log.warning("-levers auto: %s not used: %s", lever, "; ".join(reasons))
     log.warning("-levers auto: %s", f"using {'+'.join(used)}" if used else "no lever passed; every image runs the "
                 "exact path")
-    return _with_int8(levers, report, segmented), note, check
+    return _with_int8(picked, report, segmented), note, check
 
 
 def _auto_report(options, settings, segmented: list, saved: Path) -> tuple[dict, SpeedCheck | None, str, str | None]:
@@ -160,7 +164,7 @@ def _dataset_check(options, settings, segmented: list, saved: Path) -> tuple[dic
     log.warning("-levers auto: checking %s on %s (exact path and every lever, in this process)", ", ".join(LEVERS),
                 ", ".join(u.rel for u in first))
     check = check_levers([u.image for u in first], [u.labels.get("cord") for u in first], LEVERS, settings.options,
-                         strict=False)
+                         options=CheckOptions(strict=False))
     check.report["Checked"] = [u.rel for u in first]
     saved.parent.mkdir(parents=True, exist_ok=True)
     write_report(check, saved)
@@ -217,16 +221,16 @@ def replaying(check: SpeedCheck | None, settings):
         return
     from rootlets_task.batch import engines
 
-    o = settings.options
-    where = (settings.model_folder, o.device, o.test_time_aug, o.threads)
+    float32 = replace(settings.options, precision="float32")
     exact = check.segmenters["float32"]
-    engines.keep_segmenter(Replay(exact, dict(zip(check.identities, check.exact, strict=True))), *where)
+    engines.keep_segmenter(Replay(exact, dict(zip(check.identities, check.exact, strict=True))), settings.model_folder, float32)
     kwargs = settings.levers.segmenter_kwargs(None)  # those of the images not checked
     seg = check.segmenters.get("int8")
     if kwargs and seg is not None and seg.precision == "int8" and \
             tuple(c["File"] for c in check.report["Int8"]["Calibration"]) == tuple(kwargs["calibration"]):
-        engines.keep_segmenter(seg, *where, **kwargs)
+        engines.keep_segmenter(seg, settings.model_folder, replace(float32, precision=kwargs["precision"]),
+                               kwargs["calibration"], kwargs["int8_options"])
     try:
         yield
     finally:
-        engines.keep_segmenter(exact, *where)
+        engines.keep_segmenter(exact, settings.model_folder, float32)

@@ -209,7 +209,8 @@ def _task_threads(settings: batch.Settings) -> batch.Settings:
     if settings.options.threads:
         return settings
     cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or "1"
-    options = dataclasses.replace(settings.options, threads=max(1, int(re.match(r"\d+", cpus)[0])))
+    digits = re.match(r"\d+", cpus)
+    options = dataclasses.replace(settings.options, threads=max(1, int(digits[0]) if digits else 1))
     return dataclasses.replace(settings, options=options)
 
 
@@ -242,13 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(1)
     index = os.environ.get("SLURM_ARRAY_TASK_ID")
     if len(argv) != 1 or index is None or not index.isdigit():
-        print("usage: SLURM_ARRAY_TASK_ID=i python -m rootlets_task.batch.slurm_array PLAN (run by sbatch --array)",
-              file=sys.stderr)
+        log.error("usage: SLURM_ARRAY_TASK_ID=i python -m rootlets_task.batch.slurm_array PLAN (run by sbatch --array)")
         return 2
     try:
         failed = run_task(Path(argv[0]), int(index))
     except RootletsError as exc:
-        print(f"rootlets: error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 1
     return 1 if failed else 0
 

@@ -119,9 +119,9 @@ def _run_unit(unit: bids.Unit, settings: Settings, tmp: Path, result: dict, stal
     log.info("settings: %s", settings.unit_key(unit))
     try:
         with engines.MODEL_LOCK:
-            seg = engines.worker_segmenter(settings.model_folder, settings.model, settings.options.device,
-                                           settings.options.test_time_aug, settings.options.threads,
-                                           **settings.levers.segmenter_kwargs(unit.rel))
+            levers = settings.levers.segmenter_kwargs(unit.rel)  # int8: precision, calibration, int8_options
+            model = replace(settings.options, precision=levers.pop("precision", "float32"))
+            seg = engines.worker_segmenter(settings.model_folder, settings.model, model, **levers)
             log.info("model %s (%s, %s threads, %s, %s; levers: %s)", settings.model.get("tag"), seg.backend, seg.threads,
                      seg.device.type, seg.precision, ", ".join(settings.levers.used(unit.rel)) or "none")
             notes, made, checks = _make_outputs(unit, settings, seg, tmp)
@@ -167,7 +167,7 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
             sidecar.setdefault("Warnings", []).append(text)
         write_segmentation(nifti.label_image(prediction.labels, img), out, sidecar)
         viewers.describe({"rootlets": out}, {"rootlets": prediction.labels})
-        notes += cropping.cut_note(prediction.labels, box, cropping.CROP_MARGIN_MM) if crop else []
+        notes += cropping.cut_note(prediction.labels, box, cropping.CROP_MARGIN_MM) if box is not None else []  # crop
         return notes, {"rootlets": out}, {"confidence": summary(prediction.confidence)}
     from rootlets_task.pipeline.chain import ChainInputs, run_chain
 
@@ -230,11 +230,13 @@ def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path
 
 
 def _qc(unit: bids.Unit, settings: Settings, where: dict[str, Path], notes: list[str]) -> None:
-    from rootlets_task.qc.report import qc_subject
+    from rootlets_task.qc.report import QcOptions, qc_subject
 
-    qc_subject(settings.qc, unit.image, where.get("rootlets", unit.labels.get("rootlets")), cord=where.get("cord"),
-               discs=where.get("discs"), levels=where.get("csv"), shift=where.get("shift"), subject=unit.name,
-               warnings=notes,
-               provenance={"release": settings.model.get("tag"), "batch": unit.rel, "levels": settings.chain is not None})
+    provenance = {"release": settings.model.get("tag"), "batch": unit.rel, "levels": settings.chain is not None}
+    options = QcOptions(subject=unit.name, warnings=notes, provenance=provenance)
+    rootlets = where.get("rootlets", unit.labels.get("rootlets"))
+    assert settings.qc is not None and rootlets is not None  # QC runs when asked for, after the rootlets exist
+    qc_subject(settings.qc, unit.image, rootlets, cord=where.get("cord"),
+               discs=where.get("discs"), levels=where.get("csv"), shift=where.get("shift"), options=options)
 
 

@@ -372,12 +372,13 @@ def _qc_parser() -> argparse.ArgumentParser:
 
 
 def _run_qc(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.qc.report import qc_subject
+    from rootlets_task.qc.report import QcOptions, qc_subject
 
     if not all(0 < s <= 100 for s in args.slab):
         parser.error(f"-slab {args.slab[0]:g} {args.slab[1]:g}: give half-thicknesses between 0 and 100 mm")
-    page = qc_subject(args.qc, args.i, args.r, args.s, args.discs, args.levels, args.shift, subject=args.qc_subject,
-                      provenance={"command": "rootlets qc", "slab_mm": args.slab}, slab_mm=tuple(args.slab))
+    options = QcOptions(subject=args.qc_subject, provenance={"command": "rootlets qc", "slab_mm": args.slab},
+                        slab_mm=tuple(args.slab))
+    page = qc_subject(args.qc, args.i, args.r, args.s, args.discs, args.levels, args.shift, options=options)
     print(_shown(page))
 
 
@@ -403,17 +404,19 @@ def _levels_parser() -> argparse.ArgumentParser:
 
 
 def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.levels.compute import MAX_DILATE_VOXELS, levels_from_files
+    from rootlets_task.levels.compute import MAX_DILATE_VOXELS, LevelsOptions, levels_from_files
 
     if not 0 <= args.dilate <= MAX_DILATE_VOXELS:
         parser.error(f"-dilate {args.dilate}: give a radius from 0 to {MAX_DILATE_VOXELS} voxels (published: 3)")
     from rootlets_task.levels.compute import origin_text
 
-    outputs, result = levels_from_files(args.r, args.s, args.discs, args.pmj, args.i, args.o, args.method, args.prefix,
-                                        args.dilate, args.renumber)  # warnings are logged (stderr)
+    options = LevelsOptions(method=args.method, dilate_voxels=args.dilate, renumber=args.renumber)
+    outputs, result = levels_from_files(args.r, args.s, args.discs, args.pmj, args.i, args.o, prefix=args.prefix,
+                                        options=options)  # warnings are logged (stderr)
     cols = ["kind", "level", "rostral_mm", "caudal_mm", "mid_mm", "height_mm", "mean_probability", "suggested_level",
             "original_level", "status"]
     table = result.levels[[c for c in cols if result.levels[c].notna().any()]]
+    assert result.origin is not None and result.numbering is not None  # compute_levels sets both
     print(origin_text(result.reference, result.origin.note()))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}" if abs(v) < 1 else f"{v:.1f}"))
     if not result.numbering.warns:  # a warning was logged already
@@ -623,7 +626,14 @@ def _run_speedcheck(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     from pathlib import Path
 
     from rootlets_task.core.files import writable_folder
-    from rootlets_task.pipeline.speedcheck import Thresholds, check_levers, format_report, parse_levers, write_report
+    from rootlets_task.pipeline.speedcheck import (
+        CheckOptions,
+        Thresholds,
+        check_levers,
+        format_report,
+        parse_levers,
+        write_report,
+    )
 
     levers = parse_levers(args.levers)
     thresholds = Thresholds(args.max_mid_voxels, args.max_boundary_mm).check()
@@ -631,7 +641,7 @@ def _run_speedcheck(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         raise RootletsError(f"-o {args.o}: is a folder; give the report's file name (e.g. {Path(args.o) / 'speedcheck.json'})")
     writable_folder(Path(args.o).absolute().parent, flag="-o")
     model = ModelOptions(release=args.release, device=args.device, threads=args.threads)
-    check = check_levers(args.images, args.s, levers, model, thresholds, reps=args.reps)
+    check = check_levers(args.images, args.s, levers, model, thresholds, CheckOptions(reps=args.reps))
     print(format_report(check.report))
     print(write_report(check, args.o))
 
@@ -669,7 +679,7 @@ def _clean_parser() -> argparse.ArgumentParser:
 
 
 def _run_clean(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.cli import clean
+    from rootlets_task.cli.clean import clean
 
     items = clean(dry_run=args.dry_run)
     for item in items:

@@ -151,7 +151,7 @@ def build_once(folder: Path, build, marker: str = "check.json") -> Path:
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporaries that killed processes of this host left in ``folder``; returns what was removed."""
-    removed = []
+    removed: list[Path] = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed

@@ -1,6 +1,6 @@
 """Logging: the library logs (``logging.getLogger(__name__)`` in every module); the command line configures it once.
 
-* :func:`configure`: ``rootlets: message`` lines on stderr (``rootlets: warning: ...`` for warnings), at the
+* :func:`configure`: ``rootlets: message`` lines on stderr (``rootlets: warning: ...``, ``rootlets: error: ...``), at the
   command's verbosity (0 warnings only, 1 progress, 2 detail);
 * :func:`unit_log`: while a batch unit runs, what this thread logs goes to the unit's own log file (and not to the
   terminal), so units running side by side on threaded Dask workers never mix their logs.
@@ -35,6 +35,8 @@ class _Stderr(logging.StreamHandler):
 class _Format(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return f"rootlets: error: {text}"
         return f"rootlets: warning: {text}" if record.levelno >= logging.WARNING else f"rootlets: {text}"
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ class OpenVINONetwork(torch.nn.Module):
     call selects the compiled model made from those very parameters (one per fold).
     """
 
-    def __init__(self, compiled_by_params: dict[int, object]):
+    def __init__(self, compiled_by_params: dict[int, Any]):
         super().__init__()
         self._compiled = compiled_by_params
         self._request = next(iter(compiled_by_params.values())).create_infer_request()
@@ -83,7 +84,7 @@ def _cache_key(params: dict, patch_size: tuple[int, ...]) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in params.items():
         digest.update(name.encode())
-        digest.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).view(np.uint8))  # no copy for contiguous weights
+        digest.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).view(np.uint8).data)  # no copy for contiguous weights
     digest.update(json.dumps([list(patch_size), openvino.__version__, torch.__version__, platform.machine()]).encode())
     return digest.hexdigest()[:24]
 

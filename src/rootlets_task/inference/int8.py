@@ -85,7 +85,7 @@ def calibration_digest(images: Iterable[nib.Nifti1Image], plans: dict, options: 
     for img in images:
         data = np.ascontiguousarray(np.asanyarray(img.dataobj))
         digest.update(json.dumps([list(data.shape), str(data.dtype)]).encode())
-        digest.update(data.view(np.uint8))
+        digest.update(data.view(np.uint8).data)
         digest.update(np.asarray(img.affine, np.float64).tobytes())
     digest.update(json.dumps([plans, asdict(options)], sort_keys=True, default=str).encode())
     return digest.hexdigest()

@@ -21,6 +21,7 @@ These are the steps of ``nnUNetPredictor.predict_single_npy_array`` (the path SC
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -30,15 +31,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
 
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import read_json
+from rootlets_task.core.options import ModelOptions
 from rootlets_task.inference import cropping
 from rootlets_task.inference.cropping import Box, grow_to_patch
 from rootlets_task.io import nifti
+
+if TYPE_CHECKING:
+    from rootlets_task.inference.int8 import Int8Options
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +172,7 @@ def _release_trainer(path: Path):
 
     log.warning("running %s from the release (allowed with -allow-release-code)", path)
     spec = importlib.util.spec_from_file_location("rootlets_release_trainer_class", path)
+    assert spec is not None and spec.loader is not None  # a .py file always has a spec and a loader
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
@@ -212,9 +219,9 @@ class Prepared:
     """An image in the model's frame: (1, z, y, x) float32, spacing (z, y, x) and how to undo the reorientation."""
 
     data: np.ndarray
-    spacing: tuple[float, float, float]
+    spacing: tuple[float, ...]
     inverse: np.ndarray
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
 
 
 class Segmenter:
@@ -222,37 +229,38 @@ class Segmenter:
 
     ``model_folder`` is the ``nnUNetTrainer*__nnUNetPlans__3d_fullres`` folder of a release (see
     :func:`rootlets_task.models.install.model_folder`); ``record`` is its install record (tag, url, sha256), kept for the
-    JSON sidecar. ``threads``: CPU threads of the OpenVINO backend and the export (default: every physical core this
-    process may use); torch's own count is the process's (:func:`configure_threads`). ``verbose`` 2 shows nnU-Net's
-    own output. ``allow_code``: let the release's ``trainer_class.py`` build the network. ``precision="int8"``
-    (opt-in, OpenVINO backend and the ``int8`` extra): the network quantised with NNCF on ``calibration`` images
-    (paths or NIfTI images; default: phantoms), faster per tile, labels change a little; see :mod:`rootlets_task.inference.int8`.
-    Ten keyword arguments: each is one of the model's settings (:class:`rootlets_task.core.options.ModelOptions` carries
-    them for the high-level API).
+    JSON sidecar. ``options`` (:class:`rootlets_task.core.options.ModelOptions`; its ``release`` is not used here: the
+    folder is given) says how the model runs; any of its fields given by keyword replaces the options' one
+    (``Segmenter(folder, device="cpu")``). ``threads``: CPU threads of the OpenVINO backend and the export (default:
+    every physical core this process may use); torch's own count is the process's (:func:`configure_threads`).
+    ``verbose`` 2 shows nnU-Net's own output. ``allow_code``: let the release's ``trainer_class.py`` build the network.
+    ``precision="int8"`` (opt-in, OpenVINO backend and the ``int8`` extra): the network quantised with NNCF on
+    ``calibration`` images (paths or NIfTI images; default: phantoms) with ``int8_options``, faster per tile, labels
+    change a little; see :mod:`rootlets_task.inference.int8`.
     """
 
-    def __init__(self, model_folder: str | os.PathLike, device: str = "auto", test_time_aug: bool = False,
-                 verbose: int = 1, record: dict | None = None, backend: str = "auto", threads: int | None = None,
-                 allow_code: bool = False, precision: str = "float32", calibration: Sequence | None = None,
-                 int8_options=None):
+    def __init__(self, model_folder: str | os.PathLike, options: ModelOptions = ModelOptions(), *, verbose: int = 1,
+                 record: dict | None = None, calibration: Sequence | None = None, int8_options: Int8Options | None = None,
+                 **fields: Any):
+        options = dataclasses.replace(options, **fields)  # a field that ModelOptions lacks: TypeError, as any call
         self.model_folder = Path(model_folder)
         self.record = dict(record or {})
         self.verbose = verbose
-        self.test_time_aug = test_time_aug
-        self.allow_code = allow_code or bool(self.record.get("code"))  # given now, or when the release was installed
+        self.test_time_aug = options.test_time_aug
+        self.allow_code = options.allow_code or bool(self.record.get("code"))  # given now, or when the release was installed
         self.crop_pads = cropping.read_crop_metadata(self.model_folder.parent)  # SCT HEAD's models trained on crops
         self.dataset_json = self._json("dataset.json")
         self._json("plans.json")  # checked now: present, readable and of a sane size
         self.orientation = self.dataset_json.get("image_orientation", DEFAULT_ORIENTATION)
         self.axcodes = nifti.sct_to_axcodes(self.orientation)
         self.folds, self.checkpoint = find_checkpoints(self.model_folder)
-        self.device = resolve_device(device)
-        self.threads = (threads or physical_cores()) if self.device.type == "cpu" else None
-        _check_precision(precision, backend, self.device.type)  # before the model loads: a bad choice costs nothing
+        self.device = resolve_device(options.device)
+        self.threads = (options.threads or physical_cores()) if self.device.type == "cpu" else None
+        _check_precision(options.precision, options.backend, self.device.type)  # before the load: a bad choice costs nothing
         t0 = time.perf_counter()
         self.predictor = self._load()
-        self.backend = self._select_backend(backend)
-        self.precision = self._select_precision(precision, backend, calibration, int8_options)
+        self.backend = self._select_backend(options.backend)
+        self.precision = self._select_precision(options.precision, options.backend, calibration, int8_options)
         self.load_seconds = time.perf_counter() - t0
 
     def _json(self, name: str) -> dict:
@@ -295,6 +303,7 @@ class Segmenter:
         if not backends.openvino_available():
             raise RootletsError("backend openvino: not installed; run `pip install 'rootlets_task[openvino]'` "
                                 "or use the torch backend")
+        assert self.threads is not None  # set on CPU
         with _quiet(self.verbose < 2):
             return "openvino" if backends.use_openvino(self.predictor, self.threads) else "torch"
 
@@ -317,6 +326,7 @@ class Segmenter:
                                           options.max_tiles)
 
 
+        assert self.threads is not None  # OpenVINO runs on CPU, where threads are set
         with _quiet(self.verbose < 2):
             return "int8" if int8.use_int8(self.predictor, digest, tiles, self.threads, options) else "float32"
 
@@ -335,7 +345,7 @@ class Segmenter:
         array = np.ascontiguousarray(np.asarray(data, dtype=np.float32).transpose(2, 1, 0)[None])
         return Prepared(array, self.snap_spacing(tuple(spacing[::-1])), inverse, tuple(img.shape[:3]))
 
-    def snap_spacing(self, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
+    def snap_spacing(self, spacing: tuple[float, ...]) -> tuple[float, ...]:
         """The plans' spacing if ``spacing`` (z, y, x) is within ``SPACING_TOLERANCE`` of it, else ``spacing``.
 
         nnU-Net resamples the image to the plans' spacing and the 10 class logits back; for an input already at
@@ -446,6 +456,7 @@ class Segmenter:
         from rootlets_task.inference.confidence import summarise
 
         labels, probability = self._labels(img, box, with_probability=True)
+        assert probability is not None  # asked for
         return Prediction(labels, summarise(labels, probability))
 
     def _labels(self, img: nib.Nifti1Image, box: Box | None,
@@ -506,9 +517,11 @@ class Segmenter:
         import torch
 
         window = grow_to_patch(box, tuple(data.shape[1:]), tuple(self.predictor.configuration_manager.patch_size))
-        inside = self.predict_logits(data[(slice(None), *window)].contiguous())
+        window_all = (slice(None), *window)  # not data[(slice(None), *window)]: mypy takes it for Python 3.11 syntax
+        inside = self.predict_logits(data[window_all].contiguous())
         logits = torch.zeros((inside.shape[0], *data.shape[1:]), dtype=inside.dtype)
         logits[1:] = -1e4  # background wins everywhere outside the box
-        logits[(slice(None), *box)] = inside[(slice(None), *(slice(b.start - w.start, b.stop - w.start)
-                                                            for b, w in zip(box, window, strict=True)))]
+        box_all = (slice(None), *box)
+        box_in_window = (slice(None), *(slice(b.start - w.start, b.stop - w.start) for b, w in zip(box, window, strict=True)))
+        logits[box_all] = inside[box_in_window]
         return logits

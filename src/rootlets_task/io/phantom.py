@@ -97,7 +97,7 @@ def release_warnings(tag: str | None, img: nib.Nifti1Image, name: str | os.PathL
 
 
 def grid(orient: str = "LPI", spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-         tilt_deg: float = 0.0) -> tuple[tuple[int, int, int], np.ndarray]:
+         tilt_deg: float = 0.0) -> tuple[tuple[int, ...], np.ndarray]:
     """Shape and affine covering the phantom's field of view in an SCT orientation at a per-axis spacing.
 
     ``spacing`` is given per array axis (as in the NIfTI header); ``tilt_deg`` rotates the grid about the
@@ -266,7 +266,7 @@ def make_phantom(orient: str = "LPI", spacing: tuple[float, float, float] = (1.0
                    affine=affine, truth=truth)
 
 
-def _span(start: float, end: float) -> dict:
+def _span(start: float | np.ndarray, end: float | np.ndarray) -> dict:
     return {"start_mm": float(start), "end_mm": float(end), "mid_mm": float((start + end) / 2),
             "height_mm": float(end - start)}
 

@@ -17,6 +17,7 @@ import os
 import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -61,7 +62,7 @@ def dseg_table(kind: str, values: Iterable[int]) -> str:
 def write_dseg(label_file: str | os.PathLike, kind: str, data: np.ndarray | None = None) -> Path:
     """Write ``<label file>.tsv`` for the values in the file (read from it unless ``data`` is given)."""
     if data is None:
-        data = np.asanyarray(nib.load(label_file).dataobj)
+        data = np.asanyarray(cast(nib.Nifti1Image, nib.load(label_file)).dataobj)
     return _write(dseg_path(label_file), dseg_table(kind, np.unique(data)))
 
 

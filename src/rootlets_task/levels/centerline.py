@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from rootlets_task.io.nifti import si_axis
 
@@ -85,7 +86,7 @@ class Centerline:
         return self.slices[np.argmin(dist, axis=1)]
 
 
-def voxel_to_world(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:
+def voxel_to_world(affine: np.ndarray, ijk: ArrayLike) -> np.ndarray:
     """Voxel indices (n, 3) -> world mm (n, 3)."""
     return np.asarray(ijk, dtype=float) @ affine[:3, :3].T + affine[:3, 3]
 

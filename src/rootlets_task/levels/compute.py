@@ -39,11 +39,13 @@ Every result carries the numbering check of :mod:`rootlets_task.levels.numbering
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -65,7 +67,7 @@ from rootlets_task.levels.numbering import NumberingCheck
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LEVEL_COLUMNS", "SHIFT_COLUMNS", "LevelsResult", "Origin", "compute_levels", "levels_from_files",
+__all__ = ["LEVEL_COLUMNS", "SHIFT_COLUMNS", "LevelsOptions", "LevelsResult", "Origin", "compute_levels", "levels_from_files",
            "level_name", "read_levels_table", "shift_table", "write_levels", "output_paths", "add_confidence"]
 
 DILATE_VOXELS = 3
@@ -75,6 +77,15 @@ LANDMARK_VALUES = (49, 50, 60)  # SCT: pontomedullary groove, PMJ, conus medulla
 CENTERLINE_TOP = "centerline top (cord and PMJ)"
 OUTPUTS = {"spinal": "_spinal_levels.nii.gz", "vertebral": "_vertebral_levels.nii.gz", "csv": "_levels.csv",
            "json": "_levels.json", "shift": "_shift.csv", "lab": "_levels_lab.csv"}
+
+
+@dataclass(frozen=True)
+class LevelsOptions:
+    """How levels are derived from the labels: the settings of ``rootlets levels`` (see the module doc)."""
+
+    method: str = "gapfree"  # or "reference", the published algorithm
+    dilate_voxels: int = DILATE_VOXELS  # radius of the ball the cord is dilated by to keep rootlet voxels
+    renumber: str = "none"  # "suggested": apply the numbering check's suggestion (recorded), never silently
 
 
 @dataclass(frozen=True)
@@ -165,17 +176,19 @@ def dilate(mask: np.ndarray, radius: int = DILATE_VOXELS) -> np.ndarray:
 
 
 def compute_levels(rootlets: np.ndarray, cord: np.ndarray, affine: np.ndarray, discs: np.ndarray | None = None,
-                   pmj: np.ndarray | None = None, *, method: str = "gapfree", dilate_voxels: int = DILATE_VOXELS,
-                   names: dict[str, str] | None = None, renumber: str = "none") -> LevelsResult:
+                   pmj: np.ndarray | None = None, *, options: LevelsOptions = LevelsOptions(),
+                   names: dict[str, str] | None = None, **fields: Any) -> LevelsResult:
     """Spinal and vertebral levels, the levels and shift tables and the numbering check, from label arrays on one grid.
 
     ``rootlets``: integer levels (2 = C2 ... 9 = T1); ``cord``: binary; ``discs``: single voxels, SCT disc numbering;
     ``pmj``: a single voxel of any value. ``names`` ({"rootlets": path, ...}) are used in error messages.
-    ``renumber="suggested"``: when the numbering check finds the spinal levels shifted, relabel the rootlets by its
-    offset and compute again (recorded in the result). Nine parameters: the label arrays and their grid, and the
-    four settings of ``rootlets levels`` (keyword-only).
+    ``options`` (:class:`LevelsOptions`; any of its fields given by keyword replaces the options' one, e.g.
+    ``method="reference"``). ``renumber="suggested"``: when the numbering check finds the spinal levels shifted,
+    relabel the rootlets by its offset and compute again (recorded in the result).
     Raises :class:`RootletsError` on bad input; a level with no usable rootlets becomes a "missing" row and a warning.
     """
+    options = dataclasses.replace(options, **fields)  # a field that LevelsOptions lacks: TypeError, as any call
+    method, dilate_voxels, renumber = options.method, options.dilate_voxels, options.renumber
     names = {k: (names or {}).get(k, k) for k in ("rootlets", "cord", "discs", "pmj")}
     _check_settings(method, dilate_voxels, renumber)
     rootlets, cord_mask, notes = _checked_arrays(rootlets, cord, discs, pmj, names)
@@ -195,8 +208,8 @@ def compute_levels(rootlets: np.ndarray, cord: np.ndarray, affine: np.ndarray, d
                                             f"Renumbered {check.offset:+d} as suggested (-renumber suggested)")
     result.levels = typed(_mark_numbering(result.levels, check))
     result.warnings = notes + disc_notes + result.warnings + ([check.text] if check.warns else [])
-    if frame.origin.note():
-        result.warnings.append(frame.origin.note())
+    if note := frame.origin.note():
+        result.warnings.append(note)
     result.numbering, result.origin = check, frame.origin
     return result
 
@@ -301,7 +314,8 @@ def _levels(rootlets: np.ndarray, frame: _Frame, disc_voxels: dict, radius: int)
         row["volume_mm3"] = row["n_voxels"] * voxel_mm3
         if value in intervals:
             row.update(_extent(frame.slice_mm, *intervals[value]))
-    vertebral, vertebral_rows = None, {}
+    vertebral: np.ndarray | None = None
+    vertebral_rows: dict[int, dict] = {}
     if disc_voxels:
         vertebral, vertebral_rows, vertebral_notes = _vertebral(disc_voxels, frame)
         notes += vertebral_notes
@@ -580,16 +594,17 @@ def _rootlets_confidence(path: Path, data: np.ndarray) -> dict | None:
 
 def levels_from_files(rootlets: str | os.PathLike, cord: str | os.PathLike, discs: str | os.PathLike | None = None,
                       pmj: str | os.PathLike | None = None, image: str | os.PathLike | None = None,
-                      out_dir: str | os.PathLike | None = None, method: str = "gapfree", prefix: str | None = None,
-                      dilate_voxels: int = DILATE_VOXELS, renumber: str = "none") -> tuple[dict[str, Path], LevelsResult]:
+                      out_dir: str | os.PathLike | None = None, *, prefix: str | None = None,
+                      options: LevelsOptions = LevelsOptions(), **fields: Any) -> tuple[dict[str, Path], LevelsResult]:
     """Compute levels from NIfTI files and write them (:func:`write_levels`); returns (paths, result).
 
     Labels on another grid than the image (else the rootlets) are resampled (:func:`rootlets_task.io.labels.on_grid`,
     with a note). ``<prefix>`` defaults to the rootlets file's stem, the folder to the rootlets file's folder. The
-    confidence per level comes from the rootlets sidecar when it matches the file. Everything is computed and checked
-    before anything is written. Ten arguments: the five files, where to write and the three method settings are all
-    the user's choices of ``rootlets levels``.
+    confidence per level comes from the rootlets sidecar when it matches the file. ``options``: as in
+    :func:`compute_levels` (fields by keyword too). Everything is computed and checked before anything is written.
     """
+    options = dataclasses.replace(options, **fields)
+    method, dilate_voxels, renumber = options.method, options.dilate_voxels, options.renumber
     paths = {"rootlets": Path(rootlets), "cord": Path(cord)}
     paths.update({k: Path(v) for k, v in (("discs", discs), ("pmj", pmj), ("image", image)) if v is not None})
     names = {k: f"{k} {p}" for k, p in paths.items()}
@@ -606,7 +621,7 @@ def levels_from_files(rootlets: str | os.PathLike, cord: str | os.PathLike, disc
             raise RootletsError(f"{names[kind]}: {exc}; is it from the same subject and session as {grid_name}?") from None
         notes += [f"{names[kind]}: {n}" for n in grid_notes]
     result = compute_levels(arrays["rootlets"], arrays["cord"], grid.affine, arrays.get("discs"), arrays.get("pmj"),
-                            method=method, dilate_voxels=dilate_voxels, names=names, renumber=renumber)
+                            options=options, names=names)
     add_confidence(result, _rootlets_confidence(paths["rootlets"], loaded["rootlets"][1]))
     result.warnings[:0] = notes
     out_dir = Path(out_dir) if out_dir is not None else paths["rootlets"].parent

@@ -138,17 +138,20 @@ def check(spinal: dict[int, float], vertebral: dict[int, float]) -> NumberingChe
     pairings = [pair(spinal, vertebral, k) for k in OFFSETS]
     result = NumberingCheck("not checked", 0, spacing, tolerance, margin, pairings)
     current = result.pairing(0)
+    assert current is not None  # OFFSETS holds 0
     if not spinal or not vertebral:
         result.text = "numbering not checked: " + ("no vertebral levels" if not vertebral else "no spinal levels")
         return result
     needed = max(MIN_PAIRS, math.ceil(current.n / 2))
     others = [p for p in pairings if p.offset != 0 and p.n >= needed]
     best = min(others, key=lambda p: (p.score_mm, abs(p.offset)), default=None)
-    if current.n and current.score_mm <= tolerance:
+    score = current.score_mm  # None when no pair
+    if score is not None and score <= tolerance:
         result.status = "ok"
-    elif best is not None and best.score_mm <= tolerance and (not current.n or current.score_mm - best.score_mm >= margin):
+    elif best is not None and best.score_mm is not None and best.score_mm <= tolerance and (
+            score is None or score - best.score_mm >= margin):
         result.status, result.offset = "shifted", best.offset
-    elif current.n:
+    elif score is not None:
         result.status = "unclear"
     result.text = _text(result, spinal)
     return result
@@ -166,6 +169,7 @@ def _span(names: list[str]) -> str:
 def _text(result: NumberingCheck, spinal: dict[int, float]) -> str:
     """One line for the terminal, the JSON, the QC page and the batch summary."""
     current = result.pairing(0)
+    assert current is not None  # OFFSETS holds 0
     names = [level_name(v, "spinal") for v in sorted(spinal)]
     if result.status == "not checked":
         return "numbering not checked: no spinal level lies beside a vertebral level under any numbering"
@@ -178,6 +182,7 @@ def _text(result: NumberingCheck, spinal: dict[int, float]) -> str:
                 f"numbering ({scored} as named, tolerance {result.tolerance_mm:.1f} mm; shifts vertebral - spinal "
                 f"midpoint: {_pairs_text(current)}; expected 0 to 8 mm); check the rootlets and the disc labels")
     best = result.pairing(result.offset)
+    assert best is not None  # the offset is one of OFFSETS
     renamed = [level_name(v + result.offset, "spinal") for v in sorted(spinal)]
     sign = f"{result.offset:+d}"
     return (f"numbering check: spinal levels {_span(names)} sit where {_span(renamed)} are expected relative to the "

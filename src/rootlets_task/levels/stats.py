@@ -27,8 +27,10 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -398,7 +400,7 @@ def _rpi(inputs: dict[str, str], base: Path) -> tuple[int, bool] | None:
         return None
     path = Path(name) if Path(name).is_absolute() or Path(name).is_file() else base / Path(name).name
     try:
-        img = nib.load(path)
+        img = cast(nib.Nifti1Image, nib.load(path))
     except (OSError, ValueError, nib.filebasedimages.ImageFileError):
         return None
     axis = si_axis(img.affine)
@@ -441,7 +443,7 @@ def _settings(tables: list[Table], rows: pd.DataFrame, participants, column, med
                          for p, m in PAIRINGS.items()}}
 
 
-def group_stats(files: list[str | os.PathLike], out_dir: str | os.PathLike, participants: str | os.PathLike | None = None,
+def group_stats(files: Sequence[str | os.PathLike], out_dir: str | os.PathLike, participants: str | os.PathLike | None = None,
                 normalise: bool | None = None) -> dict[str, Path]:
     """The lab's analysis over many subjects' level tables (files or folders, ours or the lab's).
 
@@ -461,6 +463,7 @@ def group_stats(files: list[str | os.PathLike], out_dir: str | os.PathLike, part
     rows = _combine(tables)
     column, medians = None, None
     if normalise:
+        assert participants is not None  # refused above
         heights, column = read_heights(participants)
         rows, medians = normalise_rows(rows, heights, participants)
     else:

@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -229,9 +230,8 @@ def discs_from_totalspineseg(image: Path, reference: nib.Nifti1Image) -> ToolOut
         command = [tool.executable, str(Path(image).absolute()), str(out_dir), "--step1"]
         done = _run(tool, command, Path(tmp))
         levels = out_dir / "step1_levels"
-        path = levels / f"{stem(image)}.nii.gz"
-        if not path.is_file() and levels.is_dir():
-            path = _find_one(levels, "*.nii.gz")
+        named = levels / f"{stem(image)}.nii.gz"
+        path = _find_one(levels, "*.nii.gz") if not named.is_file() and levels.is_dir() else named
         return _labels_from(tool, command, done, path, "step1_levels/*.nii.gz", "discs", reference)
 
 
@@ -286,7 +286,7 @@ def label_sidecar(kind: str, source: str, why: str, image: str | os.PathLike | N
                   notes: list[str]) -> dict:
     """Sidecar of a cord / discs / PMJ label file the chain wrote: who made it (``tool``, a
     :class:`rootlets_task.levels.tools.ToolOutput`, with its command line) or which user file it is (``file``)."""
-    content = {"Source": source, "SourceReason": why, "InputFile": str(Path(image).absolute()) if image else None,
+    content: dict[str, Any] = {"Source": source, "SourceReason": why, "InputFile": str(Path(image).absolute()) if image else None,
                "Notes": notes,
                "GeneratedBy": [{"Name": f"rootlets_task: rootlets -levels ({kind} from {describe(kind, source)})",
                                 "Version": __version__}]}

@@ -23,6 +23,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -75,13 +76,13 @@ def _image(value: Source | np.ndarray, name: str, grid: nib.Nifti1Image | None =
             raise RootletsError(f"{name}: an array must have the image's shape {None if grid is None else grid.shape[:3]}")
         return nib.Nifti1Image(value, grid.affine)
     if isinstance(value, nib.spatialimages.SpatialImage):
-        img = value
+        img: nib.spatialimages.SpatialImage = value
     else:
         path = Path(value)
         if not path.is_file():
             raise RootletsError(f"{name} {path}: file not found; check the path")
         try:
-            img = nib.load(path)
+            img = cast(nib.Nifti1Image, nib.load(path))
         except Exception as exc:  # nibabel raises many types on a bad file
             raise RootletsError(f"{name} {path}: unreadable NIfTI ({nifti.one_line(exc)}); give a NIfTI file") from None
     shape = tuple(n for i, n in enumerate(img.shape) if i < 3 or n != 1)
@@ -89,12 +90,13 @@ def _image(value: Source | np.ndarray, name: str, grid: nib.Nifti1Image | None =
         raise RootletsError(f"{name} {_label(img, name)}: a 3D volume is needed, got shape {img.shape}; "
                             "extract one volume first (e.g. sct_image -split t)")
     out = nib.Nifti1Image(np.asanyarray(img.dataobj).reshape(shape), img.affine, img.header if shape == img.shape else None)
-    if img.get_filename():
-        out.set_filename(img.get_filename())
+    filename = img.get_filename()
+    if filename:
+        out.set_filename(filename)
     return out
 
 
-def _label(img: nib.Nifti1Image, name: str) -> str:
+def _label(img: nib.spatialimages.SpatialImage, name: str) -> str:
     return img.get_filename() or f"(in-memory {name})"
 
 
@@ -133,11 +135,11 @@ def _spacing_and_slices(grid: nib.Nifti1Image) -> tuple[tuple[float, float, floa
     transform = nib.orientations.ornt_transform(current, nib.orientations.axcodes2ornt(RPI))
     zooms = np.array(grid.header.get_zooms()[:3], dtype=float)
     order = np.argsort(transform[:, 0])
-    spacing = tuple(float(zooms[int(i)]) for i in order)
+    px, py, pz = (float(zooms[int(i)]) for i in order)
     si = int(order[2])
     n = grid.shape[si]
     native = np.arange(n) if transform[si, 1] > 0 else np.arange(n)[::-1]
-    return spacing, native
+    return (px, py, pz), native
 
 
 def slice_levels(levels_rpi: np.ndarray) -> np.ndarray:
@@ -207,7 +209,8 @@ def measure_levels(image: Source, levels: dict[str, Source | np.ndarray], maps: 
         mask_img = _image(mask, "mask", grid)
         weights, grid_notes = on_image_grid(mask_img, grid, region, "mask")
         notes += grid_notes
-        mask_name = nifti.stem(mask_img.get_filename()) if mask_img.get_filename() else "mask"
+        mask_file = mask_img.get_filename()
+        mask_name = nifti.stem(mask_file) if mask_file else "mask"
     map_arrays = {}
     for name, value in (maps or {}).items():
         data, grid_notes = on_image_grid(_image(value, "map", grid), grid, region, f"map {name}")

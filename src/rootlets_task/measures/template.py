@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -121,7 +122,8 @@ def run_template(image: Path, grid: nib.Nifti1Image, cord: Path, rootlets: np.nd
     template_t2 = folder / TEMPLATE_FILES["t2"]
     if not template_t2.is_file():
         raise RootletsError(f"PAM50 step: {template_t2} not found; SCT's data are incomplete (reinstall SCT)")
-    notes, commands = [], []
+    notes: list[str] = []
+    commands: list[str] = []
     top = ROOTLETS_UP_TO.get(version, 9)
     passed = np.where(rootlets <= top, rootlets, 0).astype(np.uint8)
     if (rootlets > top).any():
@@ -139,9 +141,10 @@ def run_template(image: Path, grid: nib.Nifti1Image, cord: Path, rootlets: np.nd
     command = warp_command(image, warps["template2anat"], warped)
     _step(WARP, command, scratch, "warping the template (sct_warp_template)", commands)
     spinal_file = _expect(warped / "template" / TEMPLATE_FILES["spinal"], "warping the template", command)
+    warped_levels = cast(nib.Nifti1Image, nib.load(spinal_file))
     try:
-        spinal_pam50, grid_notes = labels.on_grid(nib.load(spinal_file), np.asanyarray(nib.load(spinal_file).dataobj)
-                                                  .round().astype(np.int32), grid, points=False)
+        spinal_pam50, grid_notes = labels.on_grid(warped_levels, np.asanyarray(warped_levels.dataobj).round()
+                                                  .astype(np.int32), grid, points=False)
     except ValueError as exc:
         raise RootletsError(f"PAM50 step failed at warping the template: {spinal_file.name}: {exc}") from None
     notes += grid_notes
@@ -153,8 +156,9 @@ def run_template(image: Path, grid: nib.Nifti1Image, cord: Path, rootlets: np.nd
         out = scratch / f"{kind}_pam50.nii.gz"
         command = apply_command(sources[kind], template_t2, warps["anat2template"], out)
         _step(APPLY, command, scratch, f"bringing the {kind} to PAM50 (sct_apply_transfo)", commands)
-        in_template[kind] = np.asanyarray(nib.load(_expect(out, "sct_apply_transfo", command)).dataobj).round()
-    template = nib.load(template_t2)
+        moved = cast(nib.Nifti1Image, nib.load(_expect(out, "sct_apply_transfo", command)))
+        in_template[kind] = np.asanyarray(moved.dataobj).round()
+    template = cast(nib.Nifti1Image, nib.load(template_t2))
     return TemplateResult(spinal_pam50.astype(np.uint8), {k: v.astype(np.uint8) for k, v in in_template.items()},
                           template, warps, commands, notes)
 

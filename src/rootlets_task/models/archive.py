@@ -276,7 +276,8 @@ def _members(zf: zipfile.ZipFile, bad: Callable[[str], RootletsError]) -> tuple[
     if sum(i.file_size for i in infos) > MAX_UNCOMPRESSED:
         raise bad(f"expands to {sum(i.file_size for i in infos) >> 20} MiB, above the {MAX_UNCOMPRESSED >> 30} GiB "
                   "limit (a zip bomb?)")
-    files, dirs = {}, set()
+    files: dict[tuple[str, ...], zipfile.ZipInfo] = {}
+    dirs: set[tuple[str, ...]] = set()
     for info in infos:
         name = info.filename
         parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
@@ -329,7 +330,7 @@ def validate_release_zip(path: str | Path, source: str | None = None, allow_code
             trainer = trainers[0]
             inside = {parts[len(trainer):]: info for parts, info in files.items() if parts[:len(trainer)] == trainer}
             _check_contents(zf, inside, trainer, bad)
-            beside = tuple((files[(*trainer[:-1], n)].filename, n) for n in BESIDE_TRAINER if (*trainer[:-1], n) in files)
+            beside = tuple((files[trainer[:-1] + (n,)].filename, n) for n in BESIDE_TRAINER if trainer[:-1] + (n,) in files)
             for name, _ in beside:
                 _check_json(zf, zf.getinfo(name), name, bad)
             code = tuple(sorted("/".join(p) for p in inside if p[-1].lower().endswith(CODE_SUFFIXES)))
@@ -488,14 +489,23 @@ def atomic_install(zip_path: str | Path, dest: str | Path, record: dict | str, r
     return dest / layout.trainer_name
 
 
+@dataclass(frozen=True)
+class Checks:
+    """What an archive to install must be: its sha256 and size when the registry knows them (a custom URL: None),
+    and whether it may hold the release's own code (``trainer_class.py``)."""
+
+    sha256: str | None = None
+    known_size: int | None = None
+    allow_code: bool = False
+
+
 def install_from(urls: list[str] | str, dest: str | Path, make_record: Callable[[Fetched, ReleaseZip], dict | str],
-                 record_name: str, sha256: str | None = None, skip: Callable[[], bool] | None = None,
-                 progress: bool = True, known_size: int | None = None, allow_code: bool = False) -> Path | None:
-    """Lock ``dest``, return None if ``skip()`` (already installed), else fetch, validate and atomically install.
+                 record_name: str, checks: Checks = Checks(), skip: Callable[[], bool] | None = None,
+                 progress: bool = True) -> Path | None:
+    """Lock ``dest``, return None if ``skip()`` (already installed), else fetch, validate (``checks``) and atomically
+    install, with ``make_record(fetched, layout)`` written as ``record_name`` beside the model.
 
     The download goes to a temp folder beside ``dest`` that is always removed. Returns the installed trainer folder.
-    Nine arguments: the source, the target and its record, and the checks that our store and the SCT bridge each set
-    their own way.
     """
     dest = Path(dest).absolute()
     with install_lock(dest):
@@ -503,8 +513,8 @@ def install_from(urls: list[str] | str, dest: str | Path, make_record: Callable[
             return None
         workdir = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dest), dir=dest.parent))
         try:
-            fetched = fetch(urls, workdir, sha256=sha256, progress=progress, known_size=known_size)
-            layout = validate_release_zip(fetched.path, fetched.url, allow_code=allow_code)
+            fetched = fetch(urls, workdir, sha256=checks.sha256, progress=progress, known_size=checks.known_size)
+            layout = validate_release_zip(fetched.path, fetched.url, allow_code=checks.allow_code)
             return atomic_install(fetched.path, dest, make_record(fetched, layout), record_name, layout)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -139,7 +139,7 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
         raise RootletsError("-release custom is your own model: install it with `rootlets -install -custom-url URL` "
                             "(a URL or a zip file)")
     dest = models_dir() / release.tag
-    urls = ([custom_url] if isinstance(custom_url, str) else list(custom_url)) if custom else release_urls(release)
+    urls = ([custom_url] if isinstance(custom_url, str) else list(custom_url or ())) if custom else release_urls(release)
     if release.bundled and not custom and not Path(urls[0]).is_file():
         raise RootletsError(f"the bundled {release.tag} release is missing ({urls[0]}); reinstall the rootlets_task package")
 
@@ -154,14 +154,15 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
                 "code": list(layout.code), "sct_model": SCT_MODEL}
 
     try:
-        trainer = archive.install_from(urls, dest, make_record, RECORD, sha256=None if custom else release.sha256,
-                                       skip=current, progress=progress, known_size=None if custom else release.size,
-                                       allow_code=allow_code)
+        checks = archive.Checks(sha256=None if custom else release.sha256, known_size=None if custom else release.size,
+                                allow_code=allow_code)
+        trainer = archive.install_from(urls, dest, make_record, RECORD, checks, skip=current, progress=progress)
     except archive.DownloadError as exc:
         raise archive.DownloadError(f"cannot install model release {release.tag}: {exc}; check the network, or download "
                                     f"{release.asset} elsewhere and run `rootlets -install -release {release.tag} "
                                     f"-custom-url FILE.zip`, or set {ENV_MIRROR} to a folder or server holding it") from None
     installed = installed_release(release.tag)
+    assert installed is not None  # just installed
     return Installed(installed.tag, installed.folder, installed.trainer_folder, installed.record, fresh=trainer is not None)
 
 

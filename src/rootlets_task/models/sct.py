@@ -176,6 +176,7 @@ def _read_registry(root: Path) -> tuple[str | None, tuple[str, ...] | None]:
 
 def find_sct(sct_dir: str | os.PathLike | None = None) -> SCT:
     """The SCT installation: ``sct_dir``, else ``$SCT_DIR``, else the one ``sct_deepseg`` on PATH belongs to."""
+    root: Path | None
     if sct_dir is not None or os.environ.get(ENV_SCT_DIR):
         how = "argument" if sct_dir is not None else ENV_SCT_DIR
         root = Path(sct_dir if sct_dir is not None else os.environ[ENV_SCT_DIR]).expanduser().absolute()
@@ -291,7 +292,7 @@ def sct_accepts(sct: SCT, model: SCTModel) -> bool:
 # ------------------------------------------------------------------------------------------------------ install
 def source_json(url: str, custom: bool, sct: SCT) -> str:
     """``source.json`` exactly as SCT's ``install_model`` writes it (``json.dump(..., indent=4)``, no final newline)."""
-    record = {"model_name": SCT_MODEL, "model_urls": url}
+    record: dict[str, str | bool] = {"model_name": SCT_MODEL, "model_urls": url}
     if sct.has_custom:
         record["custom"] = custom
     return json.dumps(record, indent=4)
@@ -348,14 +349,15 @@ def install_sct(tag: str | None = None, custom_url: str | list[str] | None = Non
                     and sct_accepts(sct, model))
 
     try:
-        trainer = archive.install_from(urls, sct.model_dir, make_record, SOURCE_JSON,
-                                       sha256=None if custom_url else release.sha256, skip=current, progress=progress,
-                                       known_size=None if custom_url else release.size, allow_code=allow_code)
+        checks = archive.Checks(sha256=None if custom_url else release.sha256,
+                                known_size=None if custom_url else release.size, allow_code=allow_code)
+        trainer = archive.install_from(urls, sct.model_dir, make_record, SOURCE_JSON, checks, skip=current, progress=progress)
     except RootletsError as exc:
         what = f"custom model {' '.join(redact(u) for u in urls)}" if custom_url else f"model release {release.tag}"
         raise RootletsError(f"cannot install {what} into SCT ({sct.model_dir}): {exc}; SCT's previous model is "
                             "unchanged") from None
     model = read_model(sct)
+    assert model is not None  # just installed
     what = f"custom model {model.url}" if custom_url else f"release {release.tag}" + (" (custom)" if custom else "")
     if trainer is None:
         return model, f"{what} is already installed in SCT {sct.version}: {model.folder}"

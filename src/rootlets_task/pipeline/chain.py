@@ -25,6 +25,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -42,6 +43,7 @@ from rootlets_task.io.records import Record
 from rootlets_task.levels import compute as lv
 from rootlets_task.levels import tools
 from rootlets_task.levels.compute import (
+    LevelsOptions,
     LevelsResult,
     add_confidence,
     compute_levels,
@@ -191,6 +193,12 @@ class _Chain:
         self.image_sha = _digest(img, source)
         self.base = {"version": __version__, "image": self.image_sha}
 
+    def file_of(self, kind: str) -> Path:
+        """The label file a finished step used for ``kind``, where the caller knows there is one (e.g. the cord)."""
+        path = self.used.get(kind)
+        assert path is not None, f"no {kind} file"
+        return path
+
     def note(self, text: str) -> None:
         self.notes.append(text)
         log.warning("%s", text)
@@ -208,12 +216,14 @@ class _Chain:
         file, target = self.inputs.file(kind), self.paths[kind]
         sidecar = provenance.sidecar_path(target)
         in_place = file is not None and file.absolute().resolve() == target.absolute().resolve()
+        key: dict[str, Any]
         if source == "file":
+            assert file is not None  # the source is the user's file
             key = {"version": __version__, "source": "file", "file": sha256_file(file)}
         else:
             on_cord = kind == "pmj" or source == "label_vertebrae"  # these tools are given the cord and the contrast
             key = {**self.base, "source": source, "contrast": self.options.contrast if on_cord else None,
-                   "cord": sha256_file(self.used["cord"]) if on_cord and self.used.get("cord") else None}
+                   "cord": sha256_file(self.file_of("cord")) if on_cord and self.used.get("cord") else None}
         outputs = [] if in_place else [target, sidecar]
         if self.record.up_to_date(kind, key):
             found = self.record.step(kind).get("found", True)
@@ -221,7 +231,7 @@ class _Chain:
             self.used[kind] = (file if in_place else target) if found else None
             self.sources[kind] = source if found else "none"
             if found:
-                self.arrays[kind] = labels.read(self.used[kind], kind)[1]
+                self.arrays[kind] = labels.read(self.file_of(kind), kind)[1]
                 self._sidecar_confidence(kind)
             return
         self.record.check_writable(kind, outputs)
@@ -248,14 +258,16 @@ class _Chain:
 
     def _sidecar_confidence(self, kind: str) -> None:
         """The confidence of a given rootlets file, from its sidecar, if computed on exactly these labels."""
-        if kind == "rootlets" and self.inputs.rootlets is not None:
-            content = read_json(provenance.sidecar_path(self.inputs.file("rootlets")))
+        file = self.inputs.file("rootlets")
+        if kind == "rootlets" and file is not None:
+            content = read_json(provenance.sidecar_path(file))
             found = content.get("Confidence") if isinstance(content, dict) else None
             self.confidence = conf.matching(found, self.arrays["rootlets"])
 
     def _labels_from(self, kind: str, source: str, file: Path | None, in_place: bool):
         """(array on the image grid, notes, tool output) from the user's file or the tool; (None, [], None) = no PMJ."""
         if source == "file":
+            assert file is not None  # the source is the user's file
             try:
                 data, step_notes = labels.load(file, kind, self.img)
             except ValueError as exc:
@@ -276,7 +288,7 @@ class _Chain:
         if source == "sct":
             return tools.discs_from_sct(image, self.img)
         if source == "label_vertebrae":
-            return tools.discs_from_label_vertebrae(image, self.img, self.used["cord"], self.options.contrast)
+            return tools.discs_from_label_vertebrae(image, self.img, self.file_of("cord"), self.options.contrast)
         if source == "totalspineseg":
             return tools.discs_from_totalspineseg(image, self.img)
         device = self.device
@@ -346,6 +358,7 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
             log.info("using the rootlets of -r %s (no segmentation)", inputs.rootlets)
             run.labels_step("rootlets", "file", f"-r {inputs.rootlets}")
         else:
+            assert model_key is not None  # the rootlets are not given
             segmenter = _rootlets_step(run, model, model_key, segmenter)
         for kind in ("discs", "pmj"):
             run.labels_step(kind, *resolved[kind])
@@ -374,7 +387,10 @@ def _open(image, out_dir, inputs: ChainInputs, prefix: str | None) -> tuple[nib.
         if file is not None and not file.is_file():
             raise RootletsError(f"{kind} {file}: file not found; check the path given with {FLAGS[kind][0]}")
     img = nifti.load(source, "image") if source is not None else image
-    out_dir = Path(out_dir) if out_dir is not None else source.parent
+    if out_dir is None:
+        assert source is not None  # an in-memory image needs out_dir (refused above)
+        out_dir = source.parent
+    out_dir = Path(out_dir)
     return img, source, out_dir, prefix or nifti.stem(source if source is not None else image.get_filename())
 
 
@@ -382,12 +398,12 @@ def _result(run: _Chain, resolved: dict, levels: dict, segmenter) -> ChainResult
     """The record's sources saved, and the result of the run (``levels``: what :func:`_levels_step` returns)."""
     run.record.data["sources"] = {kind: {"source": run.sources[kind], "tool": tools.describe(kind, run.sources[kind]),
                                          "reason": resolved[kind][1],
-                                         "file": relative_to(run.used[kind], run.out_dir) if run.used[kind] else None}
+                                         "file": relative_to(run.file_of(kind), run.out_dir) if run.used[kind] else None}
                                   for kind in SOURCES}
     run.record.data["image"] = relative_to(run.source, run.out_dir) if run.source is not None else None
     run.record.save()
     written = ("spinal", "csv", "json") + (("vertebral", "shift") if run.used.get("discs") is not None else ())
-    outputs = {"rootlets": run.used.get("rootlets", run.paths["rootlets"]),
+    outputs = {"rootlets": run.used.get("rootlets") or run.paths["rootlets"],
                **{k: v for k, v in run.used.items() if v is not None and k != "rootlets"},
                **{k: run.paths[k] for k in written}, "record": run.paths["record"]}
     if run.options.method == "reference":
@@ -424,7 +440,7 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
     """Segment the rootlets (cropped around the cord when asked); returns the model used (loaded here if needed)."""
     crop = run.options.crop_to_cord
     path, sidecar = run.paths["rootlets"], provenance.sidecar_path(run.paths["rootlets"])
-    key = {**run.base, "model": model_key, "crop_to_cord": sha256_file(run.used["cord"]) if crop else None}
+    key = {**run.base, "model": model_key, "crop_to_cord": sha256_file(run.file_of("cord")) if crop else None}
     run.used["rootlets"] = path
     warnings = release_warnings(model_key.get("tag"), run.img, run.source)  # e.g. the phantom release on a scan
     if run.record.up_to_date("rootlets", key):
@@ -450,7 +466,7 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
     from rootlets_task.pipeline.segment import write_segmentation
 
     command = f"-i {run.source.name if run.source else run.prefix} -levels" + (" -crop-to-cord" if crop else "")
-    crop_info = {"CordFile": str(run.used["cord"].absolute()), "MarginMM": cropping.CROP_MARGIN_MM} if crop else None
+    crop_info = {"CordFile": str(run.file_of("cord").absolute()), "MarginMM": cropping.CROP_MARGIN_MM} if crop else None
     content = provenance.rootlets_sidecar(segmenter, run.source, command, crop_info, run.confidence)
     for text in warnings:
         run.note(text)
@@ -480,9 +496,9 @@ def _levels_step(run: _Chain) -> dict:
                 "numbering": document.get("numbering"), "origin": document.get("origin")}
     run.record.check_writable("levels", expected)
     names = {k: f"{k} {p}" for k, p in used.items() if p is not None}
+    settings = LevelsOptions(method=options.method, renumber=options.renumber)
     result: LevelsResult = compute_levels(run.arrays["rootlets"], run.arrays["cord"], run.img.affine,
-                                          run.arrays.get("discs"), run.arrays.get("pmj"), method=options.method,
-                                          names=names, renumber=options.renumber)
+                                          run.arrays.get("discs"), run.arrays.get("pmj"), options=settings, names=names)
     add_confidence(result, run.confidence)
     for text in result.warnings:
         run.note(text)
@@ -490,6 +506,7 @@ def _levels_step(run: _Chain) -> dict:
     run.arrays["spinal"] = result.spinal  # for the viewer files: their values without reading the images back
     if result.vertebral is not None:
         run.arrays["vertebral"] = result.vertebral
+    assert result.numbering is not None and result.origin is not None  # compute_levels sets both
     numbering = result.numbering.to_dict()
     run.record.done("levels", key, expected, {"numbering": {k: numbering[k] for k in ("status", "offset", "applied", "text")}})
     run.steps["levels"] = "computed"
@@ -510,13 +527,14 @@ def _template_step(run: _Chain, levels: pd.DataFrame) -> None:
     subject's labels in PAM50 space. A failure is a note naming the step; the other outputs stay complete."""
     from rootlets_task.measures import template as pam50
 
-    level_files = {k: run.paths[k] for k in ("spinal", "vertebral") if k in run.paths and run.paths[k].is_file() and
-                   (k == "spinal" or run.used.get("discs") is not None)}
+    level_files: dict[str, Path] = {k: run.paths[k] for k in ("spinal", "vertebral") if k in run.paths and
+                                    run.paths[k].is_file() and (k == "spinal" or run.used.get("discs") is not None)}
+    cord, rootlets = _used(run, "cord"), _used(run, "rootlets")
     paths = {k: run.out_dir / f"{run.prefix}{suffix}" for k, suffix in TEMPLATE_SUFFIXES.items()}
     if "vertebral" not in level_files:
         del paths["vertebral_in_pam50"]
-    key = {"version": __version__, "image": run.image_sha, "cord": sha256_file(run.used["cord"]),
-           "rootlets": sha256_file(run.used["rootlets"]), "levels": {k: sha256_file(p) for k, p in level_files.items()},
+    key = {"version": __version__, "image": run.image_sha, "cord": sha256_file(cord),
+           "rootlets": sha256_file(rootlets), "levels": {k: sha256_file(p) for k, p in level_files.items()},
            "contrast": run.options.contrast, "method": run.options.method, "sct": ".".join(map(str, tools.sct_version()))}
     if run.record.up_to_date("template", key):
         run.skipped("template", f" ({', '.join(p.name for p in paths.values())})")
@@ -525,7 +543,7 @@ def _template_step(run: _Chain, levels: pd.DataFrame) -> None:
     run.record.check_writable("template", list(paths.values()))
     with tempfile.TemporaryDirectory(prefix="rootlets_pam50_") as tmp:
         try:
-            made = pam50.run_template(run._image_file(), run.img, run.used["cord"], run.arrays["rootlets"], level_files,
+            made = pam50.run_template(run._image_file(), run.img, cord, run.arrays["rootlets"], level_files,
                                       Path(tmp), run.options.contrast)
         except RootletsError as exc:
             run.note(f"template: {exc}")
@@ -552,6 +570,14 @@ def _template_step(run: _Chain, levels: pd.DataFrame) -> None:
     run.record.done("template", key, list(paths.values()), {"numbering": check.status})
     run.steps["template"] = "computed"
     run.templated = paths
+
+
+def _used(run: _Chain, kind: str) -> Path:
+    """The file the chain used for ``kind`` (the cord and the rootlets always have one by the levels step)."""
+    path = run.used.get(kind)
+    if path is None:
+        raise RootletsError(f"{kind}: no file in hand; compute the levels first")
+    return path
 
 
 def _pam50_table(run: _Chain, spinal_pam50: np.ndarray, levels: pd.DataFrame):
@@ -588,12 +614,13 @@ def _measure_step(run: _Chain) -> None:
 
     options = run.options
     maps = parse_maps(options.measure or ())
-    levels = {kind: run.paths[kind] for kind in ("spinal", "vertebral") if kind in run.paths and
-              (kind == "spinal" or run.used.get("discs") is not None)}
+    levels: dict[str, Path] = {kind: run.paths[kind] for kind in ("spinal", "vertebral") if kind in run.paths and
+                               (kind == "spinal" or run.used.get("discs") is not None)}
+    cord = _used(run, "cord")
     if "spinal_pam50" in run.templated:
         levels["spinal_pam50"] = run.templated["spinal_pam50"]
     mask = Path(options.measure_mask) if options.measure_mask else None
-    key = {"version": __version__, "image": run.image_sha, "cord": sha256_file(run.used["cord"]),
+    key = {"version": __version__, "image": run.image_sha, "cord": sha256_file(cord),
            "levels": {k: sha256_file(p) for k, p in levels.items()}, "maps": {n: sha256_file(p) for n, p in maps.items()},
            "mask": sha256_file(mask) if mask else None, "method": options.measure_method}
     paths = measure_io.output_paths(run.out_dir, run.prefix)
@@ -602,8 +629,8 @@ def _measure_step(run: _Chain) -> None:
         run.skipped("measure", f" ({', '.join(p.name for p in paths.values())})")
         return
     run.record.check_writable("measure", list(paths.values()))
-    command = f"-i {run.source.name if run.source else run.prefix} -levels -measure {' '.join(map(str, options.measure))}"
-    _, measured = measure_files(run.img, levels, maps, cord=run.used["cord"], mask=mask, out_dir=run.out_dir,
+    command = f"-i {run.source.name if run.source else run.prefix} -levels -measure {' '.join(options.measure or ())}"
+    _, measured = measure_files(run.img, levels, maps, cord=cord, mask=mask, out_dir=run.out_dir,
                                 prefix=run.prefix, options=MeasureOptions(options.measure_method), command=command)
     for text in measured.notes:
         run.note(f"measure: {text}")
@@ -618,12 +645,12 @@ def _qc(run: _Chain, result: ChainResult, qc_dir: str | os.PathLike, tag: str | 
         return nifti.label_image(run.arrays[kind], run.img) if kind in run.arrays else None
 
     files = {f"{kind} file": str(run.used[kind]) for kind in ("rootlets", "cord", "discs") if run.used.get(kind)}
+    provenance = {"image file": str(run.source) if run.source else "(in-memory image)", **files,
+                  "release": tag, "method": run.options.method, "renumber": run.options.renumber,
+                  **{f"{kind} source": tools.describe(kind, result.sources[kind]) for kind in SOURCES}}
+    options = qc.QcOptions(subject=run.prefix, warnings=run.notes, confidence=result.confidence, provenance=provenance)
     return qc.qc_subject(qc_dir, run.img, image("rootlets"), cord=image("cord"), discs=image("discs"),
-                         levels=result.levels, shift=result.shift, subject=run.prefix, warnings=run.notes,
-                         confidence=result.confidence,
-                         provenance={"image file": str(run.source) if run.source else "(in-memory image)", **files,
-                                     "release": tag, "method": run.options.method, "renumber": run.options.renumber,
-                                     **{f"{kind} source": tools.describe(kind, result.sources[kind]) for kind in SOURCES}})
+                         levels=result.levels, shift=result.shift, options=options)
 
 
 def _check_paths(image: Path | None, inputs: ChainInputs, paths: dict[str, Path], out_dir: Path) -> None:

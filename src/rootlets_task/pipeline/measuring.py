@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import nibabel as nib
@@ -39,14 +40,14 @@ def draw(result: MeasureResult, title: str):
     return lambda path: measure_figure(result.slices, result.kinds, figure_metrics(result), path, title)
 
 
-def measure_files(image: str | os.PathLike | nib.Nifti1Image, levels: dict[str, str | os.PathLike],
-                  maps: dict[str, str | os.PathLike] | None = None, *, cord: str | os.PathLike | None = None,
+def measure_files(image: str | os.PathLike | nib.Nifti1Image, levels: Mapping[str, str | os.PathLike],
+                  maps: Mapping[str, str | os.PathLike] | None = None, *, cord: str | os.PathLike | None = None,
                   mask: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
                   prefix: str | None = None, options: MeasureOptions = MeasureOptions(),
                   command: str | None = None) -> tuple[dict[str, Path], MeasureResult]:
     """Measure per level and write ``<prefix>_measure.csv/.tsv/.json/.png`` into ``out_dir`` (default: beside the
     first level file; prefix: the image's stem), all or nothing; returns (paths, result)."""
-    given = {f"{kind} levels": p for kind, p in levels.items()}
+    given: dict[str, str | os.PathLike] = {f"{kind} levels": p for kind, p in levels.items()}
     given.update({f"map {n}": p for n, p in (maps or {}).items()})
     given.update({k: p for k, p in (("cord", cord), ("mask", mask)) if p is not None})
     for name, path in given.items():
@@ -54,9 +55,11 @@ def measure_files(image: str | os.PathLike | nib.Nifti1Image, levels: dict[str, 
             raise RootletsError(f"{name} {path}: file not found; check the path")
     img = image if isinstance(image, nib.spatialimages.SpatialImage) else nifti.load(image, "image")
     result = measure_levels(img, dict(levels), dict(maps or {}), cord=cord, mask=mask, options=options)
-    prefix = prefix or nifti.stem(img.get_filename() or next(iter(levels.values())))
-    out_dir = Path(out_dir) if out_dir is not None else Path(next(iter(levels.values()))).parent
-    inputs = {**({"image": img.get_filename()} if img.get_filename() else {}), **given}
+    filename = img.get_filename()
+    first_levels = Path(next(iter(levels.values())))
+    prefix = prefix or nifti.stem(filename or first_levels)
+    out_dir = Path(out_dir) if out_dir is not None else first_levels.parent
+    inputs: dict[str, str | os.PathLike] = {**({"image": filename} if filename else {}), **given}
     protected = {Path(p).absolute().resolve() for p in inputs.values()}
     for path in measure_files_io.output_paths(out_dir, prefix).values():
         if path.absolute().resolve() in protected:

@@ -47,8 +47,7 @@ def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1, calib
     folder, record = install.model_folder(model.release)
     device = resolve_device(model.device)
     threads = configure_threads(model.threads) if device.type == "cpu" else None
-    return Segmenter(folder, device=device.type, test_time_aug=model.test_time_aug, verbose=verbose, record=record,
-                     backend=model.backend, threads=threads, allow_code=model.allow_code, precision=model.precision,
+    return Segmenter(folder, model, device=device.type, threads=threads, verbose=verbose, record=record,
                      calibration=calibration if model.precision == "int8" else None, int8_options=int8_options)
 
 
@@ -102,13 +101,13 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike 
             raise RootletsError(f"output {target}: would be written for both {seen[key]} and {source}; "
                                 "give each input a distinct name or segment them separately with -o")
         seen[key] = source
-    inputs = {p.absolute().resolve() for p in sources}
-    input_sidecars = {provenance.sidecar_path(p) for p in inputs}
+    input_paths = {p.absolute().resolve() for p in sources}
+    input_sidecars = {provenance.sidecar_path(p) for p in input_paths}
     for target in targets:
         sidecar = provenance.sidecar_path(target)
-        if target.absolute().resolve() in inputs:
+        if target.absolute().resolve() in input_paths:
             raise RootletsError(f"output {target} is the input file; choose another -o so the input is kept")
-        if sidecar.absolute().resolve() in input_sidecars | inputs:
+        if sidecar.absolute().resolve() in input_sidecars | input_paths:
             raise RootletsError(f"output {target}: its JSON sidecar would overwrite an input's sidecar; choose another -o")
         if sidecar.is_dir():
             raise RootletsError(f"output {target}: its JSON sidecar {sidecar} is a folder; choose another -o")
@@ -124,7 +123,7 @@ def _model_values(folder: Path) -> set[int]:
     from rootlets_task.core.files import read_json
 
     labels = (read_json(folder / "dataset.json", limit=16 << 20) or {}).get("labels", {})
-    values = set()
+    values: set[int] = set()
     for value in labels.values() if isinstance(labels, dict) else ():
         values.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
     return values
@@ -212,13 +211,12 @@ def _segment_one(segmenter: Segmenter, source: Path, img: nib.Nifti1Image, targe
     log.info("view: %s", viewers.fsleyes_command(source, [("rootlets", target)]))
     if qc is not None:
         from rootlets_task.qc import sct_report as sct_qc
-        from rootlets_task.qc.report import qc_subject
+        from rootlets_task.qc.report import QcOptions, qc_subject
 
         entry = sct_qc.add_entry(qc, source, img, labels, sct_qc.command_line("rootlets", argv), qc_names)
-        page = qc_subject(qc, img, labels, subject=qc_names.subject or nifti.stem(source),
-                          identity=str(source.absolute()),
-                          provenance={"release": segmenter.record.get("tag"), "command": sct_qc.command_line("rootlets", argv),
-                                      "image file": str(source), "rootlets file": str(target),
-                                      "SCT QC entry": str(entry)}, confidence=confidence)
+        page = qc_subject(qc, img, labels, options=QcOptions(
+            subject=qc_names.subject or nifti.stem(source), identity=str(source.absolute()), confidence=confidence,
+            provenance={"release": segmenter.record.get("tag"), "command": sct_qc.command_line("rootlets", argv),
+                        "image file": str(source), "rootlets file": str(target), "SCT QC entry": str(entry)}))
         log.info("QC %s and %s", entry, page)
     log.info("%s -> %s (%.1f s)", source, target, time.perf_counter() - t0)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import nibabel as nib
 import numpy as np
@@ -36,6 +37,9 @@ from rootlets_task.inference import cropping
 from rootlets_task.io import labels, nifti
 from rootlets_task.io.metrics import agreement
 from rootlets_task.levels.compute import compute_levels
+
+if TYPE_CHECKING:
+    from rootlets_task.inference.int8 import Int8Options
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,20 @@ class Thresholds:
         return (f"on every image, every spinal level of the exact path is present with the lever (and no other), every "
                 f"level midpoint within {self.max_mid_voxels:g} voxel(s) (superior-inferior spacing) and every level "
                 f"boundary within {self.max_boundary_mm:g} mm of the exact path's (compared to 0.01 mm)")
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """How a check runs: ``reps`` timed repetitions of every path on every image, the levels ``method`` compared, int8
+    calibrated on the first ``calibration`` images with ``int8_options`` (default: ``Int8Options()``); ``strict``: a
+    lever that cannot run (sc-crop or NNCF missing) is a one-line error, otherwise it is reported as not passed, with
+    the reason."""
+
+    reps: int = 1
+    method: str = "gapfree"
+    calibration: int = CALIBRATION_IMAGES
+    int8_options: Int8Options | None = None
+    strict: bool = True
 
 
 def parse_levers(text: str, allowed: Sequence[str] = LEVERS) -> tuple[str, ...]:
@@ -139,7 +157,7 @@ def _segmenters(model: ModelOptions, cases: list[_Case], int8: bool, int8_option
     reason int8 cannot be checked (not strict)."""
     from rootlets_task.pipeline.segment import load_segmenter
 
-    loaded = {"float32": load_segmenter(replace(model, precision="float32"), verbose=0)}
+    loaded: dict[str, Any] = {"float32": load_segmenter(replace(model, precision="float32"), verbose=0)}
     if not int8:
         return loaded, None
     t0 = time.perf_counter()
@@ -165,7 +183,7 @@ def _timed_runs(cases: list[_Case], paths: dict[str, tuple], reps: int) -> tuple
     """
     names = list(paths)
     found = {n: [None] * len(cases) for n in names}
-    seconds = {n: [[] for _ in cases] for n in names}
+    seconds: dict[str, list[list[float]]] = {n: [[] for _ in cases] for n in names}
     for i, case in enumerate(cases):
         for rep in range(reps):
             shift = (i + rep) % len(names)
@@ -222,7 +240,8 @@ def compare_levels(exact: dict, lever: dict, si_mm: float, thresholds: Threshold
 
 def _exact_levels(cases: list[_Case], exact: list[np.ndarray], method: str, strict: bool) -> tuple[list, list[str]]:
     """The exact path's level extents per image (None where they cannot be had, with the reason when not strict)."""
-    extents, problems = [], []
+    extents: list[dict[int, tuple[float, float]] | None] = []
+    problems: list[str] = []
     for case, found in zip(cases, exact, strict=True):
         try:
             if not found.any():
@@ -283,15 +302,16 @@ class SpeedCheck:
 
 def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.PathLike | None] | None = None,
                  levers: Sequence[str] = LEVERS, model: ModelOptions = ModelOptions(),
-                 thresholds: Thresholds = Thresholds(), int8_options=None, calibration: int = CALIBRATION_IMAGES,
-                 reps: int = 1, method: str = "gapfree", strict: bool = True) -> SpeedCheck:
+                 thresholds: Thresholds = Thresholds(), options: CheckOptions = CheckOptions(), **fields: Any) -> SpeedCheck:
     """Run the exact path and every lever on ``images`` and judge each lever against ``thresholds``.
 
     ``cords``: one cord mask per image (or None): the crop box and the levels come from it; without one the box is
-    sc-crop's and the levels are measured along the image's S-I axis. int8 is calibrated on the first
-    ``calibration`` images. ``strict``: a lever that cannot run (sc-crop or NNCF missing) is a one-line error;
-    otherwise it is reported as not passed, with the reason.
+    sc-crop's and the levels are measured along the image's S-I axis. ``options`` (:class:`CheckOptions`; any of its
+    fields given by keyword replaces the options' one, e.g. ``reps=3``) says how the check runs.
     """
+    options = replace(options, **fields)  # a field that CheckOptions lacks: TypeError, as any call
+    int8_options, calibration, reps, method, strict = (options.int8_options, options.calibration, options.reps,
+                                                       options.method, options.strict)
     levers = parse_levers(",".join(levers))
     thresholds.check()
     if any(parts(lever)[1] for lever in levers) and int8_options is None:
@@ -323,6 +343,7 @@ def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.P
     report = _report(cases, loaded, {lever: results[lever] for lever in levers}, seconds["exact"], thresholds,
                      method, reps)
     if "int8" in loaded:
+        assert int8_options is not None  # set above: an int8 lever is checked
         report["Int8"] = {"Precision": loaded["int8"].precision, "Options": asdict(int8_options),
                           "SetupSeconds": loaded["int8_setup"], "Calibration": report["Images"][:calibration]}
     return SpeedCheck(report, predictions["exact"], loaded, [nifti.image_digest(c.img) for c in cases])
@@ -373,7 +394,7 @@ def release_problem(report: dict, record: dict) -> str | None:
             f"installed {record.get('tag')} ({str(record.get('sha256'))[:12]})")
 
 
-def is_report(content) -> bool:
+def is_report(content) -> TypeGuard[dict]:
     """True when ``content`` (parsed JSON) is a report of this format."""
     return (isinstance(content, dict) and content.get("Name") == FORMAT and content.get("FormatVersion") == FORMAT_VERSION
             and isinstance(content.get("Levers"), dict))

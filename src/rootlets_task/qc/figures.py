@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib import patheffects
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -86,7 +88,8 @@ def rootlets_figure(views: dict[str, View], path: Path, title: str, caption: str
     fig.suptitle(plain(title), color="white", fontsize=11, y=1 - 8 / fig_h, va="top")
     if caption:
         fig.text(0.5, 4 / fig_h, plain(caption), color="#9a9a9a", fontsize=7, ha="center", va="bottom")
-    axes, x = [], left
+    axes: list[Axes] = []
+    x: float = left
     for view, width in zip(order, widths, strict=True):
         axes.append(fig.add_axes((x / fig_w, bottom / fig_h, width / fig_w, view.extent_mm[1] * scale / fig_h)))
         _draw_view(axes[-1], view)
@@ -99,7 +102,7 @@ def rootlets_figure(views: dict[str, View], path: Path, title: str, caption: str
         axes[1].text(1.03, 1 - (row + 0.5) / coronal.rootlets.shape[0], name, transform=axes[1].transAxes,
                      color=level_colour(name), fontsize=9, fontweight="bold", ha="left", va="center", clip_on=False)
     levels_seen = sorted({int(v) for view in order for v in np.unique(view.rootlets) if v > 0})
-    handles = [Patch(facecolor=level_colour(_spinal(v)), label=_spinal(v)) for v in levels_seen]
+    handles: list[Artist] = [Patch(facecolor=level_colour(_spinal(v)), label=_spinal(v)) for v in levels_seen]
     if any(view.cord is not None and view.cord.any() for view in order):
         handles.append(Line2D([], [], color=CORD_COLOUR, lw=0.8, ls="--", label="cord outline", **_outlined()))
     if any(view.discs for view in order):
@@ -235,7 +238,7 @@ def _outline(labels: np.ndarray) -> np.ndarray:
     return edge & (labels > 0)
 
 
-def _canvas(shape: tuple[int, int]) -> tuple[Figure, object]:
+def _canvas(shape: tuple[int, int]) -> tuple[Figure, Axes]:
     fig = Figure(figsize=(shape[1] / SCT_DPI, shape[0] / SCT_DPI), dpi=SCT_DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_axis_off()

@@ -22,20 +22,23 @@ Everything lives under ``<qc>/rootlets_task/`` so that a QC folder shared with S
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import platform
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from rootlets_task import __version__
+from rootlets_task._version import __version__
 from rootlets_task.core.colours import level_colour
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import now, writable_folder, write_text
@@ -57,7 +60,26 @@ LOCK_TIMEOUT_S = 600
 # Inputs
 
 ImageLike = str | os.PathLike | nib.Nifti1Image
-TableLike = str | os.PathLike | pd.DataFrame
+TableLike: TypeAlias = str | os.PathLike | pd.DataFrame
+
+
+@dataclass(frozen=True)
+class QcOptions:
+    """How a subject's QC page is named and annotated (:func:`qc_subject`); the images and tables are its arguments.
+
+    ``subject``: the page's name (default: the image file's stem); ``identity`` (e.g. the input file's path) keeps
+    entries of different inputs with the same subject name apart. ``provenance`` (release, sources of cord and discs,
+    settings ...) is shown as given; ``warnings`` are shown on the page and in the index. ``slab_mm``: half-thicknesses
+    (mm) of the sagittal and coronal projections. ``confidence``: the network's confidence (the rootlets sidecar's
+    ``Confidence``; default: read from the rootlets file's sidecar, else the levels table's columns).
+    """
+
+    subject: str | None = None
+    identity: str | None = None
+    provenance: Mapping | None = None
+    warnings: Iterable[str] = ()
+    slab_mm: tuple[float, float] = SLAB_MM
+    confidence: Mapping | None = None
 
 PAGE_LEVEL_COLUMNS = ("kind", "level", "value", "rostral_mm", "caudal_mm", "mid_mm", "height_mm", "n_voxels", "volume_mm3",
                       "mean_probability", "fraction_below_half", "suggested_level", "original_level", "reference", "status")
@@ -141,9 +163,9 @@ def _levels_document(source: TableLike | None) -> dict:
     """The ``_levels.json`` of a levels table given as a file (the file itself, or the JSON beside the CSV), else {}."""
     if not isinstance(source, str | os.PathLike):
         return {}
-    path = Path(source)
-    if path.suffix != ".json":
-        path = path.with_name(path.name[: -len(".csv")] + ".json") if path.name.endswith("_levels.csv") else None
+    given = Path(source)
+    path = given if given.suffix == ".json" else (
+        given.with_name(given.name[: -len(".csv")] + ".json") if given.name.endswith("_levels.csv") else None)
     try:
         content = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else {}
     except (OSError, ValueError):
@@ -319,24 +341,22 @@ def _provenance(image, rootlets, cord, discs, given: Mapping | None) -> dict:
 
 def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike, cord: ImageLike | None = None,
                discs: ImageLike | None = None, levels: TableLike | None = None, shift: TableLike | None = None, *,
-               subject: str | None = None, identity: str | None = None, provenance: Mapping | None = None,
-               warnings: Iterable[str] = (), slab_mm: tuple[float, float] = SLAB_MM,
-               confidence: Mapping | None = None) -> Path:
+               options: QcOptions = QcOptions(), **fields: Any) -> Path:
     """Write one subject's QC (figures, page, record) into ``qc_dir/rootlets_task`` and refresh its dataset index.
 
-    Thirteen parameters: the images and tables a page shows, then (keyword-only) how it is named and annotated.
-
     Images are NIfTI paths or nibabel images (labels on another grid are resampled with nearest neighbour);
-    ``levels``/``shift`` are the tables of :mod:`rootlets_task.levels.compute` (DataFrame, CSV or JSON). ``provenance``
-    (release, sources of cord and discs, settings ...) is shown as given; ``warnings`` are shown on the page and
-    in the index. ``identity`` (e.g. the input file's path) keeps entries of different inputs with the same subject
-    name apart. ``confidence``: the network's confidence (the rootlets sidecar's ``Confidence``; default: read from
-    the rootlets file's sidecar, else the levels table's columns). The numbering check comes from the levels table
-    (and its JSON). Running again for the same subject and identity replaces its entry. Returns the subject page.
+    ``levels``/``shift`` are the tables of :mod:`rootlets_task.levels.compute` (DataFrame, CSV or JSON). ``options``
+    (:class:`QcOptions`) names and annotates the page; any of its fields given by keyword replaces the options' one
+    (``qc_subject(qc, image, rootlets, subject="sub-01")``). The numbering check comes from the levels table (and its
+    JSON). Running again for the same subject and identity replaces its entry. Returns the subject page.
     """
+    options = dataclasses.replace(options, **fields)  # a field that QcOptions lacks: TypeError, as any call
+    subject, identity, provenance = options.subject, options.identity, options.provenance
+    warnings, slab_mm, confidence = options.warnings, options.slab_mm, options.confidence
     notes: list[str] = []
     img = _image(image, "image")
     roots = _labels(rootlets, "rootlets", img, notes)
+    assert roots is not None  # rootlets are required
     cord_img = _labels(cord, "cord", img, notes)
     disc_img = _labels(discs, "discs", img, notes)
     levels_df = _table(levels, "levels", tuple(REQUIRED_COLUMNS))
