@@ -27,6 +27,8 @@ setup(
         "nibabel>=5.0",
         "numpy>=1.24",
         "scipy>=1.10",
+        # measures.morphometry: SCT's angle correction (transform.warp) and shape (measure.regionprops), as SCT calls them
+        "scikit-image>=0.19",
         "requests>=2.28",
         "tqdm>=4.60",
         "platformdirs>=3.0",

@@ -42,6 +42,10 @@ _API = {
     "rebuild_index": "qc.report",
     "run_chain": "pipeline.chain",
     "run_batch": "batch.run",
+    "measure": "measures.perlevel",
+    "measure_levels": "measures.perlevel",
+    "MeasureOptions": "core.options",
+    "measure_files": "pipeline.measuring",
 }
 
 __all__ = ["__version__", "RootletsError", "make_phantom", "write_phantom", "compute_levels", "levels_from_files", "group_stats",
@@ -49,7 +53,7 @@ __all__ = ["__version__", "RootletsError", "make_phantom", "write_phantom", "com
            "BatchOptions", "LevelsOptions", "install_release",
            "model_folder", "models_dir", "installed_releases", "get_release",
            "install_sct", "sct_status", "sct_model_entry", "sct_task_entry", "qc_subject", "QcOptions", "rebuild_index",
-           "run_chain", "run_batch"]  # noqa: F822
+           "run_chain", "run_batch", "measure", "measure_levels", "MeasureOptions", "measure_files"]  # noqa: F822
 
 
 def __getattr__(name: str):

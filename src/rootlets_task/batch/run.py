@@ -314,7 +314,9 @@ def participants_file(bids_root: Path) -> Path | None:
 
 
 def dataset_tables(out: Path, settings: Settings, participants: Path | None = None) -> dict[str, Path]:
-    """``levels.csv`` and ``shift.csv`` of the whole derivative dataset (one row per image, level and kind) and the
+    """``levels.csv``, ``shift.csv``, with ``-measure`` ``measure.csv``, with ``-template`` ``levels_pam50.csv`` (PAM50's
+    spinal levels in each image) and ``levels_space-PAM50.csv`` (each image's levels in template coordinates) of the
+    whole derivative dataset (one row per image, level and kind) and the
     group statistics of :func:`rootlets_task.levels.stats.group_stats` (in ``group/``), normalised by body height as the
     paper does when ``participants`` (the dataset's ``participants.tsv`` with ``height``) is given and usable.
 
@@ -333,12 +335,13 @@ def dataset_tables(out: Path, settings: Settings, participants: Path | None = No
             records.append((path.parent, path.name[: -len(RECORD_SUFFIX)], Record(path)))
     tables: dict[str, Path] = {}
     files = []
-    for kind in ("levels", "shift"):
+    for kind in ("levels", "shift", "measure", "levels_pam50", "levels_space-PAM50"):
         frames = []
         for folder, name, record in records:
             path = folder / f"{name}_{kind}.csv"
             if path.is_file() and record.name(path) in record.step(UNIT_STEP).get("outputs", {}):
-                files.append(path)
+                if kind in ("levels", "shift"):  # the group statistics are those of the levels
+                    files.append(path)
                 frame = pd.read_csv(path)
                 frame.insert(0, "image", name)
                 frame.insert(1, "session", record.data.get("session") or "")

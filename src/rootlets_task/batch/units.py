@@ -58,6 +58,9 @@ class Settings:
                 **({"method": chain.method, "cord_from": chain.cord_from, "discs_from": chain.discs_from,
                     "pmj_from": chain.pmj_from, "crop_to_cord": chain.crop_to_cord, "renumber": chain.renumber}
                    if chain else {}),
+                **({"measure": list(chain.measure), "measure_mask": chain.measure_mask,
+                    "measure_method": chain.measure_method} if chain and chain.measure is not None else {}),
+                **({"template": True} if chain and chain.template else {}),
                 **({"bids_strict": True} if self.bids_strict else {}), **self.levers.key(rel)}
 
     def unit_key(self, unit: bids.Unit) -> dict:
@@ -187,9 +190,12 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
     labels = unit.labels
     inputs = ChainInputs(cord=labels.get("cord"), discs=labels.get("discs"), pmj=labels.get("pmj"),
                          rootlets=labels.get("rootlets"))
-    result = run_chain(image, out_dir=tmp, inputs=inputs, segmenter=seg,
-                       options=replace(settings.chain, contrast=unit.contrast, crop_to_cord=settings.chain.crop_to_cord or crop,
-                                       command=batch_command(unit, settings)))
+    chain = replace(settings.chain, contrast=unit.contrast, crop_to_cord=settings.chain.crop_to_cord or crop,
+                    command=batch_command(unit, settings))
+    if chain.measure is not None:
+        chain = replace(chain, measure=tuple(unit_path(m, unit) for m in chain.measure),
+                        measure_mask=unit_path(chain.measure_mask, unit) if chain.measure_mask else None)
+    result = run_chain(image, out_dir=tmp, inputs=inputs, segmenter=seg, options=chain)
     log.info("cord from %s, discs from %s, PMJ from %s", result.sources["cord"], result.sources["discs"],
              result.sources["pmj"])
     log.info("%s", result.table())
@@ -201,6 +207,15 @@ def batch_command(unit: bids.Unit, settings: Settings) -> str:
     """What a unit's sidecars say ran (after ``rootlets``): the batch, for this image of the raw dataset."""
     return (f"batch bids:raw:{Path(unit.rel).as_posix()} -release {settings.model.get('tag')}"
             + (" -levels" if settings.chain is not None else ""))
+def unit_path(pattern: str, unit: bids.Unit) -> str:
+    """A ``-measure`` map or mask of one image: ``{subject}``, ``{session}``, ``{name}`` filled in, relative paths
+    taken from the BIDS folder (``NAME=`` kept in front)."""
+    name, sep, path = pattern.partition("=")
+    if not sep or "/" in name:
+        name, path = "", pattern
+    root = Path(unit.image[: -len(unit.rel)]) if unit.image.endswith(unit.rel) else Path(unit.image).parent
+    filled = Path(path.format(subject=unit.subject, session=unit.session or "", name=unit.name))
+    return f"{name}={root / filled}" if name else str(root / filled)
 
 
 def numbering_summary(numbering: dict | None) -> dict | None:

@@ -14,7 +14,17 @@ import sys
 from collections.abc import Callable
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.options import DEVICES, METHODS, PRECISIONS, RENUMBER, SOURCES, ChainOptions, ModelOptions
+from rootlets_task.core.options import (
+    DEVICES,
+    MEASURE_METHODS,
+    METHODS,
+    PRECISIONS,
+    RENUMBER,
+    SOURCES,
+    ChainOptions,
+    MeasureOptions,
+    ModelOptions,
+)
 from rootlets_task.qc.sct_report import PLANES
 
 SCT_NOTES = """\
@@ -200,6 +210,23 @@ def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
                    "faster on CPU, labels can differ from the uncropped ones (docs/segment.md)")
     g.add_argument("-ofolder", metavar="DIR", help="output folder (default: beside each input)")
     g.add_argument("-overwrite", action="store_true", help="recompute every step even when up to date")
+    _add_measure_arguments(g)
+
+
+MEASURE_HELP = ("measure per spinal and vertebral level: cord CSA (as sct_process_segmentation), length, shape, and "
+                "the mean, median, SD and voxel count of each MAP given (NAME=PATH or PATH; none: morphometry only) "
+                "within the cord or -measure-mask; writes *_measure.csv/.tsv/.json/.png (docs/levels.md)")
+
+
+def _add_measure_arguments(g) -> None:
+    g.add_argument("-template", action="store_true", help="register to the PAM50 template with the rootlets (SCT >= 7.0: "
+                   "sct_register_to_template -lrootlet, sct_warp_template): PAM50's spinal levels in the image as a third "
+                   "kind of spinal levels (*_levels_pam50.csv, compared with the rootlets' levels), the rootlets and levels "
+                   "in PAM50 space (*_space-PAM50.*)")
+    g.add_argument("-measure", nargs="*", metavar="MAP", help=MEASURE_HELP)
+    g.add_argument("-measure-mask", metavar="MASK", help="mask for the maps (e.g. white matter; default: the cord)")
+    g.add_argument("-measure-method", default="bin", choices=MEASURE_METHODS, help="bin: mean over mask voxels >= 0.5; "
+                   "wa: mask-weighted average (sct_extract_metric -method)")
 
 
 def _add_source_arguments(g) -> None:
@@ -225,7 +252,9 @@ def _model(args: argparse.Namespace) -> ModelOptions:
 
 def _chain_options(args: argparse.Namespace, contrast: str = "t2") -> ChainOptions:
     return ChainOptions(cord_from=args.cord_from, discs_from=args.discs_from, pmj_from=args.pmj_from, method=args.method,
-                        contrast=contrast, crop_to_cord=args.crop_to_cord, overwrite=args.overwrite, renumber=args.renumber)
+                        contrast=contrast, crop_to_cord=args.crop_to_cord, overwrite=args.overwrite, renumber=args.renumber,
+                        measure=tuple(args.measure) if args.measure is not None else None, measure_mask=args.measure_mask,
+                        measure_method=args.measure_method, template=args.template)
 
 
 def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -292,7 +321,9 @@ def _segment_or_install(args: argparse.Namespace, parser: argparse.ArgumentParse
                      "name + an image ('-i'), or '-task-details'.")
     chain_only = [f for f, v in (("-rootlets", args.rootlets), ("-s", args.s), ("-discs", args.discs),
                                  ("-pmj", args.pmj), ("-ofolder", args.ofolder), ("-overwrite", args.overwrite),
-                                 ("-crop-to-cord", args.crop_to_cord), ("-renumber", args.renumber != "none")) if v]
+                                 ("-crop-to-cord", args.crop_to_cord), ("-renumber", args.renumber != "none"),
+                                 ("-measure", args.measure is not None), ("-measure-mask", args.measure_mask),
+                                 ("-template", args.template)) if v]
     if args.levels:
         return _run_chain(args, parser)
     if chain_only:
@@ -459,6 +490,44 @@ def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
     print("view:", fsleyes_command(args.i, [(k, outputs[k]) for k in ("spinal", "vertebral") if k in outputs]))
 
 
+def _measure_parser() -> argparse.ArgumentParser:
+    p = _StrictParser(prog="rootlets measure", description="Measure per spinal and vertebral level (no model needed): "
+                                "cord morphometry as sct_process_segmentation computes it (angle-corrected CSA, length, "
+                                "diameters) and map statistics as sct_extract_metric (mean, median, SD, voxel count).")
+    p.add_argument("-i", required=True, metavar="IMAGE", help="the image the levels and the cord lie on (its grid)")
+    p.add_argument("-s", metavar="CORD", help="spinal cord segmentation (default: the union of the level files)")
+    p.add_argument("-spinal", metavar="LEVELS", help="spinal levels (X_spinal_levels.nii.gz of rootlets -levels)")
+    p.add_argument("-vertebral", metavar="LEVELS", help="vertebral levels (X_vertebral_levels.nii.gz)")
+    p.add_argument("-map", nargs="+", default=[], metavar="MAP", help="maps on the image's space to measure: "
+                   "NAME=PATH or PATH (named by its file name)")
+    p.add_argument("-mask", metavar="MASK", help="mask for the maps (e.g. white matter; default: the cord)")
+    p.add_argument("-method", default="bin", choices=MEASURE_METHODS, help="bin: mean over mask voxels >= 0.5; wa: "
+                   "mask-weighted average (sct_extract_metric -method)")
+    p.add_argument("-o", metavar="OUTDIR", help="output folder (default: beside the first level file)")
+    p.add_argument("-prefix", metavar="NAME", help="output name prefix (default: the image's file name)")
+    return p
+
+
+def _run_measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from rootlets_task.pipeline.measuring import measure_files, parse_maps
+
+    levels = {kind: path for kind, path in (("spinal", args.spinal), ("vertebral", args.vertebral)) if path}
+    if not levels:
+        parser.error("give the levels to measure by: -spinal X_spinal_levels.nii.gz and/or -vertebral ...")
+    paths, result = measure_files(args.i, levels, parse_maps(args.map), cord=args.s, mask=args.mask, out_dir=args.o,
+                                  prefix=args.prefix, options=MeasureOptions(args.method),
+                                  command="rootlets measure " + " ".join(args.argv))
+    print(measure_text(result.table))
+    for path in paths.values():
+        print(_shown(path))
+
+
+def measure_text(table) -> str:
+    """The per-level table as printed: level, slices, CSA, length and each map's mean."""
+    columns = ["kind", "level", "slices", "csa_mm2", "length_mm", *[c for c in table.columns if c.endswith("_mean")]]
+    return table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
 def _stats_parser() -> argparse.ArgumentParser:
     p = _StrictParser(prog="rootlets stats", description="The lab's spinal-vs-vertebral level analysis "
                                 "(RootletSeg paper) over many subjects' level tables: per level pair (unshifted "
@@ -526,6 +595,9 @@ def _batch_parser() -> argparse.ArgumentParser:
     _add_source_arguments(p)
     p.add_argument("-method", default="gapfree", choices=METHODS, help="spinal level method")
     p.add_argument("-renumber", default="none", choices=RENUMBER, help="with -levels: " + RENUMBER_HELP)
+    g = p.add_argument_group("measure per level (with -levels; MAP may hold {subject}, {session}, {name}: e.g. "
+                             "derivatives/maps/{subject}/anat/{name}_T2map.nii.gz, relative to the BIDS folder)")
+    _add_measure_arguments(g)
     p.add_argument("-crop-to-cord", action="store_true", help="with -levels: segment only a sub-image around the cord "
                    "(about 3x faster on CPU; labels can differ from the uncropped ones)")
     g = p.add_argument_group("speed levers (labels change a little; see `rootlets speedcheck -h`)")
@@ -567,6 +639,8 @@ def _run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         parser.error("-crop-to-cord needs the cord, which only -levels computes: add -levels (or use -levers crop)")
     if args.renumber != "none" and not args.levels:
         parser.error("-renumber applies to levels, which only -levels computes: add -levels")
+    if (args.measure is not None or args.measure_mask or args.template) and not args.levels:
+        parser.error("-measure and -template work on levels, which only -levels computes: add -levels")
     options = BatchOptions(contrasts=tuple(args.contrast), include=args.include, exclude=args.exclude, labels=args.labels,
                            jobs=args.jobs, dask=args.dask, slurm=parse_slurm(args.slurm) if args.slurm is not None else None,
                            slurm_array=tuple(args.slurm_array) if args.slurm_array is not None else None,
@@ -708,6 +782,7 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable]] = {
     "demo": (_demo_parser, _run_demo),
     "phantom": (_phantom_parser, _run_phantom),
     "levels": (_levels_parser, _run_levels),
+    "measure": (_measure_parser, _run_measure),
     "stats": (_stats_parser, _run_stats),
     "releases": (_releases_parser, _run_releases),
     "qc": (_qc_parser, _run_qc),

@@ -16,6 +16,7 @@ METHODS = ("gapfree", "reference")
 PRECISIONS = ("float32", "int8", "bf16")  # bf16: OpenVINO on CPUs with avx512_bf16 or AMX
 RENUMBER = ("none", "suggested")  # suggested: apply the numbering check's suggestion (recorded), never silently
 CONTRASTS = ("t1", "t2")  # what sct_detect_pmj knows
+MEASURE_METHODS = ("bin", "wa")  # sct_extract_metric -method: binarized mask, or weighted average
 # Where each label comes from, in the order ``auto`` tries them (after a given file).
 SOURCES = {
     "cord": ("file", "sct"),
@@ -66,6 +67,10 @@ class ChainOptions:
     overwrite: bool = False
     renumber: str = "none"
     command: str | None = None  # what the sidecars say ran, after `rootlets` (default: -i IMG -levels; a batch: batch ...)
+    measure: tuple[str, ...] | None = None  # maps to measure per level (None: no measure step; (): morphometry only)
+    measure_mask: str | None = None  # mask for the maps (default: the cord)
+    measure_method: str = "bin"
+    template: bool = False  # the PAM50 step (SCT >= 7.0): registration with the rootlets, levels to and from PAM50
 
     def __post_init__(self) -> None:
         self.check()
@@ -79,4 +84,19 @@ class ChainOptions:
         _one_of("renumber", self.renumber, RENUMBER)
         if self.contrast not in CONTRASTS:
             raise RootletsError(f"contrast {self.contrast!r}: sct_detect_pmj knows {' and '.join(CONTRASTS)} only")
+        if self.measure_method not in MEASURE_METHODS:
+            raise RootletsError(f"-measure-method {self.measure_method}: unknown; use one of {', '.join(MEASURE_METHODS)}")
+        return self
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """How maps are aggregated per level (``bin`` or ``wa``, as ``sct_extract_metric -method``) and whether the CSA is
+    angle-corrected (``sct_process_segmentation -angle-corr``); see :mod:`rootlets_task.measures.perlevel`."""
+
+    method: str = "bin"
+    angle_correction: bool = True
+
+    def check(self) -> MeasureOptions:
+        _one_of("-measure-method", self.method, MEASURE_METHODS)
         return self

@@ -298,6 +298,16 @@ def _frame(cord: np.ndarray, affine: np.ndarray, pmj_voxel, disc_voxels: dict, m
     return _Frame(cord, affine, line, origin, slice_mm, cord_slices, names, method)
 
 
+def slice_distances(cord: np.ndarray, affine: np.ndarray, pmj: np.ndarray | None = None, discs: np.ndarray | None = None,
+                    method: str = "gapfree") -> tuple[np.ndarray, int, str]:
+    """(mm of every slice from the origin, the superior-inferior array axis, the origin's name), exactly as
+    :func:`compute_levels` measures its levels with these labels: other level images can be placed in the same frame."""
+    names = {k: k for k in ("rootlets", "cord", "discs", "pmj")}
+    disc_voxels, _ = _disc_voxels(discs, names)
+    frame = _frame(labels.as_labels(cord, "cord") > 0, affine, _pmj_voxel(pmj, names), disc_voxels, method, names)
+    return frame.slice_mm, frame.axis, frame.origin.reference
+
+
 def _levels(rootlets: np.ndarray, frame: _Frame, disc_voxels: dict, radius: int) -> tuple[LevelsResult, dict[int, _Span]]:
     """Spinal levels (painted and tabled) and, with discs, vertebral levels and the shift table; and the rootlet spans."""
     spans, rows, notes = _spinal_spans(rootlets, frame, radius)

@@ -148,7 +148,13 @@ def _require(tool: Tool) -> None:
                             f"or give the file yourself with {tool.provide}")
 
 
-def _run(tool: Tool, command: list[str], workdir: Path) -> subprocess.CompletedProcess:
+def run_tool(tool: Tool, command: list[str], workdir: Path, fix: str | None = None) -> subprocess.CompletedProcess:
+    """Run one tool in ``workdir`` as the chain's tools run (a RootletsError when it is missing or exits non-zero);
+    ``fix``: what the error message proposes (default: give the file with the tool's flag)."""
+    return _run(tool, command, workdir, fix)
+
+
+def _run(tool: Tool, command: list[str], workdir: Path, fix: str | None = None) -> subprocess.CompletedProcess:
     """Run one tool in ``workdir``; raise a RootletsError when it is missing or exits non-zero."""
     _require(tool)
     log.info("running %s", _quote(command))
@@ -161,7 +167,7 @@ def _run(tool: Tool, command: list[str], workdir: Path) -> subprocess.CompletedP
     if done.returncode != 0:
         raise RootletsError(f"{tool.name} failed (exit {done.returncode}): command `{_quote(command)}`; "
                             f"last lines of its stderr: {_tail(done.stderr or done.stdout)}; "
-                            f"give the file yourself with {tool.provide}")
+                            f"{fix or f'give the file yourself with {tool.provide}'}")
     return done
 
 

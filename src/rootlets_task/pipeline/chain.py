@@ -43,7 +43,7 @@ from rootlets_task.core.files import (
     sha256_file,
     writable_folder,
 )
-from rootlets_task.core.options import SOURCES, ChainOptions, ModelOptions
+from rootlets_task.core.options import SOURCES, ChainOptions, MeasureOptions, ModelOptions
 from rootlets_task.core.places import portable, portable_text, shared_paths
 from rootlets_task.inference import confidence as conf
 from rootlets_task.inference import cropping
@@ -198,6 +198,8 @@ class _Chain:
         self.used: dict[str, Path | None] = {}
         self.sources: dict[str, str] = {}
         self.confidence: dict | None = None  # of the rootlets in hand (None when unknown, e.g. edited by hand)
+        self.measured: dict[str, Path] = {}  # measure_csv, measure_tsv, measure_json, measure_png (the -measure step)
+        self.templated: dict[str, Path] = {}  # the PAM50 step's files (-template), when it succeeded
         self.image_sha = _digest(img, source)
         self.base = {"version": __version__, "image": self.image_sha}
 
@@ -337,6 +339,17 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
     """
     options.check()
     model.check()
+    if options.measure is not None:  # the maps and the mask exist, before anything is computed
+        from rootlets_task.pipeline.measuring import parse_maps
+
+        for name, path in [*(("map " + n, p) for n, p in parse_maps(options.measure).items()),
+                           *((("mask", Path(options.measure_mask)),) if options.measure_mask else ())]:
+            if not path.is_file():
+                raise RootletsError(f"-measure: {name} {path}: file not found; check the path")
+    if options.template:
+        from rootlets_task.measures import template as pam50
+
+        pam50.require()
     img, source, out_dir, prefix = _open(image, out_dir, inputs, prefix)
     with shared_paths(out_dir, keep=True):  # sidecars and records name files relative to the outputs (a batch: BIDS URIs)
         return _run_chain(img, source, out_dir, prefix, inputs, options, model, segmenter, qc_dir)
@@ -367,7 +380,12 @@ def _run_chain(img: nib.Nifti1Image, source: Path | None, out_dir: Path, prefix:
             run.labels_step(kind, *resolved[kind])
     finally:
         run.close()
-    result = _result(run, resolved, _levels_step(run), segmenter)
+    levels = _levels_step(run)
+    if options.template:
+        _template_step(run, levels["levels"])
+    if options.measure is not None:
+        _measure_step(run)
+    result = _result(run, resolved, levels, segmenter)
     result.view = _viewer_files(result.outputs, run.source, run.arrays)
     if qc_dir is not None:
         result.qc_page = _qc(run, result, qc_dir, (model_key or {}).get("tag"))
@@ -406,6 +424,8 @@ def _result(run: _Chain, resolved: dict, levels: dict, segmenter) -> ChainResult
                **{k: run.paths[k] for k in written}, "record": run.paths["record"]}
     if run.options.method == "reference":
         outputs["lab"] = run.paths["lab"]
+    outputs.update(run.templated)
+    outputs.update(run.measured)
     return ChainResult(outputs=outputs, sources={kind: run.sources[kind] for kind in SOURCES}, steps=run.steps,
                        image=run.img, arrays=run.arrays, notes=run.notes, segmenter=segmenter,
                        confidence=run.confidence, **levels)
@@ -509,6 +529,130 @@ def _levels_step(run: _Chain) -> dict:
     run.steps["levels"] = "computed"
     return {"levels": result.levels, "shift": result.shift if with_discs else None, "reference": result.reference,
             "numbering": numbering, "origin": result.origin.to_dict()}
+
+
+TEMPLATE_SUFFIXES = {"spinal_pam50": "_spinal_levels_pam50.nii.gz", "levels_pam50": "_levels_pam50.csv",
+                     "levels_pam50_json": "_levels_pam50.json", "positions_pam50": "_levels_space-PAM50.csv",
+                     "rootlets_pam50": "_rootlets_space-PAM50.nii.gz", "spinal_in_pam50": "_spinal_levels_space-PAM50.nii.gz",
+                     "vertebral_in_pam50": "_vertebral_levels_space-PAM50.nii.gz",
+                     "warp_template2anat": "_warp_template2anat.nii.gz", "warp_anat2template": "_warp_anat2template.nii.gz"}
+
+
+def _template_step(run: _Chain, levels: pd.DataFrame) -> None:
+    """The PAM50 step (``-template``): :func:`rootlets_task.measures.template.run_template`, then PAM50's spinal
+    levels as a third kind of spinal levels (table, numbering check, comparison with the rootlets' levels) and the
+    subject's labels in PAM50 space. A failure is a note naming the step; the other outputs stay complete."""
+    from rootlets_task.measures import template as pam50
+
+    level_files: dict[str, Path] = {k: run.paths[k] for k in ("spinal", "vertebral") if k in run.paths and
+                                    run.paths[k].is_file() and (k == "spinal" or run.used.get("discs") is not None)}
+    cord, rootlets = _used(run, "cord"), _used(run, "rootlets")
+    paths = {k: run.out_dir / f"{run.prefix}{suffix}" for k, suffix in TEMPLATE_SUFFIXES.items()}
+    if "vertebral" not in level_files:
+        del paths["vertebral_in_pam50"]
+    key = {"version": __version__, "image": run.image_sha, "cord": sha256_file(cord),
+           "rootlets": sha256_file(rootlets), "levels": {k: sha256_file(p) for k, p in level_files.items()},
+           "contrast": run.options.contrast, "method": run.options.method, "sct": ".".join(map(str, tools.sct_version()))}
+    if run.record.up_to_date("template", key):
+        run.skipped("template", f" ({', '.join(p.name for p in paths.values())})")
+        run.templated = paths
+        return
+    run.record.check_writable("template", list(paths.values()))
+    with tempfile.TemporaryDirectory(prefix="rootlets_pam50_") as tmp:
+        try:
+            made = pam50.run_template(run._image_file(), run.img, cord, run.arrays["rootlets"], level_files,
+                                      Path(tmp), run.options.contrast)
+        except RootletsError as exc:
+            run.note(f"template: {exc}")
+            run.steps["template"] = "failed"
+            return
+        finally:
+            run.close()
+        for text in made.notes:
+            run.note(f"template: {text}")
+        table, check = _pam50_table(run, made.spinal_pam50, levels)
+        document = {"version": __version__, "commands": made.commands, "numbering": check.to_dict(),
+                    "levels": json.loads(table.to_json(orient="records")), "notes": made.notes}
+        with OutputSet() as out:
+            nib.save(nifti.label_image(made.spinal_pam50, run.img), out.path(paths["spinal_pam50"]))
+            table.to_csv(out.path(paths["levels_pam50"]), index=False)
+            out.path(paths["levels_pam50_json"]).write_text(json.dumps(document, indent=2) + "\n")
+            pam50.template_positions(made.in_template, made.template).to_csv(out.path(paths["positions_pam50"]), index=False)
+            for kind in pam50.IN_TEMPLATE:
+                name = "rootlets_pam50" if kind == "rootlets" else f"{kind}_in_pam50"
+                if name in paths:
+                    nib.save(nifti.label_image(made.in_template[kind], made.template), out.path(paths[name]))
+            for name, warp in made.warps.items():
+                out.path(paths[f"warp_{name}"]).write_bytes(warp.read_bytes())
+    run.record.done("template", key, list(paths.values()), {"numbering": check.status})
+    run.steps["template"] = "computed"
+    run.templated = paths
+
+
+def _used(run: _Chain, kind: str) -> Path:
+    """The file the chain used for ``kind`` (the cord and the rootlets always have one by the levels step)."""
+    path = run.used.get(kind)
+    if path is None:
+        raise RootletsError(f"{kind}: no file in hand; compute the levels first")
+    return path
+
+
+def _pam50_table(run: _Chain, spinal_pam50: np.ndarray, levels: pd.DataFrame):
+    """PAM50's spinal levels in the subject as levels-table rows (kind ``spinal_pam50``, distances in the frame of the
+    subject's levels), each with the rootlets' midpoint of the same level and the difference; and the numbering
+    check of PAM50's levels against the vertebral levels."""
+    from rootlets_task.levels import numbering
+    from rootlets_task.measures import template as pam50
+
+    slice_mm, axis, reference = lv.slice_distances(run.arrays["cord"], run.img.affine, run.arrays.get("pmj"),
+                                                   run.arrays.get("discs"), run.options.method)
+    ours = levels[(levels["kind"] == "spinal") & (levels["status"] == "ok")].set_index("value")["mid_mm"]
+    vertebral = levels[(levels["kind"] == "vertebral") & (levels["status"] == "ok")]
+    rows = []
+    for value, (rostral, caudal, first, last) in pam50.pam50_levels(spinal_pam50, slice_mm, axis).items():
+        mid = (rostral + caudal) / 2
+        rows.append({"kind": "spinal_pam50", "level": lv.level_name(value, "spinal"), "value": value,
+                     "rostral_slice": first, "caudal_slice": last, "rostral_mm": rostral, "caudal_mm": caudal,
+                     "mid_mm": mid, "height_mm": caudal - rostral, "reference": reference, "status": "ok",
+                     "rootlets_mid_mm": ours.get(value), "pam50_minus_rootlets_mm": mid - ours[value] if value in ours else None})
+    table = pd.DataFrame.from_records(rows, columns=["kind", "level", "value", "rostral_slice", "caudal_slice", "rostral_mm",
+                                                     "caudal_mm", "mid_mm", "height_mm", "reference", "status",
+                                                     "rootlets_mid_mm", "pam50_minus_rootlets_mm"])
+    check = numbering.check({int(r["value"]): float(r["mid_mm"]) for _, r in table.iterrows()},
+                            {int(r["value"]): float(r["mid_mm"]) for _, r in vertebral.iterrows()})
+    table["numbering"] = check.status
+    return table, check
+
+
+def _measure_step(run: _Chain) -> None:
+    """Per-level morphometry and map statistics (``-measure``) on the written level files, the cord and the maps."""
+    from rootlets_task.measures import files as measure_io
+    from rootlets_task.pipeline.measuring import measure_files, parse_maps
+
+    options = run.options
+    maps = parse_maps(options.measure or ())
+    levels: dict[str, Path] = {kind: run.paths[kind] for kind in ("spinal", "vertebral") if kind in run.paths and
+                               (kind == "spinal" or run.used.get("discs") is not None)}
+    cord = _used(run, "cord")
+    if "spinal_pam50" in run.templated:
+        levels["spinal_pam50"] = run.templated["spinal_pam50"]
+    mask = Path(options.measure_mask) if options.measure_mask else None
+    key = {"version": __version__, "image": run.image_sha, "cord": sha256_file(cord),
+           "levels": {k: sha256_file(p) for k, p in levels.items()}, "maps": {n: sha256_file(p) for n, p in maps.items()},
+           "mask": sha256_file(mask) if mask else None, "method": options.measure_method}
+    paths = measure_io.output_paths(run.out_dir, run.prefix)
+    run.measured = {f"measure_{k}": p for k, p in paths.items()}
+    if run.record.up_to_date("measure", key):
+        run.skipped("measure", f" ({', '.join(p.name for p in paths.values())})")
+        return
+    run.record.check_writable("measure", list(paths.values()))
+    command = f"-i {run.source.name if run.source else run.prefix} -levels -measure {' '.join(options.measure or ())}"
+    _, measured = measure_files(run.img, levels, maps, cord=cord, mask=mask, out_dir=run.out_dir,
+                                prefix=run.prefix, options=MeasureOptions(options.measure_method), command=command)
+    for text in measured.notes:
+        run.note(f"measure: {text}")
+    run.record.done("measure", key, list(paths.values()))
+    run.steps["measure"] = "computed"
 
 
 def _qc(run: _Chain, result: ChainResult, qc_dir: str | os.PathLike, tag: str | None) -> Path:

@@ -300,3 +300,45 @@ def sct_entry_images(mosaic, background: Path, overlay: Path, width: int = SCT_W
                     ha="center", va="center", fontweight="bold", path_effects=_THIN_STROKE)
     _save(fig, overlay)
     return shape[1], shape[0]
+
+
+def measure_figure(slices: pd.DataFrame, kinds: list[str], metrics: dict[str, str], path: Path, title: str) -> None:
+    """Each metric along the cord (one panel per metric, rostral at the left), its slices coloured by level, above a
+    strip per kind of levels (spinal, vertebral ...) showing where each level lies.
+
+    ``slices``: :attr:`rootlets_task.measures.perlevel.MeasureResult.slices`; ``metrics``: {column: axis label}.
+    """
+    fig = Figure(figsize=(7.5, 1.0 + 2.0 * len(metrics) + 0.35 * len(kinds)), dpi=100)
+    ratios = [0.35] * len(kinds) + [2.0] * len(metrics)
+    axes = fig.subplots(len(ratios), 1, sharex=True, gridspec_kw={"height_ratios": ratios, "hspace": 0.15})
+    axes = np.atleast_1d(axes)
+    fig.suptitle(plain(title), fontsize=11)
+    x = slices["position_mm"].to_numpy(dtype=float)
+    step = float(np.median(np.diff(x))) if len(x) > 1 else 1.0
+    for ax, kind in zip(axes, kinds, strict=False):
+        ax.set_yticks([])
+        ax.set_ylabel(plain(kind), rotation=0, ha="right", va="center", fontsize=8)
+        for value in sorted(set(slices[kind][slices[kind] > 0].tolist())):
+            name = level_name(int(value), "vertebral" if kind.startswith("vertebral") else "spinal")
+            at = x[slices[kind].to_numpy() == value]
+            colour = VERTEBRA_COLOURS[int(value) % 2] if kind.startswith("vertebral") else level_colour(name)
+            ax.add_patch(Rectangle((at.min() - step / 2, 0), at.max() - at.min() + step, 1, facecolor=colour,
+                                   edgecolor="#333333", lw=0.5))
+            ax.text((at.min() + at.max()) / 2, 0.5, name, ha="center", va="center", fontsize=7)
+        ax.set_ylim(0, 1)
+    colour_kind = kinds[0] if kinds else None
+    for ax, (column, label) in zip(axes[len(kinds):], metrics.items(), strict=True):
+        values = slices[column].to_numpy(dtype=float)
+        ax.plot(x, values, color="#999999", lw=1, zorder=0)
+        if colour_kind is not None:
+            naming = "vertebral" if colour_kind.startswith("vertebral") else "spinal"
+            colours = [level_colour(level_name(int(v), naming)) if v > 0 else "#ffffff" for v in slices[colour_kind]]
+            ax.scatter(x, values, c=colours, edgecolors="#333333", linewidths=0.4, s=18, zorder=1)
+        ax.set_ylabel(plain(label), fontsize=9)
+        ax.grid(axis="y", color="#eeeeee")
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[-1].set_xlabel("distance along the cord from its rostral end (mm)")
+    if len(x):
+        axes[-1].set_xlim(x.min() - step, x.max() + step)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
