@@ -59,7 +59,7 @@ from rootlets_task.inference import confidence as conf
 from rootlets_task.io import labels, viewers
 from rootlets_task.io.nifti import label_image, load, si_axis, stem
 from rootlets_task.io.tables import LEVEL_COLUMNS, SHIFT_COLUMNS, read_levels_table, typed
-from rootlets_task.levels import numbering
+from rootlets_task.levels import numbering, sctline
 from rootlets_task.levels.centerline import Centerline, cord_centerline, voxel_to_world
 from rootlets_task.levels.numbering import NumberingCheck
 
@@ -261,20 +261,42 @@ def _disc_voxels(discs: np.ndarray | None, names: dict) -> tuple[dict[int, np.nd
 def _frame(cord: np.ndarray, affine: np.ndarray, pmj_voxel, disc_voxels: dict, method: str, names: dict) -> _Frame:
     """The centerline (through the PMJ when it lies beyond the cord), the origin and every slice's distance from it."""
     affine = np.asarray(affine, dtype=float)
+    if method == "reference":
+        return _reference_frame(cord, affine, pmj_voxel, names)
     line = cord_centerline(cord, affine, pmj_voxel)
     pmj_mm = float(line.project(voxel_to_world(affine, [pmj_voxel]))[0]) if pmj_voxel is not None else None
-    if method == "reference":  # the lab's: the top of the centerline of cord + PMJ
-        origin = Origin(CENTERLINE_TOP if pmj_voxel is not None else "cord rostral end", 0.0, pmj_mm)
-    elif pmj_mm is not None:
+    if pmj_mm is not None:
         origin = Origin("PMJ", pmj_mm, pmj_mm)
     elif C2C3_DISC in disc_voxels:
         origin = Origin("C2/C3 disc", float(line.project(voxel_to_world(affine, [disc_voxels[C2C3_DISC]]))[0]))
     else:
         origin = Origin("cord rostral end", 0.0)
-    n_slices = cord.shape[line.axis]
-    slice_mm = line.slice_mm(np.arange(n_slices)) - origin.mm
-    cord_slices = np.flatnonzero(np.moveaxis(cord, line.axis, 0).reshape(n_slices, -1).any(1))
-    return _Frame(cord, affine, line, origin, slice_mm, cord_slices, names, method)
+    slice_mm = line.slice_mm(np.arange(cord.shape[line.axis])) - origin.mm
+    return _Frame(cord, affine, line, origin, slice_mm, _cord_slices(cord, line.axis), names, method)
+
+
+def _reference_frame(cord: np.ndarray, affine: np.ndarray, pmj_voxel, names: dict) -> _Frame:
+    """The lab's frame: SCT's extrapolated centerline of cord ∪ PMJ (:func:`sctline.pmj_centerline`) and the lab's
+    distances from its top slice (:func:`sctline.distance_from_top`); slices beyond it extrapolated linearly."""
+    grid = sctline.rpi(cord.shape, affine)
+    pmj = None
+    if pmj_voxel is not None:
+        pmj = np.zeros(cord.shape, bool)
+        pmj[tuple(pmj_voxel)] = True
+    line_rpi = sctline.pmj_centerline(grid.array(cord), None if pmj is None else grid.array(pmj), float(grid.zooms[2]))
+    top_first = line_rpi[:, ::-1]
+    distance = sctline.distance_from_top(line_rpi, grid.zooms)
+    line = Centerline(axis=grid.axis, slices=grid.native_slice(top_first[2].astype(int)),
+                      points=voxel_to_world(grid.affine, top_first.T), arc=np.array([distance[int(z)] for z in top_first[2]]),
+                      slice_step_mm=float(grid.zooms[2]), index_up_is_superior=not grid.flip)
+    slice_mm = line.slice_mm(np.arange(cord.shape[line.axis]))
+    pmj_mm = None if pmj_voxel is None else float(slice_mm[int(pmj_voxel[line.axis])])
+    origin = Origin(CENTERLINE_TOP if pmj_voxel is not None else "cord rostral end", 0.0, pmj_mm)
+    return _Frame(cord, affine, line, origin, slice_mm, _cord_slices(cord, line.axis), names, "reference")
+
+
+def _cord_slices(cord: np.ndarray, axis: int) -> np.ndarray:
+    return np.flatnonzero(np.moveaxis(cord, axis, 0).reshape(cord.shape[axis], -1).any(1))
 
 
 def _levels(rootlets: np.ndarray, frame: _Frame, disc_voxels: dict, radius: int) -> tuple[LevelsResult, dict[int, _Span]]:
@@ -381,13 +403,16 @@ def _extent(slice_mm: np.ndarray, lo: float, hi: float, closed: bool) -> dict:
 
 
 def _disc_positions(discs: dict[int, np.ndarray], frame: _Frame) -> dict[int, tuple[float, int | None]]:
-    """{disc value: (mm from the origin, slice)}: ``reference`` takes the nearest centerline slice whole (the lab's
-    projection); ``gapfree`` projects continuously (no slice)."""
+    """{disc value: (mm from the origin, slice)}: ``reference`` puts each disc on a slice as ``sct_label_utils
+    -project-centerline`` does (:func:`sctline.project_discs`) and takes that slice's distance; ``gapfree`` projects
+    continuously onto its own centerline (no slice)."""
     values = sorted(discs)
     world = voxel_to_world(frame.affine, np.array([discs[v] for v in values]))
     if frame.method == "reference":
-        slices = frame.line.nearest_slice(world)
-        return {v: (float(frame.slice_mm[s]), int(s)) for v, s in zip(values, slices, strict=True)}
+        grid = sctline.rpi(frame.cord.shape, frame.affine)
+        z = sctline.project_discs(grid.array(frame.cord), grid, dict(zip(values, world, strict=True)))
+        slices = {v: int(grid.native_slice(z[v])) for v in values}
+        return {v: (float(frame.slice_mm[slices[v]]), slices[v]) for v in values}
     mm = frame.line.project(world) - frame.origin.mm
     return {v: (float(m), None) for v, m in zip(values, mm, strict=True)}
 
@@ -399,7 +424,11 @@ def _vertebral(discs: dict[int, np.ndarray], frame: _Frame) -> tuple[np.ndarray,
     positions = _disc_positions(discs, frame)
     mm = {v: p[0] for v, p in positions.items()}
     for upper, lower in zip(values, values[1:], strict=False):
-        if mm[lower] <= mm[upper]:
+        if mm[lower] == mm[upper] and frame.method == "reference":
+            notes.append(f"{names['discs']}: discs {upper} and {lower} land on the same centerline slice (as with "
+                         "sct_label_utils -project-centerline); vertebral level "
+                         f"{level_name(upper, 'vertebral')} has height 0")
+        elif mm[lower] <= mm[upper]:
             raise RootletsError(f"{names['discs']}: discs out of rostro-caudal order (disc {lower} is not caudal to disc "
                                 f"{upper}); check the disc numbering (SCT: 3 = C2/C3)")
     out = np.zeros(frame.cord.shape, np.uint8)
@@ -519,7 +548,7 @@ def _document(result: LevelsResult, inputs: dict[str, str], outputs: dict[str, s
 
 def _lab_rows(path: Path, result: LevelsResult, grid: nib.Nifti1Image, document: dict) -> pd.DataFrame:
     """The levels in the lab's ``spinal_vs_vertebral_levels.csv`` layout (:func:`rootlets_task.levels.stats.lab_table`)."""
-    from rootlets_task.levels.compute import stats  # imported on use: matplotlib and scipy.stats are slow to import
+    from rootlets_task.levels import stats  # imported on use: matplotlib and scipy.stats are slow to import
 
     axis = si_axis(grid.affine)
     table = stats.our_table(path, result.levels, document, grid=(int(grid.shape[axis]), bool(grid.affine[2, axis] > 0)))
