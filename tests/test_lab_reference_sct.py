@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -145,3 +146,18 @@ def test_gapfree_keeps_the_anatomical_pmj(tmp_path):
     offset = reference.origin.offset_mm
     for end, value in (("rostral_mm", 2), ("caudal_mm", 9)):
         assert gap.loc[("spinal", value), end] == pytest.approx(ref.loc[("spinal", value), end] - offset, abs=0.05)
+
+
+def test_two_discs_above_the_cord_share_its_top_slice(tmp_path):
+    """Discs 1 and 2 both above the cord's top land on the same slice (SCT warns "Two labels were projected on the same
+    coordinate"): not an order error, a vertebral level of height 0 and a note saying why."""
+    files = lab_cases.build("tilt15", tmp_path / "in")
+    lab_cases._cut_cord(files, 45.0)
+    img, rootlets = read(files["rootlets"], "rootlets")
+    nib.save(nib.Nifti1Image(np.where(rootlets == 2, 0, rootlets).astype(np.uint8), img.affine, img.header),
+             files["rootlets"])  # C2's rootlets lie above the cut
+    _, result = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=tmp_path / "out",
+                                  method="reference")
+    c1 = result.levels.set_index(["kind", "value"]).loc[("vertebral", 1)]
+    assert c1["height_mm"] == 0 and c1["rostral_slice"] == c1["caudal_slice"]
+    assert any("discs 1 and 2 land on the same centerline slice" in w for w in result.warnings)

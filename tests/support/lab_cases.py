@@ -61,7 +61,8 @@ def _crop(paths: dict[str, Path], bottom_mm: float, half_width_mm: float) -> Non
     ref = nib.load(paths["cord"])
     axis, up = _si(ref)
     step = float(np.linalg.norm(ref.affine[:3, axis]))
-    pmj, disc9 = _slice_of(nib.load(paths["pmj"]), axis), int(np.argwhere(np.asarray(nib.load(paths["discs"]).dataobj) == 9)[0][axis])
+    pmj = _slice_of(nib.load(paths["pmj"]), axis)
+    disc9 = int(np.argwhere(np.asarray(nib.load(paths["discs"]).dataobj) == 9)[0][axis])
     bottom = disc9 - up * int(round(bottom_mm / step))
     box = [slice(None)] * 3
     box[axis] = slice(min(pmj, bottom), max(pmj, bottom) + 1)

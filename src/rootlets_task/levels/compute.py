@@ -20,12 +20,13 @@ Spinal levels, two methods:
 
 Vertebral level v (1 = C1 ... 7 = C7, 8 = T1 ...) spans from disc v to disc v+1 (SCT disc numbering, 3 = C2/C3);
 label values are used, not rank order (the lab's ``discs_to_vertebral_levels.py`` ignores them and needs 9 discs).
-``gapfree`` projects each disc onto the centerline continuously; ``reference`` moves it to the centerline slice
-nearest to it and takes that whole slice's distance, as the lab's pipeline does (``sct_label_utils
--project-centerline``, then the distance at that slice).
+``gapfree`` projects each disc onto the centerline continuously; ``reference`` puts it on the slice
+``sct_label_utils -project-centerline`` puts it on and takes that whole slice's distance, as the lab's pipeline does
+(:func:`rootlets_task.levels.sctline.project_discs`).
 
-Distances are mm along the smoothed centerline (:mod:`rootlets_task.levels.centerline`), positive caudally, from the
-origin named in the ``reference`` column:
+Distances are mm along a smoothed centerline, positive caudally: ``gapfree`` along its own
+(:mod:`rootlets_task.levels.centerline`), ``reference`` along SCT's extrapolated centerline with the lab's arc length
+(:mod:`rootlets_task.levels.sctline`), from the origin named in the ``reference`` column:
 
 * ``gapfree``: the anatomical landmark: the PMJ if given, else the C2/C3 disc if given, else the cord's rostral end;
 * ``reference``: the lab's origin, the top of the centerline built from the cord and the PMJ (the most rostral
@@ -423,6 +424,7 @@ def _vertebral(discs: dict[int, np.ndarray], frame: _Frame) -> tuple[np.ndarray,
     values = sorted(discs)
     positions = _disc_positions(discs, frame)
     mm = {v: p[0] for v, p in positions.items()}
+    notes = [] if len(values) > 1 else [f"{names['discs']}: only disc {values[0]}; a vertebral level needs two discs"]
     for upper, lower in zip(values, values[1:], strict=False):
         if mm[lower] == mm[upper] and frame.method == "reference":
             notes.append(f"{names['discs']}: discs {upper} and {lower} land on the same centerline slice (as with "
@@ -433,7 +435,6 @@ def _vertebral(discs: dict[int, np.ndarray], frame: _Frame) -> tuple[np.ndarray,
                                 f"{upper}); check the disc numbering (SCT: 3 = C2/C3)")
     out = np.zeros(frame.cord.shape, np.uint8)
     rows: dict[int, dict] = {}
-    notes = [] if len(values) > 1 else [f"{names['discs']}: only disc {values[0]}; a vertebral level needs two discs"]
     for v in range(values[0], values[-1]):
         if v in mm and v + 1 in mm:
             _paint(out, frame, mm[v], mm[v + 1], False, v)
