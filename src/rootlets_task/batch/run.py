@@ -320,6 +320,7 @@ def dataset_tables(out: Path, settings: Settings, participants: Path | None = No
     import pandas as pd
 
     from rootlets_task.core.files import atomic_path
+    from rootlets_task.io.tables import read_shift_table
 
     records = []
     for path in sorted(out.rglob(f"*{RECORD_SUFFIX}")):
@@ -335,7 +336,7 @@ def dataset_tables(out: Path, settings: Settings, participants: Path | None = No
             path = folder / f"{name}_{kind}.csv"
             if path.is_file() and record.name(path) in record.step(UNIT_STEP).get("outputs", {}):
                 files.append(path)
-                frame = pd.read_csv(path)
+                frame = read_shift_table(path) if kind == "shift" else pd.read_csv(path)
                 frame.insert(0, "image", name)
                 frame.insert(1, "session", record.data.get("session") or "")
                 frame.insert(1, "subject", record.data.get("subject"))

@@ -59,7 +59,7 @@ from rootlets_task.core.options import METHODS, RENUMBER
 from rootlets_task.inference import confidence as conf
 from rootlets_task.io import labels, viewers
 from rootlets_task.io.nifti import label_image, load, si_axis, stem
-from rootlets_task.io.tables import LEVEL_COLUMNS, SHIFT_COLUMNS, read_levels_table, typed
+from rootlets_task.io.tables import LEVEL_COLUMNS, PAIRING_TEXT, PAIRINGS, SHIFT_COLUMNS, read_levels_table, typed
 from rootlets_task.levels import numbering, sctline
 from rootlets_task.levels.centerline import Centerline, cord_centerline, voxel_to_world
 from rootlets_task.levels.numbering import NumberingCheck
@@ -456,20 +456,20 @@ def _table(rows: list[tuple[str, int, dict]], reference: str) -> pd.DataFrame:
 
 
 def shift_table(levels: pd.DataFrame) -> pd.DataFrame:
-    """Vertebral minus spinal midpoint (mm) for the unshifted (same name) and shifted (paper) pairings.
+    """Vertebral minus spinal midpoint (mm) under the RootletSeg paper's two pairings (:data:`tables.PAIRINGS`).
 
-    Unshifted: VL Cn with SL Cn, VL T1 with SL T1. Shifted (RootletSeg paper): VL Cn with SL C(n+1) (VL C7 with
-    SL C8) and VL T1 with SL T1 — in values, vertebral v with spinal v+1. Only pairs present (status ok) in both.
+    ``unshifted``: vertebral v with spinal v (VL C2-SL C2 ... VL C7-SL C7, VL T1-SL C8); ``shifted``: vertebral v with
+    spinal v+1 (VL C2-SL C3 ... VL C7-SL C8, VL T1-SL T1, and on down the spine VL Tn-SL Tn, VL Ln-SL Ln). Only pairs
+    present (status ok) in both kinds.
     """
     ok = levels[levels["status"] == "ok"]
     spinal = {int(r.value): r for r in ok[ok["kind"] == "spinal"].itertuples()}
     vertebral = {int(r.value): r for r in ok[ok["kind"] == "vertebral"].itertuples()}
     records = []
-    for pairing in ("unshifted", "shifted"):
+    for pairing, step in PAIRINGS.items():
         for v, vr in sorted(vertebral.items()):
-            k = v + 1 if pairing == "shifted" or v >= 8 else v
-            if k in spinal:
-                sr = spinal[k]
+            if v + step in spinal:
+                sr = spinal[v + step]
                 records.append({"pairing": pairing, "vertebral_level": vr.level, "spinal_level": sr.level,
                                 "vertebral_mid_mm": vr.mid_mm, "spinal_mid_mm": sr.mid_mm,
                                 "shift_mm": vr.mid_mm - sr.mid_mm})
@@ -544,7 +544,7 @@ def _document(result: LevelsResult, inputs: dict[str, str], outputs: dict[str, s
             "numbering": result.numbering.to_dict() if result.numbering else None,
             "confidence": conf.summary(result.confidence), "warnings": result.warnings, "inputs": inputs,
             "levels": json.loads(result.levels.to_json(orient="records")),
-            "shift": json.loads(result.shift.to_json(orient="records")), "outputs": outputs}
+            "shift_pairings": PAIRING_TEXT, "shift": json.loads(result.shift.to_json(orient="records")), "outputs": outputs}
 
 
 def _lab_rows(path: Path, result: LevelsResult, grid: nib.Nifti1Image, document: dict) -> pd.DataFrame:
