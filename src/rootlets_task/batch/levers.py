@@ -108,6 +108,8 @@ def plan_batch_levers(options, settings, units: list, out: Path) -> tuple[BatchL
     written from the check's exact path.
     """
     segmented = [u for u in units if "rootlets" not in u.labels]  # the others have manual rootlets: no model runs
+    if not segmented:
+        return BatchLevers(), None, None
     if options.levers != "auto":
         chosen = set(parse_levers(options.levers, BATCH_LEVERS)) if options.levers != "none" else set()
         chosen |= {"int8"} if settings.options.precision == "int8" else set()

@@ -145,16 +145,35 @@ def _check_out(bids_root: Path, out: Path, labels_root: Path) -> None:
                                 "rootlets_task); give a folder of its own so its files are kept")
 
 
-def _settings(bids_root: Path, options: BatchOptions, model: ModelOptions, chain: ChainOptions | None) -> Settings:
+def _settings(bids_root: Path, options: BatchOptions, model: ModelOptions, chain: ChainOptions | None,
+              units: list[bids.Unit]) -> Settings:
+    """The batch's settings; the model's install is looked up only when an image needs it: every image of a
+    rootlets-only batch, and with ``chain`` the images without a rootlets file in the labels derivative."""
     from rootlets_task.inference.segmenter import physical_cores
     from rootlets_task.models import install
 
-    folder, record = install.model_folder(model.release)
+    need = [u for u in units if chain is None or "rootlets" not in u.labels]
     if model.threads is None and not _engine(options):  # elsewhere a worker takes the cores of its node or job
         model = replace(model, threads=max(1, physical_cores() // (options.jobs or 1)))
+    common = {"options": model, "chain": chain, "qc": str(Path(options.qc).absolute()) if options.qc else None,
+              "bids_strict": options.bids_strict}
+    if not need:
+        log.info("batch: every image has its rootlets file in the labels derivative; no model is used")
+        return Settings(model_folder="", model={}, **common)
+    listed = ", ".join(u.rel for u in need[:5]) + (f" and {len(need) - 5} more" if len(need) > 5 else "")
+    try:
+        folder, record = install.model_folder(model.release)
+    except RootletsError as exc:
+        if chain is None:
+            raise
+        raise RootletsError(f"{exc}; the model is needed only for the {len(need)} of {len(units)} image(s) without a "
+                            f"rootlets file in the labels derivative: {listed} (or add their *_label-rootlets_dseg "
+                            "files)") from None
+    if chain is not None and len(need) < len(units):
+        log.info("batch: %d of %d image(s) have a rootlets file; the model segments the others: %s", len(units) - len(need),
+                 len(units), listed)
     return Settings(model_folder=str(folder.absolute()), model={k: record.get(k) for k in ("tag", "sha256", "url")},
-                    options=model, chain=chain, qc=str(Path(options.qc).absolute()) if options.qc else None,
-                    bids_strict=options.bids_strict)
+                    **common)
 
 
 def _engine(options: BatchOptions) -> str | None:
@@ -214,11 +233,11 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     if not found.images:
         raise RootletsError(f"BIDS folder {bids_root}: no sub-*/[ses-*/]anat/*_{'|'.join(options.contrasts)}.nii.gz "
                             "image matches; check -contrast, -include and -exclude")
-    settings = _settings(bids_root, options, model, chain)
+    units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None or options.levers != "none")
+    settings = _settings(bids_root, options, model, chain, units)
     writable_folder(out)
     if options.qc:
         writable_folder(options.qc, "QC folder", "-qc")
-    units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None or options.levers != "none")
     levers, levers_note, check = batch_levers.plan_batch_levers(options, settings, units, out)
     settings = replace(settings, levers=levers)
     _describe_dataset(bids_root, out, units, settings, levers_note)

@@ -116,11 +116,15 @@ def _run_unit(unit: bids.Unit, settings: Settings, tmp: Path, result: dict, stal
     log.info("settings: %s", settings.unit_key(unit))
     try:
         with engines.MODEL_LOCK:
-            seg = engines.worker_segmenter(settings.model_folder, settings.model, settings.options.device,
-                                           settings.options.test_time_aug, settings.options.threads,
-                                           **settings.levers.segmenter_kwargs(unit.rel))
-            log.info("model %s (%s, %s threads, %s, %s; levers: %s)", settings.model.get("tag"), seg.backend, seg.threads,
-                     seg.device.type, seg.precision, ", ".join(settings.levers.used(unit.rel)) or "none")
+            seg = None
+            if settings.chain is None or "rootlets" not in unit.labels:  # given rootlets: the levels need no model
+                seg = engines.worker_segmenter(settings.model_folder, settings.model, settings.options.device,
+                                               settings.options.test_time_aug, settings.options.threads,
+                                               **settings.levers.segmenter_kwargs(unit.rel))
+                log.info("model %s (%s, %s threads, %s, %s; levers: %s)", settings.model.get("tag"), seg.backend,
+                         seg.threads, seg.device.type, seg.precision, ", ".join(settings.levers.used(unit.rel)) or "none")
+            else:
+                log.info("rootlets from the labels derivative (%s): no model", unit.labels["rootlets"])
             notes, made, checks = _make_outputs(unit, settings, seg, tmp)
         _finish(unit, settings, tmp, made, notes, time.perf_counter() - t0)
         result.update(checks)
