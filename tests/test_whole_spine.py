@@ -104,3 +104,43 @@ def test_the_numbering_check_leaves_levels_below_t1_out(spine, tmp_path):
 def test_lookup_tables_cover_the_whole_spine():
     assert viewers.fsleyes_lut("spinal").count("\n") == 31 and "spinal Co" in viewers.fsleyes_lut("spinal")
     assert '"vertebral S5"' in viewers.itksnap_labels("vertebral")
+
+
+def test_dataset_json_labels_named_by_level_map_to_spinal_levels():
+    from rootlets_task.core.names import dataset_levels
+
+    assert dataset_levels({"background": 0, **{f"lvl{i}": i for i in range(1, 10)}}) is None  # SCT's releases
+    lumbar = {"background": 0, **{f"rootlets_{n}": i for i, n in enumerate(("T12", "L1", "L2", "L3", "L4", "L5", "S1",
+                                                                                    "S2"), start=1)}}
+    assert dataset_levels(lumbar) == {1: 20, 2: 21, 3: 22, 4: 23, 5: 24, 6: 25, 7: 26, 8: 27}
+    assert dataset_levels({"background": 0, "T2": 1, "T3": 2}) == {1: 10, 2: 11}
+    assert dataset_levels({"background": 0, "rootlets": 1}) is None  # not named by level: values as given
+
+
+def test_a_custom_release_naming_its_classes_by_level_gives_those_levels(phantom_home, tmp_path):
+    """The phantom model (classes 2-9) with its dataset.json relabelled as a lumbar model's (class 2 = L1 ...): its
+    output carries spinal levels L1 ... S3 (21-28), and the confidence is keyed by them. Real inference."""
+    import json
+    import shutil
+
+    from rootlets_task.inference.segmenter import Segmenter
+    from rootlets_task.io.phantom import make_phantom
+    from rootlets_task.models import install
+
+    folder = tmp_path / "lumbar"
+    shutil.copytree(install.model_folder("phantom")[0], folder)
+    dataset = json.loads((folder / "dataset.json").read_text())
+    names = ["C1", "L1", "L2", "L3", "L4", "L5", "S1", "S2", "S3"]
+    dataset["labels"] = {"background": 0, **{f"rootlets_{n}": i for i, n in enumerate(names, start=1)}}
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    image = make_phantom("LPI", (1.0, 1.0, 1.0), seed=11).nifti("image").slicer[:, :, 60:124]
+    plain = Segmenter(install.model_folder("phantom")[0], device="cpu", verbose=0).predict(image)
+    mapped = Segmenter(folder, device="cpu", verbose=0).predict(image)
+    classes = sorted(int(v) for v in np.unique(plain.labels) if v)
+    assert classes and set(classes) <= set(range(2, 10))
+    expected = np.zeros(256, np.uint8)
+    expected[2:10] = range(21, 29)
+    assert np.array_equal(mapped.labels, expected[plain.labels])
+    assert sorted(int(k) for k in mapped.confidence["Levels"]) == [c + 19 for c in classes]
+    assert {mapped.confidence["Levels"][str(c + 19)]["Level"] for c in classes} <= {"L1", "L2", "L3", "L4", "L5", "S1",
+                                                                                     "S2", "S3"}

@@ -7,6 +7,8 @@ Vertebral levels follow SCT's table (``spinalcordtoolbox/types.py``, ``Centerlin
 
 from __future__ import annotations
 
+import re
+
 REGIONS = (("C", 7), ("T", 12), ("L", 5), ("S", 5), ("Co", 1))  # vertebral segments per region
 KINDS = ("spinal", "vertebral")
 
@@ -36,3 +38,33 @@ def level_value(name: str, kind: str) -> int | None:
     if name.isdigit():
         return int(name)
     return VALUES[kind].get(name[:1].upper() + name[1:].lower() if name.lower() == "co" else name.upper())
+
+
+_SPINAL_NAME = re.compile(r"(?:^|[^a-z0-9])(c[1-8]|t1[0-2]|t[1-9]|l[1-5]|s[1-5]|co)$", re.IGNORECASE)
+_LEVEL_NUMBER = re.compile(r"^(?:lvl|level)?_?(\d+)$", re.IGNORECASE)
+
+
+def dataset_levels(labels: dict) -> dict[int, int] | None:
+    """{network class value: spinal level value} from the ``labels`` of an nnU-Net ``dataset.json``.
+
+    SCT's rootlets releases name their classes ``lvl<n>`` with n the level value itself (``lvl2`` = 2 = C2): no
+    mapping (None). A model of other levels (a thoracic or lumbar one, trained on consecutive classes 1, 2, 3 ...) may
+    name each class by its level, alone or at the end of the name (``L1``, ``rootlets_T11``, ``level-S1``): each class
+    is then mapped to that spinal level (SCT's spinal numbering: L1 = 21, S1 = 26). Names of neither kind, or a mix:
+    None (values kept as the network gives them).
+    """
+    mapping: dict[int, int] = {}
+    numbered = True
+    for name, value in labels.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value == 0 or str(name).lower() == "background":
+            continue
+        named = _SPINAL_NAME.search(str(name).strip())
+        number = _LEVEL_NUMBER.match(str(name).strip())
+        numbered = numbered and number is not None and int(number.group(1)) == value
+        if named is None:
+            mapping = {}
+            break
+        mapping[value] = level_value(named.group(1), "spinal")  # type: ignore[assignment]
+    if numbered or not mapping or mapping == {v: v for v in mapping}:
+        return None
+    return mapping
