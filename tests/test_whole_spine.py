@@ -144,3 +144,14 @@ def test_a_custom_release_naming_its_classes_by_level_gives_those_levels(phantom
     assert sorted(int(k) for k in mapped.confidence["Levels"]) == [c + 19 for c in classes]
     assert {mapped.confidence["Levels"][str(c + 19)]["Level"] for c in classes} <= {"L1", "L2", "L3", "L4", "L5", "S1",
                                                                                      "S2", "S3"}
+
+
+def test_levels_tables_of_earlier_versions_get_scts_names(tmp_path):
+    """Versions up to 0.x wrote vertebral 20 as "T13": such a table reads with SCT's names."""
+    from rootlets_task.io.tables import read_levels_table
+
+    old = pd.DataFrame({"kind": ["vertebral", "vertebral", "spinal"], "level": ["T12", "T13", "T1"], "value": [19, 20, 9],
+                        "start_mm": [1.0, 2.0, 3.0], "end_mm": [2.0, 3.0, 4.0], "mid_mm": [1.5, 2.5, 3.5],
+                        "height_mm": [1.0, 1.0, 1.0], "status": ["ok", "ok", "ok"]})
+    old.to_csv(tmp_path / "old_levels.csv", index=False)
+    assert list(read_levels_table(tmp_path / "old_levels.csv")["level"]) == ["T12", "L1", "T1"]

@@ -18,7 +18,7 @@ import os
 
 import pandas as pd
 
-from rootlets_task.core.names import level_value
+from rootlets_task.core.names import level_name, level_value
 
 LEVEL_COLUMNS = ["kind", "level", "value", "rostral_slice", "caudal_slice", "mid_slice", "rostral_mm", "caudal_mm",
                  "mid_mm", "height_mm", "reference", "n_voxels", "volume_mm3", "mean_probability", "fraction_below_half",
@@ -42,11 +42,15 @@ def is_levels_table(columns) -> bool:
 
 
 def upgrade(table: pd.DataFrame) -> pd.DataFrame:
-    """A levels table of any version in today's layout: old names renamed, missing optional columns empty, typed."""
+    """A levels table of any version in today's layout: old column names renamed, missing optional columns empty,
+    typed, and each level named from its kind and value (versions up to 0.x named vertebral 20-30 "T13" ... "T23")."""
     table = table.rename(columns={old: new for old, new in OLD_COLUMNS.items() if old in table and new not in table})
     for column in LEVEL_COLUMNS:
         if column not in table:
             table[column] = pd.NA
+    known = table["kind"].isin(("spinal", "vertebral")) & pd.to_numeric(table["value"], errors="coerce").notna()
+    table.loc[known, "level"] = [level_name(int(v), k) for v, k in zip(pd.to_numeric(table.loc[known, "value"]),
+                                                                       table.loc[known, "kind"], strict=True)]
     return typed(table[LEVEL_COLUMNS + [c for c in table.columns if c not in LEVEL_COLUMNS]])
 
 
