@@ -126,6 +126,8 @@ def plan_batch_levers(options, settings, units: list, out: Path) -> tuple[BatchL
     by later runs); those images are then written from the check's exact path.
     """
     segmented = [u for u in units if "rootlets" not in u.labels]  # the others have manual rootlets: no model runs
+    if not segmented:
+        return BatchLevers(), None, None
     if options.levers != "auto":
         chosen = set(parse_levers(options.levers, BATCH_LEVERS)) if options.levers != "none" else set()
         chosen |= {settings.options.precision} - {"float32"}

@@ -135,11 +135,15 @@ def _run_unit(unit: bids.Unit, settings: Settings, tmp: Path, result: dict, stal
     log.info("settings: %s", settings.unit_key(unit))
     try:
         with engines.MODEL_LOCK:
-            levers = settings.levers.segmenter_kwargs(unit.rel)  # int8: precision, calibration, int8_options
-            model = replace(settings.options, precision=levers.pop("precision", "float32"))
-            seg = engines.worker_segmenter(settings.model_folder, settings.model, model, **levers)
-            log.info("model %s (%s, %s threads, %s, %s; levers: %s)", settings.model.get("tag"), seg.backend, seg.threads,
-                     seg.device.type, seg.precision, ", ".join(settings.levers.used(unit.rel)) or "none")
+            seg = None
+            if settings.chain is None or "rootlets" not in unit.labels:  # given rootlets: the levels need no model
+                levers = settings.levers.segmenter_kwargs(unit.rel)  # int8: precision, calibration, int8_options
+                model = replace(settings.options, precision=levers.pop("precision", "float32"))
+                seg = engines.worker_segmenter(settings.model_folder, settings.model, model, **levers)
+                log.info("model %s (%s, %s threads, %s, %s; levers: %s)", settings.model.get("tag"), seg.backend,
+                         seg.threads, seg.device.type, seg.precision, ", ".join(settings.levers.used(unit.rel)) or "none")
+            else:
+                log.info("rootlets from the labels derivative (%s): no model", unit.labels["rootlets"])
             notes, made, checks = _make_outputs(unit, settings, seg, tmp)
         _finish(unit, settings, tmp, made, notes, time.perf_counter() - t0)
         result.update(checks)

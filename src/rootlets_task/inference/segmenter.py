@@ -39,6 +39,7 @@ import numpy as np
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import load_json, read_json
 from rootlets_task.core.logs import is_terminal
+from rootlets_task.core.names import dataset_levels, level_name
 from rootlets_task.core.options import ModelOptions
 from rootlets_task.inference import cpu, cropping
 from rootlets_task.inference.cropping import Box, grow_to_patch
@@ -263,6 +264,22 @@ class Prepared:
     shape: tuple[int, ...]
 
 
+def _level_lut(dataset_json: dict) -> np.ndarray | None:
+    """Lookup table class -> spinal level value when the model's ``dataset.json`` names its classes by level
+    (:func:`rootlets_task.core.names.dataset_levels`), else None (SCT's ``lvl<n>``: the class is the level)."""
+    labels = dataset_json.get("labels")
+    mapping = dataset_levels(labels) if isinstance(labels, dict) else None
+    if mapping is None:
+        return None
+    lut = np.arange(256)
+    for value, level in mapping.items():
+        if 0 <= value <= 255:
+            lut[value] = level
+    log.info("model classes named by level: %s", ", ".join(f"{v} -> {level_name(k, 'spinal')}"
+                                                            for v, k in sorted(mapping.items())))
+    return lut
+
+
 class Segmenter:
     """An nnU-Net rootlets model loaded once, applied to any number of images.
 
@@ -293,6 +310,7 @@ class Segmenter:
         self.dataset_json = self._json("dataset.json")
         self.plans = self._json("plans.json")  # checked now: present, readable, of a sane size, values in range
         self.orientation = self.dataset_json.get("image_orientation", DEFAULT_ORIENTATION)
+        self.level_map = _level_lut(self.dataset_json)  # classes named by level (a thoracic/lumbar model) -> levels
         self.axcodes = nifti.sct_to_axcodes(self.orientation)
         self.folds, self.checkpoint = find_checkpoints(self.model_folder)
         self.device = resolve_device(options.device)
@@ -509,6 +527,8 @@ class Segmenter:
         seg = np.asarray(seg)
         if seg.max(initial=0) > 255:
             raise RootletsError(f"model folder {self.model_folder}: label values above 255 cannot be stored as uint8")
+        if self.level_map is not None:
+            seg = self.level_map[np.clip(seg, 0, 255).astype(np.intp)]
         out = nifti.undo_reorient(seg.transpose(2, 1, 0), prepared.inverse).astype(np.uint8)
         assert out.shape == prepared.shape, (out.shape, prepared.shape)
         return out

@@ -43,6 +43,7 @@ from rootlets_task.core.files import (
     sha256_file,
     writable_folder,
 )
+from rootlets_task.core.names import level_value
 from rootlets_task.core.options import SOURCES, ChainOptions, MeasureOptions, ModelOptions
 from rootlets_task.core.places import portable, portable_text, shared_paths
 from rootlets_task.inference import confidence as conf
@@ -50,6 +51,7 @@ from rootlets_task.inference import cropping
 from rootlets_task.io import labels, nifti, provenance, viewers
 from rootlets_task.io.phantom import release_warnings
 from rootlets_task.io.records import Record
+from rootlets_task.io.tables import read_shift_table
 from rootlets_task.levels import compute as lv
 from rootlets_task.levels import tools
 from rootlets_task.levels.compute import (
@@ -109,8 +111,9 @@ class ChainResult:
 
 
 def levels_table(levels: pd.DataFrame, shift: pd.DataFrame | None, origin: str) -> str:
-    """Text table of one subject's levels; shift = vertebral minus spinal midpoint (same name / paper pairing);
-    ``origin``: the first line, where distances are measured from."""
+    """Text table of one subject's levels: one row per vertebral level (then spinal levels without one), its extent,
+    the extent of the spinal level of the same name, and the shift (vertebral minus spinal midpoint) under the
+    paper's two pairings, each naming its spinal level; ``origin``: the first line, where distances are measured from."""
     def extent(kind: str, name: str) -> str:
         row = levels[(levels["kind"] == kind) & (levels["level"] == name)]
         if row.empty:
@@ -124,19 +127,19 @@ def levels_table(levels: pd.DataFrame, shift: pd.DataFrame | None, origin: str) 
         row = shift[(shift["pairing"] == pairing) & (shift["vertebral_level"] == name)]
         if row.empty:
             return ""
-        value = f"{row.iloc[0]['shift_mm']:+6.1f}"  # the paper's pair is named: VL T1 pairs with SL T1, not SL T2
-        return value if pairing == "unshifted" else f"{value} (SL {row.iloc[0]['spinal_level']})"
+        return f"{row.iloc[0]['shift_mm']:+6.1f} (SL {row.iloc[0]['spinal_level']})"
 
     def order(name: str) -> tuple[int, int]:
-        return ("CTLS".index(name[0]), int(name[1:]))
+        return (level_value(name, "spinal") or 99, 0)
 
     names = sorted(set(levels["level"]), key=order)
-    head = ("level", "spinal (mm)", "vertebral (mm)", "shift, same name", "shift, paper pairing")
+    head = ("level", "spinal (mm)", "vertebral (mm)", "shift, unshifted", "shift, shifted (paper)")
     rows = [(n, extent("spinal", n), extent("vertebral", n), shift_of("unshifted", n), shift_of("shifted", n)) for n in names]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
     return "\n".join([f"{origin}, positive caudally; each extent is rostral end - caudal end; shift = vertebral "
-                      "minus spinal midpoint", *lines])
+                      "minus spinal midpoint, unshifted = VL n with SL n (VL T1-SL C8), shifted = the paper's VL n with "
+                      "SL n+1 (VL C7-SL C8, VL T1-SL T1)", *lines])
 
 
 # ----------------------------------------------------------------------------------------------------- sources
@@ -508,7 +511,7 @@ def _levels_step(run: _Chain) -> dict:
         run.skipped("levels", f" ({', '.join(p.name for p in expected)})")
         document = read_json(run.paths["json"]) or {}
         run.notes += [n for n in document.get("warnings", []) if n not in run.notes]
-        shift = pd.read_csv(run.paths["shift"]) if with_discs else None
+        shift = read_shift_table(run.paths["shift"]) if with_discs else None
         return {"levels": read_levels_table(run.paths["csv"]), "shift": shift, "reference": document.get("reference", ""),
                 "numbering": document.get("numbering"), "origin": document.get("origin")}
     run.record.check_writable("levels", expected)

@@ -47,7 +47,7 @@ from rootlets_task.core.places import portable, portable_text, shared_paths
 from rootlets_task.inference import confidence as conf
 from rootlets_task.io import labels
 from rootlets_task.io.nifti import load, orientation, stem
-from rootlets_task.io.tables import REQUIRED_COLUMNS, is_levels_table, upgrade
+from rootlets_task.io.tables import REQUIRED_COLUMNS, is_levels_table, upgrade, upgrade_shift
 from rootlets_task.levels.compute import shift_table
 from rootlets_task.qc.figures import _pairs, levels_figure, rootlets_figure, strip, thumbnail
 from rootlets_task.qc.views import SLAB_MM, check_slab, display_views
@@ -144,7 +144,7 @@ def _name(source) -> str:
 
 def _table(source: TableLike | None, kind: str, columns: tuple[str, ...]) -> pd.DataFrame | None:
     """A levels or shift table from a DataFrame, a CSV or a JSON file (records, or {"levels": [...]}); a levels table
-    of any version comes in today's layout (:func:`rootlets_task.io.tables.upgrade`)."""
+    of any version comes in today's layout (:func:`rootlets_task.io.tables.upgrade`, ``upgrade_shift``)."""
     if source is None:
         return None
     if isinstance(source, pd.DataFrame):
@@ -166,6 +166,8 @@ def _table(source: TableLike | None, kind: str, columns: tuple[str, ...]) -> pd.
     if missing:
         raise RootletsError(f"{kind} table {_name(source)}: missing columns {', '.join(missing)}; "
                             "give the table written by `rootlets levels`")
+    if kind == "shift":
+        table = upgrade_shift(table)  # earlier versions' "unshifted" VL T1-SL T1 is the paper's shifted pair
     for col in WHOLE_NUMBERS:  # a CSV column with blanks reads as float: 240 would show as 240.0
         if col in table and pd.api.types.is_float_dtype(table[col]) and (table[col].dropna() % 1 == 0).all():
             table = table.assign(**{col: table[col].astype("Int64")})
