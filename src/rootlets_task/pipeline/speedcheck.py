@@ -32,7 +32,7 @@ import numpy as np
 
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import keep_inputs, load_json, now, sha256_file, write_json
+from rootlets_task.core.files import keep_inputs, now, printable, read_json, sha256_file, write_json
 from rootlets_task.core.names import level_name
 from rootlets_task.core.options import ModelOptions
 from rootlets_task.inference import cpu, cropping
@@ -450,7 +450,7 @@ def is_report(content) -> TypeGuard[dict]:
 
 def read_report(path: str | os.PathLike) -> dict:
     """A report of :func:`write_report`, refused in one line when it is not one (its release: :func:`release_problem`)."""
-    content = load_json(path, "-speedcheck", limit=16 << 20, fix="make one with `rootlets speedcheck`")
+    content = read_json(path, limit=16 << 20)  # bounded in size and depth; None when it is not JSON
     if not is_report(content):
         raise RootletsError(f"-speedcheck {path}: not a report of `rootlets speedcheck` (format {FORMAT_VERSION}); "
                             f"make one with `rootlets speedcheck IMG... -o {path}`")
@@ -482,7 +482,7 @@ def _judge(result: dict, spacings: list[float], thresholds: Thresholds, where: s
     """Every threshold a lever's own figures miss, recomputed from the level extents of each image."""
     images = result.get("images")
     if images is None:  # a lever that could not run: its reasons say why
-        return [str(w) for w in _field(result.get("why"), list, f"{where}.why")] or ["no figures to check"]
+        return [printable(w) for w in _field(result.get("why"), list, f"{where}.why")] or ["no figures to check"]
     _field(images, list, f"{where}.images")
     if len(images) != len(spacings) or not images:
         return [f"figures for {len(images)} image(s), the report checked {len(spacings)}"]
@@ -490,13 +490,14 @@ def _judge(result: dict, spacings: list[float], thresholds: Thresholds, where: s
     for i, (row, si_mm) in enumerate(zip(images, spacings, strict=True)):
         at = f"{where}.images[{i}]"
         _field(row, dict, at)
-        name = str(row.get("file", i))
+        name = printable(row.get("file", i), 80)  # foreign text, printed in warnings
         if "levels_error" in row or "levels" not in row:
             why.append(f"{name}: no level figures ({row.get('levels_error', 'not measured')})")
             continue
         if not _field(row["levels"], dict, f"{at}.levels"):
             why.append(f"{name}: no level measured")
         for level, d in _field(row["levels"], dict, f"{at}.levels").items():
+            level = printable(level, 20)
             _field(d, dict, f"{at}.levels.{level}")
             a = _extent(d.get("exact_mm"), f"{at}.levels.{level}.exact_mm")
             b = _extent(d.get("lever_mm"), f"{at}.levels.{level}.lever_mm")
