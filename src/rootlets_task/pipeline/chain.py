@@ -629,9 +629,8 @@ def _measure_step(run: _Chain) -> None:
         run.skipped("measure", f" ({', '.join(p.name for p in paths.values())})")
         return
     run.record.check_writable("measure", list(paths.values()))
-    command = f"-i {run.source.name if run.source else run.prefix} -levels -measure {' '.join(options.measure or ())}"
     _, measured = measure_files(run.img, levels, maps, cord=cord, mask=mask, out_dir=run.out_dir,
-                                prefix=run.prefix, options=MeasureOptions(options.measure_method), command=command)
+                                prefix=run.prefix, options=MeasureOptions(options.measure_method))
     for text in measured.notes:
         run.note(f"measure: {text}")
     run.record.done("measure", key, list(paths.values()))
