@@ -554,6 +554,8 @@ def _template_step(run: _Chain, levels: pd.DataFrame) -> None:
         for text in made.notes:
             run.note(f"template: {text}")
         table, check = _pam50_table(run, made.spinal_pam50, levels)
+        if check.warns:  # shown on the QC page and in the batch summary with the other warnings
+            run.note(f"template: PAM50's spinal levels against the vertebral levels: {check.text}")
         document = {"version": __version__, "commands": made.commands, "numbering": check.to_dict(),
                     "levels": json.loads(table.to_json(orient="records")), "notes": made.notes}
         with OutputSet() as out:
