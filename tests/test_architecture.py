@@ -89,7 +89,8 @@ def test_array_task_errors_are_one_line_without_print(tmp_path, monkeypatch, cap
     (tmp_path / "plan.json").write_text("[]")
     assert slurm_array.main([str(tmp_path / "plan.json")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"rootlets: error: {tmp_path / 'plan.json'}: not a readable array plan") and err.count("\n") == 1
+    assert err.startswith(f"rootlets: error: array plan {tmp_path / 'plan.json'}: not a readable array plan")
+    assert err.count("\n") == 1
 
 
 def test_array_task_command_runs_as_a_module(tmp_path):

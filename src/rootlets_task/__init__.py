@@ -4,10 +4,13 @@ The public API is imported lazily, so ``import rootlets_task`` (and ``rootlets -
 load torch until a model is needed.
 """
 
+import logging
 from importlib import import_module
 
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library logs; the program decides where it goes
 
 # public name -> module that defines it
 _API = {

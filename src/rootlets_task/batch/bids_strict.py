@@ -105,11 +105,6 @@ def write_dataset_files(out: Path) -> None:
         write_text(path, text)
 
 
-def dataset_links(bids_root: Path) -> dict:
-    """``DatasetLinks`` of the derivative's description: ``raw`` = the source dataset (for the Sources URIs)."""
-    return {"raw": bids_root.absolute().as_uri()}
-
-
 def _strict_kind(new: str) -> tuple[str, str | None, str] | None:
     """The STRICT entry of a renamed image file, if it is one."""
     return next((entry for entry in STRICT.values() if new.endswith(f"_{entry[0]}.nii.gz")), None)

@@ -63,16 +63,15 @@ def worker_segmenter(model_folder: str, record: dict, model: ModelOptions, calib
 
     ``model``: its device, test-time augmentation, threads and precision are used (the backend is chosen per process).
     ``precision`` int8: quantised on the ``calibration`` images with ``int8_options`` (a dict of
-    :class:`rootlets_task.inference.int8.Int8Options` fields), cached on disk by content, so every worker gets the same network.
+    :class:`rootlets_task.inference.int8.Int8Options` fields), cached on disk by content, so every worker gets the same network;
+    bf16: the same network in bfloat16 (CPUs with avx512_bf16 or AMX).
     """
     key = _options_key(model_folder, model, calibration, int8_options)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            from rootlets_task.inference.segmenter import Segmenter, configure_threads, resolve_device
+            from rootlets_task.inference.segmenter import Segmenter
 
             count = _worker_threads(model.threads)
-            if resolve_device(model.device).type == "cpu":
-                count = configure_threads(count)
             int8: dict[str, Any] = {}
             if model.precision == "int8":
                 from rootlets_task.inference.int8 import Int8Options

@@ -30,9 +30,11 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def flags(parser: argparse.ArgumentParser) -> list[str]:
-    """Every option string (``-i``, ``-o`` ...) and positional name of a parser."""
+    """Every option string (``-i``, ``-o`` ...) and positional name of a parser, but hidden ones (SCT 6.x's ``-task``)."""
     found: list[str] = []
     for action in parser._actions:
+        if action.help is argparse.SUPPRESS:
+            continue
         found += action.option_strings or [cast(str, action.metavar or action.dest)]  # our metavars are strings
     return found
 

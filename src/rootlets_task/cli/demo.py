@@ -29,7 +29,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_output", seed: int = 7, orient: 
 
     out_dir = Path(out_dir)
     data = write_phantom(out_dir / "data", orient=orient, spacing=(1.0, 1.0, 1.0), seed=seed, prefix=DEMO_SUBJECT)
-    installed = install_release("phantom", progress=verbose > 0)
+    installed = install_release("phantom", progress=verbose > 0, make_active=False)  # the demo never changes it
     if verbose:
         print(installed.message())
     result = run_chain(data["image"], out_dir=out_dir / "derivatives",

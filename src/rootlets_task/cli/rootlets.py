@@ -32,6 +32,8 @@ SCT_NOTES = """\
 `sct_deepseg rootlets` is accepted with SCT's meaning, values and defaults. Abbreviated flags are refused (SCT's parser
 reads e.g. `-larg 1` as `-largest 1` and `-c t2` as `-custom-url t2`): no flag is ever read as another.
 
+SCT 6.x's `-task TASK` gets SCT 7.x's answer: the new spelling in one line, exit 0, nothing run.
+
 SCT's post-processing (-thr -> -largest -> -fill-holes -> -remove-small, in that order, on the label map in the
 input's grid) was made for binary masks; on the multi-class rootlets map (value = spinal level) it is applied
 exactly as SCT applies it, which is rarely useful:
@@ -54,6 +56,11 @@ Kept on purpose where rootlets differs from sct_deepseg rootlets:
   - argument errors are one line (SCT prints its whole help first);
   - beside each output a BIDS .tsv names its values, and each output folder gets the FSLeyes and ITK-SNAP lookup
     tables in the QC colours (rootlets_task_spinal.lut, rootlets_task_spinal_itksnap.txt, ...), for viewers.
+  - every output is uint8, -fill-holes 1 included (SCT writes that one as int64: same values);
+  - an input whose qform_code is 0 keeps qform_code 0 in the output (SCT sets it to 2, aligned); the sform and the
+    affine are the input's, as in SCT;
+  - the export's resampling of the logits back to the input grid is ours (float32 trilinear, nnU-Net's maths; SCT:
+    nnU-Net's float64): on an oblique image that needed resampling, 1 of 219,375 voxels differed from SCT 7.4.
 
 -qc DIR: one entry per image in SCT's QC report in DIR (SCT's layout, JSON, lock; `command` sct_deepseg), listed by
 SCT's DIR/index.html beside SCT's own steps (now if DIR holds SCT's report, else after SCT's next QC entry there);
@@ -89,6 +96,29 @@ class _OneLineErrors(_StrictParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
 
 
+class _SctTaskFlag(argparse.Action):
+    """SCT 6.x's ``-task TASK``: as ``sct_deepseg`` 7.x does, say the new spelling and stop there (exit 0, nothing run).
+
+    SCT 7.0 replaced ``sct_deepseg -task seg_spinal_rootlets_t2w`` by ``sct_deepseg rootlets``; its parser keeps a
+    hidden ``-task`` that prints the new spelling and exits 0. Ours says it in one line, and names the release that
+    SCT 6.x ran for that task (``-release TAG`` runs the same model here).
+    """
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=argparse.SUPPRESS):
+        super().__init__(option_strings, dest=dest, default=default, nargs="?", metavar="TASK", help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from rootlets_task.models.releases import RELEASES
+
+        task = values or "TASK"
+        tags = [r.tag for r in RELEASES.values() if r.sct_task == task and r.sct_task != "rootlets"]
+        old = f"; SCT {RELEASES[tags[0]].sct_versions}'s {task} model is release {tags[0]} (-release {tags[0]})" \
+            if tags else ""
+        print(f"rootlets: the '-task' flag was deprecated in SCT 7.0: `sct_deepseg -task {task} ...` is now "
+              f"`sct_deepseg rootlets ...`, here `rootlets ...` without -task{old}")  # on stdout, as SCT's printv
+        parser.exit(0)
+
+
 RENUMBER_HELP = ("none (default): never rename a level; a numbering that does not fit the vertebral levels is only "
                  "reported (warning, levels JSON, QC); suggested: apply the numbering check's suggested renumbering "
                  "(recorded in the outputs)")
@@ -100,6 +130,7 @@ def _segment_parser() -> argparse.ArgumentParser:
         description="Segment spinal nerve rootlets (RootletSeg nnU-Net), like `sct_deepseg rootlets`. "
         "Sub-commands: " + ", ".join(COMMANDS) + " (see `rootlets COMMAND -h`).",
     )
+    p.add_argument("-task", action=_SctTaskFlag)  # hidden, as in SCT 7.x: SCT 6.x's spelling gets the new one
     io = p.add_argument_group("input/output (SCT's)")
     io.add_argument("-i", nargs="+", metavar="IMG", help="input NIfTI image(s); several run with one model load")
     io.add_argument("-o", metavar="OUT", help="output file if it ends in .nii/.nii.gz (one input), else a folder for "
@@ -111,8 +142,9 @@ def _segment_parser() -> argparse.ArgumentParser:
     _add_postprocess_arguments(p.add_argument_group("parameters (SCT's)"))
     _add_sct_misc_arguments(p.add_argument_group("misc (SCT's)"))
     ours = p.add_argument_group("rootlets_task options")
-    ours.add_argument("-release", metavar="TAG", help="model release tag (default: r20250318; `phantom` is the "
-                      "bundled demo release; `sct` = the model SCT has installed); see `rootlets releases`")
+    ours.add_argument("-release", metavar="TAG", help="model release tag (default: the one -install installed last, "
+                      "else r20250318; `phantom` is the bundled demo release; `sct` = the model SCT has installed); "
+                      "see `rootlets releases`")
     ours.add_argument("-device", default="auto", choices=DEVICES, help="compute device")
     ours.add_argument("-precision", default="float32", choices=PRECISIONS, help=PRECISION_HELP)
     ours.add_argument("-allow-release-code", action="store_true", help="accept a release that ships Python code "
@@ -122,6 +154,8 @@ def _segment_parser() -> argparse.ArgumentParser:
                       "($SCT_DIR or the SCT of sct_deepseg on PATH) so `sct_deepseg rootlets` uses it; `-release sct` "
                       "segments with the model SCT has installed")
     ours.add_argument("-sct-status", action="store_true", help="show the SCT found, its version and its rootlets model")
+    ours.add_argument("-restore", action="store_true", help="with -install -sct: put back the SCT model that the last "
+                      "`rootlets -install -sct` replaced (each one is kept beside SCT's model folder); no network")
     _add_chain_arguments(p)
     return p
 
@@ -204,8 +238,10 @@ def _add_source_arguments(g) -> None:
                    help="PMJ source (auto: -pmj, else sct_detect_pmj, else none)")
 
 
-PRECISION_HELP = ("int8: the network quantised with NNCF (opt-in lever: faster on CPU, labels change a little; "
-                  "calibrated on the first input(s), quantised once and cached; check it with `rootlets speedcheck`)")
+PRECISION_HELP = ("float32 (default): exact, on every CPU; int8: the network quantised with NNCF (opt-in lever: faster "
+                  "on CPU, labels change a little; calibrated on the first input(s), quantised once and cached); bf16: "
+                  "the network in bfloat16 (opt-in lever, CPUs with avx512_bf16 or AMX only; labels change a little). "
+                  "Check a lever with `rootlets speedcheck`; -v 2 shows the precision that runs")
 
 
 def _model(args: argparse.Namespace) -> ModelOptions:
@@ -257,6 +293,15 @@ def _segment_or_install(args: argparse.Namespace, parser: argparse.ArgumentParse
         return
     if args.sct and not args.install:
         parser.error("-sct only works with -install (to segment with SCT's model, use -release sct)")
+    if args.restore and not (args.install and args.sct):
+        parser.error("-restore only works with -install -sct (it puts back the SCT model an install replaced)")
+    if args.restore and (args.release or args.custom_url):
+        parser.error("-restore puts back the model SCT had: give it no -release or -custom-url")
+    if args.restore:
+        _, message = sct.restore_sct()
+        if args.v:
+            print(message)
+        return
     if args.install and args.release == "sct" and not args.sct:
         parser.error("-release sct segments with SCT's installed model; to install into SCT use -install -sct -release TAG")
     if args.install and args.sct:
@@ -319,13 +364,22 @@ def _phantom_parser() -> argparse.ArgumentParser:
                    help="voxel size in mm of array axes 1, 2, 3")
     p.add_argument("-seed", type=int, default=0, help="random seed (anatomy jitter and noise)")
     p.add_argument("-tilt", type=float, default=0.0, metavar="DEG", help="oblique tilt about the left-right axis")
+    p.add_argument("-subject", metavar="LABEL", help="name the files as a BIDS subject's: sub-LABEL_T2w.nii.gz and its "
+                   "labels sub-LABEL_T2w_label-SC_seg, _label-discs_dlabel, _label-PMJ_dlabel (what `rootlets -i "
+                   "... -levels` takes); default phantom_T2w*")
     return p
 
 
 def _run_phantom(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from rootlets_task.io.phantom import write_phantom
 
-    for kind, path in write_phantom(args.o, args.orient, tuple(args.spacing), args.seed, args.tilt).items():
+    prefix = "phantom_T2w"
+    if args.subject is not None:
+        label = args.subject.removeprefix("sub-")
+        if not label.isascii() or not label.isalnum():
+            raise RootletsError(f"-subject {args.subject}: a BIDS subject label is letters and digits only (e.g. 01)")
+        prefix = f"sub-{label}_T2w"
+    for kind, path in write_phantom(args.o, args.orient, tuple(args.spacing), args.seed, args.tilt, prefix).items():
         print(f"{kind:17s} {_shown(path)}")
 
 
@@ -347,12 +401,14 @@ def _run_releases(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         return
     print(f"Model releases (stored in {models_dir()}; set {ENV_HOME} to move them)")
     table = [("", "TAG", "DATE", "LEVELS", "ROOTLETS", "CONTRASTS", "STATUS")] + [
-        ("*" if r["default"] else "", r["tag"], r["date"], r["levels"], r["rootlets"], ", ".join(r["contrasts"]),
+        (("*" if r["default"] else "") + (">" if r["active"] else ""), r["tag"], r["date"], r["levels"], r["rootlets"],
+         ", ".join(r["contrasts"]),
          (f"installed {r['installed_at'][:10]}, " if r["installed"] else "") + r["status"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    print("* default release. Install one with `rootlets -install -release TAG`.")
+    print("* default release; > the release that runs without -release (the one `rootlets -install` installed last). "
+          "Install one with `rootlets -install -release TAG`.")
 
 
 def _qc_parser() -> argparse.ArgumentParser:
@@ -373,9 +429,12 @@ def _qc_parser() -> argparse.ArgumentParser:
 
 def _run_qc(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from rootlets_task.qc.report import QcOptions, qc_subject
+    from rootlets_task.qc.views import check_slab
 
-    if not all(0 < s <= 100 for s in args.slab):
-        parser.error(f"-slab {args.slab[0]:g} {args.slab[1]:g}: give half-thicknesses between 0 and 100 mm")
+    try:
+        check_slab(args.slab)  # the library's bound, as an argument error
+    except RootletsError as exc:
+        parser.error(str(exc))
     options = QcOptions(subject=args.qc_subject, provenance={"command": "rootlets qc", "slab_mm": args.slab},
                         slab_mm=tuple(args.slab))
     page = qc_subject(args.qc, args.i, args.r, args.s, args.discs, args.levels, args.shift, options=options)
@@ -542,7 +601,8 @@ def _batch_parser() -> argparse.ArgumentParser:
                    "(about 3x faster on CPU; labels can differ from the uncropped ones)")
     g = p.add_argument_group("speed levers (labels change a little; see `rootlets speedcheck -h`)")
     g.add_argument("-levers", default="none", metavar="{none,auto,LIST}",
-                   help="none (default): the exact path; LIST (crop, int8 or crop,int8): those levers, unchecked (crop: the "
+                   help="none (default): the exact path; LIST (crop, int8, bf16, crop,int8 or crop,bf16): those levers, "
+                   "unchecked (bf16: CPUs with avx512_bf16 or AMX only; crop: the "
                    "cord box of the -levels chain, else the labels folder's cord mask, else sc-crop's); auto: the "
                    "fastest lever that passed `rootlets speedcheck` with this release: its -speedcheck report, or a "
                    "check of the first -levers-check images here (saved in logs/speedcheck.json; those images are "
@@ -553,14 +613,15 @@ def _batch_parser() -> argparse.ArgumentParser:
     g.add_argument("-levers-check", type=int, default=2, metavar="N", help="with -levers auto and no -speedcheck: "
                    "images checked first (default 2)")
     g.add_argument("-precision", default="float32", choices=PRECISIONS, help="int8 = -levers int8 (calibrated on the "
-                   "dataset's first two images)")
+                   "dataset's first two images), bf16 = -levers bf16")
     p.add_argument("-qc", metavar="DIR", help="write a QC report of every image into this folder")
     p.add_argument("-bids-strict", action="store_true", help="BIDS-valid output names (<entities>_desc-rootlets_dseg, "
                    "_label-SC_mask, _desc-discs_dseg ... with dseg.tsv look-up tables and a .bidsignore) instead of the "
                    "SCT/NeuroPoly names (<stem>_rootlets, _label-SC_seg ...)")
     p.add_argument("-continue-on-error", type=int, default=1, choices=[0, 1], help="1 (default): a failed image never "
                    "stops the others; 0: start no new image after the first failure")
-    p.add_argument("-release", metavar="TAG", help="model release (default r20250318; see `rootlets releases`)")
+    p.add_argument("-release", metavar="TAG", help="model release (default: the one -install installed last, else "
+                   "r20250318; see `rootlets releases`)")
     p.add_argument("-test-time-aug", action="store_true", help="mirroring test-time augmentation (8x slower)")
     p.add_argument("-device", default="auto", choices=DEVICES, help="compute device")
     p.add_argument("-overwrite", action="store_true", help="redo every image, even those already done")
@@ -605,10 +666,12 @@ def _speedcheck_parser() -> argparse.ArgumentParser:
                                 "model sha256, verdicts, figures) is what `rootlets batch -levers auto -speedcheck FILE` "
                                 "follows.")
     p.add_argument("images", nargs="+", metavar="IMG", help="images to check (the first two calibrate int8)")
-    p.add_argument("-levers", default=",".join(LEVERS), metavar="LIST", help=f"comma list of {', '.join(LEVERS)} "
-                   "(default: all); crop needs a cord mask (-s) or the sc-crop package, int8 the int8 extra")
+    p.add_argument("-levers", metavar="LIST", help=f"comma list of {', '.join(LEVERS)} (default: all this CPU can run); "
+                   "crop needs a cord mask (-s) or the sc-crop package, int8 the int8 extra, bf16 a CPU with avx512_bf16 "
+                   "or AMX")
     p.add_argument("-s", nargs="+", metavar="CORD", help="cord mask of every image, in order (crop box and levels)")
-    p.add_argument("-release", metavar="TAG", help="model release (default r20250318; see `rootlets releases`)")
+    p.add_argument("-release", metavar="TAG", help="model release (default: the one -install installed last, else "
+                   "r20250318; see `rootlets releases`)")
     p.add_argument("-o", default="speedcheck.json", metavar="FILE.json", help="report (default speedcheck.json)")
     p.add_argument("-max-mid-voxels", type=float, default=t.max_mid_voxels, metavar="N",
                    help=f"largest level-midpoint move, in voxels of the S-I spacing (default {t.max_mid_voxels:g})")
@@ -616,7 +679,7 @@ def _speedcheck_parser() -> argparse.ArgumentParser:
                    help=f"largest level-boundary move in mm (default {t.max_boundary_mm:g})")
     p.add_argument("-reps", type=int, default=1, metavar="N", help="timed runs of every path per image (default 1)")
     p.add_argument("-threads", type=int, metavar="N", help="CPU threads (default: every physical core)")
-    p.add_argument("-device", default="auto", choices=DEVICES, help="compute device (int8 runs on CPU only)")
+    p.add_argument("-device", default="auto", choices=DEVICES, help="compute device (int8 and bf16 run on CPU only)")
     p.add_argument("-v", type=int, default=1, choices=[0, 1, 2], help="verbosity")
     return p
 
@@ -624,21 +687,24 @@ def _speedcheck_parser() -> argparse.ArgumentParser:
 def _run_speedcheck(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
-    from rootlets_task.core.files import writable_folder
+    from rootlets_task.core.files import keep_inputs, writable_folder
     from rootlets_task.pipeline.speedcheck import (
         CheckOptions,
         Thresholds,
         check_levers,
+        default_levers,
         format_report,
         parse_levers,
         write_report,
     )
 
-    levers = parse_levers(args.levers)
+    levers = parse_levers(args.levers) if args.levers is not None else default_levers()
     thresholds = Thresholds(args.max_mid_voxels, args.max_boundary_mm).check()
     if Path(args.o).is_dir():
         raise RootletsError(f"-o {args.o}: is a folder; give the report's file name (e.g. {Path(args.o) / 'speedcheck.json'})")
     writable_folder(Path(args.o).absolute().parent, flag="-o")
+    keep_inputs([args.o], {f"the {kind} {p}": p for kind, files in (("image", args.images), ("cord mask", args.s or ()))
+                           for p in files}, "-o")
     model = ModelOptions(release=args.release, device=args.device, threads=args.threads)
     check = check_levers(args.images, args.s, levers, model, thresholds, CheckOptions(reps=args.reps))
     print(format_report(check.report))
@@ -665,7 +731,7 @@ def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
     for name, path in outputs.items():
         print(f"  {name:10s} {_shown(path)}")
     print(f"\nThe demo model is in {_shown(models_dir())}, converted networks in {_shown(cache_dir())}; "
-          "`rootlets clean` (or make clean-user-data) removes them.")
+          "`rootlets clean` removes them.")
 
 
 def _clean_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from rootlets_task.core.errors import RootletsError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BACKENDS = ("auto", "torch", "openvino")  # auto = OpenVINO on CPU when installed and numerically checked, else torch
 METHODS = ("gapfree", "reference")
-PRECISIONS = ("float32", "int8")
+PRECISIONS = ("float32", "int8", "bf16")  # bf16: OpenVINO on CPUs with avx512_bf16 or AMX
 RENUMBER = ("none", "suggested")  # suggested: apply the numbering check's suggestion (recorded), never silently
 CONTRASTS = ("t1", "t2")  # what sct_detect_pmj knows
 MEASURE_METHODS = ("bin", "wa")  # sct_extract_metric -method: binarized mask, or weighted average
@@ -40,13 +40,16 @@ class ModelOptions:
     backend: str = "auto"
     threads: int | None = None  # CPU threads; None = every physical core this process may use
     allow_code: bool = False  # let a release's own Python code (SCT's trainer_class.py) run: it has the user's rights
-    precision: str = "float32"  # "int8": the OpenVINO network quantised with NNCF (opt-in lever, labels change a little)
+    precision: str = "float32"  # int8 (NNCF) or bf16 (bf16 CPUs): opt-in OpenVINO levers, labels change a little
+
+    def __post_init__(self) -> None:  # an options object that exists is a valid one: the CLI and the API share it
+        self.check()
 
     def check(self) -> ModelOptions:
         _one_of("device", self.device, DEVICES)
         _one_of("backend", self.backend, BACKENDS)
         _one_of("precision", self.precision, PRECISIONS)
-        if self.threads is not None and not 1 <= self.threads <= 1024:
+        if self.threads is not None and not (isinstance(self.threads, int) and 1 <= self.threads <= 1024):
             raise RootletsError(f"threads {self.threads}: give a number of CPU threads from 1 to 1024")
         return self
 
@@ -63,10 +66,14 @@ class ChainOptions:
     crop_to_cord: bool = False
     overwrite: bool = False
     renumber: str = "none"
+    command: str | None = None  # what the sidecars say ran, after `rootlets` (default: -i IMG -levels; a batch: batch ...)
     measure: tuple[str, ...] | None = None  # maps to measure per level (None: no measure step; (): morphometry only)
     measure_mask: str | None = None  # mask for the maps (default: the cord)
     measure_method: str = "bin"
     template: bool = False  # the PAM50 step (SCT >= 7.0): registration with the rootlets, levels to and from PAM50
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> ChainOptions:
         for kind, value in (("cord", self.cord_from), ("discs", self.discs_from), ("pmj", self.pmj_from)):

@@ -20,12 +20,13 @@ Spinal levels, two methods:
 
 Vertebral level v (1 = C1 ... 7 = C7, 8 = T1 ...) spans from disc v to disc v+1 (SCT disc numbering, 3 = C2/C3);
 label values are used, not rank order (the lab's ``discs_to_vertebral_levels.py`` ignores them and needs 9 discs).
-``gapfree`` projects each disc onto the centerline continuously; ``reference`` moves it to the centerline slice
-nearest to it and takes that whole slice's distance, as the lab's pipeline does (``sct_label_utils
--project-centerline``, then the distance at that slice).
+``gapfree`` projects each disc onto the centerline continuously; ``reference`` puts it on the slice
+``sct_label_utils -project-centerline`` puts it on and takes that whole slice's distance, as the lab's pipeline does
+(:func:`rootlets_task.levels.sctline.project_discs`).
 
-Distances are mm along the smoothed centerline (:mod:`rootlets_task.levels.centerline`), positive caudally, from the
-origin named in the ``reference`` column:
+Distances are mm along a smoothed centerline, positive caudally: ``gapfree`` along its own
+(:mod:`rootlets_task.levels.centerline`), ``reference`` along SCT's extrapolated centerline with the lab's arc length
+(:mod:`rootlets_task.levels.sctline`), from the origin named in the ``reference`` column:
 
 * ``gapfree``: the anatomical landmark: the PMJ if given, else the C2/C3 disc if given, else the cord's rostral end;
 * ``reference``: the lab's origin, the top of the centerline built from the cord and the PMJ (the most rostral
@@ -54,14 +55,22 @@ from scipy import ndimage
 
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import OutputSet, read_json, relative_to, remove_stale_temporaries, sha256_file, writable_folder
+from rootlets_task.core.files import (
+    OutputSet,
+    keep_inputs,
+    read_json,
+    relative_to,
+    remove_stale_temporaries,
+    sha256_file,
+    writable_folder,
+)
 from rootlets_task.core.names import level_name
 from rootlets_task.core.options import METHODS, RENUMBER
 from rootlets_task.inference import confidence as conf
 from rootlets_task.io import labels, viewers
 from rootlets_task.io.nifti import label_image, load, si_axis, stem
-from rootlets_task.io.tables import LEVEL_COLUMNS, SHIFT_COLUMNS, read_levels_table, typed
-from rootlets_task.levels import numbering
+from rootlets_task.io.tables import LEVEL_COLUMNS, PAIRING_TEXT, PAIRINGS, SHIFT_COLUMNS, read_levels_table, typed, write_csv
+from rootlets_task.levels import numbering, sctline
 from rootlets_task.levels.centerline import Centerline, cord_centerline, voxel_to_world
 from rootlets_task.levels.numbering import NumberingCheck
 
@@ -274,20 +283,42 @@ def _disc_voxels(discs: np.ndarray | None, names: dict) -> tuple[dict[int, np.nd
 def _frame(cord: np.ndarray, affine: np.ndarray, pmj_voxel, disc_voxels: dict, method: str, names: dict) -> _Frame:
     """The centerline (through the PMJ when it lies beyond the cord), the origin and every slice's distance from it."""
     affine = np.asarray(affine, dtype=float)
+    if method == "reference":
+        return _reference_frame(cord, affine, pmj_voxel, names)
     line = cord_centerline(cord, affine, pmj_voxel)
     pmj_mm = float(line.project(voxel_to_world(affine, [pmj_voxel]))[0]) if pmj_voxel is not None else None
-    if method == "reference":  # the lab's: the top of the centerline of cord + PMJ
-        origin = Origin(CENTERLINE_TOP if pmj_voxel is not None else "cord rostral end", 0.0, pmj_mm)
-    elif pmj_mm is not None:
+    if pmj_mm is not None:
         origin = Origin("PMJ", pmj_mm, pmj_mm)
     elif C2C3_DISC in disc_voxels:
         origin = Origin("C2/C3 disc", float(line.project(voxel_to_world(affine, [disc_voxels[C2C3_DISC]]))[0]))
     else:
         origin = Origin("cord rostral end", 0.0)
-    n_slices = cord.shape[line.axis]
-    slice_mm = line.slice_mm(np.arange(n_slices)) - origin.mm
-    cord_slices = np.flatnonzero(np.moveaxis(cord, line.axis, 0).reshape(n_slices, -1).any(1))
-    return _Frame(cord, affine, line, origin, slice_mm, cord_slices, names, method)
+    slice_mm = line.slice_mm(np.arange(cord.shape[line.axis])) - origin.mm
+    return _Frame(cord, affine, line, origin, slice_mm, _cord_slices(cord, line.axis), names, method)
+
+
+def _reference_frame(cord: np.ndarray, affine: np.ndarray, pmj_voxel, names: dict) -> _Frame:
+    """The lab's frame: SCT's extrapolated centerline of cord ∪ PMJ (:func:`sctline.pmj_centerline`) and the lab's
+    distances from its top slice (:func:`sctline.distance_from_top`); slices beyond it extrapolated linearly."""
+    grid = sctline.rpi(cord.shape, affine)
+    pmj = None
+    if pmj_voxel is not None:
+        pmj = np.zeros(cord.shape, bool)
+        pmj[tuple(pmj_voxel)] = True
+    line_rpi = sctline.pmj_centerline(grid.array(cord), None if pmj is None else grid.array(pmj), float(grid.zooms[2]))
+    top_first = line_rpi[:, ::-1]
+    distance = sctline.distance_from_top(line_rpi, grid.zooms)
+    line = Centerline(axis=grid.axis, slices=grid.native_slice(top_first[2].astype(int)),
+                      points=voxel_to_world(grid.affine, top_first.T), arc=np.array([distance[int(z)] for z in top_first[2]]),
+                      slice_step_mm=float(grid.zooms[2]), index_up_is_superior=not grid.flip)
+    slice_mm = line.slice_mm(np.arange(cord.shape[line.axis]))
+    pmj_mm = None if pmj_voxel is None else float(slice_mm[int(pmj_voxel[line.axis])])
+    origin = Origin(CENTERLINE_TOP if pmj_voxel is not None else "cord rostral end", 0.0, pmj_mm)
+    return _Frame(cord, affine, line, origin, slice_mm, _cord_slices(cord, line.axis), names, "reference")
+
+
+def _cord_slices(cord: np.ndarray, axis: int) -> np.ndarray:
+    return np.flatnonzero(np.moveaxis(cord, axis, 0).reshape(cord.shape[axis], -1).any(1))
 
 
 def slice_distances(cord: np.ndarray, affine: np.ndarray, pmj: np.ndarray | None = None, discs: np.ndarray | None = None,
@@ -405,13 +436,16 @@ def _extent(slice_mm: np.ndarray, lo: float, hi: float, closed: bool) -> dict:
 
 
 def _disc_positions(discs: dict[int, np.ndarray], frame: _Frame) -> dict[int, tuple[float, int | None]]:
-    """{disc value: (mm from the origin, slice)}: ``reference`` takes the nearest centerline slice whole (the lab's
-    projection); ``gapfree`` projects continuously (no slice)."""
+    """{disc value: (mm from the origin, slice)}: ``reference`` puts each disc on a slice as ``sct_label_utils
+    -project-centerline`` does (:func:`sctline.project_discs`) and takes that slice's distance; ``gapfree`` projects
+    continuously onto its own centerline (no slice)."""
     values = sorted(discs)
     world = voxel_to_world(frame.affine, np.array([discs[v] for v in values]))
     if frame.method == "reference":
-        slices = frame.line.nearest_slice(world)
-        return {v: (float(frame.slice_mm[s]), int(s)) for v, s in zip(values, slices, strict=True)}
+        grid = sctline.rpi(frame.cord.shape, frame.affine)
+        z = sctline.project_discs(grid.array(frame.cord), grid, dict(zip(values, world, strict=True)))
+        slices = {v: int(grid.native_slice(z[v])) for v in values}
+        return {v: (float(frame.slice_mm[slices[v]]), slices[v]) for v in values}
     mm = frame.line.project(world) - frame.origin.mm
     return {v: (float(m), None) for v, m in zip(values, mm, strict=True)}
 
@@ -422,13 +456,17 @@ def _vertebral(discs: dict[int, np.ndarray], frame: _Frame) -> tuple[np.ndarray,
     values = sorted(discs)
     positions = _disc_positions(discs, frame)
     mm = {v: p[0] for v, p in positions.items()}
+    notes = [] if len(values) > 1 else [f"{names['discs']}: only disc {values[0]}; a vertebral level needs two discs"]
     for upper, lower in zip(values, values[1:], strict=False):
-        if mm[lower] <= mm[upper]:
+        if mm[lower] == mm[upper] and frame.method == "reference":
+            notes.append(f"{names['discs']}: discs {upper} and {lower} land on the same centerline slice (as with "
+                         "sct_label_utils -project-centerline); vertebral level "
+                         f"{level_name(upper, 'vertebral')} has height 0")
+        elif mm[lower] <= mm[upper]:
             raise RootletsError(f"{names['discs']}: discs out of rostro-caudal order (disc {lower} is not caudal to disc "
                                 f"{upper}); check the disc numbering (SCT: 3 = C2/C3)")
     out = np.zeros(frame.cord.shape, np.uint8)
     rows: dict[int, dict] = {}
-    notes = [] if len(values) > 1 else [f"{names['discs']}: only disc {values[0]}; a vertebral level needs two discs"]
     for v in range(values[0], values[-1]):
         if v in mm and v + 1 in mm:
             _paint(out, frame, mm[v], mm[v + 1], False, v)
@@ -450,20 +488,20 @@ def _table(rows: list[tuple[str, int, dict]], reference: str) -> pd.DataFrame:
 
 
 def shift_table(levels: pd.DataFrame) -> pd.DataFrame:
-    """Vertebral minus spinal midpoint (mm) for the unshifted (same name) and shifted (paper) pairings.
+    """Vertebral minus spinal midpoint (mm) under the RootletSeg paper's two pairings (:data:`tables.PAIRINGS`).
 
-    Unshifted: VL Cn with SL Cn, VL T1 with SL T1. Shifted (RootletSeg paper): VL Cn with SL C(n+1) (VL C7 with
-    SL C8) and VL T1 with SL T1 — in values, vertebral v with spinal v+1. Only pairs present (status ok) in both.
+    ``unshifted``: vertebral v with spinal v (VL C2-SL C2 ... VL C7-SL C7, VL T1-SL C8); ``shifted``: vertebral v with
+    spinal v+1 (VL C2-SL C3 ... VL C7-SL C8, VL T1-SL T1, and on down the spine VL Tn-SL Tn, VL Ln-SL Ln). Only pairs
+    present (status ok) in both kinds.
     """
     ok = levels[levels["status"] == "ok"]
     spinal = {int(r.value): r for r in ok[ok["kind"] == "spinal"].itertuples()}
     vertebral = {int(r.value): r for r in ok[ok["kind"] == "vertebral"].itertuples()}
     records = []
-    for pairing in ("unshifted", "shifted"):
+    for pairing, step in PAIRINGS.items():
         for v, vr in sorted(vertebral.items()):
-            k = v + 1 if pairing == "shifted" or v >= 8 else v
-            if k in spinal:
-                sr = spinal[k]
+            if v + step in spinal:
+                sr = spinal[v + step]
                 records.append({"pairing": pairing, "vertebral_level": vr.level, "spinal_level": sr.level,
                                 "vertebral_mid_mm": vr.mid_mm, "spinal_mid_mm": sr.mid_mm,
                                 "shift_mm": vr.mid_mm - sr.mid_mm})
@@ -522,7 +560,11 @@ def add_confidence(result: LevelsResult, confidence: dict | None) -> None:
 def output_paths(out_dir: str | os.PathLike, prefix: str, with_discs: bool = True,
                  method: str | None = None) -> dict[str, Path]:
     """The files :func:`write_levels` writes: spinal, csv, json; with discs vertebral and shift; with the reference
-    method the levels in the lab's CSV layout (lab). ``method`` None: every file either method may write."""
+    method the levels in the lab's CSV layout (lab). ``method`` None: every file either method may write. ``prefix``
+    is a file name: one with a folder part (``../x``, ``/abs/x``) would write outside ``out_dir`` and is refused."""
+    if not prefix or prefix in (".", "..") or "/" in prefix or os.sep in prefix or (os.altsep and os.altsep in prefix) \
+            or "\0" in prefix:
+        raise RootletsError(f"-prefix {prefix!r}: give a file name prefix without a folder (the folder is -o)")
     paths = {k: Path(out_dir) / f"{prefix}{suffix}" for k, suffix in OUTPUTS.items()}
     if not with_discs:
         del paths["vertebral"], paths["shift"]
@@ -538,7 +580,7 @@ def _document(result: LevelsResult, inputs: dict[str, str], outputs: dict[str, s
             "numbering": result.numbering.to_dict() if result.numbering else None,
             "confidence": conf.summary(result.confidence), "warnings": result.warnings, "inputs": inputs,
             "levels": json.loads(result.levels.to_json(orient="records")),
-            "shift": json.loads(result.shift.to_json(orient="records")), "outputs": outputs}
+            "shift_pairings": PAIRING_TEXT, "shift": json.loads(result.shift.to_json(orient="records")), "outputs": outputs}
 
 
 def _lab_rows(path: Path, result: LevelsResult, grid: nib.Nifti1Image, document: dict) -> pd.DataFrame:
@@ -575,10 +617,10 @@ def write_levels(result: LevelsResult, grid: nib.Nifti1Image, out_dir: str | os.
         nib.save(label_image(result.spinal, grid), tmp["spinal"])
         if result.vertebral is not None:
             nib.save(label_image(result.vertebral, grid), tmp["vertebral"])
-            result.shift.to_csv(tmp["shift"], index=False)
-        result.levels.to_csv(tmp["csv"], index=False)
+            write_csv(result.shift, tmp["shift"])
+        write_csv(result.levels, tmp["csv"])
         if "lab" in tmp:
-            _lab_rows(outputs["csv"], result, grid, _document(result, recorded, {})).to_csv(tmp["lab"], index=False)
+            write_csv(_lab_rows(outputs["csv"], result, grid, _document(result, recorded, {})), tmp["lab"])
         written = {outputs[k].name: sha256_file(t) for k, t in tmp.items() if k != "json"}
         tmp["json"].write_text(json.dumps(_document(result, recorded, written), indent=2))
     return outputs
@@ -609,6 +651,10 @@ def levels_from_files(rootlets: str | os.PathLike, cord: str | os.PathLike, disc
     paths.update({k: Path(v) for k, v in (("discs", discs), ("pmj", pmj), ("image", image)) if v is not None})
     names = {k: f"{k} {p}" for k, p in paths.items()}
     _check_settings(method, dilate_voxels, renumber)
+    out_dir = Path(out_dir) if out_dir is not None else paths["rootlets"].parent
+    prefix = prefix or stem(paths["rootlets"])
+    keep_inputs(output_paths(out_dir, prefix).values(), {f"the {k} file {p}": p for k, p in paths.items()},
+                "-o or -prefix")
     loaded = {k: labels.read(p, k) for k, p in paths.items() if k != "image"}
     grid = load(paths["image"], "image") if "image" in paths else loaded["rootlets"][0]
     grid_name = names["image" if "image" in paths else "rootlets"]
@@ -624,12 +670,6 @@ def levels_from_files(rootlets: str | os.PathLike, cord: str | os.PathLike, disc
                             options=options, names=names)
     add_confidence(result, _rootlets_confidence(paths["rootlets"], loaded["rootlets"][1]))
     result.warnings[:0] = notes
-    out_dir = Path(out_dir) if out_dir is not None else paths["rootlets"].parent
-    prefix = prefix or stem(paths["rootlets"])
-    inputs = {p.absolute().resolve() for p in paths.values()}
-    for out in output_paths(out_dir, prefix).values():
-        if out.absolute().resolve() in inputs:
-            raise RootletsError(f"output {out} is an input file; choose another -o or prefix so the input is kept")
     for text in result.warnings:
         log.warning("%s", text)
     written = write_levels(result, grid, out_dir, prefix, {k: p for k, p in paths.items()})

@@ -9,7 +9,10 @@ limits of agreement of all pairs about -6.5 to 13.2 mm.
 
 The statistic, for each numbering offset k in -3..3 (k = the correct value minus the rootlet label):
 
-1. pairs: every spinal level labelled L whose partner under k, vertebral level L + k - 1, is present;
+1. pairs: every spinal level labelled L whose partner under k, vertebral level L + k - 1, is present and no more
+   caudal than VL T1, nor the level as named (L - 1) (the paper measured C2-T1; caudally the spinal segments rise
+   away from their vertebrae, by several levels in the lumbar cord, so no fixed shift holds there and those levels
+   are left out of the check, with a note);
 2. per pair, the residual = (vertebral midpoint - spinal midpoint) - the paper's median shift of that pair
    (:func:`expected_shift`: 0 mm at VL C2, +8.15/6 mm per level caudally, the ends held beyond C2 and T1);
 3. the score of k = the median of the pairs' absolute residuals (robust to one odd level when there are 3 or more
@@ -117,7 +120,7 @@ def pair(spinal: dict[int, float], vertebral: dict[int, float], offset: int) -> 
     pairs = []
     for value, mid in sorted(spinal.items()):
         v = value + offset - 1
-        if v in vertebral:
+        if v in vertebral and max(v, value - 1) <= LAST_PAIR:  # both the pair and the level as named within C2-T1
             shift = vertebral[v] - mid
             pairs.append({"spinal_level": level_name(value, "spinal"), "renamed": level_name(value + offset, "spinal"),
                           "vertebral_level": level_name(v, "vertebral"),
@@ -154,6 +157,10 @@ def check(spinal: dict[int, float], vertebral: dict[int, float]) -> NumberingChe
     elif score is not None:
         result.status = "unclear"
     result.text = _text(result, spinal)
+    beyond = [level_name(v, "spinal") for v in sorted(spinal) if v - 1 > LAST_PAIR]
+    if beyond and result.status != "not checked":
+        result.text += (f"; spinal levels {_span(beyond)} not checked (below VL T1-SL T1 no published correspondence "
+                        "between spinal and vertebral levels)")
     return result
 
 

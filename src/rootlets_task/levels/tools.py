@@ -39,6 +39,7 @@ import numpy as np
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import sha256_file
+from rootlets_task.core.places import portable, portable_text
 from rootlets_task.io import labels
 from rootlets_task.io.nifti import stem
 from rootlets_task.levels.spineps import spineps_to_sct_discs
@@ -283,18 +284,21 @@ def describe(kind: str, source: str) -> str:
 
 
 def label_sidecar(kind: str, source: str, why: str, image: str | os.PathLike | None, tool, file: Path | None,
-                  notes: list[str]) -> dict:
+                  notes: list[str], command: str | None = None) -> dict:
     """Sidecar of a cord / discs / PMJ label file the chain wrote: who made it (``tool``, a
-    :class:`rootlets_task.levels.tools.ToolOutput`, with its command line) or which user file it is (``file``)."""
-    content: dict[str, Any] = {"Source": source, "SourceReason": why, "InputFile": str(Path(image).absolute()) if image else None,
+    :class:`rootlets_task.levels.tools.ToolOutput`, with its command line) or which user file it is (``file``).
+    ``command``: what ran, after ``rootlets`` (default ``-levels``; a batch says ``batch ...``). Paths as
+    :func:`rootlets_task.core.places.portable` writes them."""
+    content: dict[str, Any] = {"Source": source, "SourceReason": portable_text(why),
+                               "InputFile": portable(image) if image else None,
                "Notes": notes,
-               "GeneratedBy": [{"Name": f"rootlets_task: rootlets -levels ({kind} from {describe(kind, source)})",
-                                "Version": __version__}]}
+               "GeneratedBy": [{"Name": f"rootlets_task: rootlets {portable_text(command or '-levels')} "
+                                        f"({kind} from {describe(kind, source)})", "Version": __version__}]}
     if tool is not None:
         content["Tool"] = tool.tool
-        content["Command"] = " ".join(tool.command)
-        content["GeneratedBy"].insert(0, {"Name": tool.tool, "Command": " ".join(tool.command)})
+        content["Command"] = portable_text(" ".join(tool.command))
+        content["GeneratedBy"].insert(0, {"Name": tool.tool, "Command": content["Command"]})
     if file is not None:
-        content["SourceFile"] = str(Path(file).absolute())
+        content["SourceFile"] = portable(file)
         content["SourceSHA256"] = sha256_file(file)
     return content

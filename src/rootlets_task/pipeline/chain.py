@@ -33,13 +33,25 @@ import pandas as pd
 
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import OutputSet, read_json, relative_to, remove_stale_temporaries, sha256_file, writable_folder
+from rootlets_task.core.files import (
+    OutputSet,
+    keep_inputs,
+    read_json,
+    relative_to,
+    remove_stale_temporaries,
+    same_file,
+    sha256_file,
+    writable_folder,
+)
+from rootlets_task.core.names import level_value
 from rootlets_task.core.options import SOURCES, ChainOptions, MeasureOptions, ModelOptions
+from rootlets_task.core.places import portable, portable_text, shared_paths
 from rootlets_task.inference import confidence as conf
 from rootlets_task.inference import cropping
 from rootlets_task.io import labels, nifti, provenance, viewers
 from rootlets_task.io.phantom import release_warnings
 from rootlets_task.io.records import Record
+from rootlets_task.io.tables import read_shift_table
 from rootlets_task.levels import compute as lv
 from rootlets_task.levels import tools
 from rootlets_task.levels.compute import (
@@ -99,8 +111,9 @@ class ChainResult:
 
 
 def levels_table(levels: pd.DataFrame, shift: pd.DataFrame | None, origin: str) -> str:
-    """Text table of one subject's levels; shift = vertebral minus spinal midpoint (same name / paper pairing);
-    ``origin``: the first line, where distances are measured from."""
+    """Text table of one subject's levels: one row per vertebral level (then spinal levels without one), its extent,
+    the extent of the spinal level of the same name, and the shift (vertebral minus spinal midpoint) under the
+    paper's two pairings, each naming its spinal level; ``origin``: the first line, where distances are measured from."""
     def extent(kind: str, name: str) -> str:
         row = levels[(levels["kind"] == kind) & (levels["level"] == name)]
         if row.empty:
@@ -114,19 +127,19 @@ def levels_table(levels: pd.DataFrame, shift: pd.DataFrame | None, origin: str) 
         row = shift[(shift["pairing"] == pairing) & (shift["vertebral_level"] == name)]
         if row.empty:
             return ""
-        value = f"{row.iloc[0]['shift_mm']:+6.1f}"  # the paper's pair is named: VL T1 pairs with SL T1, not SL T2
-        return value if pairing == "unshifted" else f"{value} (SL {row.iloc[0]['spinal_level']})"
+        return f"{row.iloc[0]['shift_mm']:+6.1f} (SL {row.iloc[0]['spinal_level']})"
 
     def order(name: str) -> tuple[int, int]:
-        return ("CTLS".index(name[0]), int(name[1:]))
+        return (level_value(name, "spinal") or 99, 0)
 
     names = sorted(set(levels["level"]), key=order)
-    head = ("level", "spinal (mm)", "vertebral (mm)", "shift, same name", "shift, paper pairing")
+    head = ("level", "spinal (mm)", "vertebral (mm)", "shift, unshifted", "shift, shifted (paper)")
     rows = [(n, extent("spinal", n), extent("vertebral", n), shift_of("unshifted", n), shift_of("shifted", n)) for n in names]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
     return "\n".join([f"{origin}, positive caudally; each extent is rostral end - caudal end; shift = vertebral "
-                      "minus spinal midpoint", *lines])
+                      "minus spinal midpoint, unshifted = VL n with SL n (VL T1-SL C8), shifted = the paper's VL n with "
+                      "SL n+1 (VL C7-SL C8, VL T1-SL T1)", *lines])
 
 
 # ----------------------------------------------------------------------------------------------------- sources
@@ -215,7 +228,7 @@ class _Chain:
             return
         file, target = self.inputs.file(kind), self.paths[kind]
         sidecar = provenance.sidecar_path(target)
-        in_place = file is not None and file.absolute().resolve() == target.absolute().resolve()
+        in_place = file is not None and same_file(file, target)
         key: dict[str, Any]
         if source == "file":
             assert file is not None  # the source is the user's file
@@ -246,7 +259,7 @@ class _Chain:
         for text in step_notes:
             self.note(f"{kind}: {text}")
         if outputs:
-            content = tools.label_sidecar(kind, source, why, self.source, made, file, step_notes)
+            content = tools.label_sidecar(kind, source, why, self.source, made, file, step_notes, self.options.command)
             with OutputSet() as out:  # label file and sidecar together
                 nib.save(nifti.label_image(np.asarray(data), self.img), out.path(target))
                 out.path(sidecar).write_text(json.dumps(content, indent=2) + "\n")
@@ -341,6 +354,12 @@ def run_chain(image: str | os.PathLike | nib.Nifti1Image, out_dir: str | os.Path
 
         pam50.require()
     img, source, out_dir, prefix = _open(image, out_dir, inputs, prefix)
+    with shared_paths(out_dir, keep=True):  # sidecars and records name files relative to the outputs (a batch: BIDS URIs)
+        return _run_chain(img, source, out_dir, prefix, inputs, options, model, segmenter, qc_dir)
+
+
+def _run_chain(img: nib.Nifti1Image, source: Path | None, out_dir: Path, prefix: str, inputs: ChainInputs,
+               options: ChainOptions, model: ModelOptions, segmenter, qc_dir) -> ChainResult:
     resolved = {kind: resolve_source(kind, choice, inputs.file(kind))
                 for kind, choice in (("cord", options.cord_from), ("discs", options.discs_from), ("pmj", options.pmj_from))}
     for kind, (src, why) in resolved.items():
@@ -397,7 +416,7 @@ def _open(image, out_dir, inputs: ChainInputs, prefix: str | None) -> tuple[nib.
 def _result(run: _Chain, resolved: dict, levels: dict, segmenter) -> ChainResult:
     """The record's sources saved, and the result of the run (``levels``: what :func:`_levels_step` returns)."""
     run.record.data["sources"] = {kind: {"source": run.sources[kind], "tool": tools.describe(kind, run.sources[kind]),
-                                         "reason": resolved[kind][1],
+                                         "reason": portable_text(resolved[kind][1]),
                                          "file": relative_to(run.file_of(kind), run.out_dir) if run.used[kind] else None}
                                   for kind in SOURCES}
     run.record.data["image"] = relative_to(run.source, run.out_dir) if run.source is not None else None
@@ -429,7 +448,7 @@ def _model_key(inputs: ChainInputs, model: ModelOptions, segmenter) -> dict | No
     if segmenter is None:
         from rootlets_task.models import install
 
-        folder, record = install.model_folder(model.release)
+        folder, record = install.ready_model_folder(model.release)  # first use installs it, as `rootlets -i` does
         return {"tag": record.get("tag"), "sha256": record.get("sha256") or str(folder), "test_time_aug": model.test_time_aug,
                 "precision": model.precision}
     return {"tag": segmenter.record.get("tag"), "sha256": segmenter.record.get("sha256") or str(segmenter.model_folder),
@@ -465,8 +484,9 @@ def _rootlets_step(run: _Chain, model: ModelOptions, model_key: dict, segmenter)
             run.note(text)
     from rootlets_task.pipeline.segment import write_segmentation
 
-    command = f"-i {run.source.name if run.source else run.prefix} -levels" + (" -crop-to-cord" if crop else "")
-    crop_info = {"CordFile": str(run.file_of("cord").absolute()), "MarginMM": cropping.CROP_MARGIN_MM} if crop else None
+    command = run.options.command or f"-i {run.source.name if run.source else run.prefix} -levels"
+    command += " -crop-to-cord" if crop and "-crop-to-cord" not in command else ""
+    crop_info = {"CordFile": portable(run.file_of("cord")), "MarginMM": cropping.CROP_MARGIN_MM} if crop else None
     content = provenance.rootlets_sidecar(segmenter, run.source, command, crop_info, run.confidence)
     for text in warnings:
         run.note(text)
@@ -491,7 +511,7 @@ def _levels_step(run: _Chain) -> dict:
         run.skipped("levels", f" ({', '.join(p.name for p in expected)})")
         document = read_json(run.paths["json"]) or {}
         run.notes += [n for n in document.get("warnings", []) if n not in run.notes]
-        shift = pd.read_csv(run.paths["shift"]) if with_discs else None
+        shift = read_shift_table(run.paths["shift"]) if with_discs else None
         return {"levels": read_levels_table(run.paths["csv"]), "shift": shift, "reference": document.get("reference", ""),
                 "numbering": document.get("numbering"), "origin": document.get("origin")}
     run.record.check_writable("levels", expected)
@@ -645,8 +665,8 @@ def _qc(run: _Chain, result: ChainResult, qc_dir: str | os.PathLike, tag: str | 
     def image(kind: str):
         return nifti.label_image(run.arrays[kind], run.img) if kind in run.arrays else None
 
-    files = {f"{kind} file": str(run.used[kind]) for kind in ("rootlets", "cord", "discs") if run.used.get(kind)}
-    provenance = {"image file": str(run.source) if run.source else "(in-memory image)", **files,
+    files = {f"{kind} file": portable(run.used[kind]) for kind in ("rootlets", "cord", "discs") if run.used.get(kind)}
+    provenance = {"image file": portable(run.source) if run.source else "(in-memory image)", **files,
                   "release": tag, "method": run.options.method, "renumber": run.options.renumber,
                   **{f"{kind} source": tools.describe(kind, result.sources[kind]) for kind in SOURCES}}
     options = qc.QcOptions(subject=run.prefix, warnings=run.notes, confidence=result.confidence, provenance=provenance)
@@ -656,14 +676,11 @@ def _qc(run: _Chain, result: ChainResult, qc_dir: str | os.PathLike, tag: str | 
 
 def _check_paths(image: Path | None, inputs: ChainInputs, paths: dict[str, Path], out_dir: Path) -> None:
     """Refuse outputs that would overwrite an input; create the output folder."""
-    protected = {image.absolute().resolve(): "the image"} if image is not None else {}
-    for kind in ("cord", "discs", "pmj", "rootlets"):
-        file = inputs.file(kind)
-        if file is not None:
-            protected[file.absolute().resolve()] = f"the {kind} file"
+    protected = {"the image": image, **{f"the {kind} file": inputs.file(kind) for kind in ("cord", "discs", "pmj",
+                                                                                         "rootlets")}}
     for name, out in paths.items():
-        owner = protected.get(out.absolute().resolve())
         given = inputs.file(name) if name in FLAGS else None
-        if owner is not None and not (given is not None and given.absolute().resolve() == out.absolute().resolve()):
-            raise RootletsError(f"output {out} would overwrite {owner}; choose another -ofolder so the input is kept")
+        if given is not None and same_file(given, out):  # a given label file that already is the output: kept in place
+            continue
+        keep_inputs([out], protected, "-ofolder")
     writable_folder(out_dir, flag="-ofolder")

@@ -203,6 +203,22 @@ def thumbnail(views: dict[str, View], path: Path, height: int = 160) -> None:
         picture.resize((width, height), Image.Resampling.LANCZOS).save(tmp, format="PNG")
 
 
+def strip(views: dict[str, View], path: Path, height: int = 28) -> None:
+    """The coronal view (background + rootlets) lying down, rostral end on the left: one line of the dataset index
+    shows each subject's levels in order, left to right."""
+    from PIL import Image
+
+    view = views["coronal"]
+    lo, hi = view.window
+    grey = np.clip((view.image - lo) / (hi - lo), 0, 1)[..., None] * np.ones(3)
+    overlay = rootlets_overlay(view)
+    picture = np.rot90(grey * (1 - overlay[..., 3:]) + overlay[..., :3] * overlay[..., 3:])  # row 0 (rostral) -> left
+    image = Image.fromarray((picture * 255).astype(np.uint8))
+    width = max(1, round(image.width * height / image.height))
+    with atomic_path(path) as tmp:
+        image.resize((width, height), Image.Resampling.LANCZOS).save(tmp, format="PNG")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The two images of an entry in SCT's QC report (same size: SCT's page shows the overlay over the background)
 
