@@ -515,8 +515,7 @@ def _run_measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     if not levels:
         parser.error("give the levels to measure by: -spinal X_spinal_levels.nii.gz and/or -vertebral ...")
     paths, result = measure_files(args.i, levels, parse_maps(args.map), cord=args.s, mask=args.mask, out_dir=args.o,
-                                  prefix=args.prefix, options=MeasureOptions(args.method),
-                                  command="rootlets measure " + " ".join(args.argv))
+                                  prefix=args.prefix, options=MeasureOptions(args.method))
     print(measure_text(result.table))
     for path in paths.values():
         print(_shown(path))

@@ -36,7 +36,7 @@ def output_paths(out_dir: str | os.PathLike, prefix: str) -> dict[str, Path]:
     return {kind: Path(out_dir) / f"{prefix}{suffix}" for kind, suffix in SUFFIXES.items()}
 
 
-def sidecar(result: MeasureResult, inputs: dict[str, str], command: str | None = None) -> dict:
+def sidecar(result: MeasureResult, inputs: dict[str, str]) -> dict:
     """The BIDS sidecar of the TSV: column descriptions and units, the method, the inputs, what made it."""
     columns = {name: {"Description": text} for name, text in LEVEL_DESCRIPTIONS.items()}
     columns.update({name: {"Description": text, **({"Units": unit} if unit else {})}
@@ -46,12 +46,11 @@ def sidecar(result: MeasureResult, inputs: dict[str, str], command: str | None =
             columns[f"{name}_{statistic}"] = {"Description": f"{name}: {text.format(method=result.method)}"}
     return {**columns, "Method": result.method, "Mask": result.mask, "Maps": result.maps, "Notes": result.notes,
             "Sources": sorted(set(inputs.values())), "Inputs": inputs,
-            "GeneratedBy": [{"Name": "rootlets_task: rootlets measure", "Version": __version__,
-                             **({"Command": command} if command else {})}]}
+            "GeneratedBy": [{"Name": "rootlets_task: rootlets measure", "Version": __version__}]}
 
 
 def write_measure(result: MeasureResult, out_dir: str | os.PathLike, prefix: str, inputs: dict[str, str | os.PathLike],
-                  command: str | None = None, figure: Callable[[Path], None] | None = None) -> dict[str, Path]:
+                  figure: Callable[[Path], None] | None = None) -> dict[str, Path]:
     """Write the CSV, the TSV and its sidecar (and with ``figure``, a function that draws into the path it is given,
     the QC figure) together; returns {"csv", "tsv", "sidecar"[, "figure"]: path}."""
     out_dir = writable_folder(out_dir)
@@ -60,7 +59,7 @@ def write_measure(result: MeasureResult, out_dir: str | os.PathLike, prefix: str
     with OutputSet() as out:
         result.table.to_csv(out.path(paths["csv"]), index=False)
         result.table.to_csv(out.path(paths["tsv"]), index=False, sep="\t", na_rep="n/a")
-        out.path(paths["sidecar"]).write_text(json.dumps(sidecar(result, recorded, command), indent=2) + "\n")
+        out.path(paths["sidecar"]).write_text(json.dumps(sidecar(result, recorded), indent=2) + "\n")
         if figure is not None:
             figure(out.path(paths["figure"]))
     return paths

@@ -574,6 +574,8 @@ def _template_step(run: _Chain, levels: pd.DataFrame) -> None:
         for text in made.notes:
             run.note(f"template: {text}")
         table, check = _pam50_table(run, made.spinal_pam50, levels)
+        if check.warns:  # shown on the QC page and in the batch summary with the other warnings
+            run.note(f"template: PAM50's spinal levels against the vertebral levels: {check.text}")
         document = {"version": __version__, "commands": made.commands, "numbering": check.to_dict(),
                     "levels": json.loads(table.to_json(orient="records")), "notes": made.notes}
         with OutputSet() as out:
@@ -649,9 +651,8 @@ def _measure_step(run: _Chain) -> None:
         run.skipped("measure", f" ({', '.join(p.name for p in paths.values())})")
         return
     run.record.check_writable("measure", list(paths.values()))
-    command = f"-i {run.source.name if run.source else run.prefix} -levels -measure {' '.join(options.measure or ())}"
     _, measured = measure_files(run.img, levels, maps, cord=cord, mask=mask, out_dir=run.out_dir,
-                                prefix=run.prefix, options=MeasureOptions(options.measure_method), command=command)
+                                prefix=run.prefix, options=MeasureOptions(options.measure_method))
     for text in measured.notes:
         run.note(f"measure: {text}")
     run.record.done("measure", key, list(paths.values()))

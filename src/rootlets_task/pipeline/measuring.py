@@ -43,8 +43,7 @@ def draw(result: MeasureResult, title: str):
 def measure_files(image: str | os.PathLike | nib.Nifti1Image, levels: Mapping[str, str | os.PathLike],
                   maps: Mapping[str, str | os.PathLike] | None = None, *, cord: str | os.PathLike | None = None,
                   mask: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
-                  prefix: str | None = None, options: MeasureOptions = MeasureOptions(),
-                  command: str | None = None) -> tuple[dict[str, Path], MeasureResult]:
+                  prefix: str | None = None, options: MeasureOptions = MeasureOptions()) -> tuple[dict[str, Path], MeasureResult]:
     """Measure per level and write ``<prefix>_measure.csv/.tsv/.json/.png`` into ``out_dir`` (default: beside the
     first level file; prefix: the image's stem), all or nothing; returns (paths, result)."""
     given: dict[str, str | os.PathLike] = {f"{kind} levels": p for kind, p in levels.items()}
@@ -64,5 +63,5 @@ def measure_files(image: str | os.PathLike | nib.Nifti1Image, levels: Mapping[st
     for path in measure_files_io.output_paths(out_dir, prefix).values():
         if path.absolute().resolve() in protected:
             raise RootletsError(f"output {path} is an input file; choose another output folder or prefix")
-    paths = measure_files_io.write_measure(result, out_dir, prefix, inputs, command, draw(result, prefix))
+    paths = measure_files_io.write_measure(result, out_dir, prefix, inputs, draw(result, prefix))
     return paths, result
