@@ -155,3 +155,17 @@ def test_levels_tables_of_earlier_versions_get_scts_names(tmp_path):
                         "height_mm": [1.0, 1.0, 1.0], "status": ["ok", "ok", "ok"]})
     old.to_csv(tmp_path / "old_levels.csv", index=False)
     assert list(read_levels_table(tmp_path / "old_levels.csv")["level"]) == ["T12", "L1", "T1"]
+
+
+def test_qc_names_whole_spine_levels(spine, tmp_path):
+    """The QC page of a whole-spine levels run lists lumbar, sacral and coccygeal levels by SCT's names."""
+    from rootlets_task.levels.compute import levels_from_files
+    from rootlets_task.qc.report import qc_subject
+
+    outputs, _ = levels_from_files(spine["rootlets"], spine["cord"], spine["discs"], out_dir=tmp_path / "o")
+    page = qc_subject(tmp_path / "qc", spine["cord"], spine["rootlets"], cord=spine["cord"], discs=spine["discs"],
+                      levels=outputs["csv"], shift=outputs["shift"], subject="spine")
+    html = page.read_text()
+    assert "spinal C2–S5 (29) · vertebral C1–Co (30)" in html
+    assert all(f"</span>{name}</td>" in html for name in ("L1", "S5", "Co"))  # table rows with their colour swatch
+    assert "T13" not in html and "T23" not in html
