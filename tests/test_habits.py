@@ -343,3 +343,85 @@ def test_formula_text_in_names_is_neutralised_in_every_table(tmp_path):
     cells = [cell for table in out.glob("*.csv") for row in csv.reader(table.open()) for cell in row]
     assert f"'{evil}" in cells  # carried, as text
     assert not [c for c in cells if c[:1] in "=+@" or (c[:1] == "-" and not c[1:2].isdigit())]
+
+
+# --- 15. surfaces: a full disk and read-only folders -----------------------------------------------------------------
+def _namespaces_or_skip() -> None:
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
+    if probe.returncode:
+        pytest.skip(f"no user/mount namespace here ({probe.stderr.decode().strip()}): no private tmpfs or read-only "
+                    "bind mount to test with")
+
+
+@pytest.fixture
+def small_bids(tmp_path):
+    """One subject, one 2 mm phantom T2w: a BIDS dataset the random model segments in seconds."""
+    from rootlets_task.io.phantom import write_phantom
+
+    ph = write_phantom(tmp_path / "ph", spacing=(2.0, 2.0, 2.0))
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "sub-01" / "anat" / "sub-01_T2w.nii.gz").write_bytes(ph["image"].read_bytes())
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "small", "BIDSVersion": "1.9.0"}))
+    return ph, bids
+
+
+def _argv(command: str, ph: dict, bids, out) -> list[str]:
+    return {"qc": ["qc", "-i", str(ph["image"]), "-r", str(ph["rootlets"]), "-qc", str(out / "qc")],
+            "segment": ["-i", str(ph["image"]), "-o", str(out / "seg.nii.gz"), "-v", "0"],
+            "levels": ["levels", "-r", str(ph["rootlets"]), "-s", str(ph["cord"]), "-o", str(out / "levels")],
+            "batch": ["batch", str(bids), "-o", str(out / "derivatives"), "-threads", "1"]}[command]
+
+
+@pytest.mark.parametrize("command", ["qc", "batch"])
+def test_a_full_disk_during_qc_or_batch_is_said_and_leaves_no_partial_file(command, random_store, small_bids, tmp_path,
+                                                                          monkeypatch):
+    from test_safety import _tiny_fs_run
+
+    _namespaces_or_skip()
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    monkeypatch.setenv("ROOTLETS_TASK_BACKEND", "torch")
+    ph, bids = small_bids
+    done = _tiny_fs_run(tmp_path, _argv(command, ph, bids, tmp_path / "full"), free_kib=8)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and "No space left on device" in lines[-1], done.stderr
+    assert all(line.startswith("rootlets: ") for line in lines), "no traceback"
+    listing = (tmp_path / "listing").read_text().split()
+    if command == "qc":  # one line, and the QC folder it was making is gone
+        assert len(lines) == 1 and listing == ["filler"]
+    else:  # the batch says which image failed and why it stopped; nothing half-written, no temporary left
+        leftovers = [p for p in (tmp_path / "full").rglob("*") if ".tmp" in p.name or p.name.startswith(".")]
+        assert leftovers == [] and "sub-01" in done.stderr
+
+
+def test_a_full_disk_during_install_names_the_sizes(tmp_path, monkeypatch):
+    from test_safety import _tiny_fs_run
+
+    _namespaces_or_skip()
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(tmp_path / "full" / "home"))
+    done = _tiny_fs_run(tmp_path, ["-install", "-release", "phantom"], free_kib=8)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "not enough disk space" in lines[0], done.stderr
+    assert "needs 0.9 MB" in lines[0] and "kB free" in lines[0]  # was "needs 0 MB, 0 MB free"
+    assert not (tmp_path / "full" / "home" / "models" / "phantom").exists()
+
+
+@pytest.mark.parametrize("command", ["segment", "levels", "qc", "batch"])
+def test_a_read_only_output_folder_is_one_line_before_any_work(command, random_store, small_bids, tmp_path,
+                                                              monkeypatch):
+    """A read-only bind mount (root ignores permission bits, so chmod cannot make one here)."""
+    import sys
+
+    _namespaces_or_skip()
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    ph, bids = small_bids
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    script = f'mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && "$@"'
+    run = [sys.executable, "-c", "import sys; from rootlets_task.cli.rootlets import main; sys.exit(main(sys.argv[1:]))"]
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", *run, *_argv(command, ph, bids, ro)],
+                          capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("rootlets: error: "), done.stderr
+    assert "writable" in lines[0] or "Read-only file system" in lines[0]
+    assert list(ro.iterdir()) == []
