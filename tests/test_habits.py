@@ -425,3 +425,88 @@ def test_a_read_only_output_folder_is_one_line_before_any_work(command, random_s
     assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("rootlets: error: "), done.stderr
     assert "writable" in lines[0] or "Read-only file system" in lines[0]
     assert list(ro.iterdir()) == []
+
+
+# --- 15. surfaces: two writers at once, a killed batch ---------------------------------------------------------------
+def _rootlets(argv: list[str], **kwargs) -> subprocess.Popen:
+    run = [sys.executable, "-c", "import sys; from rootlets_task.cli.rootlets import main; sys.exit(main(sys.argv[1:]))"]
+    return subprocess.Popen([*run, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_two_segmentations_into_one_output_at_once_leave_one_whole_result(random_store, small_bids, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    monkeypatch.setenv("ROOTLETS_TASK_BACKEND", "torch")
+    ph, _ = small_bids
+    out = tmp_path / "out" / "seg.nii.gz"
+    both = [_rootlets(["-i", str(ph["image"]), "-o", str(out), "-v", "0"]) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in both] == [0, 0], [p.stderr.read() for p in both]
+    assert nib.load(out).shape == nib.load(ph["image"]).shape  # the last one to finish wins, whole
+    assert json.loads(out.with_name("seg.json").read_text())["GeneratedBy"][0]["Release"]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "no temporary left"
+
+
+def test_a_second_batch_into_the_same_folder_stops_in_one_line(random_store, small_bids, tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    monkeypatch.setenv("ROOTLETS_TASK_BACKEND", "torch")
+    _, bids = small_bids
+    out = tmp_path / "derivatives"
+    first = _rootlets(["batch", str(bids), "-o", str(out), "-threads", "1"])
+    deadline = time.monotonic() + 120
+    while not (out / ".tmp").is_dir() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first batch is at work on its image
+    second = _rootlets(["batch", str(bids), "-o", str(out), "-threads", "1"])
+    assert second.wait(timeout=300) == 1
+    err = second.stderr.read().strip()
+    assert len(err.splitlines()) == 1 and "another rootlets batch is writing into it" in err, err
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert (out / "sub-01" / "anat" / "sub-01_T2w_rootlets.nii.gz").is_file()
+
+
+def test_a_batch_killed_mid_image_resumes_and_finishes(random_store, small_bids, tmp_path, monkeypatch):
+    import os
+    import signal
+    import time
+
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    monkeypatch.setenv("ROOTLETS_TASK_BACKEND", "torch")
+    _, bids = small_bids
+    second = bids / "sub-02" / "anat"
+    second.mkdir(parents=True)
+    (second / "sub-02_T2w.nii.gz").write_bytes((bids / "sub-01" / "anat" / "sub-01_T2w.nii.gz").read_bytes())
+    out = tmp_path / "derivatives"
+    argv = ["batch", str(bids), "-o", str(out), "-threads", "1"]
+    batch = _rootlets(argv, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list((out / ".tmp").rglob("*_rootlets.nii.gz")) and batch.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # killed once an image's outputs exist, not yet moved into place
+    os.killpg(batch.pid, signal.SIGKILL)
+    batch.wait()
+    again = _rootlets(argv)
+    assert again.wait(timeout=300) == 0, again.stderr.read()
+    summary = json.loads((out / "logs" / "batch_summary.json").read_text())
+    assert sorted(r["status"] for r in summary["results"]) in (["done", "done"], ["done", "skipped"])
+    assert len(list(out.glob("sub-*/anat/*_rootlets.nii.gz"))) == 2 and not (out / ".tmp").exists()
+
+
+@pytest.mark.parametrize("name, says", [
+    ("sub-01_desc-preproc_T2w.nii.gz", "desc"),            # the strict names add desc-rootlets: desc twice
+    ("sub-01_acq-a_acq-b_T2w.nii.gz", "acq"),               # an entity given twice
+    ("sub-01_label-SC_T2w.nii.gz", "label"),
+    (f"sub-01_acq-{'x' * 220}_T2w.nii.gz", "255 bytes"),    # a valid name whose strict names the disk cannot hold
+])
+def test_bids_strict_refuses_hostile_entities_before_any_work(name, says, random_store, small_bids, tmp_path,
+                                                               monkeypatch, capsys):
+    from rootlets_task.cli import rootlets as cli
+
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    _, bids = small_bids
+    anat = bids / "sub-01" / "anat"
+    (anat / "sub-01_T2w.nii.gz").rename(anat / name)
+    out = tmp_path / "derivatives"
+    assert cli.main(["batch", str(bids), "-o", str(out), "-bids-strict"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("rootlets: error: -bids-strict: ") and says in err, err
+    assert not (out / "sub-01").exists()
