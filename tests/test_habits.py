@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -73,8 +75,6 @@ def test_sct6_task_flag_gets_the_new_spelling_and_exit_0_as_sct_7(tmp_path, caps
 
 # --- 10. -install -custom-url then -i runs the custom model, as SCT ------------------------------------------------
 def test_custom_install_is_what_the_next_segmentation_runs(random_store, tmp_path, capsys, monkeypatch):
-    import shutil
-
     from support.loopback import stop
     from test_install import Server
 
@@ -162,8 +162,6 @@ def test_restore_with_nothing_kept_is_one_line(tmp_path, monkeypatch, capsys):
 
 # --- 13. the differences from SCT found side by side are documented, and true --------------------------------------
 def test_undocumented_differences_are_in_help_and_docs_and_hold(random_store, tmp_path, monkeypatch, capsys):
-    from pathlib import Path
-
     from rootlets_task.cli import rootlets as cli
 
     monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
@@ -258,9 +256,6 @@ def test_checkpoint_scan_refuses_a_global_it_cannot_trace(stream, found):
 def test_ci_tool_install_fails_as_root_when_debian_refuses(tmp_path):
     """``.ci/install_tools`` under a stand-in ``id`` (uid 0) and ``apt-get`` (a failed install): exit 1, one reason.
     Only bash, the stand-ins and an already cached validator are on PATH, so nothing is installed for real."""
-    import shutil
-    from pathlib import Path
-
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "bash").symlink_to(shutil.which("bash"))
@@ -280,8 +275,6 @@ def test_ci_tool_install_fails_as_root_when_debian_refuses(tmp_path):
 
 @pytest.mark.parametrize("require, outcome", [("", "1 skipped"), ("chromium", "1 failed"), ("all", "1 failed")])
 def test_a_test_needing_a_missing_tool_fails_where_ci_requires_it(require, outcome, tmp_path):
-    from pathlib import Path
-
     env = {**os.environ, "PATH": str(tmp_path), "ROOTLETS_REQUIRE": require}  # no chromium on this PATH
     env.pop("PYTEST_ADDOPTS", None)
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_qc.py", "-k",
@@ -303,7 +296,7 @@ def test_slurm_is_required_by_either_spelling(monkeypatch):
 
 
 # --- 15. surfaces: participants.tsv heights and text a spreadsheet would run ---------------------------------------
-LAB = __import__("pathlib").Path(__file__).parent / "data" / "lab_reference"
+LAB = Path(__file__).parent / "data" / "lab_reference"
 
 
 @pytest.mark.parametrize("height", ["tall", "NaN", "-170", "inf", "1e308", "1e400", ""])
@@ -410,7 +403,6 @@ def test_a_full_disk_during_install_names_the_sizes(tmp_path, monkeypatch):
 def test_a_read_only_output_folder_is_one_line_before_any_work(command, random_store, small_bids, tmp_path,
                                                               monkeypatch):
     """A read-only bind mount (root ignores permission bits, so chmod cannot make one here)."""
-    import sys
 
     _namespaces_or_skip()
     monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
