@@ -83,7 +83,7 @@ def phantom_store(tmp_path_factory):
     home = tmp_path_factory.mktemp("phantom_store")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ROOTLETS_TASK_HOME", str(home))
-        install.install_release("phantom", progress=False)
+        install.install_release("phantom", progress=False, make_active=False)  # tests name -release phantom
     return home
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -73,8 +75,6 @@ def test_sct6_task_flag_gets_the_new_spelling_and_exit_0_as_sct_7(tmp_path, caps
 
 # --- 10. -install -custom-url then -i runs the custom model, as SCT ------------------------------------------------
 def test_custom_install_is_what_the_next_segmentation_runs(random_store, tmp_path, capsys, monkeypatch):
-    import shutil
-
     from support.loopback import stop
     from test_install import Server
 
@@ -162,8 +162,6 @@ def test_restore_with_nothing_kept_is_one_line(tmp_path, monkeypatch, capsys):
 
 # --- 13. the differences from SCT found side by side are documented, and true --------------------------------------
 def test_undocumented_differences_are_in_help_and_docs_and_hold(random_store, tmp_path, monkeypatch, capsys):
-    from pathlib import Path
-
     from rootlets_task.cli import rootlets as cli
 
     monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
@@ -258,9 +256,6 @@ def test_checkpoint_scan_refuses_a_global_it_cannot_trace(stream, found):
 def test_ci_tool_install_fails_as_root_when_debian_refuses(tmp_path):
     """``.ci/install_tools`` under a stand-in ``id`` (uid 0) and ``apt-get`` (a failed install): exit 1, one reason.
     Only bash, the stand-ins and an already cached validator are on PATH, so nothing is installed for real."""
-    import shutil
-    from pathlib import Path
-
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "bash").symlink_to(shutil.which("bash"))
@@ -280,8 +275,6 @@ def test_ci_tool_install_fails_as_root_when_debian_refuses(tmp_path):
 
 @pytest.mark.parametrize("require, outcome", [("", "1 skipped"), ("chromium", "1 failed"), ("all", "1 failed")])
 def test_a_test_needing_a_missing_tool_fails_where_ci_requires_it(require, outcome, tmp_path):
-    from pathlib import Path
-
     env = {**os.environ, "PATH": str(tmp_path), "ROOTLETS_REQUIRE": require}  # no chromium on this PATH
     env.pop("PYTEST_ADDOPTS", None)
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_qc.py", "-k",
@@ -303,7 +296,7 @@ def test_slurm_is_required_by_either_spelling(monkeypatch):
 
 
 # --- 15. surfaces: participants.tsv heights and text a spreadsheet would run ---------------------------------------
-LAB = __import__("pathlib").Path(__file__).parent / "data" / "lab_reference"
+LAB = Path(__file__).parent / "data" / "lab_reference"
 
 
 @pytest.mark.parametrize("height", ["tall", "NaN", "-170", "inf", "1e308", "1e400", ""])
@@ -343,3 +336,169 @@ def test_formula_text_in_names_is_neutralised_in_every_table(tmp_path):
     cells = [cell for table in out.glob("*.csv") for row in csv.reader(table.open()) for cell in row]
     assert f"'{evil}" in cells  # carried, as text
     assert not [c for c in cells if c[:1] in "=+@" or (c[:1] == "-" and not c[1:2].isdigit())]
+
+
+# --- 15. surfaces: a full disk and read-only folders -----------------------------------------------------------------
+def _namespaces_or_skip() -> None:
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
+    if probe.returncode:
+        pytest.skip(f"no user/mount namespace here ({probe.stderr.decode().strip()}): no private tmpfs or read-only "
+                    "bind mount to test with")
+
+
+@pytest.fixture
+def small_bids(tmp_path):
+    """One subject, one 2 mm phantom T2w: a BIDS dataset the random model segments in seconds."""
+    from rootlets_task.io.phantom import write_phantom
+
+    ph = write_phantom(tmp_path / "ph", spacing=(2.0, 2.0, 2.0))
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "sub-01" / "anat" / "sub-01_T2w.nii.gz").write_bytes(ph["image"].read_bytes())
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "small", "BIDSVersion": "1.9.0"}))
+    return ph, bids
+
+
+def _argv(command: str, ph: dict, bids, out) -> list[str]:
+    return {"qc": ["qc", "-i", str(ph["image"]), "-r", str(ph["rootlets"]), "-qc", str(out / "qc")],
+            "segment": ["-i", str(ph["image"]), "-o", str(out / "seg.nii.gz"), "-v", "0"],
+            "levels": ["levels", "-r", str(ph["rootlets"]), "-s", str(ph["cord"]), "-o", str(out / "levels")],
+            "batch": ["batch", str(bids), "-o", str(out / "derivatives"), "-threads", "1"]}[command]
+
+
+@pytest.mark.parametrize("command", ["qc", "batch"])
+def test_a_full_disk_during_qc_or_batch_is_said_and_leaves_no_partial_file(command, random_store, small_bids, tmp_path,
+                                                                          monkeypatch):
+    from test_safety import _tiny_fs_run
+
+    _namespaces_or_skip()
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    monkeypatch.setenv("ROOTLETS_TASK_BACKEND", "torch")
+    ph, bids = small_bids
+    done = _tiny_fs_run(tmp_path, _argv(command, ph, bids, tmp_path / "full"), free_kib=8)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and "No space left on device" in lines[-1], done.stderr
+    assert all(line.startswith("rootlets: ") for line in lines), "no traceback"
+    listing = (tmp_path / "listing").read_text().split()
+    if command == "qc":  # one line, and the QC folder it was making is gone
+        assert len(lines) == 1 and listing == ["filler"]
+    else:  # the batch says which image failed and why it stopped; nothing half-written, no temporary left
+        leftovers = [p for p in (tmp_path / "full").rglob("*") if ".tmp" in p.name or p.name.startswith(".")]
+        assert leftovers == [] and "sub-01" in done.stderr
+
+
+def test_a_full_disk_during_install_names_the_sizes(tmp_path, monkeypatch):
+    from test_safety import _tiny_fs_run
+
+    _namespaces_or_skip()
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(tmp_path / "full" / "home"))
+    done = _tiny_fs_run(tmp_path, ["-install", "-release", "phantom"], free_kib=8)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "not enough disk space" in lines[0], done.stderr
+    assert "needs 0.9 MB" in lines[0] and "kB free" in lines[0]  # was "needs 0 MB, 0 MB free"
+    assert not (tmp_path / "full" / "home" / "models" / "phantom").exists()
+
+
+@pytest.mark.parametrize("command", ["segment", "levels", "qc", "batch"])
+def test_a_read_only_output_folder_is_one_line_before_any_work(command, random_store, small_bids, tmp_path,
+                                                              monkeypatch):
+    """A read-only bind mount (root ignores permission bits, so chmod cannot make one here)."""
+
+    _namespaces_or_skip()
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    ph, bids = small_bids
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    script = f'mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && "$@"'
+    run = [sys.executable, "-c", "import sys; from rootlets_task.cli.rootlets import main; sys.exit(main(sys.argv[1:]))"]
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", *run, *_argv(command, ph, bids, ro)],
+                          capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("rootlets: error: "), done.stderr
+    assert "writable" in lines[0] or "Read-only file system" in lines[0]
+    assert list(ro.iterdir()) == []
+
+
+# --- 15. surfaces: two writers at once, a killed batch ---------------------------------------------------------------
+def _rootlets(argv: list[str], **kwargs) -> subprocess.Popen:
+    run = [sys.executable, "-c", "import sys; from rootlets_task.cli.rootlets import main; sys.exit(main(sys.argv[1:]))"]
+    return subprocess.Popen([*run, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_two_segmentations_into_one_output_at_once_leave_one_whole_result(random_store, small_bids, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    monkeypatch.setenv("ROOTLETS_TASK_BACKEND", "torch")
+    ph, _ = small_bids
+    out = tmp_path / "out" / "seg.nii.gz"
+    both = [_rootlets(["-i", str(ph["image"]), "-o", str(out), "-v", "0"]) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in both] == [0, 0], [p.stderr.read() for p in both]
+    assert nib.load(out).shape == nib.load(ph["image"]).shape  # the last one to finish wins, whole
+    assert json.loads(out.with_name("seg.json").read_text())["GeneratedBy"][0]["Release"]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "no temporary left"
+
+
+def test_a_second_batch_into_the_same_folder_stops_in_one_line(random_store, small_bids, tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    monkeypatch.setenv("ROOTLETS_TASK_BACKEND", "torch")
+    _, bids = small_bids
+    out = tmp_path / "derivatives"
+    first = _rootlets(["batch", str(bids), "-o", str(out), "-threads", "1"])
+    deadline = time.monotonic() + 120
+    while not (out / ".tmp").is_dir() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first batch is at work on its image
+    second = _rootlets(["batch", str(bids), "-o", str(out), "-threads", "1"])
+    assert second.wait(timeout=300) == 1
+    err = second.stderr.read().strip()
+    assert len(err.splitlines()) == 1 and "another rootlets batch is writing into it" in err, err
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert (out / "sub-01" / "anat" / "sub-01_T2w_rootlets.nii.gz").is_file()
+
+
+def test_a_batch_killed_mid_image_resumes_and_finishes(random_store, small_bids, tmp_path, monkeypatch):
+    import os
+    import signal
+    import time
+
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    monkeypatch.setenv("ROOTLETS_TASK_BACKEND", "torch")
+    _, bids = small_bids
+    second = bids / "sub-02" / "anat"
+    second.mkdir(parents=True)
+    (second / "sub-02_T2w.nii.gz").write_bytes((bids / "sub-01" / "anat" / "sub-01_T2w.nii.gz").read_bytes())
+    out = tmp_path / "derivatives"
+    argv = ["batch", str(bids), "-o", str(out), "-threads", "1"]
+    batch = _rootlets(argv, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list((out / ".tmp").rglob("*_rootlets.nii.gz")) and batch.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # killed once an image's outputs exist, not yet moved into place
+    os.killpg(batch.pid, signal.SIGKILL)
+    batch.wait()
+    again = _rootlets(argv)
+    assert again.wait(timeout=300) == 0, again.stderr.read()
+    summary = json.loads((out / "logs" / "batch_summary.json").read_text())
+    assert sorted(r["status"] for r in summary["results"]) in (["done", "done"], ["done", "skipped"])
+    assert len(list(out.glob("sub-*/anat/*_rootlets.nii.gz"))) == 2 and not (out / ".tmp").exists()
+
+
+@pytest.mark.parametrize("name, says", [
+    ("sub-01_desc-preproc_T2w.nii.gz", "desc"),            # the strict names add desc-rootlets: desc twice
+    ("sub-01_acq-a_acq-b_T2w.nii.gz", "acq"),               # an entity given twice
+    ("sub-01_label-SC_T2w.nii.gz", "label"),
+    (f"sub-01_acq-{'x' * 220}_T2w.nii.gz", "255 bytes"),    # a valid name whose strict names the disk cannot hold
+])
+def test_bids_strict_refuses_hostile_entities_before_any_work(name, says, random_store, small_bids, tmp_path,
+                                                               monkeypatch, capsys):
+    from rootlets_task.cli import rootlets as cli
+
+    monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
+    _, bids = small_bids
+    anat = bids / "sub-01" / "anat"
+    (anat / "sub-01_T2w.nii.gz").rename(anat / name)
+    out = tmp_path / "derivatives"
+    assert cli.main(["batch", str(bids), "-o", str(out), "-bids-strict"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("rootlets: error: -bids-strict: ") and says in err, err
+    assert not (out / "sub-01").exists()

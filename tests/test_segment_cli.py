@@ -44,7 +44,7 @@ def phantom_installed(models_home):
     """The bundled phantom release, installed once into the session's model store (no network)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(install.ENV_HOME, str(models_home))
-        install.install_release("phantom", progress=False)  # beside the random model: both in one store
+        install.install_release("phantom", progress=False, make_active=False)  # beside the random model, not the default
     return models_home
 
 

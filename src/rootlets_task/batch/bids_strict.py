@@ -58,11 +58,27 @@ def strict_names(name: str, suffix: str, files: list[str]) -> dict[str, str]:
     return {file: strict.get(file, file) for file in files}
 
 
+ADDED_ENTITIES = ("desc", "label")  # what the strict names add after the image's own entities
+MAX_NAME_BYTES = 255  # a file name longer than this cannot be created on the usual file systems
+
+
 def check_unique(units: list[Unit]) -> None:
-    """Two images of one subject/session that differ only by their suffix would get the same strict names."""
+    """Refuse, before any work, images whose strict names would not be valid BIDS or not unique: an entity given twice
+    (``acq-a_acq-b``), a ``desc``/``label`` entity that the strict names would repeat, a name too long for the file
+    system, or two images of one subject/session that differ only by their suffix."""
+    longest = max(len(f"_{new}.nii.gz") for new, _, _ in STRICT.values())
     seen: dict[str, str] = {}
     for unit in units:
         source = source_entities(unit.name, unit.suffix)
+        keys = [part.split("-", 1)[0] for part in source.split("_")]
+        repeated = sorted({k for k in keys if keys.count(k) > 1} | set(keys) & set(ADDED_ENTITIES))
+        if repeated:
+            raise RootletsError(f"-bids-strict: {unit.rel} has the entity {'/'.join(repeated)} twice or one the strict "
+                                f"names add ({', '.join(ADDED_ENTITIES)}), so its outputs would repeat an entity, which "
+                                "BIDS forbids; rename the image or run without -bids-strict")
+        if len(source.encode()) + longest > MAX_NAME_BYTES:
+            raise RootletsError(f"-bids-strict: {unit.rel}: its strict output names would be longer than "
+                                f"{MAX_NAME_BYTES} bytes; shorten its entity values or run without -bids-strict")
         if source in seen:
             raise RootletsError(f"-bids-strict: {seen[source]} and {unit.rel} would get the same names ({source}_...); "
                                 "run each contrast into its own derivative folder (-contrast, -o)")

@@ -240,38 +240,66 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     writable_folder(out)
     if options.qc:
         writable_folder(options.qc, "QC folder", "-qc")
-    levers, levers_note, check = batch_levers.plan_batch_levers(options, settings, units, out)
-    settings = replace(settings, levers=levers)
-    _describe_dataset(bids_root, out, units, settings, levers_note)
-    remove_stale_scratch(out / TMP)  # left by killed runs, also of images that are done since
-    results = [{**describe_unit(u), "status": "skipped", "error": None, "seconds": 0.0, **_checks_of(u)}
-               for u in units if not options.overwrite and is_done(u, settings)]
-    skipped = {r["name"] for r in results}
-    todo = [u for u in units if u.name not in skipped]
-    checked = [u for u in todo if u.rel in levers.checked]  # written from the lever check's exact path, here
-    with batch_levers.replaying(check, settings):
-        results += _run(checked, len(results), settings, out, replace(options, jobs=1, dask=None, slurm=None))
-    todo = [u for u in todo if u not in checked]
-    if engine in ("-slurm-array", "-collect"):
-        from rootlets_task.batch.slurm_array import run_array
+    with _only_batch(out):  # two batches into one folder would remove each other's temporary folders
+        levers, levers_note, check = batch_levers.plan_batch_levers(options, settings, units, out)
+        settings = replace(settings, levers=levers)
+        _describe_dataset(bids_root, out, units, settings, levers_note)
+        remove_stale_scratch(out / TMP)  # left by killed runs, also of images that are done since
+        results = [{**describe_unit(u), "status": "skipped", "error": None, "seconds": 0.0, **_checks_of(u)}
+                   for u in units if not options.overwrite and is_done(u, settings)]
+        skipped = {r["name"] for r in results}
+        todo = [u for u in units if u.name not in skipped]
+        checked = [u for u in todo if u.rel in levers.checked]  # written from the lever check's exact path, here
+        with batch_levers.replaying(check, settings):
+            results += _run(checked, len(results), settings, out, replace(options, jobs=1, dask=None, slurm=None))
+        todo = [u for u in todo if u not in checked]
+        if engine in ("-slurm-array", "-collect"):
+            from rootlets_task.batch.slurm_array import run_array
 
-        results += run_array(todo, settings, out, options.jobs, options.slurm_array, options.collect)
-    else:
-        results += _run(todo, len(results), settings, out, options)
-    with contextlib.suppress(OSError):
-        (out / TMP).rmdir()  # only when empty: another run may be writing into the same folder
-    summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0,
-                           ignored=found.ignored, qc=Path(options.qc) if options.qc else None)
-    if chain is not None:
-        with shared_paths(out, {"raw": bids_root}):  # the group tables name their sources by BIDS URI
-            summary.tables = dataset_tables(out, settings, participants_file(bids_root))
-    with shared_paths(out, {"raw": bids_root}):  # the summary is part of the derivative: no local paths
-        write_json(out / LOGS / SUMMARY, {"finished": now(), "seconds": round(summary.seconds, 1), "version": __version__,
-                                          "release": settings.model.get("tag"),
-                                          "results": [r | {"log": portable(r.get("log"))} for r in summary.results],
-                                          "ignored": [list(i) for i in summary.ignored],
-                                          "tables": {k: portable(v) for k, v in summary.tables.items()}})
+            results += run_array(todo, settings, out, options.jobs, options.slurm_array, options.collect)
+        else:
+            results += _run(todo, len(results), settings, out, options)
+        with contextlib.suppress(OSError):
+            (out / TMP).rmdir()  # only when empty: another run may be writing into the same folder
+        summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0,
+                               ignored=found.ignored, qc=Path(options.qc) if options.qc else None)
+        if chain is not None:
+            with shared_paths(out, {"raw": bids_root}):  # the group tables name their sources by BIDS URI
+                summary.tables = dataset_tables(out, settings, participants_file(bids_root))
+        with shared_paths(out, {"raw": bids_root}):  # the summary is part of the derivative: no local paths
+            write_json(out / LOGS / SUMMARY, {"finished": now(), "seconds": round(summary.seconds, 1), "version": __version__,
+                                              "release": settings.model.get("tag"),
+                                              "results": [r | {"log": portable(r.get("log"))} for r in summary.results],
+                                              "ignored": [list(i) for i in summary.ignored],
+                                              "tables": {k: portable(v) for k, v in summary.tables.items()}})
     return summary
+
+
+@contextlib.contextmanager
+def _only_batch(out: Path):
+    """Hold ``out/logs/.batch.lock`` while a batch writes into ``out``: a second batch into the same folder stops at
+    once with one line naming the first (SLURM array tasks and Dask workers of one batch do not take it)."""
+    import json
+    import socket
+
+    from filelock import FileLock, Timeout
+
+    (out / LOGS).mkdir(parents=True, exist_ok=True)
+    lock, owner = FileLock(out / LOGS / ".batch.lock"), out / LOGS / ".batch.lock.owner"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = read_json(owner, limit=4096)
+        who = (f"process {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
+               if isinstance(holder, dict) else "another process")
+        raise RootletsError(f"output folder {out}: another rootlets batch is writing into it ({who}); wait for it to "
+                            "end, or give this one another -o") from None
+    try:
+        owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now()}))
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
 
 
 def _checks_of(unit: bids.Unit) -> dict:

@@ -506,6 +506,11 @@ def _extract(layout: ReleaseZip, target: Path) -> None:
         raise RootletsError(f"cannot extract model zip into {target}: {exc.strerror or exc}") from None
 
 
+def _size(n: int) -> str:
+    """A size for people: MB with one decimal, kB below 0.1 MB (a small model is not "0 MB")."""
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"
+
+
 def atomic_install(zip_path: str | Path, dest: str | Path, record: dict | str, record_name: str,
                    layout: ReleaseZip | None = None, keep_previous: Path | None = None) -> Path:
     """Replace folder ``dest`` by ``<trainer folder>/`` from the zip plus ``record_name`` (JSON of ``record``; a str
@@ -522,8 +527,8 @@ def atomic_install(zip_path: str | Path, dest: str | Path, record: dict | str, r
     dest.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(dest.parent).free
     if layout.size > free:
-        raise RootletsError(f"not enough disk space in {dest.parent}: the model needs {layout.size >> 20} MB, "
-                            f"{free >> 20} MB free")
+        raise RootletsError(f"not enough disk space in {dest.parent}: the model needs {_size(layout.size)}, "
+                            f"{_size(free)} free; free disk space or set ROOTLETS_TASK_HOME to another disk")
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dest), dir=dest.parent))
     try:
         staging = tmp / dest.name

@@ -22,6 +22,7 @@ Everything lives under ``<qc>/rootlets_task/`` so that a QC folder shared with S
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,6 +30,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,17 @@ from filelock import FileLock, Timeout
 from rootlets_task._version import __version__
 from rootlets_task.core.colours import level_colour
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import check_size, keep_inputs, load_json, now, printable, read_json, writable_folder, write_text
+from rootlets_task.core.files import (
+    OutputSet,
+    check_size,
+    keep_inputs,
+    load_json,
+    now,
+    printable,
+    read_json,
+    writable_folder,
+    write_text,
+)
 from rootlets_task.core.places import portable, portable_text, shared_paths
 from rootlets_task.inference import confidence as conf
 from rootlets_task.io import labels
@@ -295,6 +307,38 @@ def _read_records(qc_dir: Path) -> list[dict]:
     return sorted(records, key=lambda r: r["subject"].lower())
 
 
+def _write_subject(out: Path, subject: str, key: str, img, roots, cord_img, disc_img, levels_df, shift_df, slab_mm,
+                   extra: dict) -> Path:
+    """A subject's figures, page and record, all or none (an earlier run's files stay until all are written)."""
+    report = out.parent
+    views = display_views(img, roots, cord_img, disc_img, slab_mm=slab_mm)
+    zooms = "×".join(f"{z:g}" for z in img.header.get_zooms()[:3])
+    caption = (f"image {orientation(img)} {zooms} mm, shown at {views['coronal'].pixel_mm:g} mm pixels; "
+               f"rootlets_task {__version__}")
+    page = out / "index.html"
+    (report / RECORDS).mkdir(parents=True, exist_ok=True)
+    with OutputSet(remove=[out / "levels.png"] if levels_df is None else []) as files:  # levels.png: an earlier run's
+        panels = rootlets_figure(views, files.path(out / "rootlets.png"), f"{subject}: rootlets by spinal level", caption)
+        thumbnail(views, files.path(out / "thumbnail.png"))
+        strip(views, files.path(out / "strip.png"))
+        figures = {"rootlets": {"file": "rootlets.png", "panels": panels}}
+        if levels_df is not None:
+            levels_figure(levels_df, shift_df, files.path(out / "levels.png"), f"{subject}: spinal vs vertebral levels")
+            figures["levels"] = {"file": "levels.png"}
+        record = {"subject": subject, "key": key, "created": now(), "page": f"{key}/index.html",
+                  "thumbnail": f"{key}/thumbnail.png", "strip": f"{key}/strip.png", "figures": figures,
+                  **_levels_summary(levels_df, shift_df), **extra}
+        files.path(page).write_text(_templates().get_template("qc_subject.html").render(
+            r=record, tables=_page_tables(levels_df, shift_df)), encoding="utf-8")
+        files.path(report / RECORDS / f"{key}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return page
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
 def report_folder(qc_dir: str | os.PathLike) -> Path:
     """``<qc_dir>/rootlets_task``: where our report lives in a QC folder (created; the QC folder must be writable)."""
     folder = writable_folder(qc_dir, "QC folder", "-qc") / REPORT
@@ -413,6 +457,8 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
     if cord_img is None:
         notes.append("no cord segmentation given: views are centred on the rootlets")
 
+    created = [p for p in (Path(qc_dir), Path(qc_dir) / REPORT, Path(qc_dir) / REPORT / RECORDS,
+                           Path(qc_dir) / REPORT / key) if not p.exists()]
     report = report_folder(qc_dir)
     out = report / key
     keep_inputs([out / "rootlets.png", out / "thumbnail.png", out / "levels.png", out / "index.html",
@@ -421,29 +467,14 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
                                                           ("discs", discs), ("levels", levels), ("shift", shift))},
                 "-qc")
     out.mkdir(exist_ok=True)
-    views = display_views(img, roots, cord_img, disc_img, slab_mm=slab_mm)
-    zooms = "×".join(f"{z:g}" for z in img.header.get_zooms()[:3])
-    caption = (f"image {orientation(img)} {zooms} mm, shown at {views['coronal'].pixel_mm:g} mm pixels; "
-               f"rootlets_task {__version__}")
-    panels = rootlets_figure(views, out / "rootlets.png", f"{subject}: rootlets by spinal level", caption)
-    thumbnail(views, out / "thumbnail.png")
-    strip(views, out / "strip.png")
-    figures = {"rootlets": {"file": "rootlets.png", "panels": panels}}
-    if levels_df is not None:
-        levels_figure(levels_df, shift_df, out / "levels.png", f"{subject}: spinal vs vertebral levels")
-        figures["levels"] = {"file": "levels.png"}
-    else:
-        (out / "levels.png").unlink(missing_ok=True)  # from an earlier run of this subject
-
-    record = {"subject": subject, "key": key, "created": now(), "page": f"{key}/index.html",
-              "thumbnail": f"{key}/thumbnail.png", "strip": f"{key}/strip.png", "figures": figures,
-              **_levels_summary(levels_df, shift_df),
-              "numbering": numbering, "confidence": _confidence(confidence, rootlets, levels_df, roots),
-              "warnings": warnings, "notes": notes,
-              "provenance": _shared_provenance(qc_dir, image, rootlets, cord, discs, provenance)}
-    page = out / "index.html"
-    write_text(page, _templates().get_template("qc_subject.html").render(r=record, tables=_page_tables(levels_df, shift_df)))
-    (report / RECORDS).mkdir(parents=True, exist_ok=True)
-    write_text(report / RECORDS / f"{key}.json", json.dumps(record, indent=1))
+    try:
+        page = _write_subject(out, subject, key, img, roots, cord_img, disc_img, levels_df, shift_df, slab_mm,
+                              {"numbering": numbering, "confidence": _confidence(confidence, rootlets, levels_df, roots),
+                               "warnings": warnings, "notes": notes,
+                               "provenance": _shared_provenance(qc_dir, image, rootlets, cord, discs, provenance)})
+    except BaseException:  # a full disk, an interrupt: the folders this call made go too (the files never appeared)
+        for folder in reversed(created):
+            shutil.rmtree(folder, ignore_errors=True) if folder == out else _remove_if_empty(folder)
+        raise
     rebuild_index(qc_dir)
     return page
