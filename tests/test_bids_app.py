@@ -121,7 +121,7 @@ def test_help_version_and_exit_codes_of_the_real_process(bids, tmp_path):
     version = subprocess.run([*run, "--version"], capture_output=True, text=True, check=True).stdout
     assert version.strip() == f"rootlets-bids (rootlets_task) {__version__}"
     usage = subprocess.run([*run, str(bids), str(tmp_path / "o")], capture_output=True, text=True)
-    assert usage.returncode == 2 and "analysis_level" in usage.stderr
+    assert usage.returncode == 2 and "ANALYSIS_LEVEL" in usage.stderr
     missing = subprocess.run([*run, str(tmp_path / "nowhere"), str(tmp_path / "o"), "participant"], capture_output=True,
                              text=True)
     assert missing.returncode == 1 and "BIDS folder" in missing.stderr and "Traceback" not in missing.stderr

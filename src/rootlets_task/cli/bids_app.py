@@ -37,8 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("bids_dir", metavar="BIDS_DIR", help="the BIDS dataset (read only)")
     p.add_argument("output_dir", metavar="OUTPUT_DIR", help="the derivative dataset to write, e.g. "
                    "BIDS_DIR/derivatives/rootlets")
-    p.add_argument("analysis_level", choices=["participant", "group"], help="participant: run the images; group: the "
-                   "tables and statistics over the participants done")
+    p.add_argument("analysis_level", metavar="ANALYSIS_LEVEL", choices=["participant", "group"], help="participant: "
+                   "run the images; group: the tables and statistics over the participants done")
     p.add_argument("--participant_label", nargs="+", metavar="LABEL", help="only these participants (01 or sub-01; "
                    "default: all)")
     p.add_argument("--session_label", nargs="+", metavar="LABEL", help="only these sessions (01 or ses-01; default: all)")
