@@ -1,6 +1,9 @@
 # Entry points that work on a fresh checkout: `make demo`, `make test`, `make docs`.
-# All create .venv in the repository and install the package with the CPU torch pin.
+# All create .venv in the repository and install the package with the CPU build of torch: torch alone comes first,
+# from PyTorch's CPU wheel index (constraints.txt pins its +cpu build on Linux, so nothing can swap in the CUDA
+# build from PyPI), then the package and the rest from PyPI. GPU machines: see docs/install.md.
 PYTHON ?= python3
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -10,6 +13,7 @@ export NO_MKDOCS_2_WARNING := 1
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt --extra-index-url $(TORCH_INDEX) torch
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
@@ -26,6 +30,8 @@ docs: $(STAMP)
 
 test: $(STAMP) docs
 	$(BIN)/ruff check src tests model_release benchmarks
+	$(BIN)/lint-imports  # the layers of docs/architecture.md and no import cycle (.importlinter)
+	$(BIN)/mypy  # the package's types (mypy.ini)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests  # two workers (pytest-xdist); SLURM tests in one
 
 clean:

@@ -27,6 +27,8 @@ setup(
         "nibabel>=5.0",
         "numpy>=1.24",
         "scipy>=1.10",
+        # measures.morphometry: SCT's angle correction (transform.warp) and shape (measure.regionprops), as SCT calls them
+        "scikit-image>=0.19",
         "requests>=2.28",
         "tqdm>=4.60",
         "platformdirs>=3.0",
@@ -51,9 +53,10 @@ setup(
         # the documentation site (`make docs`; mkdocs.yml)
         "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"],
         # openvino: CI exercises the default CPU backend; nncf: the int8 path;
-        # dask-jobqueue: the SLURM job script of `rootlets batch -slurm`; mkdocs: tests/test_docs.py builds the site
+        # dask-jobqueue: the SLURM job script of `rootlets batch -slurm`; mkdocs: tests/test_docs.py builds the site;
+        # import-linter and mypy: the layer contract (.importlinter) and the type check (mypy.ini) of `make test`
         "test": ["pytest>=7", "pytest-xdist>=3.5", "ruff>=0.5", "openvino>=2024.0", "nncf>=3.4,<3.5", "dask-jobqueue>=0.8",
-                 "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"],
+                 "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "import-linter>=2.17,<3", "mypy>=2.4,<3"],
     },
     entry_points={"console_scripts": ["rootlets=rootlets_task.cli.rootlets:main",
                                      "rootlets-bids=rootlets_task.cli.bids_app:main"]},

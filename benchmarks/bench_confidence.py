@@ -32,9 +32,9 @@ from bench_model import benchmark_model, write_benchmark_image  # noqa: E402
 
 
 def _segmenter(model: Path):
-    from rootlets_task.inference.segmenter import Segmenter, configure_threads
+    from rootlets_task.inference.segmenter import Segmenter
 
-    return Segmenter(model, verbose=0, threads=configure_threads())
+    return Segmenter(model, verbose=0)
 
 
 def _call(segmenter, img, mode: str):

@@ -8,10 +8,14 @@ cached by bench_model.py). The reference runs a fresh process per image, as ``sc
 the whole batch in one process. Paths: ``ours`` (the default, what ``rootlets -i`` does), ``ours-crop`` (the cord
 mask given, as ``-levels -crop-to-cord`` does: sub-image around the cord), ``ours-torch`` (PyTorch backend, to show
 the backend's share), ``ours-int8`` and ``ours-crop-int8`` (the int8 network, quantised before the timed runs,
-calibrated on the first benchmark image). Wall time is measured around each process, CPU time and peak RSS inside it.
+calibrated on the first benchmark image), ``ours-bf16`` and ``ours-crop-bf16`` (bfloat16; CPUs with avx512_bf16 or AMX
+only, recorded as unavailable elsewhere). Wall time is measured around each process, CPU time and peak RSS inside it.
+Every run records the backend and precision that actually ran: a run that fell back (e.g. OpenVINO failing its load
+check, so PyTorch ran) gets no speed-up key, and ``fallback_<variant>`` says what ran instead.
 Agreement uses the bundled phantom release (a trained model) on a few phantoms: voxel agreement, per-level Dice and
 level midpoints of every variant vs the reference (int8 calibrated on the default phantoms). Backends: max |softmax
-difference| of OpenVINO (float32, int8) vs PyTorch on the realistic model.
+difference| of OpenVINO (float32, int8, bf16) vs PyTorch and seconds per tile of each, on the realistic model.
+The CPU (model, ISA flags, what OpenVINO can run on it) is recorded; ``table`` sums it all up per variant.
 """
 
 from __future__ import annotations
@@ -34,14 +38,17 @@ sys.path.insert(0, str(HERE))
 
 from _common import phantom_release  # noqa: E402
 from bench_model import benchmark_model, cache_dir, write_benchmark_image  # noqa: E402
+from bench_workers import EXPECTED  # noqa: E402
 
 import rootlets_task  # noqa: E402
 from rootlets_task.io.metrics import agreement  # noqa: E402
 
 PHANTOM_ZIP = Path(rootlets_task.__file__).parent / "data" / "model-spinal-rootlets-phantom.zip"
 # variants also timed on the batch (ours-torch only shows the backend's share)
-BATCH_VARIANTS = ("ours-crop", "ours-int8", "ours-crop-int8")
+BATCH_VARIANTS = ("ours-crop", "ours-int8", "ours-crop-int8", "ours-bf16", "ours-crop-bf16")
 INT8_VARIANTS = ("ours-int8", "ours-crop-int8")
+BF16_VARIANTS = ("ours-bf16", "ours-crop-bf16")
+TILE_REPS = 3  # timed forward passes per backend on one tile (median), after one warm-up
 
 
 def run_worker(mode: str, model: Path, images: list[Path], out_dir: Path, env: dict | None = None) -> dict:
@@ -64,7 +71,18 @@ def reference_batch(model: Path, images: list[Path], out_dir: Path) -> dict:
 
 
 def medians(runs: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in runs) for k in ("wall_s", "cpu_s", "peak_rss_mb")} | {"runs": runs}
+    """Median wall, CPU and memory of the runs, and what ran (every run's backend and precision, when the same)."""
+    ran = {(r.get("backend"), r.get("precision")) for r in runs}
+    backend, precision = ran.pop() if len(ran) == 1 else ("mixed", "mixed")
+    return {k: statistics.median(r[k] for r in runs) for k in ("wall_s", "cpu_s", "peak_rss_mb")} | {
+        "backend": backend, "precision": precision, "runs": runs}
+
+
+def fell_back(mode: str, runs: dict) -> str | None:
+    """What ran instead of ``mode``'s backend and precision (None when it ran as meant)."""
+    meant = EXPECTED[mode]
+    ran = (runs.get("backend"), runs.get("precision"))
+    return None if ran == meant else f"{' '.join(map(str, ran))} ran instead of {' '.join(meant)}"
 
 
 def bench_images(n: int) -> list[Path]:
@@ -88,19 +106,26 @@ def timing(model: Path, reps: int, batch: int, reps_batch: int, variants: list[s
     single-image run; take N times the single-image median instead of running it again (saves N reference runs).
     """
     images = bench_images(max(batch, 1))
-    single = {mode: [] for mode in ("reference", "ours", *variants)}
+    unavailable = result.setdefault("unavailable", {})
+    single = {mode: [] for mode in ("reference", "ours", *variants) if mode not in unavailable}
     for mode, runs in result.get("single", {}).items():  # --resume: runs already made
         single.setdefault(mode, []).extend(runs["runs"])
     for r in range(reps):  # interleaved so that every path sees the same machine load
-        for mode in single:
+        for mode in list(single):
             if len(single[mode]) <= r:
-                single[mode].append(run_worker(mode, model, images[:1], work / f"single_{mode}_{r}"))
-                log(f"single {mode} run {r}: {single[mode][-1]}")
+                run = run_worker(mode, model, images[:1], work / f"single_{mode}_{r}")
+                log(f"single {mode} run {r}: {run}")
+                if "unavailable" in run:  # cannot run on this machine (bf16 without it): said, never timed
+                    unavailable[mode] = run["unavailable"]
+                    del single[mode]
+                    continue
+                single[mode].append(run)
         result["single"] = {m: medians(v) for m, v in single.items()}
         ratios(result, variants)
         log.save(result)
     if batch:
-        runs = {mode: [] for mode in ("reference", "ours", *(v for v in variants if v in BATCH_VARIANTS))}
+        runs = {mode: [] for mode in ("reference", "ours", *(v for v in variants if v in BATCH_VARIANTS))
+                if mode not in unavailable}
         for r in range(reps_batch):
             for mode in runs:
                 if mode != "reference":
@@ -118,44 +143,58 @@ def timing(model: Path, reps: int, batch: int, reps_batch: int, variants: list[s
 
 
 def ratios(result: dict, variants: list[str]) -> None:
-    """Speed-ups (reference wall / ours wall) and memory ratios (ours / reference) from the medians so far."""
+    """Speed-ups (reference wall / ours wall) and memory ratios (ours / reference) from the medians so far; a variant
+    that fell back gets ``fallback_<variant>`` (what ran instead) and no speed-up key."""
     single = result["single"]
-    result["single_image_speedup"] = single["reference"]["wall_s"] / single["ours"]["wall_s"]
-    result["single_image_cpu_ratio"] = single["reference"]["cpu_s"] / single["ours"]["cpu_s"]
-    result["peak_rss_ratio"] = single["ours"]["peak_rss_mb"] / single["reference"]["peak_rss_mb"]
-    for v in variants:
-        if v in single:
-            result[f"single_image_speedup_{v}"] = single["reference"]["wall_s"] / single[v]["wall_s"]
-            result[f"peak_rss_ratio_{v}"] = single[v]["peak_rss_mb"] / single["reference"]["peak_rss_mb"]
+    for v in ("ours", *variants):
+        if v not in single:
+            continue
+        why = fell_back(v, single[v])
+        suffix = "" if v == "ours" else f"_{v}"
+        if why:
+            result[f"fallback{suffix}"] = why
+            result.pop(f"single_image_speedup{suffix}", None)
+            continue
+        result[f"single_image_speedup{suffix}"] = single["reference"]["wall_s"] / single[v]["wall_s"]
+        result[f"peak_rss_ratio{suffix}"] = single[v]["peak_rss_mb"] / single["reference"]["peak_rss_mb"]
+    for short in ("int8", "bf16"):  # the issue's names for the precision levers
+        if f"single_image_speedup_ours-{short}" in result:
+            result[f"single_image_speedup_{short}"] = result[f"single_image_speedup_ours-{short}"]
+    if "ours" in single and not fell_back("ours", single["ours"]):
+        result["single_image_cpu_ratio"] = single["reference"]["cpu_s"] / single["ours"]["cpu_s"]
     b = result.get("batch", {})
-    if "reference" in b and "ours" in b:
+    if "reference" in b and "ours" in b and not fell_back("ours", b["ours"]):
         result["batch_per_image_speedup"] = b["reference"]["wall_s"] / b["ours"]["wall_s"]
         result["batch_cpu_ratio"] = b["reference"]["cpu_s"] / b["ours"]["cpu_s"]
         result["batch_peak_rss_ratio"] = b["ours"]["peak_rss_mb"] / b["reference"]["peak_rss_mb"]
     for v in variants:
-        if "reference" in b and v in b:
+        if "reference" in b and v in b and not fell_back(v, b[v]):
             result[f"batch_per_image_speedup_{v}"] = b["reference"]["wall_s"] / b[v]["wall_s"]
 
 
-def phantom_agreement(n: int, work: Path, log, int8: bool = False) -> dict:
-    """Ours (with the cord crop, int8) vs the reference on ``n`` phantoms with the bundled phantom release.
+def phantom_agreement(n: int, work: Path, log, int8: bool = False, bf16: bool = False) -> dict:
+    """Ours (with the cord crop, int8, bf16) vs the reference on ``n`` phantoms with the bundled phantom release.
 
     Per variant: the worst voxel and foreground agreement, the worst per-level Dice and the largest difference of a
-    spinal level's midpoint (mm, :func:`rootlets_task.levels.compute.compute_levels` on the phantom's cord).
+    spinal level's midpoint (mm, :func:`rootlets_task.levels.compute.compute_levels` on the phantom's cord), and
+    the backend and precision that ran (``phantom_ran_<variant>``).
     """
     from bench_workers import reference
 
     from rootlets_task.inference.cropping import crop_box
-    from rootlets_task.inference.segmenter import Segmenter, configure_threads
+    from rootlets_task.inference.segmenter import Segmenter, physical_cores
     from rootlets_task.io.phantom import write_phantom
 
     folder = phantom_release(work)
-    threads = configure_threads()
+    threads = physical_cores()
     segmenters = {"ours": Segmenter(model_folder=folder, threads=threads)}
     if int8:  # calibrated on the default phantoms
         segmenters["ours-int8"] = Segmenter(model_folder=folder, threads=threads, precision="int8")
+    if bf16:
+        segmenters["ours-bf16"] = Segmenter(model_folder=folder, threads=threads, precision="bf16")
     variants = [(name, crop) for name in segmenters for crop in (False, True)]
-    cases, result = [], {}
+    cases = []
+    result = {f"phantom_ran_{name}": f"{seg.backend} {seg.precision}" for name, seg in segmenters.items()}
     for seed in range(n):
         case = work / f"phantom_{seed}"
         orient, spacing = (("LPI", (1.0, 1.0, 1.0)), ("AIL", (0.8, 0.8, 0.8)), ("RPI", (0.9, 0.9, 1.2)))[seed % 3]
@@ -191,13 +230,26 @@ def level_mid_difference(a: np.ndarray, b: np.ndarray, cord: np.ndarray, affine:
     return float("inf") if difference.isna().any() else float(difference.max()) if len(difference) else 0.0
 
 
-def run_backend_check(model: Path, int8: bool = False) -> dict:
+def run_backend_check(model: Path, int8: bool = False, bf16: bool = False) -> dict:
     """``backend_check`` in its own process: a loaded OpenVINO runtime keeps threads that would slow the timed runs."""
     proc = subprocess.run([sys.executable, str(HERE / "bench_inference.py"), "--backend-check", str(model),
-                           *(["--int8"] if int8 else [])], capture_output=True, text=True)
+                           *(["--int8"] if int8 else []), *(["--bf16"] if bf16 else [])], capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"backend check failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def seconds_per_tile(net, patch) -> float:
+    """Median seconds of one forward pass on ``patch`` (one sliding-window tile), after a warm-up pass."""
+    import torch
+
+    times = []
+    with torch.no_grad():
+        for _ in range(TILE_REPS + 1):
+            t0 = time.perf_counter()
+            net(patch)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
 
 
 def int8_check(model: Path, torch_net, patch, reference) -> dict:
@@ -213,38 +265,86 @@ def int8_check(model: Path, torch_net, patch, reference) -> dict:
 
     images = bench_images(2)
     segmenter = int8_segmenter(model, images[0], verbose=1)
+    if segmenter.precision != "int8":
+        return {"int8": {"fallback": f"{segmenter.backend} {segmenter.precision} ran instead of openvino int8"}}
     net = segmenter.predictor.network
     net.load_state_dict(segmenter.predictor.list_of_parameters[0])
     data, _ = segmenter.preprocess(segmenter.prepare(nib.load(images[1])))
     tile = torch.from_numpy(int8.calibration_tiles(segmenter.predictor, [data], 1)[0])
     with torch.no_grad():
         return {"int8": backends.max_softmax_difference(net(patch), reference),
-                "int8_on_image_tile": int8.agreement_on_tile(torch_net(tile).numpy(), net(tile).numpy())}
+                "int8_on_image_tile": backends.agreement_on_tile(torch_net(tile).numpy(), net(tile).numpy()),
+                "per_tile_s_int8": seconds_per_tile(net, patch)}
 
 
-def backend_check(model: Path, with_int8: bool = False) -> dict:
-    """Max |softmax difference| of each installed alternative backend vs PyTorch on the realistic model."""
+def backend_check(model: Path, with_int8: bool = False, with_bf16: bool = False) -> dict:
+    """This CPU, and per backend and precision on the realistic model: max |softmax difference| vs PyTorch, the
+    precision OpenVINO actually ran and the seconds per tile. A backend that failed its load check says so."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from rootlets_task.inference import backends
+    from rootlets_task.core.files import read_json
+    from rootlets_task.inference import backends, cpu
     from rootlets_task.inference.segmenter import physical_cores
 
-    if not backends.openvino_available():
-        return {"openvino": None}
     predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=torch.device("cpu"),
                                 allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model), use_folds=None)
-    patch = backends.check_patch(tuple(predictor.configuration_manager.patch_size), seed=1)  # not the seed checked at load
-    torch_net = predictor.network
+    patch_size = tuple(predictor.configuration_manager.patch_size)
+    patch = backends.check_patch(patch_size, seed=1)  # not the seed checked at load
+    torch_net, params = predictor.network, predictor.list_of_parameters[0]
+    torch.set_num_threads(physical_cores())
     with torch.no_grad():
-        torch_net.load_state_dict(predictor.list_of_parameters[0])
+        torch_net.load_state_dict(params)
         reference = torch_net(patch)
+    result = {"cpu": cpu.cpu_info() | {"OpenVINO": list(cpu.openvino_capabilities()), "Threads": physical_cores()},
+              "patch_size": list(patch_size), "per_tile_s_torch": seconds_per_tile(torch_net, patch)}
+    if not backends.openvino_available():
+        return result | {"openvino": None}
     if not backends.use_openvino(predictor, physical_cores()):
-        return {"openvino": "failed its load check"}
-    predictor.network.load_state_dict(predictor.list_of_parameters[0])
-    result = {"openvino": backends.max_softmax_difference(predictor.network(patch), reference)}
+        check = read_json(backends.ir_folder(params, patch_size) / "check.json") or {}
+        return result | {"openvino": {"fallback": "failed its load check; PyTorch ran", **check}}
+    net = predictor.network
+    net.load_state_dict(params)
+    result |= {"openvino": backends.max_softmax_difference(net(patch), reference),
+               "openvino_precision": backends.inference_precision(net._compiled[id(params)]),
+               "per_tile_s_openvino": seconds_per_tile(net, patch)}
+    if with_bf16 and cpu.has_bf16() and backends.use_bf16(predictor, physical_cores()):
+        bf16 = predictor.network
+        bf16.load_state_dict(params)
+        result |= {"bf16": backends.max_softmax_difference(bf16(patch), reference),
+                   "bf16_precision": backends.inference_precision(bf16._compiled[id(params)]),
+                   "per_tile_s_bf16": seconds_per_tile(bf16, patch)}
+    elif with_bf16:
+        result["bf16"] = {"unavailable": f"no native bfloat16 on {cpu.describe()}" if not cpu.has_bf16()
+                          else "OpenVINO did not run it in bf16"}
     return result | (int8_check(model, torch_net, patch, reference) if with_int8 else {})
+
+
+def summary_table(result: dict) -> list[dict]:
+    """One row per variant: backend and precision that ran, seconds per tile (realistic model), per image (median,
+    single image), speed-up vs the reference, and agreement with the reference on the phantoms (voxels, worst level
+    Dice); a fallback or unavailable variant says so instead of a speed-up."""
+    checks, single = result.get("backends_max_softmax_diff", {}), result.get("single", {})
+    tiles = {("torch", "float32"): checks.get("per_tile_s_torch"), ("openvino", "float32"): checks.get("per_tile_s_openvino"),
+             ("openvino", "int8"): checks.get("per_tile_s_int8"), ("openvino", "bf16"): checks.get("per_tile_s_bf16")}
+    rows = []
+    for mode in ("reference", *single, *result.get("unavailable", {})):
+        if mode in {r["variant"] for r in rows}:
+            continue
+        if mode in result.get("unavailable", {}):
+            rows.append({"variant": mode, "unavailable": result["unavailable"][mode]})
+            continue
+        run = single[mode]
+        suffix = "" if mode == "ours" else f"_{mode}"
+        ran = (run["backend"], run["precision"])
+        agreement = {k: result.get(f"phantom_{k}{suffix}") for k in ("voxel_agreement", "min_level_dice")}
+        rows.append({"variant": mode, "backend": ran[0], "precision": ran[1], "per_tile_s": tiles.get(ran),
+                     "per_image_s": run["wall_s"],
+                     "speedup": None if mode == "reference" else result.get(f"single_image_speedup{suffix}"),
+                     **({"fallback": result[f"fallback{suffix}"]} if f"fallback{suffix}" in result else {}),
+                     **({"agreement": agreement} if mode != "reference" and any(agreement.values()) else {})})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -254,9 +354,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=10, help="images in the batch run (0 = no batch run)")
     parser.add_argument("--reps-batch", type=int, default=1, help="batch runs of each path")
     parser.add_argument("--phantoms", type=int, default=3, help="phantoms for the agreement check (0 = skip)")
-    parser.add_argument("--variants", default="ours-torch,ours-crop,ours-int8,ours-crop-int8",
+    parser.add_argument("--variants", default="ours-torch,ours-crop,ours-int8,ours-crop-int8,ours-bf16,ours-crop-bf16",
                         help="extra single-image paths, comma-separated: ours-torch (PyTorch backend), ours-crop (cord "
-                             "given), ours-int8 (int8 network), ours-crop-int8 (both)")
+                             "given), ours-int8 (int8 network), ours-crop-int8 (both), ours-bf16 (bfloat16 network, "
+                             "CPUs with avx512_bf16 or AMX), ours-crop-bf16")
     parser.add_argument("--quick", action="store_true", help="1 single run, a 3-image batch, 1 phantom")
     parser.add_argument("--rebuild-model", action="store_true", help="plan and build the realistic model again")
     parser.add_argument("--reference-batch-from-single", action="store_true",
@@ -282,21 +383,30 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(tmp)
         variants = [v for v in args.variants.split(",") if v]
         with_int8 = any(v in INT8_VARIANTS for v in variants)
-        if "backends_max_softmax_diff" not in result or (with_int8 and "int8" not in result["backends_max_softmax_diff"]):
-            result["backends_max_softmax_diff"] = run_backend_check(model, with_int8)  # also quantises for the int8 runs
-        log(f"backend check: {result['backends_max_softmax_diff']}")
+        with_bf16 = any(v in BF16_VARIANTS for v in variants)
+        checked = result.get("backends_max_softmax_diff", {})
+        if "cpu" not in checked or (with_int8 and "int8" not in checked) or (with_bf16 and "bf16" not in checked):
+            checked = result["backends_max_softmax_diff"] = run_backend_check(model, with_int8, with_bf16)  # also quantises
+        result["cpu"] = checked["cpu"]
+        log(f"backend check: {checked}")
         timing(model, args.reps, args.batch, args.reps_batch, variants, work, log, result, args.reference_batch_from_single)
         if args.phantoms and PHANTOM_ZIP.exists():
-            result.update(phantom_agreement(args.phantoms, work, log, int8=with_int8))
+            from rootlets_task.inference import cpu
+
+            result.update(phantom_agreement(args.phantoms, work, log, int8=with_int8, bf16=with_bf16 and cpu.has_bf16()))
         elif args.phantoms:
             log(f"agreement skipped: {PHANTOM_ZIP} not built")
+    result["table"] = summary_table(result)
     save(result)
     log(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict | list)}, indent=1))
+    for row in result["table"]:
+        log(json.dumps(row))
     return result
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--backend-check"]:
-        print(json.dumps(backend_check(Path(sys.argv[2]), with_int8="--int8" in sys.argv[3:])))
+        print(json.dumps(backend_check(Path(sys.argv[2]), with_int8="--int8" in sys.argv[3:],
+                                       with_bf16="--bf16" in sys.argv[3:])))
     else:
         main()

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import bench_images  # noqa: E402
 from bench_model import benchmark_model  # noqa: E402
 
-from rootlets_task.inference.segmenter import Segmenter, crop_box  # noqa: E402
+from rootlets_task.inference.cropping import crop_box  # noqa: E402
+from rootlets_task.inference.segmenter import Segmenter  # noqa: E402
 from rootlets_task.io import nifti  # noqa: E402
 
 

@@ -34,7 +34,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main() -> None:
-    from rootlets_task.inference.segmenter import Segmenter, configure_threads
+    from rootlets_task.inference.segmenter import Segmenter
     from rootlets_task.io.phantom import make_phantom
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        segmenter = Segmenter(phantom_release(Path(tmp)), verbose=0, threads=configure_threads())
+        segmenter = Segmenter(phantom_release(Path(tmp)), verbose=0)
         for grid, (orient, spacing, tilt) in GRIDS.items():
             for seed in SEEDS:
                 ph = make_phantom(orient, spacing, seed=seed, tilt_deg=tilt)

@@ -21,6 +21,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from rootlets_task.io.phantom import write_phantom
@@ -55,17 +56,28 @@ def level_rows(case: str, ours_csv: Path, lab_csv: Path, kind: str) -> list[dict
     return rows
 
 
+def _lab_pmj_distance(centerline_csv: Path, pmj: Path) -> float:
+    """The lab's distance (02a's get_distance_from_pmj, from the top of SCT's centerline) of the PMJ label's slice."""
+    from rootlets_task.io.labels import read
+    from rootlets_task.levels import sctline
+
+    img, data = read(pmj, "pmj")
+    grid = sctline.rpi(data.shape, img.affine)
+    z = int(np.argwhere(grid.array(data) > 0)[0][2])
+    return sctline.distance_from_top(np.genfromtxt(centerline_csv, delimiter=","), grid.zooms)[z]
+
+
 def sct_rows(work: Path, t2: Path) -> list[dict]:
     files = write_phantom(work / "phantom", "LPI", (1.0, 1.0, 1.0), 0, 15.0)
     out, res = levels_from_files(files["rootlets"], files["cord"], files["discs"], files["pmj"], out_dir=work / "ours",
                                  method="reference")
-    lab = DATA / "sct" / "phantom"
+    lab = DATA / "sct" / "cases" / "tilt15"
     rows = level_rows("phantom -tilt 15", out["lab"], lab / "phantom_T2w_label-rootlets_dseg_pmj_distance.csv", "rootlets")
     rows += level_rows("phantom -tilt 15", out["lab"],
                        lab / "phantom_T2w_label-discs_dlabel_centerline_pmj_distance_vertebral_disc.csv", "vertebrae")
-    comparison = pd.read_csv(DATA / "sct" / "comparison.csv")
     rows.append(_row("distances", "phantom -tilt 15", "origin", "lab's distance of the PMJ slice (mm)",
-                     res.origin.offset_mm, comparison[comparison.case == "phantom -tilt 15"].offset.iloc[0]))
+                     res.origin.offset_mm, _lab_pmj_distance(lab / "phantom_T2w_label-SC_seg_centerline_extrapolated.csv",
+                                                             files["pmj"])))
     if (t2 / "t2.nii.gz").exists():
         for name in ("t2_seg-deepseg_rootlets-manual", "t2_seg-deepseg_rootlets"):
             out, _ = levels_from_files(t2 / f"{name}.nii.gz", t2 / "t2_seg-manual.nii.gz",

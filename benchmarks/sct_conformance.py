@@ -723,7 +723,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rerender:
         return write_reports(json.loads((args.json or work / "report.json").read_text()), args, work)
     venv, standins = (args.sct_venv or work / "sct_venv").resolve(), work / "standins"
-    zip_path = (args.release_zip or HERE.parent / "rootlets_task" / "data" / "model-spinal-rootlets-phantom.zip").resolve()
+    bundled = HERE.parent / "src" / "rootlets_task" / "data" / "model-spinal-rootlets-phantom.zip"
+    zip_path = (args.release_zip or bundled).resolve()
     setup = setup_sct_venv(src, venv) + write_standins(src, venv, standins)
     tools = {"sct": {"cmd": [str(venv / "bin" / "sct_deepseg"), "rootlets"], "env": sct_env(src, venv, standins)},
              "ours": {"cmd": [args.rootlets], "env": {**os.environ, "ROOTLETS_TASK_HOME": str(work / "rootlets_home")}}}

@@ -38,7 +38,7 @@ from rootlets_task.io.metrics import dice_per_level  # noqa: E402
 from rootlets_task.io.nifti import reorient, sct_to_axcodes, undo_reorient  # noqa: E402
 from rootlets_task.io.phantom import SPINAL_LEVELS, make_phantom  # noqa: E402
 
-DATA_DIR = REPO / "rootlets_task" / "data"
+DATA_DIR = REPO / "src" / "rootlets_task" / "data"
 ZIP_NAME = "model-spinal-rootlets-phantom.zip"
 MANIFEST_NAME = "phantom_manifest.json"
 DATASET_ID, DATASET_NAME = 501, "Dataset501_RootletsPhantom"

@@ -140,7 +140,7 @@ def test_group_statistics_normalised_by_the_participants_heights(bids, tmp_path,
     out = tmp_path / "out"
     run(root, out, **COMMON)
     settings = json.loads((out / "group" / "stats.json").read_text())["settings"]
-    assert settings["normalised"] and settings["participants"] == str(root / "participants.tsv")
+    assert settings["normalised"] and settings["participants"] == "bids:raw:participants.tsv"
     (root / "participants.tsv").write_text("participant_id\theight\nsub-01\t170\nsub-02\tn/a\n")
     caplog.set_level("WARNING", logger="rootlets_task.batch.run")
     run(root, out, **COMMON)  # images up to date: only the dataset tables are made again

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from support.batch_data import BROKEN, COMMON, run
+from support.required import needs
 
 from rootlets_task.batch import bids_strict
 from rootlets_task.batch import run as batch
@@ -57,7 +58,7 @@ def _folder(out: Path, name: str) -> Path:
     return out.joinpath(parts[0], *[p for p in parts if p.startswith("ses-")], "anat")
 
 
-def test_strict_names_tables_and_same_arrays(runs):
+def test_strict_names_tables_and_same_arrays(runs, bids):
     default, strict, _, summary = runs
     assert len(summary.by_status("done")) == 3 and [r["rel"] for r in summary.failed] == [BROKEN]
     for name in ("sub-01_T2w", "sub-02_T2w", "sub-03_ses-01_T2w"):
@@ -88,7 +89,8 @@ def test_strict_names_tables_and_same_arrays(runs):
     discs = (_folder(strict, "sub-01_T2w") / "sub-01_desc-discs_dseg.tsv").read_text().splitlines()
     assert discs[1:4] == ["1\ttop of C1", "2\tC1/C2", "3\tC2/C3"] and "8\tC7/T1" in discs
     assert (strict / ".bidsignore").read_text().split() == bids_strict.BIDSIGNORE
-    assert json.loads((strict / "dataset_description.json").read_text())["DatasetLinks"]["raw"].startswith("file://")
+    link = json.loads((strict / "dataset_description.json").read_text())["DatasetLinks"]["raw"]
+    assert not os.path.isabs(link) and (strict / link).resolve() == Path(bids).resolve(), "relative: no local folders"
     for table in ("levels.csv", "shift.csv"):
         assert (strict / table).read_text() == (default / table).read_text()
 
@@ -118,8 +120,8 @@ def _validator() -> str | None:
     return os.environ.get("BIDS_VALIDATOR") or shutil.which("bids-validator-deno")
 
 
-@pytest.mark.skipif(not _validator(), reason="the BIDS validator is not installed (pip install bids-validator-deno, "
-                    "or BIDS_VALIDATOR=path); .ci/run installs it")
+@needs("bids-validator", _validator(), "the BIDS validator is not installed (pip install bids-validator-deno, or "
+       "BIDS_VALIDATOR=path); .ci/run installs it")
 def test_official_bids_validator_accepts_the_strict_derivative(runs):
     def errors(folder: Path) -> list[tuple[str, str]]:
         done = subprocess.run([_validator(), "--json", str(folder)], capture_output=True, text=True, timeout=300)

@@ -9,6 +9,7 @@ Everything else is real: the segmentation with the bundled tiny release, the lev
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def test_file_sources_give_the_phantom_truth(no_tools, tmp_path, files, truth, p
         assert np.array_equal(np.asarray(copied.dataobj), getattr(phantom, kind))
         assert np.allclose(copied.affine, phantom.affine)
     sidecar = json.loads((out / f"{stem}_label-discs_dlabel.json").read_text())
-    assert sidecar["Source"] == "file" and sidecar["SourceFile"] == str(files["discs"].absolute())
+    assert sidecar["Source"] == "file" and sidecar["SourceFile"] == os.path.relpath(files["discs"], out)
     assert sidecar["SourceSHA256"] == sha256_file(files["discs"])
     record = json.loads(result.outputs["record"].read_text())
     assert record["sources"]["discs"]["source"] == "file" and record["sources"]["discs"]["reason"].startswith("-discs ")
@@ -388,7 +389,7 @@ def test_image_to_levels_with_the_tiny_release(no_tools, phantom_home, tmp_path,
     assert record["crop_to_cord"] == sha256_file(cropped.outputs["cord"])
     generated = json.loads(cropped.outputs["rootlets"].with_name("phantom_T2w_rootlets.json").read_text())["GeneratedBy"][0]
     assert generated["Settings"]["CropToCord"]["MarginMM"] == 10.0 and "-crop-to-cord" in generated["Name"]
-    assert generated["Settings"]["CropToCord"]["CordFile"] == str(cropped.outputs["cord"].absolute())
+    assert generated["Settings"]["CropToCord"]["CordFile"] == cropped.outputs["cord"].name  # beside the sidecar
     labels = np.asarray(nib.load(cropped.outputs["rootlets"]).dataobj)
     box = crop_box(nib.load(files["image"]), nib.load(files["cord"]))
     assert labels.sum() > 0 and labels[box].sum() == labels.sum()  # nothing outside the cord's box

@@ -9,8 +9,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from support.chromium import Chromium, chromium_path
+from support.chromium import MISSING, Chromium, chromium_path
 from support.random_model import write_random_model
+from support.required import needs
 
 from rootlets_task.cli.rootlets import main
 from rootlets_task.inference import confidence
@@ -114,7 +115,7 @@ def test_sidecar_levels_table_and_hand_edits(phantom_home, tmp_path, capsys):
     assert table["mean_probability"].isna().all()
 
 
-@pytest.mark.skipif(not chromium_path(), reason="chromium is not installed (apt-get install chromium); CI installs it")
+@needs("chromium", chromium_path(), MISSING)
 def test_qc_index_sorts_by_confidence_and_filters_numbering(tmp_path):
     """Three subjects: the index sorts them lowest confidence first, and the numbering filter keeps the one whose
     levels are named one off."""

@@ -9,8 +9,9 @@ with `--volume`, as the only change from a user's build (TORCH_INDEX empty inste
 
 Podman runs here as root with runc (crun refuses this machine's hybrid cgroup layout) and ulimits no higher than this
 process's own (the sandbox cannot raise them). Skipped, with the reason, where podman, runc or debootstrap is missing,
-unless CI=true as root: .ci/run installs them there, so a missing one fails. Where podman is installed but cannot run a
-container at all (no namespaces, no overlay ...), the test skips with podman's own message.
+unless ROOTLETS_REQUIRE names podman (CI as root: .ci/install_tools installs them there, so a missing one fails). Where
+podman is installed but cannot run a container at all (no namespaces, no overlay ...), the test skips with podman's own
+message.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from support.required import need
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "localhost/rootlets-base:bookworm"
@@ -57,11 +59,8 @@ def _run(args: list[str], timeout: float, **kwargs) -> subprocess.CompletedProce
 def engine():
     """Skip (or, in CI as root, fail) when a tool is missing; skip with podman's message where it cannot run at all."""
     missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        why = f"{', '.join(missing)} not installed (apt-get install {' '.join(TOOLS)}; .ci/run installs them as root)"
-        if os.environ.get("CI") == "true" and os.geteuid() == 0:
-            pytest.fail(f"CI as root: {why}, but .ci/run should have installed them")
-        pytest.skip(why)
+    need("podman", not missing, f"{', '.join(missing)} not installed (apt-get install {' '.join(TOOLS)}; "
+         ".ci/install_tools installs them as root)")
     if os.geteuid() != 0:
         pytest.skip("the container test builds as root (podman's rootful storage; debootstrap needs root)")
     if _run(["podman", "image", "exists", BASE], 60).returncode != 0:

@@ -34,7 +34,8 @@ def test_demo_runs_the_whole_chain_offline(tmp_path, capsys):
     sidecar = json.loads((derivatives / "sub-phantom_T2w_rootlets.json").read_text())
     assert sidecar["GeneratedBy"][0]["Release"] == "phantom"
     assert "sub-phantom_T2w" in (out / "qc" / "rootlets_task" / "index.html").read_text()
-    assert f"The demo model is in {install.models_dir()}" in printed and "`rootlets clean`" in printed
+    assert f"The demo model is in {install.models_dir()}" in printed and "`rootlets clean` removes them" in printed
+    assert "make " not in printed, "pip users have no Makefile"
 
 
 def test_dice_per_level():

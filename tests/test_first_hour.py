@@ -65,6 +65,7 @@ def test_levels_table_names_the_paper_pair_and_explains_its_columns(files):
     rows = {line.split()[0]: line for line in text.splitlines()[2:]}
     assert "(SL C3)" in rows["C2"] and "(SL C8)" in rows["C7"]
     assert "(SL T1)" in rows["T1"]  # the paper pairs VL T1 with SL T1: the cell says so instead of looking repeated
+    assert "(SL C8)" in rows["T1"] and "VL T1-SL C8" in text  # ... and its unshifted pair is SL C8, by value
 
 
 def test_qc_index_chips_name_their_pair_and_counts_agree(files, tmp_path):

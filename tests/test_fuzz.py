@@ -7,6 +7,8 @@ input's grid kept, or fail with one line and exit 1 having written nothing; neve
 from __future__ import annotations
 
 import gzip
+import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -214,3 +216,122 @@ def test_the_generator_makes_readable_valid_cases(tmp_path):
         except Exception:  # noqa: BLE001 - most cases are meant to be broken in some way
             pass
     assert readable >= 10
+
+
+# ------------------------------------------------------------------------------------------------ JSON readers
+JSON_CASES = 300
+
+
+def _json_value(rng: np.random.Generator, depth: int):
+    """A random JSON value: scalars of every type (NaN, huge numbers, text), lists and objects up to ``depth``."""
+    kind = rng.choice(["int", "float", "text", "bool", "null", "list", "dict"] if depth > 0 else ["int", "float", "text"])
+    if kind == "int":
+        return int(rng.choice([0, -3, 1, 64, 4096, 10**12]))
+    if kind == "float":
+        return float(rng.choice([0.0, -1.5, 0.5, 1e308, float("nan"), float("inf")]))
+    if kind == "text":
+        return str(rng.choice(["", "abc", "64", "\x1b[2J", "passed", "../x"]))
+    if kind == "bool":
+        return bool(rng.integers(2))
+    if kind == "null":
+        return None
+    items = [_json_value(rng, depth - 1) for _ in range(int(rng.integers(0, 4)))]
+    if kind == "list":
+        return items
+    return {str(rng.choice(["tasks", "units", "name", "Levers", "passed", "patch_size", "spacing", "subject", "x"])): v
+            for v in items}
+
+
+def json_case(rng: np.random.Generator, path: Path) -> Path:
+    """A JSON file as an attacker or a crash leaves it: random content, nested up to 100,000 levels, large,
+    truncated, not UTF-8, or empty."""
+    kind = rng.choice(["random", "deep", "large", "truncated", "binary", "empty"], p=[0.5, 0.15, 0.1, 0.1, 0.1, 0.05])
+    if kind == "deep":
+        n = int(rng.choice([70, 1000, 100_000]))
+        text = rng.choice(["[", '{"a":']) * n
+        path.write_text(text + ("]" if text[0] == "[" else "}") * n if rng.random() < 0.7 else text)
+    elif kind == "large":
+        path.write_text(json.dumps({"pad": "x" * int(rng.integers(1 << 20, 3 << 20))}))
+    elif kind == "binary":
+        path.write_bytes(bytes(rng.integers(0, 256, int(rng.integers(1, 2000)), dtype=np.uint8)))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        text = json.dumps(_json_value(rng, int(rng.integers(1, 6))))
+        path.write_text(text[: int(rng.integers(0, len(text)))] if kind == "truncated" else text)
+    return path
+
+
+def test_fuzzed_json_through_every_reader(tmp_path, caplog):
+    """Every reader of a JSON file the package did not write itself: a value or one RootletsError line, never a
+    traceback (RecursionError, TypeError, KeyError, ZeroDivisionError, MemoryError ...)."""
+    from rootlets_task.batch import slurm_array
+    from rootlets_task.core.errors import RootletsError
+    from rootlets_task.core.files import load_json, read_json
+    from rootlets_task.models.plans import plans_problem
+    from rootlets_task.pipeline.speedcheck import verify
+    from rootlets_task.qc import report, sct_report
+
+    rng = np.random.default_rng(23)
+    qc = tmp_path / "qc"
+    (qc / "js").mkdir(parents=True)
+    (qc / "_json").mkdir()
+    records = qc / report.REPORT / report.RECORDS
+    records.mkdir(parents=True)
+    counts = Counter()
+    for i in range(JSON_CASES):
+        path = json_case(rng, tmp_path / f"case{i:03d}.json")
+        content = read_json(path, limit=2 << 20)
+        try:
+            assert load_json(path, "case", limit=2 << 20) == content or content != content  # NaN inside
+            counts["parsed"] += 1
+        except RootletsError as exc:
+            assert content is None and "\n" not in str(exc) and str(path) in str(exc)
+            counts["refused"] += 1
+        for check in (plans_problem, slurm_array.plan_problem, report._record_problem):
+            assert check(content) is None or isinstance(check(content), str)
+        if isinstance(content, dict):
+            try:
+                verify(content, str(path))
+            except RootletsError as exc:
+                assert "\n" not in str(exc)
+        shutil.copy(path, qc / "_json" / f"qc_{i:03d}.json")
+        shutil.copy(path, records / f"r{i:03d}.json")
+        (qc / "js" / "datasets.js").write_bytes(path.read_bytes())
+    with caplog.at_level("WARNING"):
+        sct_report.refresh_datasets(qc)
+        report.rebuild_index(qc)
+    print(f"JSON fuzz: {dict(counts)}")
+    assert counts["parsed"] >= 100 and counts["refused"] >= 60, counts
+
+
+def test_fuzzed_plans_values_are_refused_or_sane():
+    """Random changes of a plans.json's values: what :func:`plans_problem` accepts has whole-number patch sizes and
+    spacings in range, and a tile that fits in memory."""
+    from rootlets_task.models.plans import MAX_PATCH_VOXELS, SPACING_MM, plans_problem
+
+    rng = np.random.default_rng(5)
+    base = {"transpose_forward": [0, 1, 2], "configurations": {"3d_fullres": {"patch_size": [64, 32, 32],
+                                                                             "spacing": [1.0, 1.0, 1.0]}}}
+    counts = Counter()
+    for _ in range(500):
+        plans = json.loads(json.dumps(base))
+        config = plans["configurations"]["3d_fullres"]
+        key = str(rng.choice(["patch_size", "spacing", "transpose_forward"]))
+        target = plans if key == "transpose_forward" else config
+        values = list(target[key])
+        plausible = {"patch_size": int(rng.integers(1, 300)), "spacing": float(rng.uniform(0.005, 120)),
+                     "transpose_forward": int(rng.integers(0, 3))}[key]
+        values[int(rng.integers(len(values)))] = plausible if rng.random() < 0.6 else _json_value(rng, 1)
+        if rng.random() < 0.2:
+            values = values[: int(rng.integers(0, 4))] or _json_value(rng, 2)
+        target[key] = values
+        problem = plans_problem(plans)
+        counts["refused" if problem else "accepted"] += 1
+        if problem is None:
+            patch, spacing = config["patch_size"], config["spacing"]
+            assert all(isinstance(p, int) and 1 <= p <= 4096 for p in patch) and np.prod(patch) <= MAX_PATCH_VOXELS
+            assert all(SPACING_MM[0] <= s <= SPACING_MM[1] for s in spacing) and len(spacing) == len(patch)
+            assert sorted(plans["transpose_forward"]) == list(range(len(plans["transpose_forward"])))
+    print(f"plans fuzz: {dict(counts)}")
+    assert counts["accepted"] >= 50 and counts["refused"] >= 200, counts

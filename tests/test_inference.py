@@ -17,7 +17,7 @@ import torch
 from support.random_model import write_random_model
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.inference.segmenter import Segmenter, configure_threads, find_checkpoints, physical_cores, resolve_device
+from rootlets_task.inference.segmenter import Segmenter, find_checkpoints, physical_cores, resolve_device
 from rootlets_task.io import nifti
 from rootlets_task.io.phantom import make_phantom
 from rootlets_task.io.provenance import rootlets_sidecar
@@ -43,13 +43,11 @@ def _ras(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 def test_segmenter_loads_all_folds_on_cpu_with_physical_cores(tmp_path):
     folder = write_random_model(tmp_path, folds=(0, 1), checkpoint="checkpoint_best.pth")
-    assert configure_threads() == physical_cores()  # explicit, once per process (load_segmenter does it)
     seg = Segmenter(folder, device="cpu", verbose=0)
     assert seg.folds == (0, 1) and seg.checkpoint == "checkpoint_best.pth"
     assert len(seg.predictor.list_of_parameters) == 2
-    assert seg.device.type == "cpu" and seg.threads == physical_cores() == torch.get_num_threads()
+    assert seg.device.type == "cpu" and seg.threads == physical_cores()
     assert 1 <= seg.threads <= len(os.sched_getaffinity(0))
-    assert os.environ["nnUNet_def_n_proc"]  # nnU-Net's thread cap is lifted (to our count unless the user set it)
     assert seg.predictor.use_mirroring is False and seg.predictor.tile_step_size == 0.5
     assert seg.predictor.perform_everything_on_device is False
 
@@ -109,12 +107,14 @@ def test_anisotropic_axial_output_keeps_grid_affine_and_header(segmenter, tmp_pa
 def test_model_orientation_from_dataset_json(tmp_path):
     folder = write_random_model(tmp_path, orientation="AIL")
     seg = Segmenter(folder, device="cpu", verbose=0)
-    img = make_phantom("LPI", COARSE).nifti("image")
+    img = make_phantom("LPI", (2.0, 2.5, 3.0)).nifti("image")  # anisotropic: every axis has its own voxel size
     prepared = seg.prepare(img)
-    # AIL (nibabel PSR) of an LPI image: x<->z swapped and flipped; nnU-Net gets (1, z, y, x) of that frame
-    data, spacing, _ = nifti.reorient(img, ("P", "S", "R"))
-    np.testing.assert_array_equal(prepared.data[0], data.transpose(2, 1, 0))
-    assert prepared.spacing == tuple(spacing[::-1])
+    # SCT's AIL is nibabel's PSR: axis 0 runs to posterior (the LPI image's y, reversed), axis 1 to superior (its z),
+    # axis 2 to the right (its x); nnU-Net gets (1, z, y, x) of that frame, i.e. [x, z, -y] of the LPI array
+    lpi = np.asarray(img.dataobj)
+    expected = lpi.transpose(1, 2, 0)[::-1].transpose(2, 1, 0)
+    np.testing.assert_array_equal(prepared.data[0], expected)
+    assert prepared.spacing == (2.0, 3.0, 2.5)  # (x, z, y) voxel sizes of the LPI image, in that order
 
 
 def test_plan_outputs_default_exact_and_folder(tmp_path):
@@ -130,9 +130,9 @@ def test_plan_outputs_default_exact_and_folder(tmp_path):
     (["x/a.nii.gz", "x/a.nii"], None, "would be written for both"),
     (["x/a.nii.gz", "x/a.nii.gz"], None, "would be written for both"),
     (["x/a.nii.gz", "x/b.nii.gz"], "o.nii.gz", "one file cannot hold 2 inputs"),
-    (["x/a.nii.gz"], "x/a.nii.gz", "is the input file"),
-    (["x/a.nii.gz", "x/a_rootlets.nii.gz"], None, "is the input file"),
-    (["x/a.nii.gz"], "x/a.nii", "sidecar would overwrite"),
+    (["x/a.nii.gz"], "x/a.nii.gz", "would overwrite the input file"),
+    (["x/a.nii.gz", "x/a_rootlets.nii.gz"], None, "would overwrite the input file"),
+    (["x/a.nii.gz"], "x/a.nii", "would overwrite the sidecar of input"),
 ])
 def test_plan_outputs_refuses_collisions(tmp_path, inputs, output, message):
     with pytest.raises(RootletsError, match=message):

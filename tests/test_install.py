@@ -146,9 +146,13 @@ def test_install_registry_release_over_http_with_progress(server, good_zip, monk
     data = good_zip.read_bytes()
     url = server.add(R.asset, data)
     monkeypatch.setenv(releases.ENV_MIRROR, server.base)
-    inst = install.install_release("r20250318")
-    err = capsys.readouterr().err
-    assert R.asset in err and "100%" in err, "tqdm progress bar on stderr"
+    terminal = _Terminal()
+    with monkeypatch.context() as m:
+        m.setattr(sys, "stderr", terminal)
+        inst = install.install_release("r20250318")
+    assert R.asset in terminal.getvalue() and "100%" in terminal.getvalue(), "tqdm progress bar on a terminal"
+    install.install_release("r20250318", force=True)
+    assert "\r" not in capsys.readouterr().err and server.hits[R.asset] == 2, "not a terminal (a log): no bar"
     rec = inst.record
     assert (rec["tag"], rec["url"], rec["sha256"], rec["size"], rec["custom"]) == ("r20250318", url, sha(data), len(data), False)
     assert rec["asset"] == R.asset and rec["trainer_folder"] == TRAINER and rec["folds"] == ["fold_0", "fold_1"]
@@ -158,7 +162,14 @@ def test_install_registry_release_over_http_with_progress(server, good_zip, monk
     assert inst.outdated is None and leftovers() == []
     # installed and current: a second install does not download again
     assert main(["-install", "-release", "r20250318"]) == 0
-    assert server.hits[R.asset] == 1 and "already installed" in capsys.readouterr().out
+    assert server.hits[R.asset] == 2 and "already installed" in capsys.readouterr().out
+
+
+class _Terminal(io.StringIO):
+    """Stands in for a terminal's stderr (the tests' output is captured, never a terminal)."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 def test_retry_after_503(server, good_zip, monkeypatch):
@@ -200,7 +211,15 @@ def test_download_failures_are_one_line_errors(case, server, good_zip, capsys):
     expected = {"interrupted": "download interrupted", "404": "HTTP 404", "refused": "no network"}[case]
     assert err.count("\n") == 0 and err.startswith("rootlets: error: cannot install model release r20250318")
     assert expected in err and url in err
+    assert f"download {Path(url).name} elsewhere" in err, "the advice names the file asked for"
     assert not (install.models_dir() / R.tag).exists() and leftovers() == []
+
+
+def test_failed_custom_url_advice_names_its_file(capsys):
+    url = f"http://127.0.0.1:{free_port()}/models/my_model.zip?token=secret"
+    assert main(["-install", "-custom-url", url, "-v", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "download my_model.zip elsewhere" in err and "custom.zip" not in err and "secret" not in err
 
 
 def test_local_path_and_file_url(good_zip, monkeypatch):
@@ -350,7 +369,7 @@ def test_releases_command(good_zip, monkeypatch, capsys):
         assert main(["releases"]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert str(install.models_dir()) in lines[0]
-        return {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in lines[2:-1]}
+        return {next(w for w in line.split() if w not in ("*", ">", "*>")): line for line in lines[2:-1]}
 
     table = rows()
     assert set(table) == set(releases.RELEASES) and table["r20250318"].startswith("*")

@@ -68,6 +68,20 @@ def test_cli_writes_files_and_truth(tmp_path):
     assert truth["seed"] == 5 and set(truth["spinal_levels"]) == {str(k) for k in SPINAL_LEVELS}
 
 
+def test_cli_subject_names_the_files_as_the_readme_uses_them(tmp_path, capsys):
+    """`rootlets phantom -subject 01`: the image and labels the README's step-by-step names, to try it without scans."""
+    assert main(["phantom", "-o", str(tmp_path), "-subject", "01"]) == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"sub-01_T2w.nii.gz", "sub-01_T2w_label-SC_seg.nii.gz", "sub-01_T2w_label-discs_dlabel.nii.gz",
+            "sub-01_T2w_label-PMJ_dlabel.nii.gz", "sub-01_T2w_truth.json"} <= names
+    assert not any(n.startswith("phantom") for n in names)
+    assert main(["phantom", "-o", str(tmp_path / "b"), "-subject", "sub-02"]) == 0
+    assert (tmp_path / "b" / "sub-02_T2w.nii.gz").is_file()
+    capsys.readouterr()
+    assert main(["phantom", "-o", str(tmp_path / "c"), "-subject", "0_1"]) == 1
+    assert "-subject 0_1" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
 def test_bad_orientation_is_a_clean_error(tmp_path, capsys):
     assert main(["phantom", "-o", str(tmp_path), "-orient", "LLI"]) == 1
     assert "LLI" in capsys.readouterr().err

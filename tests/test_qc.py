@@ -6,6 +6,7 @@ from __future__ import annotations
 import html.parser
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -20,7 +21,8 @@ import pytest
 from filelock import FileLock
 from matplotlib.colors import to_rgb
 from PIL import Image
-from support.chromium import Chromium, chromium_path
+from support.chromium import MISSING, Chromium, chromium_path
+from support.required import needs
 
 from rootlets_task.cli.rootlets import main
 from rootlets_task.core.colours import level_colour
@@ -306,8 +308,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert not [p for p in qc_dir.rglob("*") if ".tmp" in p.name], "temporary files left behind"
 
 
-@pytest.mark.skipif(not chromium_path(),
-                    reason="chromium is not installed (apt-get install chromium); CI installs it")
+@needs("chromium", chromium_path(), MISSING)
 def test_pages_in_headless_chromium(qc_folder, tmp_path):
 
     qc_dir, _ = qc_folder
@@ -379,3 +380,80 @@ def test_labels_on_another_grid_and_empty_rootlets(tmp_path):
     qc_subject(tmp_path, fine.nifti("image"), empty, fine.nifti("cord"), subject="sub-empty")
     assert "no rootlets in the segmentation" in _record(tmp_path, "sub-empty")["warnings"]
     assert "sub-empty" in (tmp_path / REPORT / "index.html").read_text()
+
+
+def _fifty_subjects(qc_dir: Path) -> list[str]:
+    """A 50-subject report: the four real entries of ``qc_folder`` copied under 46 more names (the records and the
+    figures as qc_subject wrote them; only the subject's name and folder change), then the index rebuilt."""
+    from rootlets_task.qc.report import RECORDS, rebuild_index
+
+    report = qc_dir / REPORT
+    originals = [json.loads(p.read_text()) for p in sorted((report / RECORDS).glob("*.json"))]
+    for n in range(50 - len(originals)):
+        record = dict(originals[n % len(originals)])
+        key = f"sub-{n + 100:03d}"
+        shutil.copytree(report / record["key"], report / key)
+        record.update(subject=key, key=key, page=f"{key}/index.html", thumbnail=f"{key}/thumbnail.png",
+                      strip=f"{key}/strip.png")
+        (report / RECORDS / f"{key}.json").write_text(json.dumps(record))
+    rebuild_index(qc_dir)
+    return sorted(json.loads(p.read_text())["subject"] for p in (report / RECORDS).glob("*.json"))
+
+
+def test_strip_lies_down_with_the_levels_left_to_right(qc_folder):
+    qc_dir, phantoms = qc_folder
+    picture = _png(qc_dir / REPORT / "sub-LPI" / "strip.png")
+    assert picture.shape[0] == 28 and picture.shape[1] > 2 * picture.shape[0], "a strip: wider than high"
+    colours = [np.array(to_rgb(level_colour(level_name(v, "spinal")))) * 255 for v in SPINAL_LEVELS]
+    nearest = np.argmin([np.abs(picture - c).sum(axis=-1) for c in colours], axis=0)  # resized: colours blend a little
+    close = np.min([np.abs(picture - c).sum(axis=-1) for c in colours], axis=0) < 60
+    columns = [np.argwhere(close & (nearest == i))[:, 1] for i in range(len(colours))]
+    middles = [c.mean() for c in columns if len(c)]
+    assert len(middles) >= 6 and middles == sorted(middles), "rostral levels on the left, caudal on the right"
+
+
+@pytest.mark.skipif(not chromium_path(),
+                    reason="chromium is not installed (apt-get install chromium); CI installs it")
+def test_index_of_fifty_subjects_fits_about_two_screens(qc_folder, tmp_path):
+    """One line per subject with a strip thumbnail: the page of 50 subjects is measured in headless Chromium (1280 x
+    900 window), each column sorts, the filters and the one-by-one review still work."""
+    source, _ = qc_folder
+    qc_dir = tmp_path / "qc"
+    shutil.copytree(source, qc_dir)
+    subjects = _fifty_subjects(qc_dir)
+    assert len(subjects) == 50
+    order = "Array.from(document.querySelectorAll('#subjects tbody tr')).filter(r => !r.hidden).map(r => r.dataset.subject)"
+    with Chromium(tmp_path / "profile") as browser:
+        browser.open((qc_dir / REPORT / "index.html").as_uri())
+        loaded = browser.evaluate("""Promise.all(Array.from(document.images).map(i => { i.loading = "eager";
+            return i.decode().catch(() => null); })).then(() => Array.from(document.images).map(i => i.naturalWidth))""")
+        assert len(loaded) == 50 and min(loaded) > 0
+        heights = browser.evaluate("Array.from(document.querySelectorAll('#subjects tbody tr'))"
+                                   ".map(r => r.getBoundingClientRect().height)")
+        page = browser.evaluate("document.documentElement.scrollHeight")
+        shot = browser.screenshot(Path(os.environ.get("ROOTLETS_TEST_SCREENSHOTS", tmp_path)) / "index_50.png")
+        print(f"QC index of 50 subjects: {page} px high ({max(heights):.0f} px per row), screenshot {shot}")
+        assert max(heights) <= 40, "one line per subject"
+        assert browser.evaluate("document.documentElement.scrollWidth") <= 1280, "no sideways scrolling"
+        assert Image.open(shot).height == page <= 2 * 900 + 100, "50 subjects on about two 900 px screens"
+        assert browser.evaluate(order) == subjects
+        for key, first in (("subject", subjects[0]), ("confidence", None), ("warn", None), ("numbering", None),
+                           ("created", None), ("levels", None), ("shift", None), ("verdict", None)):
+            browser.evaluate(f"document.querySelector('th[data-key=\"{key}\"]').click()")
+            ascending = browser.evaluate(order)
+            assert sorted(ascending) == subjects and (first is None or ascending[0] == first), key
+            browser.evaluate(f"document.querySelector('th[data-key=\"{key}\"]').click()")
+            assert sorted(browser.evaluate(order)) == subjects, key
+        browser.evaluate("document.querySelector('th[data-key=\"warn\"]').click()")
+        counts = browser.evaluate("Array.from(document.querySelectorAll('#subjects tbody tr')).map(r => +r.dataset.warn)")
+        assert counts == sorted(counts) and counts[-1] > 0, "ascending: the most warnings last"
+        filtered = """(q) => { const box = document.getElementById("filter"); box.value = q;
+            box.dispatchEvent(new Event("input")); return document.getElementById("count").textContent; }"""
+        assert browser.evaluate(f"({filtered})('sub-1')") == "46 of 50 shown"
+        browser.evaluate("document.querySelector('th[data-key=\"subject\"]').click()")
+        assert len(browser.evaluate(order)) == 46, "a sort keeps the filter"
+        browser.evaluate(f"({filtered})('')")
+        browser.evaluate("document.querySelector('#subjects tbody tr td.thumb a').click()")
+        assert browser.evaluate("document.getElementById('viewer').hidden") is False
+        assert browser.evaluate("document.querySelectorAll('#v-figures img').length") == 2
+        assert browser.errors == []

@@ -86,8 +86,9 @@ def test_custom_url_without_release_installs_the_custom_tag(tmp_path, capsys):
     assert main(["releases"]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if " custom " in f" {row} ")
     assert "installed" in line
+    assert install.model_folder() == (folder, record)  # installed last: what runs without -release, as in SCT
     with pytest.raises(RootletsError, match="no model release r20250318 installed"):
-        install.model_folder()  # the default is still the default, not the custom model
+        install.model_folder("r20250318")  # never replaced by the custom model
 
 
 def test_custom_release_needs_a_url_and_an_install(capsys):

@@ -7,9 +7,9 @@ The zips there were written by the nnU-Net versions that wrote the real RootletS
 manifest describes, ``validate_release_zip`` accepts it, ``rootlets -install -custom-url`` installs it, and
 ``rootlets -i`` segments a phantom with it (grid, affine, dtype, values 0..9).
 
-``KNOWN_FAILURES`` lists what the current code cannot do yet, with the reason; such a test is an xfail that shows
-the exact error, and it fails once the format works, so the entry must then be removed. The checkpoints are also
-read with ``torch.load(weights_only=True)``: as is, and with the allow-list ``ALLOW_LIST`` the package is to use.
+Every format must work: there is no list of expected failures, so a format the code cannot read fails its test. The
+checkpoints are also read with ``torch.load(weights_only=True)``: as is, and with the allow-list ``ALLOW_LIST`` the
+package uses (:func:`rootlets_task.models.checkpoints.numpy_allow_list`).
 """
 
 from __future__ import annotations

@@ -116,12 +116,12 @@ def test_default_output_beside_input_with_sidecar(home, coarse_phantom, tmp_path
     record = json.loads((home / "models" / DEFAULT_TAG / install.RECORD).read_text())
     assert gen["Name"].startswith("rootlets_task: rootlets -i sub-01_T2w.nii.gz")
     assert gen["Version"] == rootlets_task.__version__
-    assert gen["CodeURL"] and gen["ModelURL"] == record["url"]
+    assert gen["CodeURL"] and gen["ModelURL"] == Path(record["url"]).name
     assert gen["Release"] == DEFAULT_TAG and gen["ModelSHA256"] == record["sha256"]
     assert gen["Device"] == "cpu"
     assert gen["Settings"]["TileStepSize"] == 0.5 and gen["Settings"]["Mirroring"] is False
     assert gen["Settings"]["Folds"] == ["all"]
-    assert side["InputFile"] == str(src)
+    assert side["InputFile"] == "sub-01_T2w.nii.gz", "beside the sidecar: relative to it"
 
 
 def test_exact_output_path_and_test_time_aug(home, coarse_phantom, tmp_path, capsys):
@@ -210,7 +210,7 @@ def _bad_inputs(folder: Path, good: Path) -> dict[str, tuple[list, str]]:
         "NaN": (["-i", _write(folder / "nan.nii.gz", nan)], "NaN"),
         "inf": (["-i", _write(folder / "inf.nii.gz", inf)], "infinite"),
         "zero axis": (["-i", _write(folder / "empty.nii.gz", np.ones((0, 8, 8), np.float32))], "zero"),
-        "output is input": (["-i", good, "-o", good], "is the input"),
+        "output is input": (["-i", good, "-o", good], "would overwrite the input file"),
         "unknown release": (["-i", good, "-release", "r19990101"], "r19990101"),
         "one bad among good": (["-i", good, folder / "nope.nii.gz"], "not found"),
         "file -o for two inputs": (["-i", good, folder / "flat2.nii.gz", "-o", folder / "x.nii.gz"], "folder"),

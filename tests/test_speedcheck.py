@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from rootlets_task.cli import rootlets as cli
-from rootlets_task.inference import backends, int8
+from rootlets_task.inference import backends, cpu, int8
 from rootlets_task.inference.segmenter import Segmenter
 from rootlets_task.io.phantom import write_phantom
 from rootlets_task.models import install
@@ -101,7 +101,9 @@ def test_speedcheck_reports_every_lever_and_writes_the_json(checked, bids):
     record = install.model_folder("phantom")[1]
     assert report["Release"]["Release"] == "phantom" and report["Release"]["ModelSHA256"] == record["sha256"]
     assert speedcheck.release_problem(report, record) is None
-    assert list(report["Levers"]) == ["crop", "int8", "crop+int8"] and report["Int8"]["Precision"] == "int8"
+    assert list(report["Levers"]) == list(speedcheck.default_levers()) and report["Int8"]["Precision"] == "int8"
+    assert report["Exact"]["Precision"] == "float32" and report["CPU"]["Model"]
+    assert ("bf16" in report["Levers"]) == cpu.has_bf16()  # bf16 is checked only where the CPU runs it
     for lever, result in report["Levers"].items():
         a = result["agreement"]
         assert result["seconds_per_image"] > 0 and result["speedup"] > 0, lever
@@ -110,8 +112,9 @@ def test_speedcheck_reports_every_lever_and_writes_the_json(checked, bids):
         assert {"C5", "C6", "C7", "C8"} <= set(image["levels"]) and set(image["dice"]) >= {"C5", "C6"}
         assert f"\n{lever} " in text  # a row of the table
     _assert_verdicts_follow_the_figures(report)
-    # the crop lever's speed (2 tiles of 8 on the phantom) and its level moves on this model
-    assert report["Levers"]["crop"]["speedup"] > 1.5
+    # the crop lever's level moves on this model (its speed, 2 tiles of 8, is not asserted: no test depends on the
+    # machine's load; benchmarks/bench_inference.py measures it)
+    assert report["Images"][0]["CropBox"]["Source"] == "cord mask"
     assert not report["Levers"]["crop"]["passed"] and "boundary moved" in " ".join(report["Levers"]["crop"]["why"])
     assert report["Use"] == list(speedcheck.best_levers(report)) and "crop" not in report["Use"]
     assert f"rootlets batch -levers auto would use: {'+'.join(report['Use']) or 'no lever'}" in text
@@ -129,7 +132,7 @@ def test_batch_levers_auto_follows_the_report(checked, bids, tmp_path):
         rec, sidecar = _record(out, i), _sidecar(out, i)
         assert rec["levers"]["used"] == report["Use"] and "crop not used: " in rec["levers"]["why"]
         assert sidecar["Settings"]["CropToCord"] is None  # the failed lever did not run
-        assert sidecar["Settings"]["Precision"] == ("int8" if "int8" in report["Use"] else "float32")
+        assert sidecar["Settings"]["Precision"] == next((p for p in ("int8", "bf16") if p in report["Use"]), "float32")
     assert not (out / "logs" / "speedcheck.json").exists()  # the report given was followed: no check here
 
 
@@ -143,9 +146,13 @@ def test_batch_levers_auto_without_a_report_checks_the_first_image(checked, bids
     assert _batch(bids, out, "-speedcheck", str(tmp_path / "other.json"), "-levers-check", "1") == 0
     assert "other.json ignored: made with release phantom (model sha256 000000000000)" in capsys.readouterr().err
     report = json.loads((out / "logs" / "speedcheck.json").read_text())
-    assert report["Checked"] == [f"sub-01/anat/{NAMES[0]}.nii.gz"] and list(report["Levers"]) == ["crop", "int8",
-                                                                                                   "crop+int8"]
+    assert report["Checked"] == [f"sub-01/anat/{NAMES[0]}.nii.gz"]
+    assert list(report["Levers"]) == list(speedcheck.default_levers())
+    assert set(report["NotChecked"]) == set(speedcheck.levers_not_here())  # the bf16 levers, on a CPU without bf16
     _assert_verdicts_follow_the_figures(report)
+    image = report["Images"][0]
+    assert image["File"] == f"bids:raw:sub-01/anat/{NAMES[0]}.nii.gz" and image["Cord"].startswith("bids:raw:derivatives/")
+    assert report["Release"]["ModelFolder"] == "phantom/nnUNetTrainer__nnUNetPlans__3d_fullres", "no local folders"
     levers = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]["SpeedLevers"]
     assert levers["SpeedCheck"] == "logs/speedcheck.json" and "ignored" in levers["Ignored"]
     assert levers["Levers"] == report["Use"] and not report["Levers"]["crop"]["passed"]

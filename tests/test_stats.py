@@ -298,10 +298,10 @@ def test_lab_layout_import_export_roundtrip(complete, tmp_path):
 
 
 def test_reads_the_labs_own_02a_and_discs_csvs(tmp_path):
-    """The CSVs that 02a and discs_to_vertebral_levels.py wrote with a real SCT (sct/phantom, see sct/README.md): one
+    """The CSVs that 02a and discs_to_vertebral_levels.py wrote with a real SCT (sct/cases/tilt15, see sct/README.md): one
     subject, spinal C2-T1 and vertebral C2-T1 (the lab's vertebral level 1 = C1 left out, as its one-table script
     does); exported back in the lab's layout row for row."""
-    folder = DATA / "sct" / "phantom"
+    folder = DATA / "sct" / "cases" / "tilt15"
     out = group_stats([folder], tmp_path / "out")
     mids = pd.read_csv(out["midpoints"])
     assert set(mids.unit) == {"phantom"}

@@ -4,10 +4,13 @@ The public API is imported lazily, so ``import rootlets_task`` (and ``rootlets -
 load torch until a model is needed.
 """
 
+import logging
 from importlib import import_module
 
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library logs; the program decides where it goes
 
 # public name -> module that defines it
 _API = {
@@ -22,6 +25,7 @@ _API = {
     "write_levels": "levels.compute",
     "ModelOptions": "core.options",
     "ChainOptions": "core.options",
+    "LevelsOptions": "levels.compute",
     "ChainInputs": "pipeline.chain",
     "BatchOptions": "batch.run",
     "install_release": "models.install",
@@ -34,17 +38,22 @@ _API = {
     "sct_model_entry": "models.sct",
     "sct_task_entry": "models.sct",
     "qc_subject": "qc.report",
+    "QcOptions": "qc.report",
     "rebuild_index": "qc.report",
     "run_chain": "pipeline.chain",
     "run_batch": "batch.run",
+    "measure": "measures.perlevel",
+    "measure_levels": "measures.perlevel",
+    "MeasureOptions": "core.options",
+    "measure_files": "pipeline.measuring",
 }
 
 __all__ = ["__version__", "RootletsError", "make_phantom", "write_phantom", "compute_levels", "levels_from_files", "group_stats",
            "segment", "segment_files", "load_segmenter", "write_levels", "ModelOptions", "ChainOptions", "ChainInputs",
-           "BatchOptions", "install_release",
+           "BatchOptions", "LevelsOptions", "install_release",
            "model_folder", "models_dir", "installed_releases", "get_release",
-           "install_sct", "sct_status", "sct_model_entry", "sct_task_entry", "qc_subject", "rebuild_index", "run_chain",
-           "run_batch"]  # noqa: F822
+           "install_sct", "sct_status", "sct_model_entry", "sct_task_entry", "qc_subject", "QcOptions", "rebuild_index",
+           "run_chain", "run_batch", "measure", "measure_levels", "MeasureOptions", "measure_files"]  # noqa: F822
 
 
 def __getattr__(name: str):

@@ -27,7 +27,8 @@ BROKEN = "sub-06/anat/sub-06_T2w.nii.gz"
 COMMON = {"release": "phantom", "threads": 1, "levels": True, "progress": False}
 NAMES = {f"sub-{s}{f'_ses-{e}' if e else ''}_T2w" for s, e, _, _ in SPECS}
 _MODEL = {"release", "device", "test_time_aug", "threads"}
-_CHAIN = {"method", "cord_from", "discs_from", "pmj_from", "crop_to_cord", "renumber"}
+_CHAIN = {"method", "cord_from", "discs_from", "pmj_from", "crop_to_cord", "renumber", "measure", "measure_mask",
+          "measure_method", "template"}
 
 
 def run(bids_root, out, levels=False, **kwargs):

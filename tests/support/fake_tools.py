@@ -18,7 +18,7 @@ The SCT stand-ins speak the command line of the SCT version they belong to (``$S
 else the ``version.txt`` beside their ``bin`` folder, as a real SCT installation has it): 6.4/6.5 ``sct_deepseg -i IMG
 -task TASK -o OUT``, 7.x ``sct_deepseg TASK -i IMG -o OUT``, the disc task named ``totalspineseg`` (6.5-7.1, outputs
 ``<OUT stem>_step1_levels``) or ``spine`` (7.2+, ``_totalspineseg_discs``), and refuse other syntaxes with exit 2 as
-SCT's parser does (argv checked against what each version accepts: sctside notes, section e).
+SCT's parser does (argv checked against what each version's sct_deepseg.py accepts).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ node (``hostname -s``, ``CPUs=$(nproc)``, address 127.0.0.1), linuxproc process 
 in the foreground (``-D``/``-F``) as children of the test process and are stopped by PID.
 
 Tests that need it take the ``slurm`` fixture (and carry the ``slurm`` marker); they are skipped with the reason when
-this machine cannot run it (not root, binaries missing, a daemon that does not start), unless
-``ROOTLETS_REQUIRE_SLURM=1`` (for a runner known to start it; ``.ci/run`` does not set it): then that is an error.
+this machine cannot run it (not root, binaries missing, a daemon that does not start), unless SLURM is required
+(``ROOTLETS_REQUIRE=slurm`` or ``all``, which ``.ci/run`` sets as root; see ``support/required.py``): then that is an
+error.
 When a test that used it fails, the tails of the daemon logs are attached to its report and the folder is kept (its
 path is in the report).
 """
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from support.required import need
 
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo")
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
@@ -200,9 +203,7 @@ PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP Ove
 
 def _cannot(reason: str) -> None:
     """Skip, or fail where SLURM is required (CI after installing it)."""
-    if os.environ.get("ROOTLETS_REQUIRE_SLURM") == "1":
-        pytest.fail(f"SLURM required (ROOTLETS_REQUIRE_SLURM=1) but {reason}", pytrace=False)
-    pytest.skip(f"no local SLURM: {reason}")
+    need("slurm", False, f"no local SLURM: {reason}")
 
 
 def _die_with_parent() -> None:

@@ -38,6 +38,11 @@ class Unit:
     inputs: dict = field(default_factory=dict)  # name inside the BIDS root -> sha256
 
     @property
+    def dataset_root(self) -> Path:
+        """The raw BIDS dataset the image is in."""
+        return Path(self.image).parents[len(Path(self.rel).parent.parts)]
+
+    @property
     def contrast(self) -> str:
         """What sct_detect_pmj is told (``-c``)."""
         return "t1" if self.suffix in T1_LIKE else "t2"

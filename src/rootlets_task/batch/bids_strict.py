@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -80,7 +81,7 @@ def _level_label(value: int, kind: str) -> str:
 
 def lookup_table(image: Path, kind: str) -> str:
     """The ``dseg.tsv`` of a segmentation: one row (index, name) per value present in ``image``."""
-    values = np.unique(np.asanyarray(nib.load(image).dataobj)).astype(int)
+    values = np.unique(np.asanyarray(cast(nib.Nifti1Image, nib.load(image)).dataobj)).astype(int)
     return "\n".join(["index\tname"] + [f"{v}\t{_level_label(v, kind)}" for v in values if v > 0]) + "\n"
 
 
@@ -102,11 +103,6 @@ def write_dataset_files(out: Path) -> None:
     path, text = out / ".bidsignore", "\n".join(BIDSIGNORE) + "\n"
     if not path.is_file() or path.read_text() != text:
         write_text(path, text)
-
-
-def dataset_links(bids_root: Path) -> dict:
-    """``DatasetLinks`` of the derivative's description: ``raw`` = the source dataset (for the Sources URIs)."""
-    return {"raw": bids_root.absolute().as_uri()}
 
 
 def _strict_kind(new: str) -> tuple[str, str | None, str] | None:

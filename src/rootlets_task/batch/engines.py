@@ -12,12 +12,14 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from rootlets_task.core.errors import RootletsError
+from rootlets_task.core.options import ModelOptions
 
 log = logging.getLogger(__name__)
 
-_CACHE: dict[tuple, object] = {}
+_CACHE: dict[tuple, Any] = {}  # settings -> Segmenter
 _CACHE_LOCK = threading.Lock()
 MODEL_LOCK = threading.Lock()  # nnU-Net's predictor is not thread-safe: one image at a time per process
 
@@ -44,36 +46,42 @@ def _key(model_folder: str, device: str, test_time_aug: bool, threads: int | Non
     return model_folder, device, test_time_aug, threads, precision, tuple(calibration), json.dumps(int8_options, sort_keys=True)
 
 
-def keep_segmenter(segmenter, model_folder: str, device: str, test_time_aug: bool, threads: int | None,
-                   precision: str = "float32", calibration: tuple[str, ...] = (), int8_options: dict | None = None) -> None:
+def _options_key(model_folder: str, model: ModelOptions, calibration: tuple[str, ...], int8_options: dict | None) -> tuple:
+    return _key(model_folder, model.device, model.test_time_aug, model.threads, model.precision, calibration, int8_options)
+
+
+def keep_segmenter(segmenter, model_folder: str, model: ModelOptions, calibration: tuple[str, ...] = (),
+                   int8_options: dict | None = None) -> None:
     """Put a model this process has already loaded (the lever check's) into the worker cache under its settings."""
     with _CACHE_LOCK:
-        _CACHE[_key(model_folder, device, test_time_aug, threads, precision, calibration, int8_options)] = segmenter
+        _CACHE[_options_key(model_folder, model, calibration, int8_options)] = segmenter
 
 
-def worker_segmenter(model_folder: str, record: dict, device: str, test_time_aug: bool, threads: int | None,
-                     precision: str = "float32", calibration: tuple[str, ...] = (), int8_options: dict | None = None):
+def worker_segmenter(model_folder: str, record: dict, model: ModelOptions, calibration: tuple[str, ...] = (),
+                     int8_options: dict | None = None):
     """The model, loaded once per process and reused for every later unit (the worker cache).
 
+    ``model``: its device, test-time augmentation, threads and precision are used (the backend is chosen per process).
     ``precision`` int8: quantised on the ``calibration`` images with ``int8_options`` (a dict of
-    :class:`rootlets_task.inference.int8.Int8Options` fields), cached on disk by content, so every worker gets the same network.
+    :class:`rootlets_task.inference.int8.Int8Options` fields), cached on disk by content, so every worker gets the same network;
+    bf16: the same network in bfloat16 (CPUs with avx512_bf16 or AMX).
     """
-    key = _key(model_folder, device, test_time_aug, threads, precision, calibration, int8_options)
+    key = _options_key(model_folder, model, calibration, int8_options)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            from rootlets_task.inference.segmenter import Segmenter, configure_threads, resolve_device
+            from rootlets_task.inference.segmenter import Segmenter
 
-            count = _worker_threads(threads)
-            if resolve_device(device).type == "cpu":
-                count = configure_threads(count)
-            int8 = {}
-            if precision == "int8":
+            count = _worker_threads(model.threads)
+            int8: dict[str, Any] = {}
+            if model.precision == "int8":
                 from rootlets_task.inference.int8 import Int8Options
 
-                options = Int8Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in (int8_options or {}).items()})
-                int8 = {"precision": "int8", "calibration": list(calibration) or None, "int8_options": options}
-            _CACHE[key] = Segmenter(model_folder, device=device, test_time_aug=test_time_aug, verbose=0, record=record,
-                                    threads=count, **int8)
+                fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in (int8_options or {}).items()}
+                options = Int8Options(**fields)
+                int8 = {"calibration": list(calibration) or None, "int8_options": options}
+            settings = ModelOptions(device=model.device, test_time_aug=model.test_time_aug, threads=count,
+                                    precision=model.precision)
+            _CACHE[key] = Segmenter(model_folder, settings, verbose=0, record=record, **int8)
             log.info("model loaded in this process (%s, %s threads, %.1f s)", _CACHE[key].backend,
                      _CACHE[key].threads, _CACHE[key].load_seconds)
         else:
@@ -86,7 +94,7 @@ def sequential(run: Callable, units: list) -> Iterator[dict]:
         yield run(unit)
 
 
-def on_dask(client, run: Callable, units: list, stop: Callable[[], bool], describe: Callable[[object], dict]) -> Iterator[dict]:
+def on_dask(client, run: Callable, units: list, stop: Callable[[], bool], describe: Callable[[Any], dict]) -> Iterator[dict]:
     """Submit ``run(unit)`` for every unit to ``client``; yield results as they complete.
 
     A worker that dies while processing a unit gets it rescheduled by Dask, up to
@@ -169,14 +177,15 @@ def parse_slurm(options: list[str]) -> dict:
     """``["cores=4", "memory=16GB", "job_extra_directives=--gres=gpu:1"]`` -> SLURMCluster keyword arguments."""
     parsed: dict = {}
     for item in options:
-        key, sep, value = item.partition("=")
+        key, sep, text = item.partition("=")
+        value: str | int = text
         if not sep or not key:
             raise RootletsError(f"-slurm {item}: expected KEY=VALUE (e.g. cores=4 memory=16GB walltime=04:00:00 "
                                 "queue=NAME account=NAME)")
         key = key.replace("-", "_")
         if key in ("cores", "processes"):
             try:
-                value = int(value)
+                value = int(text)
             except ValueError:
                 raise RootletsError(f"-slurm {item}: {key} must be a whole number") from None
             if not 1 <= value <= 4096:

@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from rootlets_task._version import __version__
 from rootlets_task.batch import bids, engines
@@ -41,10 +42,12 @@ from rootlets_task.batch.units import (
     process_unit,
 )
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import now, read_json, remove_stale_scratch, writable_folder, write_json
+from rootlets_task.core.files import now, read_json, remove_stale_scratch, same_file, writable_folder, write_json
 from rootlets_task.core.options import ChainOptions, ModelOptions
+from rootlets_task.core.places import portable, shared_paths
 from rootlets_task.io import provenance
 from rootlets_task.io.records import Record
+from rootlets_task.io.tables import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +131,8 @@ class BatchSummary:
 def _check_out(bids_root: Path, out: Path, labels_root: Path) -> None:
     """Refuse an output folder that is the dataset, inside the raw dataset, or a derivative another tool made."""
     resolved, root = out.absolute().resolve(), bids_root.absolute().resolve()
-    for kept, what in ((root, "the BIDS root"), (labels_root.absolute().resolve(), "the manual labels folder")):
-        if resolved == kept:
+    for kept, what in ((root, "the BIDS root"), (labels_root, "the manual labels folder")):
+        if same_file(out, kept):
             raise RootletsError(f"-o {out}: is {what}, whose files must be kept; give a folder of its own "
                                 f"(e.g. {bids_root}/derivatives/rootlets)")
     inside = resolved.is_relative_to(root)
@@ -147,16 +150,35 @@ def _check_out(bids_root: Path, out: Path, labels_root: Path) -> None:
                                 "rootlets_task); give a folder of its own so its files are kept")
 
 
-def _settings(bids_root: Path, options: BatchOptions, model: ModelOptions, chain: ChainOptions | None) -> Settings:
+def _settings(bids_root: Path, options: BatchOptions, model: ModelOptions, chain: ChainOptions | None,
+              units: list[bids.Unit]) -> Settings:
+    """The batch's settings; the model's install is looked up only when an image needs it: every image of a
+    rootlets-only batch, and with ``chain`` the images without a rootlets file in the labels derivative."""
     from rootlets_task.inference.segmenter import physical_cores
     from rootlets_task.models import install
 
-    folder, record = install.model_folder(model.release)
+    need = [u for u in units if chain is None or "rootlets" not in u.labels]
     if model.threads is None and not _engine(options):  # elsewhere a worker takes the cores of its node or job
         model = replace(model, threads=max(1, physical_cores() // (options.jobs or 1)))
+    common: dict[str, Any] = {"options": model, "chain": chain, "qc": str(Path(options.qc).absolute()) if options.qc else None,
+              "bids_strict": options.bids_strict}
+    if not need:
+        log.info("batch: every image has its rootlets file in the labels derivative; no model is used")
+        return Settings(model_folder="", model={}, **common)
+    listed = ", ".join(u.rel for u in need[:5]) + (f" and {len(need) - 5} more" if len(need) > 5 else "")
+    try:
+        folder, record = install.ready_model_folder(model.release)  # first use installs it once, before any worker starts
+    except RootletsError as exc:
+        if chain is None:
+            raise
+        raise RootletsError(f"{exc}; the model is needed only for the {len(need)} of {len(units)} image(s) without a "
+                            f"rootlets file in the labels derivative: {listed} (or add their *_label-rootlets_dseg "
+                            "files)") from None
+    if chain is not None and len(need) < len(units):
+        log.info("batch: %d of %d image(s) have a rootlets file; the model segments the others: %s", len(units) - len(need),
+                 len(units), listed)
     return Settings(model_folder=str(folder.absolute()), model={k: record.get(k) for k in ("tag", "sha256", "url")},
-                    options=model, chain=chain, qc=str(Path(options.qc).absolute()) if options.qc else None,
-                    bids_strict=options.bids_strict)
+                    **common)
 
 
 def _engine(options: BatchOptions) -> str | None:
@@ -172,7 +194,7 @@ def _describe_dataset(bids_root: Path, out: Path, units: list[bids.Unit], settin
                       levers: dict | None = None) -> None:
     """``dataset_description.json`` (and with ``bids_strict`` the ``.bidsignore``; colliding names refused first);
     ``levers``: how the speed levers were chosen (``SpeedLevers``)."""
-    description = provenance.dataset_description(settings.model, settings.chain is not None, bids_root)
+    description = provenance.dataset_description(settings.model, settings.chain is not None, bids_root, out)
     if levers:
         description["GeneratedBy"][0]["SpeedLevers"] = levers
     if settings.bids_strict:
@@ -180,7 +202,6 @@ def _describe_dataset(bids_root: Path, out: Path, units: list[bids.Unit], settin
 
         bids_strict.check_unique(units)
         bids_strict.write_dataset_files(out)
-        description["DatasetLinks"] = bids_strict.dataset_links(bids_root)
     if read_json(out / "dataset_description.json") != description:
         write_json(out / "dataset_description.json", description)
 
@@ -218,11 +239,11 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
         raise RootletsError(f"BIDS folder {bids_root}: no sub-*/[ses-*/]anat/*_{'|'.join(options.contrasts)}.nii.gz "
                             "image matches; check -contrast, -include and -exclude"
                             + (" and the participant/session labels" if options.subjects or options.sessions else ""))
-    settings = _settings(bids_root, options, model, chain)
+    units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None or options.levers != "none")
+    settings = _settings(bids_root, options, model, chain, units)
     writable_folder(out)
     if options.qc:
         writable_folder(options.qc, "QC folder", "-qc")
-    units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None or options.levers != "none")
     levers, levers_note, check = batch_levers.plan_batch_levers(options, settings, units, out)
     settings = replace(settings, levers=levers)
     _describe_dataset(bids_root, out, units, settings, levers_note)
@@ -246,11 +267,14 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
     summary = BatchSummary(out=out, results=sorted(results, key=lambda r: r["rel"]), seconds=time.perf_counter() - t0,
                            ignored=found.ignored, qc=Path(options.qc) if options.qc else None)
     if chain is not None:
-        summary.tables = dataset_tables(out, settings, participants_file(bids_root))
-    write_json(out / LOGS / SUMMARY, {"finished": now(), "seconds": round(summary.seconds, 1), "version": __version__,
-                                      "release": settings.model.get("tag"), "results": summary.results,
-                                      "ignored": [list(i) for i in summary.ignored],
-                                      "tables": {k: str(v) for k, v in summary.tables.items()}})
+        with shared_paths(out, {"raw": bids_root}):  # the group tables name their sources by BIDS URI
+            summary.tables = dataset_tables(out, settings, participants_file(bids_root))
+    with shared_paths(out, {"raw": bids_root}):  # the summary is part of the derivative: no local paths
+        write_json(out / LOGS / SUMMARY, {"finished": now(), "seconds": round(summary.seconds, 1), "version": __version__,
+                                          "release": settings.model.get("tag"),
+                                          "results": [r | {"log": portable(r.get("log"))} for r in summary.results],
+                                          "ignored": [list(i) for i in summary.ignored],
+                                          "tables": {k: portable(v) for k, v in summary.tables.items()}})
     return summary
 
 
@@ -310,7 +334,9 @@ def group_level(bids_root: str | os.PathLike, out: str | os.PathLike, options: B
     bids_root, out = Path(bids_root), Path(out)
     if not (out / "dataset_description.json").is_file():
         raise RootletsError(f"{out}: no rootlets_task derivative here; run the participant level (with levels) first")
-    settings = _settings(bids_root, options, model, chain)
+    found = bids.find_images(bids_root, tuple(options.contrasts), options.include, options.exclude,
+                             tuple(options.subjects), tuple(options.sessions))
+    settings = _settings(bids_root, options, model, chain, bids.plan_units(bids_root, out, found.images, options.labels, True))
     tables = dataset_tables(out, settings, participants_file(bids_root), options.subjects, options.sessions)
     if not tables:
         raise RootletsError(f"{out}: no image done with levels and these settings (release {settings.model.get('tag')})"
@@ -323,7 +349,7 @@ def participants_file(bids_root: Path) -> Path | None:
     path = bids_root / "participants.tsv"
     try:
         with path.open(encoding="utf-8") as f:
-            header = f.readline().rstrip("\n").split("\t")
+            header = f.readline(64 << 10).rstrip("\n").split("\t")  # a header line, however long the file
     except (OSError, UnicodeDecodeError):
         return None
     return path if "height" in header else None
@@ -331,7 +357,9 @@ def participants_file(bids_root: Path) -> Path | None:
 
 def dataset_tables(out: Path, settings: Settings, participants: Path | None = None, subjects: tuple[str, ...] = (),
                    sessions: tuple[str, ...] = ()) -> dict[str, Path]:
-    """``levels.csv`` and ``shift.csv`` of the whole derivative dataset (one row per image, level and kind) and the
+    """``levels.csv``, ``shift.csv``, with ``-measure`` ``measure.csv``, with ``-template`` ``levels_pam50.csv`` (PAM50's
+    spinal levels in each image) and ``levels_space-PAM50.csv`` (each image's levels in template coordinates) of the
+    whole derivative dataset (one row per image, level and kind) and the
     group statistics of :func:`rootlets_task.levels.stats.group_stats` (in ``group/``), normalised by body height as the
     paper does when ``participants`` (the dataset's ``participants.tsv`` with ``height``) is given and usable.
 
@@ -342,6 +370,7 @@ def dataset_tables(out: Path, settings: Settings, participants: Path | None = No
     import pandas as pd
 
     from rootlets_task.core.files import atomic_path
+    from rootlets_task.io.tables import read_shift_table
 
     records = []
     for path in sorted(out.rglob(f"*{RECORD_SUFFIX}")):
@@ -354,13 +383,14 @@ def dataset_tables(out: Path, settings: Settings, participants: Path | None = No
             records.append((path.parent, path.name[: -len(RECORD_SUFFIX)], record))
     tables: dict[str, Path] = {}
     files = []
-    for kind in ("levels", "shift"):
+    for kind in ("levels", "shift", "measure", "levels_pam50", "levels_space-PAM50"):
         frames = []
         for folder, name, record in records:
             path = folder / f"{name}_{kind}.csv"
             if path.is_file() and record.name(path) in record.step(UNIT_STEP).get("outputs", {}):
-                files.append(path)
-                frame = pd.read_csv(path)
+                if kind in ("levels", "shift"):  # the group statistics are those of the levels
+                    files.append(path)
+                frame = read_shift_table(path) if kind == "shift" else pd.read_csv(path)
                 frame.insert(0, "image", name)
                 frame.insert(1, "session", record.data.get("session") or "")
                 frame.insert(1, "subject", record.data.get("subject"))
@@ -368,7 +398,7 @@ def dataset_tables(out: Path, settings: Settings, participants: Path | None = No
         if frames:
             tables[kind] = out / f"{kind}.csv"
             with atomic_path(tables[kind]) as tmp:
-                pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
+                write_csv(pd.concat(frames, ignore_index=True), tmp)
     if files:
         tables.update(_group(files, out / GROUP, participants))
     return tables

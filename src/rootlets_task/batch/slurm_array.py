@@ -33,7 +33,7 @@ from rootlets_task.batch.bids import Unit
 from rootlets_task.batch.levers import BatchLevers
 from rootlets_task.core import logs
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import now, read_json, write_json, write_text
+from rootlets_task.core.files import load_json, now, printable, read_json, read_tail, write_json, write_text
 from rootlets_task.core.options import ChainOptions, ModelOptions
 
 log = logging.getLogger("rootlets_task.batch.slurm_array")  # by name: array tasks run this module as __main__
@@ -60,6 +60,21 @@ def _settings(data: dict) -> batch.Settings:
     return batch.Settings(**{**data, "options": ModelOptions(**data["options"]),
                              "chain": ChainOptions(**chain) if chain else None,
                              "levers": BatchLevers.from_dict(data.get("levers") or {})})
+
+
+def plan_problem(plan, job=None) -> str | None:
+    """What makes a plan (and its job record) unusable, or None: both are ours, but lie on a shared file system."""
+    if not isinstance(plan, dict):
+        return "not a readable array plan"
+    tasks, units = plan.get("tasks"), plan.get("units")
+    if not (isinstance(units, list) and all(isinstance(u, dict) and isinstance(u.get("name"), str) for u in units)):
+        return "its units are malformed"
+    if not (isinstance(tasks, int) and not isinstance(tasks, bool) and 1 <= tasks <= max(1, len(units))):
+        return f"tasks {str(tasks)[:20]} is not a number from 1 to the number of units"
+    if job is not None and not (isinstance(job, dict) and isinstance(job.get("job"), str)
+                                and re.fullmatch(r"\d+", job["job"])):
+        return "its job record has no SLURM job id"
+    return None
 
 
 def _task_units(plan: dict, index: int) -> list[Unit]:
@@ -123,7 +138,12 @@ def _arrays(out: Path) -> list[_Array]:
     found = []
     for folder in sorted((out / batch.LOGS / ARRAY_DIR).glob("*/")):
         plan, job = read_json(folder / PLAN), read_json(folder / JOB)
-        if isinstance(plan, dict) and isinstance(job, dict):
+        if plan is None or job is None:  # submitting, or never submitted
+            continue
+        problem = plan_problem(plan, job)
+        if problem:
+            log.warning("array plan %s: %s; skipped (remove that folder)", folder, problem)
+        else:
             found.append(_Array(folder, job["job"], plan["tasks"], {u["name"]: i for i, u in enumerate(plan["units"])},
                                 _active(job["job"])))
     return found
@@ -144,7 +164,7 @@ def _task_end(folder: Path, job: str, index: int) -> str:
     path = folder / f"task-{job}_{index}.out"
     if not path.is_file():
         return f"task {index} of array job {job} never started (no {path.name})"
-    ends = _ENDED.findall(path.read_text(errors="replace"))
+    ends = _ENDED.findall(read_tail(path))
     if ends:
         return f"task {index} of array job {job} was cancelled" + (f" due to {ends[-1].lower()}" if ends[-1] else "")
     return f"task {index} of array job {job} ended before this image (see {path})"
@@ -157,9 +177,10 @@ def _why(out: Path, name: str, arrays: list[_Array]) -> tuple[str, str, str | No
             continue
         if array.active:
             return "pending", f"in array job {array.job}, still in the queue", array.job
-        result = read_json(array.folder / RESULTS / f"{name}.json") or {}
+        result = read_json(array.folder / RESULTS / f"{name}.json")
+        result = result if isinstance(result, dict) else {}
         if result.get("status") == "failed":
-            return "failed", result.get("error") or "failed", None
+            return "failed", printable(result.get("error") or "failed"), None
         if result.get("status") == "done":
             return "not run", f"done by array job {array.job}, but its outputs are missing or changed since", None
         return "not run", _task_end(array.folder, array.job, array.position[name] % array.tasks), None
@@ -170,8 +191,8 @@ def _last_attempt(out: Path, name: str) -> tuple[str, str, None]:
     """(status, reason, None) of a unit no array holds, from its error log (any engine writes one on failure)."""
     err = out / batch.LOGS / f"err.{name}.log"
     if err.is_file():
-        line = next((x for x in err.read_text(errors="replace").splitlines() if "FAILED: " in x), None)
-        return "failed", (line.split("FAILED: ", 1)[1] if line else "failed") + f" (log: {err})", None
+        line = next((x for x in reversed(read_tail(err).splitlines()) if "FAILED: " in x), None)
+        return "failed", printable(line.split("FAILED: ", 1)[1] if line else "failed") + f" (log: {err})", None
     return "not run", "no finished record (never run, interrupted, or its inputs or settings changed since)", None
 
 
@@ -209,17 +230,23 @@ def _task_threads(settings: batch.Settings) -> batch.Settings:
     if settings.options.threads:
         return settings
     cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or "1"
-    options = dataclasses.replace(settings.options, threads=max(1, int(re.match(r"\d+", cpus)[0])))
+    digits = re.match(r"\d+", cpus)
+    options = dataclasses.replace(settings.options, threads=max(1, int(digits[0]) if digits else 1))
     return dataclasses.replace(settings, options=options)
 
 
 def run_task(plan_path: Path, index: int) -> int:
     """Run task ``index`` of a plan: its slice of units, one result file each; returns the number of failures."""
-    plan = read_json(plan_path)
-    if not isinstance(plan, dict):
-        raise RootletsError(f"{plan_path}: not a readable array plan; submit the array again (-slurm-array)")
-    settings = _task_threads(_settings(plan["settings"]))
-    units = _task_units(plan, index)
+    plan = load_json(plan_path, "array plan", fix="submit the array again (-slurm-array)")
+    problem = plan_problem(plan)
+    if problem:
+        raise RootletsError(f"array plan {plan_path}: {problem}; submit the array again (-slurm-array)")
+    try:
+        settings = _task_threads(_settings(plan["settings"]))
+        units = _task_units(plan, index)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RootletsError(f"array plan {plan_path}: its settings are malformed ({printable(exc, 80)}); submit the "
+                            "array again (-slurm-array)") from None
     results = plan_path.parent / RESULTS
     log.info("task %d of %d: %d image(s), %d thread(s)", index, plan["tasks"], len(units), settings.options.threads)
     failed = 0
@@ -242,13 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(1)
     index = os.environ.get("SLURM_ARRAY_TASK_ID")
     if len(argv) != 1 or index is None or not index.isdigit():
-        print("usage: SLURM_ARRAY_TASK_ID=i python -m rootlets_task.batch.slurm_array PLAN (run by sbatch --array)",
-              file=sys.stderr)
+        log.error("usage: SLURM_ARRAY_TASK_ID=i python -m rootlets_task.batch.slurm_array PLAN (run by sbatch --array)")
         return 2
     try:
         failed = run_task(Path(argv[0]), int(index))
     except RootletsError as exc:
-        print(f"rootlets: error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 1
     return 1 if failed else 0
 

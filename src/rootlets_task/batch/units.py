@@ -26,6 +26,7 @@ from rootlets_task.core import logs
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import now, scratch_folder
 from rootlets_task.core.options import ChainOptions, ModelOptions
+from rootlets_task.core.places import portable, portable_text, shared_paths
 from rootlets_task.io import nifti, provenance, viewers
 from rootlets_task.io.records import Record
 
@@ -57,6 +58,9 @@ class Settings:
                 **({"method": chain.method, "cord_from": chain.cord_from, "discs_from": chain.discs_from,
                     "pmj_from": chain.pmj_from, "crop_to_cord": chain.crop_to_cord, "renumber": chain.renumber}
                    if chain else {}),
+                **({"measure": list(chain.measure), "measure_mask": chain.measure_mask,
+                    "measure_method": chain.measure_method} if chain and chain.measure is not None else {}),
+                **({"template": True} if chain and chain.template else {}),
                 **({"bids_strict": True} if self.bids_strict else {}), **self.levers.key(rel)}
 
     def unit_key(self, unit: bids.Unit) -> dict:
@@ -70,12 +74,27 @@ def is_done(unit: bids.Unit, settings: Settings) -> bool:
     """Whether ``unit``'s record matches its inputs and settings, every output it lists is intact, and (with ``qc``)
     its QC went into that folder. A QC folder alone does not change the outputs, so it is not part of the key."""
     record = Record(Path(unit.out_dir) / f"{unit.name}{RECORD_SUFFIX}")
-    return record.up_to_date(UNIT_STEP, settings.unit_key(unit)) and (
-        not settings.qc or record.step(UNIT_STEP).get("qc") == settings.qc)
+    with unit_places(unit):
+        qc = portable(settings.qc)
+    return record.up_to_date(UNIT_STEP, settings.unit_key(unit)) and (not settings.qc or record.step(UNIT_STEP).get("qc") == qc)
 
 
 def describe_unit(unit: bids.Unit) -> dict:
     return {"name": unit.name, "rel": unit.rel}
+
+
+def unit_places(unit: bids.Unit, tmp: Path | None = None):
+    """How the unit's shared files write paths (:func:`rootlets_task.core.places.shared_paths`): the raw dataset as
+    ``bids:raw:``, the derivative's own files relative to its root, ``tmp`` (the unit's scratch folder) as the folder
+    its files are moved to, the model store and network cache by their variables."""
+    from rootlets_task.inference.backends import cache_dir
+    from rootlets_task.models.install import ENV_HOME, models_dir
+
+    rel_folder = Path(unit.rel).parent
+    out_root = Path(unit.out_dir).parents[len(rel_folder.parts) - 1]
+    aliases = {models_dir(): f"${ENV_HOME}/models", cache_dir(): "$ROOTLETS_TASK_CACHE",
+               **({tmp: rel_folder.as_posix()} if tmp is not None else {})}
+    return shared_paths(out_root, {"raw": unit.dataset_root}, aliases)
 
 
 def process_unit(unit: bids.Unit, settings: Settings, out_root: str) -> dict:
@@ -99,7 +118,7 @@ def process_unit(unit: bids.Unit, settings: Settings, out_root: str) -> dict:
               "slurm_job": os.environ.get("SLURM_JOB_ID"), "retried": bool(stale)}
     log_path = tmp / f"{unit.name}.log"
     try:
-        with logs.unit_log(log_path):
+        with unit_places(unit, tmp), logs.unit_log(log_path, portable_text):
             _run_unit(unit, settings, tmp, result, stale, t0)
         result["log"] = str(_keep_log(log_path, Path(out_root) / LOGS, unit.name, result["status"] == "done"))
     finally:
@@ -116,11 +135,15 @@ def _run_unit(unit: bids.Unit, settings: Settings, tmp: Path, result: dict, stal
     log.info("settings: %s", settings.unit_key(unit))
     try:
         with engines.MODEL_LOCK:
-            seg = engines.worker_segmenter(settings.model_folder, settings.model, settings.options.device,
-                                           settings.options.test_time_aug, settings.options.threads,
-                                           **settings.levers.segmenter_kwargs(unit.rel))
-            log.info("model %s (%s, %s threads, %s, %s; levers: %s)", settings.model.get("tag"), seg.backend, seg.threads,
-                     seg.device.type, seg.precision, ", ".join(settings.levers.used(unit.rel)) or "none")
+            seg = None
+            if settings.chain is None or "rootlets" not in unit.labels:  # given rootlets: the levels need no model
+                levers = settings.levers.segmenter_kwargs(unit.rel)  # int8: precision, calibration, int8_options
+                model = replace(settings.options, precision=levers.pop("precision", "float32"))
+                seg = engines.worker_segmenter(settings.model_folder, settings.model, model, **levers)
+                log.info("model %s (%s, %s threads, %s, %s; levers: %s)", settings.model.get("tag"), seg.backend,
+                         seg.threads, seg.device.type, seg.precision, ", ".join(settings.levers.used(unit.rel)) or "none")
+            else:
+                log.info("rootlets from the labels derivative (%s): no model", unit.labels["rootlets"])
             notes, made, checks = _make_outputs(unit, settings, seg, tmp)
         _finish(unit, settings, tmp, made, notes, time.perf_counter() - t0)
         result.update(checks)
@@ -154,7 +177,7 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
 
         img = nifti.load(image)
         out = tmp / f"{unit.name}_rootlets.nii.gz"
-        command = f"batch {unit.rel} -release {settings.model.get('tag')}"
+        command = batch_command(unit, settings)
         box, crop_info = cropping.lever_box(img, unit.labels.get("cord")) if crop else (None, None)
         prediction = seg.predict(img, box)
         sidecar = provenance.rootlets_sidecar(seg, image, command, crop_info, confidence=prediction.confidence)
@@ -164,20 +187,39 @@ def _make_outputs(unit: bids.Unit, settings: Settings, seg, tmp: Path) -> tuple[
             sidecar.setdefault("Warnings", []).append(text)
         write_segmentation(nifti.label_image(prediction.labels, img), out, sidecar)
         viewers.describe({"rootlets": out}, {"rootlets": prediction.labels})
-        notes += cropping.cut_note(prediction.labels, box, cropping.CROP_MARGIN_MM) if crop else []
+        notes += cropping.cut_note(prediction.labels, box, cropping.CROP_MARGIN_MM) if box is not None else []  # crop
         return notes, {"rootlets": out}, {"confidence": summary(prediction.confidence)}
     from rootlets_task.pipeline.chain import ChainInputs, run_chain
 
     labels = unit.labels
     inputs = ChainInputs(cord=labels.get("cord"), discs=labels.get("discs"), pmj=labels.get("pmj"),
                          rootlets=labels.get("rootlets"))
-    result = run_chain(image, out_dir=tmp, inputs=inputs, segmenter=seg,
-                       options=replace(settings.chain, contrast=unit.contrast, crop_to_cord=settings.chain.crop_to_cord or crop))
+    chain = replace(settings.chain, contrast=unit.contrast, crop_to_cord=settings.chain.crop_to_cord or crop,
+                    command=batch_command(unit, settings))
+    if chain.measure is not None:
+        chain = replace(chain, measure=tuple(unit_path(m, unit) for m in chain.measure),
+                        measure_mask=unit_path(chain.measure_mask, unit) if chain.measure_mask else None)
+    result = run_chain(image, out_dir=tmp, inputs=inputs, segmenter=seg, options=chain)
     log.info("cord from %s, discs from %s, PMJ from %s", result.sources["cord"], result.sources["discs"],
              result.sources["pmj"])
     log.info("%s", result.table())
     return list(result.notes), dict(result.outputs), {"numbering": numbering_summary(result.numbering),
                                                       "confidence": summary(result.confidence)}
+
+
+def batch_command(unit: bids.Unit, settings: Settings) -> str:
+    """What a unit's sidecars say ran (after ``rootlets``): the batch, for this image of the raw dataset."""
+    return (f"batch bids:raw:{Path(unit.rel).as_posix()} -release {settings.model.get('tag')}"
+            + (" -levels" if settings.chain is not None else ""))
+def unit_path(pattern: str, unit: bids.Unit) -> str:
+    """A ``-measure`` map or mask of one image: ``{subject}``, ``{session}``, ``{name}`` filled in, relative paths
+    taken from the BIDS folder (``NAME=`` kept in front)."""
+    name, sep, path = pattern.partition("=")
+    if not sep or "/" in name:
+        name, path = "", pattern
+    root = Path(unit.image[: -len(unit.rel)]) if unit.image.endswith(unit.rel) else Path(unit.image).parent
+    filled = Path(path.format(subject=unit.subject, session=unit.session or "", name=unit.name))
+    return f"{name}={root / filled}" if name else str(root / filled)
 
 
 def numbering_summary(numbering: dict | None) -> dict | None:
@@ -205,19 +247,21 @@ def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path
     log.info("view: %s", viewers.fsleyes_command(unit.image, [(k, where[k]) for k in viewers.NUMBERING if k in where]))
     if settings.qc:
         _qc(unit, settings, where, notes)
-    record.data.update({"image": unit.image, "rel": unit.rel, "subject": unit.subject, "session": unit.session,
+    record.data.update({"image": portable(unit.image), "rel": unit.rel, "subject": unit.subject, "session": unit.session,
                         "release": settings.model.get("tag")})
     record.done(UNIT_STEP, settings.unit_key(unit), [final / p.name for p in files],
-                {"notes": notes, "seconds": round(seconds, 3), "host": socket.gethostname(), "qc": settings.qc,
+                {"notes": notes, "seconds": round(seconds, 3), "host": socket.gethostname(), "qc": portable(settings.qc),
                  **settings.levers.record(unit.rel)})
 
 
 def _qc(unit: bids.Unit, settings: Settings, where: dict[str, Path], notes: list[str]) -> None:
-    from rootlets_task.qc.report import qc_subject
+    from rootlets_task.qc.report import QcOptions, qc_subject
 
-    qc_subject(settings.qc, unit.image, where.get("rootlets", unit.labels.get("rootlets")), cord=where.get("cord"),
-               discs=where.get("discs"), levels=where.get("csv"), shift=where.get("shift"), subject=unit.name,
-               warnings=notes,
-               provenance={"release": settings.model.get("tag"), "batch": unit.rel, "levels": settings.chain is not None})
+    provenance = {"release": settings.model.get("tag"), "batch": unit.rel, "levels": settings.chain is not None}
+    options = QcOptions(subject=unit.name, warnings=notes, provenance=provenance)
+    rootlets = where.get("rootlets", unit.labels.get("rootlets"))
+    assert settings.qc is not None and rootlets is not None  # QC runs when asked for, after the rootlets exist
+    qc_subject(settings.qc, unit.image, rootlets, cord=where.get("cord"),
+               discs=where.get("discs"), levels=where.get("csv"), shift=where.get("shift"), options=options)
 
 

@@ -39,7 +39,7 @@ def _size(path: Path) -> int:
 def stored() -> list[Stored]:
     """Everything :func:`clean` would remove, with its size."""
     from rootlets_task.inference.backends import cache_dir
-    from rootlets_task.models.install import RECORD, models_dir
+    from rootlets_task.models.install import ACTIVE, RECORD, models_dir
 
     found = []
     models = models_dir()
@@ -49,6 +49,8 @@ def stored() -> list[Stored]:
                 found.append(Stored(f"model release {entry.name}", entry, _size(entry)))
             elif entry.is_file() and entry.name.startswith(".") and entry.name.endswith(".lock"):
                 found.append(Stored("install lock", entry, _size(entry)))
+            elif entry.is_file() and not entry.is_symlink() and entry.name == ACTIVE:
+                found.append(Stored("which release runs by default", entry, _size(entry)))
     networks = cache_dir() / "openvino"
     if networks.is_dir():
         found.append(Stored("converted networks (OpenVINO)", networks, _size(networks)))

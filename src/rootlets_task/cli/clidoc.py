@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import cast
 
 WIDTH = 120  # usage lines wrap here whatever the terminal, so the page is the same on every machine
 HEADER = """# Command line
@@ -32,10 +33,12 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def flags(parser: argparse.ArgumentParser) -> list[str]:
-    """Every option string (``-i``, ``-o`` ...) and positional name of a parser."""
-    found = []
+    """Every option string (``-i``, ``-o`` ...) and positional name of a parser, but hidden ones (SCT 6.x's ``-task``)."""
+    found: list[str] = []
     for action in parser._actions:
-        found += action.option_strings or [action.metavar or action.dest]
+        if action.help is argparse.SUPPRESS:
+            continue
+        found += action.option_strings or [cast(str, action.metavar or action.dest)]  # our metavars are strings
     return found
 
 
@@ -66,7 +69,7 @@ def _usage(action: argparse.Action) -> str:
     """``-o OUT``, ``-device {auto,cpu}``, ``FILE [FILE ...]``: the option as one writes it."""
     formatter = argparse.HelpFormatter("rootlets")
     if not action.option_strings:
-        return formatter._format_args(action, action.metavar or action.dest)
+        return formatter._format_args(action, cast(str, action.metavar or action.dest))
     if action.nargs == 0:
         return ", ".join(action.option_strings)
     args = formatter._format_args(action, formatter._get_default_metavar_for_optional(action))
@@ -75,7 +78,7 @@ def _usage(action: argparse.Action) -> str:
 
 def render_parser(name: str, parser: argparse.ArgumentParser) -> str:
     """One command: its description, usage and a table of its options per argument group."""
-    formatter = parser.formatter_class(prog=parser.prog, width=WIDTH)
+    formatter = parser.formatter_class(prog=parser.prog, width=WIDTH)  # type: ignore[call-arg]  # argparse's formatters take it
     formatter.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups)
     lines = [f"## `{name}`", "", parser.description or "", "", "```text", formatter.format_help().strip(), "```", ""]
     for group in parser._action_groups:

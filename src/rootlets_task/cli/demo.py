@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -28,7 +29,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_output", seed: int = 7, orient: 
 
     out_dir = Path(out_dir)
     data = write_phantom(out_dir / "data", orient=orient, spacing=(1.0, 1.0, 1.0), seed=seed, prefix=DEMO_SUBJECT)
-    installed = install_release("phantom", progress=verbose > 0)
+    installed = install_release("phantom", progress=verbose > 0, make_active=False)  # the demo never changes it
     if verbose:
         print(installed.message())
     result = run_chain(data["image"], out_dir=out_dir / "derivatives",
@@ -36,7 +37,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_output", seed: int = 7, orient: 
                        options=ChainOptions(cord_from="file", discs_from="file", pmj_from="file"),
                        model=ModelOptions(release="phantom"), qc_dir=out_dir / "qc")
     prediction = result.arrays["rootlets"]
-    truth = np.asarray(nib.load(data["rootlets"]).dataobj)
+    truth = np.asarray(cast(nib.Nifti1Image, nib.load(data["rootlets"])).dataobj)
     scores = dice_per_level(prediction, truth, SPINAL_LEVELS)  # NaN: a level in neither map
     if verbose:
         print(result.table())

@@ -14,13 +14,25 @@ import sys
 from collections.abc import Callable
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.options import DEVICES, METHODS, PRECISIONS, RENUMBER, SOURCES, ChainOptions, ModelOptions
+from rootlets_task.core.options import (
+    DEVICES,
+    MEASURE_METHODS,
+    METHODS,
+    PRECISIONS,
+    RENUMBER,
+    SOURCES,
+    ChainOptions,
+    MeasureOptions,
+    ModelOptions,
+)
 from rootlets_task.qc.sct_report import PLANES
 
 SCT_NOTES = """\
 `rootlets -i IMG ...` is a drop-in for `sct_deepseg rootlets -i IMG ...` (SCT 7.0 to 7.4): every argument of
 `sct_deepseg rootlets` is accepted with SCT's meaning, values and defaults. Abbreviated flags are refused (SCT's parser
 reads e.g. `-larg 1` as `-largest 1` and `-c t2` as `-custom-url t2`): no flag is ever read as another.
+
+SCT 6.x's `-task TASK` gets SCT 7.x's answer: the new spelling in one line, exit 0, nothing run.
 
 SCT's post-processing (-thr -> -largest -> -fill-holes -> -remove-small, in that order, on the label map in the
 input's grid) was made for binary masks; on the multi-class rootlets map (value = spinal level) it is applied
@@ -44,6 +56,11 @@ Kept on purpose where rootlets differs from sct_deepseg rootlets:
   - argument errors are one line (SCT prints its whole help first);
   - beside each output a BIDS .tsv names its values, and each output folder gets the FSLeyes and ITK-SNAP lookup
     tables in the QC colours (rootlets_task_spinal.lut, rootlets_task_spinal_itksnap.txt, ...), for viewers.
+  - every output is uint8, -fill-holes 1 included (SCT writes that one as int64: same values);
+  - an input whose qform_code is 0 keeps qform_code 0 in the output (SCT sets it to 2, aligned); the sform and the
+    affine are the input's, as in SCT;
+  - the export's resampling of the logits back to the input grid is ours (float32 trilinear, nnU-Net's maths; SCT:
+    nnU-Net's float64): on an oblique image that needed resampling, 1 of 219,375 voxels differed from SCT 7.4.
 
 -qc DIR: one entry per image in SCT's QC report in DIR (SCT's layout, JSON, lock; `command` sct_deepseg), listed by
 SCT's DIR/index.html beside SCT's own steps (now if DIR holds SCT's report, else after SCT's next QC entry there);
@@ -79,6 +96,29 @@ class _OneLineErrors(_StrictParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
 
 
+class _SctTaskFlag(argparse.Action):
+    """SCT 6.x's ``-task TASK``: as ``sct_deepseg`` 7.x does, say the new spelling and stop there (exit 0, nothing run).
+
+    SCT 7.0 replaced ``sct_deepseg -task seg_spinal_rootlets_t2w`` by ``sct_deepseg rootlets``; its parser keeps a
+    hidden ``-task`` that prints the new spelling and exits 0. Ours says it in one line, and names the release that
+    SCT 6.x ran for that task (``-release TAG`` runs the same model here).
+    """
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=argparse.SUPPRESS):
+        super().__init__(option_strings, dest=dest, default=default, nargs="?", metavar="TASK", help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from rootlets_task.models.releases import RELEASES
+
+        task = values or "TASK"
+        tags = [r.tag for r in RELEASES.values() if r.sct_task == task and r.sct_task != "rootlets"]
+        old = f"; SCT {RELEASES[tags[0]].sct_versions}'s {task} model is release {tags[0]} (-release {tags[0]})" \
+            if tags else ""
+        print(f"rootlets: the '-task' flag was deprecated in SCT 7.0: `sct_deepseg -task {task} ...` is now "
+              f"`sct_deepseg rootlets ...`, here `rootlets ...` without -task{old}")  # on stdout, as SCT's printv
+        parser.exit(0)
+
+
 RENUMBER_HELP = ("none (default): never rename a level; a numbering that does not fit the vertebral levels is only "
                  "reported (warning, levels JSON, QC); suggested: apply the numbering check's suggested renumbering "
                  "(recorded in the outputs)")
@@ -90,6 +130,7 @@ def _segment_parser() -> argparse.ArgumentParser:
         description="Segment spinal nerve rootlets (RootletSeg nnU-Net), like `sct_deepseg rootlets`. "
         "Sub-commands: " + ", ".join(COMMANDS) + " (see `rootlets COMMAND -h`).",
     )
+    p.add_argument("-task", action=_SctTaskFlag)  # hidden, as in SCT 7.x: SCT 6.x's spelling gets the new one
     io = p.add_argument_group("input/output (SCT's)")
     io.add_argument("-i", nargs="+", metavar="IMG", help="input NIfTI image(s); several run with one model load")
     io.add_argument("-o", metavar="OUT", help="output file if it ends in .nii/.nii.gz (one input), else a folder for "
@@ -101,8 +142,9 @@ def _segment_parser() -> argparse.ArgumentParser:
     _add_postprocess_arguments(p.add_argument_group("parameters (SCT's)"))
     _add_sct_misc_arguments(p.add_argument_group("misc (SCT's)"))
     ours = p.add_argument_group("rootlets_task options")
-    ours.add_argument("-release", metavar="TAG", help="model release tag (default: r20250318; `phantom` is the "
-                      "bundled demo release; `sct` = the model SCT has installed); see `rootlets releases`")
+    ours.add_argument("-release", metavar="TAG", help="model release tag (default: the one -install installed last, "
+                      "else r20250318; `phantom` is the bundled demo release; `sct` = the model SCT has installed); "
+                      "see `rootlets releases`")
     ours.add_argument("-device", default="auto", choices=DEVICES, help="compute device")
     ours.add_argument("-precision", default="float32", choices=PRECISIONS, help=PRECISION_HELP)
     ours.add_argument("-allow-release-code", action="store_true", help="accept a release that ships Python code "
@@ -112,6 +154,8 @@ def _segment_parser() -> argparse.ArgumentParser:
                       "($SCT_DIR or the SCT of sct_deepseg on PATH) so `sct_deepseg rootlets` uses it; `-release sct` "
                       "segments with the model SCT has installed")
     ours.add_argument("-sct-status", action="store_true", help="show the SCT found, its version and its rootlets model")
+    ours.add_argument("-restore", action="store_true", help="with -install -sct: put back the SCT model that the last "
+                      "`rootlets -install -sct` replaced (each one is kept beside SCT's model folder); no network")
     _add_chain_arguments(p)
     return p
 
@@ -166,6 +210,23 @@ def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
                    "faster on CPU, labels can differ from the uncropped ones (docs/segment.md)")
     g.add_argument("-ofolder", metavar="DIR", help="output folder (default: beside each input)")
     g.add_argument("-overwrite", action="store_true", help="recompute every step even when up to date")
+    _add_measure_arguments(g)
+
+
+MEASURE_HELP = ("measure per spinal and vertebral level: cord CSA (as sct_process_segmentation), length, shape, and "
+                "the mean, median, SD and voxel count of each MAP given (NAME=PATH or PATH; none: morphometry only) "
+                "within the cord or -measure-mask; writes *_measure.csv/.tsv/.json/.png (docs/levels.md)")
+
+
+def _add_measure_arguments(g) -> None:
+    g.add_argument("-template", action="store_true", help="register to the PAM50 template with the rootlets (SCT >= 7.0: "
+                   "sct_register_to_template -lrootlet, sct_warp_template): PAM50's spinal levels in the image as a third "
+                   "kind of spinal levels (*_levels_pam50.csv, compared with the rootlets' levels), the rootlets and levels "
+                   "in PAM50 space (*_space-PAM50.*)")
+    g.add_argument("-measure", nargs="*", metavar="MAP", help=MEASURE_HELP)
+    g.add_argument("-measure-mask", metavar="MASK", help="mask for the maps (e.g. white matter; default: the cord)")
+    g.add_argument("-measure-method", default="bin", choices=MEASURE_METHODS, help="bin: mean over mask voxels >= 0.5; "
+                   "wa: mask-weighted average (sct_extract_metric -method)")
 
 
 def _add_source_arguments(g) -> None:
@@ -177,8 +238,10 @@ def _add_source_arguments(g) -> None:
                    help="PMJ source (auto: -pmj, else sct_detect_pmj, else none)")
 
 
-PRECISION_HELP = ("int8: the network quantised with NNCF (opt-in lever: faster on CPU, labels change a little; "
-                  "calibrated on the first input(s), quantised once and cached; check it with `rootlets speedcheck`)")
+PRECISION_HELP = ("float32 (default): exact, on every CPU; int8: the network quantised with NNCF (opt-in lever: faster "
+                  "on CPU, labels change a little; calibrated on the first input(s), quantised once and cached); bf16: "
+                  "the network in bfloat16 (opt-in lever, CPUs with avx512_bf16 or AMX only; labels change a little). "
+                  "Check a lever with `rootlets speedcheck`; -v 2 shows the precision that runs")
 
 
 def _model(args: argparse.Namespace) -> ModelOptions:
@@ -189,7 +252,9 @@ def _model(args: argparse.Namespace) -> ModelOptions:
 
 def _chain_options(args: argparse.Namespace, contrast: str = "t2") -> ChainOptions:
     return ChainOptions(cord_from=args.cord_from, discs_from=args.discs_from, pmj_from=args.pmj_from, method=args.method,
-                        contrast=contrast, crop_to_cord=args.crop_to_cord, overwrite=args.overwrite, renumber=args.renumber)
+                        contrast=contrast, crop_to_cord=args.crop_to_cord, overwrite=args.overwrite, renumber=args.renumber,
+                        measure=tuple(args.measure) if args.measure is not None else None, measure_mask=args.measure_mask,
+                        measure_method=args.measure_method, template=args.template)
 
 
 def _run_chain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -228,6 +293,15 @@ def _segment_or_install(args: argparse.Namespace, parser: argparse.ArgumentParse
         return
     if args.sct and not args.install:
         parser.error("-sct only works with -install (to segment with SCT's model, use -release sct)")
+    if args.restore and not (args.install and args.sct):
+        parser.error("-restore only works with -install -sct (it puts back the SCT model an install replaced)")
+    if args.restore and (args.release or args.custom_url):
+        parser.error("-restore puts back the model SCT had: give it no -release or -custom-url")
+    if args.restore:
+        _, message = sct.restore_sct()
+        if args.v:
+            print(message)
+        return
     if args.install and args.release == "sct" and not args.sct:
         parser.error("-release sct segments with SCT's installed model; to install into SCT use -install -sct -release TAG")
     if args.install and args.sct:
@@ -247,7 +321,9 @@ def _segment_or_install(args: argparse.Namespace, parser: argparse.ArgumentParse
                      "name + an image ('-i'), or '-task-details'.")
     chain_only = [f for f, v in (("-rootlets", args.rootlets), ("-s", args.s), ("-discs", args.discs),
                                  ("-pmj", args.pmj), ("-ofolder", args.ofolder), ("-overwrite", args.overwrite),
-                                 ("-crop-to-cord", args.crop_to_cord), ("-renumber", args.renumber != "none")) if v]
+                                 ("-crop-to-cord", args.crop_to_cord), ("-renumber", args.renumber != "none"),
+                                 ("-measure", args.measure is not None), ("-measure-mask", args.measure_mask),
+                                 ("-template", args.template)) if v]
     if args.levels:
         return _run_chain(args, parser)
     if chain_only:
@@ -288,13 +364,22 @@ def _phantom_parser() -> argparse.ArgumentParser:
                    help="voxel size in mm of array axes 1, 2, 3")
     p.add_argument("-seed", type=int, default=0, help="random seed (anatomy jitter and noise)")
     p.add_argument("-tilt", type=float, default=0.0, metavar="DEG", help="oblique tilt about the left-right axis")
+    p.add_argument("-subject", metavar="LABEL", help="name the files as a BIDS subject's: sub-LABEL_T2w.nii.gz and its "
+                   "labels sub-LABEL_T2w_label-SC_seg, _label-discs_dlabel, _label-PMJ_dlabel (what `rootlets -i "
+                   "... -levels` takes); default phantom_T2w*")
     return p
 
 
 def _run_phantom(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from rootlets_task.io.phantom import write_phantom
 
-    for kind, path in write_phantom(args.o, args.orient, tuple(args.spacing), args.seed, args.tilt).items():
+    prefix = "phantom_T2w"
+    if args.subject is not None:
+        label = args.subject.removeprefix("sub-")
+        if not label.isascii() or not label.isalnum():
+            raise RootletsError(f"-subject {args.subject}: a BIDS subject label is letters and digits only (e.g. 01)")
+        prefix = f"sub-{label}_T2w"
+    for kind, path in write_phantom(args.o, args.orient, tuple(args.spacing), args.seed, args.tilt, prefix).items():
         print(f"{kind:17s} {_shown(path)}")
 
 
@@ -316,12 +401,14 @@ def _run_releases(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         return
     print(f"Model releases (stored in {models_dir()}; set {ENV_HOME} to move them)")
     table = [("", "TAG", "DATE", "LEVELS", "ROOTLETS", "CONTRASTS", "STATUS")] + [
-        ("*" if r["default"] else "", r["tag"], r["date"], r["levels"], r["rootlets"], ", ".join(r["contrasts"]),
+        (("*" if r["default"] else "") + (">" if r["active"] else ""), r["tag"], r["date"], r["levels"], r["rootlets"],
+         ", ".join(r["contrasts"]),
          (f"installed {r['installed_at'][:10]}, " if r["installed"] else "") + r["status"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    print("* default release. Install one with `rootlets -install -release TAG`.")
+    print("* default release; > the release that runs without -release (the one `rootlets -install` installed last). "
+          "Install one with `rootlets -install -release TAG`.")
 
 
 def _qc_parser() -> argparse.ArgumentParser:
@@ -341,12 +428,16 @@ def _qc_parser() -> argparse.ArgumentParser:
 
 
 def _run_qc(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.qc.report import qc_subject
+    from rootlets_task.qc.report import QcOptions, qc_subject
+    from rootlets_task.qc.views import check_slab
 
-    if not all(0 < s <= 100 for s in args.slab):
-        parser.error(f"-slab {args.slab[0]:g} {args.slab[1]:g}: give half-thicknesses between 0 and 100 mm")
-    page = qc_subject(args.qc, args.i, args.r, args.s, args.discs, args.levels, args.shift, subject=args.qc_subject,
-                      provenance={"command": "rootlets qc", "slab_mm": args.slab}, slab_mm=tuple(args.slab))
+    try:
+        check_slab(args.slab)  # the library's bound, as an argument error
+    except RootletsError as exc:
+        parser.error(str(exc))
+    options = QcOptions(subject=args.qc_subject, provenance={"command": "rootlets qc", "slab_mm": args.slab},
+                        slab_mm=tuple(args.slab))
+    page = qc_subject(args.qc, args.i, args.r, args.s, args.discs, args.levels, args.shift, options=options)
     print(_shown(page))
 
 
@@ -372,17 +463,19 @@ def _levels_parser() -> argparse.ArgumentParser:
 
 
 def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.levels.compute import MAX_DILATE_VOXELS, levels_from_files
+    from rootlets_task.levels.compute import MAX_DILATE_VOXELS, LevelsOptions, levels_from_files
 
     if not 0 <= args.dilate <= MAX_DILATE_VOXELS:
         parser.error(f"-dilate {args.dilate}: give a radius from 0 to {MAX_DILATE_VOXELS} voxels (published: 3)")
     from rootlets_task.levels.compute import origin_text
 
-    outputs, result = levels_from_files(args.r, args.s, args.discs, args.pmj, args.i, args.o, args.method, args.prefix,
-                                        args.dilate, args.renumber)  # warnings are logged (stderr)
+    options = LevelsOptions(method=args.method, dilate_voxels=args.dilate, renumber=args.renumber)
+    outputs, result = levels_from_files(args.r, args.s, args.discs, args.pmj, args.i, args.o, prefix=args.prefix,
+                                        options=options)  # warnings are logged (stderr)
     cols = ["kind", "level", "rostral_mm", "caudal_mm", "mid_mm", "height_mm", "mean_probability", "suggested_level",
             "original_level", "status"]
     table = result.levels[[c for c in cols if result.levels[c].notna().any()]]
+    assert result.origin is not None and result.numbering is not None  # compute_levels sets both
     print(origin_text(result.reference, result.origin.note()))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}" if abs(v) < 1 else f"{v:.1f}"))
     if not result.numbering.warns:  # a warning was logged already
@@ -395,6 +488,44 @@ def _run_levels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
     from rootlets_task.io.viewers import fsleyes_command
 
     print("view:", fsleyes_command(args.i, [(k, outputs[k]) for k in ("spinal", "vertebral") if k in outputs]))
+
+
+def _measure_parser() -> argparse.ArgumentParser:
+    p = _StrictParser(prog="rootlets measure", description="Measure per spinal and vertebral level (no model needed): "
+                                "cord morphometry as sct_process_segmentation computes it (angle-corrected CSA, length, "
+                                "diameters) and map statistics as sct_extract_metric (mean, median, SD, voxel count).")
+    p.add_argument("-i", required=True, metavar="IMAGE", help="the image the levels and the cord lie on (its grid)")
+    p.add_argument("-s", metavar="CORD", help="spinal cord segmentation (default: the union of the level files)")
+    p.add_argument("-spinal", metavar="LEVELS", help="spinal levels (X_spinal_levels.nii.gz of rootlets -levels)")
+    p.add_argument("-vertebral", metavar="LEVELS", help="vertebral levels (X_vertebral_levels.nii.gz)")
+    p.add_argument("-map", nargs="+", default=[], metavar="MAP", help="maps on the image's space to measure: "
+                   "NAME=PATH or PATH (named by its file name)")
+    p.add_argument("-mask", metavar="MASK", help="mask for the maps (e.g. white matter; default: the cord)")
+    p.add_argument("-method", default="bin", choices=MEASURE_METHODS, help="bin: mean over mask voxels >= 0.5; wa: "
+                   "mask-weighted average (sct_extract_metric -method)")
+    p.add_argument("-o", metavar="OUTDIR", help="output folder (default: beside the first level file)")
+    p.add_argument("-prefix", metavar="NAME", help="output name prefix (default: the image's file name)")
+    return p
+
+
+def _run_measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from rootlets_task.pipeline.measuring import measure_files, parse_maps
+
+    levels = {kind: path for kind, path in (("spinal", args.spinal), ("vertebral", args.vertebral)) if path}
+    if not levels:
+        parser.error("give the levels to measure by: -spinal X_spinal_levels.nii.gz and/or -vertebral ...")
+    paths, result = measure_files(args.i, levels, parse_maps(args.map), cord=args.s, mask=args.mask, out_dir=args.o,
+                                  prefix=args.prefix, options=MeasureOptions(args.method),
+                                  command="rootlets measure " + " ".join(args.argv))
+    print(measure_text(result.table))
+    for path in paths.values():
+        print(_shown(path))
+
+
+def measure_text(table) -> str:
+    """The per-level table as printed: level, slices, CSA, length and each map's mean."""
+    columns = ["kind", "level", "slices", "csa_mm2", "length_mm", *[c for c in table.columns if c.endswith("_mean")]]
+    return table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
 def _stats_parser() -> argparse.ArgumentParser:
@@ -464,11 +595,15 @@ def _batch_parser() -> argparse.ArgumentParser:
     _add_source_arguments(p)
     p.add_argument("-method", default="gapfree", choices=METHODS, help="spinal level method")
     p.add_argument("-renumber", default="none", choices=RENUMBER, help="with -levels: " + RENUMBER_HELP)
+    g = p.add_argument_group("measure per level (with -levels; MAP may hold {subject}, {session}, {name}: e.g. "
+                             "derivatives/maps/{subject}/anat/{name}_T2map.nii.gz, relative to the BIDS folder)")
+    _add_measure_arguments(g)
     p.add_argument("-crop-to-cord", action="store_true", help="with -levels: segment only a sub-image around the cord "
                    "(about 3x faster on CPU; labels can differ from the uncropped ones)")
     g = p.add_argument_group("speed levers (labels change a little; see `rootlets speedcheck -h`)")
     g.add_argument("-levers", default="none", metavar="{none,auto,LIST}",
-                   help="none (default): the exact path; LIST (crop, int8 or crop,int8): those levers, unchecked (crop: the "
+                   help="none (default): the exact path; LIST (crop, int8, bf16, crop,int8 or crop,bf16): those levers, "
+                   "unchecked (bf16: CPUs with avx512_bf16 or AMX only; crop: the "
                    "cord box of the -levels chain, else the labels folder's cord mask, else sc-crop's); auto: the "
                    "fastest lever that passed `rootlets speedcheck` with this release: its -speedcheck report, or a "
                    "check of the first -levers-check images here (saved in logs/speedcheck.json; those images are "
@@ -479,14 +614,15 @@ def _batch_parser() -> argparse.ArgumentParser:
     g.add_argument("-levers-check", type=int, default=2, metavar="N", help="with -levers auto and no -speedcheck: "
                    "images checked first (default 2)")
     g.add_argument("-precision", default="float32", choices=PRECISIONS, help="int8 = -levers int8 (calibrated on the "
-                   "dataset's first two images)")
+                   "dataset's first two images), bf16 = -levers bf16")
     p.add_argument("-qc", metavar="DIR", help="write a QC report of every image into this folder")
     p.add_argument("-bids-strict", action="store_true", help="BIDS-valid output names (<entities>_desc-rootlets_dseg, "
                    "_label-SC_mask, _desc-discs_dseg ... with dseg.tsv look-up tables and a .bidsignore) instead of the "
                    "SCT/NeuroPoly names (<stem>_rootlets, _label-SC_seg ...)")
     p.add_argument("-continue-on-error", type=int, default=1, choices=[0, 1], help="1 (default): a failed image never "
                    "stops the others; 0: start no new image after the first failure")
-    p.add_argument("-release", metavar="TAG", help="model release (default r20250318; see `rootlets releases`)")
+    p.add_argument("-release", metavar="TAG", help="model release (default: the one -install installed last, else "
+                   "r20250318; see `rootlets releases`)")
     p.add_argument("-test-time-aug", action="store_true", help="mirroring test-time augmentation (8x slower)")
     p.add_argument("-device", default="auto", choices=DEVICES, help="compute device")
     p.add_argument("-overwrite", action="store_true", help="redo every image, even those already done")
@@ -503,6 +639,8 @@ def _run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         parser.error("-crop-to-cord needs the cord, which only -levels computes: add -levels (or use -levers crop)")
     if args.renumber != "none" and not args.levels:
         parser.error("-renumber applies to levels, which only -levels computes: add -levels")
+    if (args.measure is not None or args.measure_mask or args.template) and not args.levels:
+        parser.error("-measure and -template work on levels, which only -levels computes: add -levels")
     options = BatchOptions(contrasts=tuple(args.contrast), include=args.include, exclude=args.exclude, labels=args.labels,
                            jobs=args.jobs, dask=args.dask, slurm=parse_slurm(args.slurm) if args.slurm is not None else None,
                            slurm_array=tuple(args.slurm_array) if args.slurm_array is not None else None,
@@ -529,10 +667,12 @@ def _speedcheck_parser() -> argparse.ArgumentParser:
                                 "model sha256, verdicts, figures) is what `rootlets batch -levers auto -speedcheck FILE` "
                                 "follows.")
     p.add_argument("images", nargs="+", metavar="IMG", help="images to check (the first two calibrate int8)")
-    p.add_argument("-levers", default=",".join(LEVERS), metavar="LIST", help=f"comma list of {', '.join(LEVERS)} "
-                   "(default: all); crop needs a cord mask (-s) or the sc-crop package, int8 the int8 extra")
+    p.add_argument("-levers", metavar="LIST", help=f"comma list of {', '.join(LEVERS)} (default: all this CPU can run); "
+                   "crop needs a cord mask (-s) or the sc-crop package, int8 the int8 extra, bf16 a CPU with avx512_bf16 "
+                   "or AMX")
     p.add_argument("-s", nargs="+", metavar="CORD", help="cord mask of every image, in order (crop box and levels)")
-    p.add_argument("-release", metavar="TAG", help="model release (default r20250318; see `rootlets releases`)")
+    p.add_argument("-release", metavar="TAG", help="model release (default: the one -install installed last, else "
+                   "r20250318; see `rootlets releases`)")
     p.add_argument("-o", default="speedcheck.json", metavar="FILE.json", help="report (default speedcheck.json)")
     p.add_argument("-max-mid-voxels", type=float, default=t.max_mid_voxels, metavar="N",
                    help=f"largest level-midpoint move, in voxels of the S-I spacing (default {t.max_mid_voxels:g})")
@@ -540,7 +680,7 @@ def _speedcheck_parser() -> argparse.ArgumentParser:
                    help=f"largest level-boundary move in mm (default {t.max_boundary_mm:g})")
     p.add_argument("-reps", type=int, default=1, metavar="N", help="timed runs of every path per image (default 1)")
     p.add_argument("-threads", type=int, metavar="N", help="CPU threads (default: every physical core)")
-    p.add_argument("-device", default="auto", choices=DEVICES, help="compute device (int8 runs on CPU only)")
+    p.add_argument("-device", default="auto", choices=DEVICES, help="compute device (int8 and bf16 run on CPU only)")
     p.add_argument("-v", type=int, default=1, choices=[0, 1, 2], help="verbosity")
     return p
 
@@ -548,16 +688,26 @@ def _speedcheck_parser() -> argparse.ArgumentParser:
 def _run_speedcheck(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
-    from rootlets_task.core.files import writable_folder
-    from rootlets_task.pipeline.speedcheck import Thresholds, check_levers, format_report, parse_levers, write_report
+    from rootlets_task.core.files import keep_inputs, writable_folder
+    from rootlets_task.pipeline.speedcheck import (
+        CheckOptions,
+        Thresholds,
+        check_levers,
+        default_levers,
+        format_report,
+        parse_levers,
+        write_report,
+    )
 
-    levers = parse_levers(args.levers)
+    levers = parse_levers(args.levers) if args.levers is not None else default_levers()
     thresholds = Thresholds(args.max_mid_voxels, args.max_boundary_mm).check()
     if Path(args.o).is_dir():
         raise RootletsError(f"-o {args.o}: is a folder; give the report's file name (e.g. {Path(args.o) / 'speedcheck.json'})")
     writable_folder(Path(args.o).absolute().parent, flag="-o")
+    keep_inputs([args.o], {f"the {kind} {p}": p for kind, files in (("image", args.images), ("cord mask", args.s or ()))
+                           for p in files}, "-o")
     model = ModelOptions(release=args.release, device=args.device, threads=args.threads)
-    check = check_levers(args.images, args.s, levers, model, thresholds, reps=args.reps)
+    check = check_levers(args.images, args.s, levers, model, thresholds, CheckOptions(reps=args.reps))
     print(format_report(check.report))
     print(write_report(check, args.o))
 
@@ -582,7 +732,7 @@ def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
     for name, path in outputs.items():
         print(f"  {name:10s} {_shown(path)}")
     print(f"\nThe demo model is in {_shown(models_dir())}, converted networks in {_shown(cache_dir())}; "
-          "`rootlets clean` (or make clean-user-data) removes them.")
+          "`rootlets clean` removes them.")
 
 
 def _clean_parser() -> argparse.ArgumentParser:
@@ -595,7 +745,7 @@ def _clean_parser() -> argparse.ArgumentParser:
 
 
 def _run_clean(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from rootlets_task.cli import clean
+    from rootlets_task.cli.clean import clean
 
     items = clean(dry_run=args.dry_run)
     for item in items:
@@ -632,6 +782,7 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable]] = {
     "demo": (_demo_parser, _run_demo),
     "phantom": (_phantom_parser, _run_phantom),
     "levels": (_levels_parser, _run_levels),
+    "measure": (_measure_parser, _run_measure),
     "stats": (_stats_parser, _run_stats),
     "releases": (_releases_parser, _run_releases),
     "qc": (_qc_parser, _run_qc),

@@ -74,13 +74,15 @@ def writable_folder(folder: str | os.PathLike, label: str = "output folder", fla
 
 
 def relative_to(path: str | os.PathLike, folder: str | os.PathLike) -> str:
-    """``path`` relative to ``folder`` when inside it (records and sidecars stay valid when a folder moves), else
-    absolute."""
+    """``path`` relative to ``folder`` when inside it (records and sidecars stay valid when a folder moves), else as
+    :func:`rootlets_task.core.places.portable` writes it while paths are shared, else absolute."""
+    from rootlets_task.core.places import active, portable
+
     path, folder = Path(path).absolute(), Path(folder).absolute()
     try:
         return path.relative_to(folder).as_posix()
     except ValueError:
-        return str(path)
+        return portable(path) if active() else str(path)
 
 
 # ------------------------------------------------------------------------------------------ temporaries
@@ -151,7 +153,7 @@ def build_once(folder: Path, build, marker: str = "check.json") -> Path:
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporaries that killed processes of this host left in ``folder``; returns what was removed."""
-    removed = []
+    removed: list[Path] = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
@@ -183,15 +185,114 @@ def write_json(path: str | os.PathLike, content, indent: int = 2) -> Path:
     return write_text(path, json.dumps(content, indent=indent) + "\n")
 
 
-def read_json(path: str | os.PathLike, limit: int = 64 << 20):
-    """Parsed JSON of a file, or None when it is missing, unreadable, larger than ``limit`` bytes or not JSON."""
+MAX_JSON_BYTES = 64 << 20
+MAX_JSON_DEPTH = 64  # nesting levels; the package's own files use fewer than 10
+TAIL_BYTES = 1 << 20  # what is read of a log file (its end)
+
+
+def json_depth(content) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0), counted without recursion."""
+    deepest, stack = 0, [(content, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            stack.extend((v, depth) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def load_json(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON_BYTES, depth: int = MAX_JSON_DEPTH,
+              fix: str = "fix or remove it"):
+    """Parsed JSON of ``path``, at most ``limit`` bytes and ``depth`` levels deep; anything else (missing, unreadable,
+    too large, too deep, not JSON) is one :class:`RootletsError` line naming ``what``, the file and ``fix``.
+
+    Every JSON file the package reads goes through here (or :func:`read_json`), so a hostile file cannot exhaust the
+    memory or the stack.
+    """
+    path = Path(path)
     try:
-        path = Path(path)
-        if path.stat().st_size > limit:
-            return None
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise RootletsError(f"{what} {path}: cannot be read ({exc.strerror or exc}); {fix}") from None
+    if len(data) > limit:
+        raise RootletsError(f"{what} {path}: larger than {limit >> 10} KiB, not a file this package writes; {fix}")
+    try:
+        content = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise RootletsError(f"{what} {path}: JSON nested too deeply; {fix}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RootletsError(f"{what} {path}: not valid JSON ({str(exc)[:120]}); {fix}") from None
+    if json_depth(content) > depth:
+        raise RootletsError(f"{what} {path}: JSON nested more than {depth} levels deep; {fix}")
+    return content
+
+
+MAX_TABLE_BYTES = 64 << 20  # a CSV/TSV table given as input (a levels table is a few KB, participants.tsv a few MB)
+
+
+def check_size(path: str | os.PathLike, what: str = "file", limit: int = MAX_TABLE_BYTES) -> Path:
+    """``path``, refused in one line when it is larger than ``limit`` bytes (read whole by pandas next)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return path  # the reader says what is wrong with it
+    if size > limit:
+        raise RootletsError(f"{what} {path}: {size >> 20} MiB, larger than the {limit >> 20} MiB such a file can be; "
+                            "check that it is the right file")
+    return path
+
+
+def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES, depth: int = MAX_JSON_DEPTH):
+    """Parsed JSON of a file, or None when it is missing, unreadable, larger than ``limit`` bytes, nested more than
+    ``depth`` levels or not JSON (:func:`load_json` says why)."""
+    try:
+        return load_json(path, limit=limit, depth=depth)
+    except RootletsError:
         return None
+
+
+def read_tail(path: str | os.PathLike, limit: int = TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of a text file (a log), decoded with replacement: a huge log costs ``limit`` bytes."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - limit))
+        return fh.read(limit).decode("utf-8", errors="replace")
+
+
+def printable(text: object, limit: int = 500) -> str:
+    """Foreign text made safe to print on one terminal line: control characters (escape sequences, carriage
+    returns, line breaks) shown as ``?``, and at most ``limit`` characters."""
+    text = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]", "?", str(text))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ------------------------------------------------------------------------------------------- inputs kept
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two names reach the same file: after symbolic links and ``..`` are resolved, or (both existing) by
+    device and inode (hard links, bind mounts, a case-insensitive file system)."""
+    if os.path.realpath(os.path.abspath(a)) == os.path.realpath(os.path.abspath(b)):
+        return True
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def keep_inputs(outputs: Iterable[str | os.PathLike], inputs: dict[str, str | os.PathLike | None] |
+                Iterable[str | os.PathLike | None], flag: str = "-o") -> None:
+    """The one rule every command that writes follows: refuse, before any work, an output that is one of its inputs
+    (under any name: :func:`same_file`). ``inputs``: paths, or {what it is: path} for the message; None is skipped."""
+    pairs = inputs.items() if isinstance(inputs, dict) else ((f"input {p}", p) for p in inputs)
+    named = [(what, p) for what, p in pairs if isinstance(p, str | os.PathLike)]
+    for out in outputs:
+        for what, source in named:
+            if same_file(out, source):
+                raise RootletsError(f"output {out} would overwrite {what}; choose another {flag} so "
+                                    "the input is kept")
 
 
 # ------------------------------------------------------------------------------------------- file sets

@@ -1,9 +1,13 @@
 """Logging: the library logs (``logging.getLogger(__name__)`` in every module); the command line configures it once.
 
-* :func:`configure`: ``rootlets: message`` lines on stderr (``rootlets: warning: ...`` for warnings), at the
+* :func:`configure`: ``rootlets: message`` lines on stderr (``rootlets: warning: ...``, ``rootlets: error: ...``), at the
   command's verbosity (0 warnings only, 1 progress, 2 detail);
 * :func:`unit_log`: while a batch unit runs, what this thread logs goes to the unit's own log file (and not to the
-  terminal), so units running side by side on threaded Dask workers never mix their logs.
+  terminal), so units running side by side on threaded Dask workers never mix their logs; the logger's level is
+  restored afterwards.
+
+The package logger has a ``NullHandler`` (set in ``rootlets_task/__init__.py``, as a library should): a program that
+embeds the package and configures no logging sees no "No handlers could be found" fallback output.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import contextlib
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PACKAGE = "rootlets_task"
 LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 _in_unit = threading.local()
+_units_lock = threading.Lock()
+_units = {"open": 0, "level": logging.NOTSET}  # units logging now (threads side by side), the level before the first
 
 
 class _Stderr(logging.StreamHandler):
@@ -35,7 +41,31 @@ class _Stderr(logging.StreamHandler):
 class _Format(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return f"rootlets: error: {text}"
         return f"rootlets: warning: {text}" if record.levelno >= logging.WARNING else f"rootlets: {text}"
+
+
+class _Rewriting(logging.Formatter):
+    """A formatter whose lines pass through ``rewrite`` (when given)."""
+
+    def __init__(self, fmt: str, rewrite: Callable[[str], str] | None = None):
+        super().__init__(fmt)
+        self.rewrite = rewrite
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return self.rewrite(text) if self.rewrite else text
+
+
+def is_terminal(stream=None) -> bool:
+    """Whether ``stream`` (default: stderr now) is a terminal: progress bars only there, never in a log file, where each
+    of their updates would be one more line."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed or not a file
+        return False
 
 
 def _not_in_unit(record: logging.LogRecord) -> bool:
@@ -57,15 +87,21 @@ def configure(verbosity: int = 1) -> None:
 
 
 @contextlib.contextmanager
-def unit_log(path: str | Path) -> Iterator[None]:
-    """Send what the current thread logs to ``path`` (and nowhere else) while the block runs."""
+def unit_log(path: str | Path, rewrite: Callable[[str], str] | None = None) -> Iterator[None]:
+    """Send what the current thread logs to ``path`` (and nowhere else) while the block runs; ``rewrite``: applied to
+    each line (e.g. :func:`rootlets_task.core.places.portable_text`: a log shared with its derivative names no local
+    folder)."""
     logger = logging.getLogger(PACKAGE)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
     thread = threading.get_ident()
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_Rewriting("%(asctime)s %(levelname)s %(name)s: %(message)s", rewrite=rewrite))
     handler.addFilter(lambda record: record.thread == thread)
+    with _units_lock:
+        if _units["open"] == 0:
+            _units["level"] = logger.level
+        _units["open"] += 1
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     _in_unit.active = True
     try:
@@ -74,3 +110,7 @@ def unit_log(path: str | Path) -> Iterator[None]:
         _in_unit.active = False
         logger.removeHandler(handler)
         handler.close()
+        with _units_lock:
+            _units["open"] -= 1
+            if _units["open"] == 0:  # the last unit is done: the caller's level again (only the units needed INFO)
+                logger.setLevel(_units["level"])

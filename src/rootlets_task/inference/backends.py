@@ -4,7 +4,11 @@ The OpenVINO backend replaces only the network inside ``nnUNetPredictor``: prepr
 window and export stay nnU-Net's, so the result matches the PyTorch path up to float rounding. The network is
 converted once per (checkpoint, patch size, library versions) and cached as OpenVINO IR, together with the
 result of a numerical check against PyTorch on a seeded random patch; a backend that fails the check (max
-softmax difference above ``TOLERANCE``) is not used and PyTorch runs instead.
+softmax difference above ``TOLERANCE``) is not used and PyTorch runs instead, with a warning saying why.
+
+Every compilation states its inference precision (:func:`compile_config`): OpenVINO would otherwise run a float32
+network in bfloat16 on CPUs with ``avx512_bf16`` or AMX, about 1e-1 away from PyTorch. ``bf16`` (opt-in, such CPUs
+only, :func:`use_bf16`) compiles the same cached IR with the bf16 hint: faster per tile, labels change a little.
 """
 
 from __future__ import annotations
@@ -16,16 +20,21 @@ import logging
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from rootlets_task.core.files import build_once
+from rootlets_task.core.files import build_once, read_json, write_json
+from rootlets_task.inference import cpu  # first: OpenVINO's telemetry off before openvino is imported
 
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-3  # max |softmax difference| allowed between a backend and PyTorch
 ENV_CACHE = "ROOTLETS_TASK_CACHE"
+CHECK_VERSION = 2  # part of the cache key; 2: the check runs the f32 hint (1 had none, so bf16 on bf16 CPUs)
+# OpenVINO's inference precision hint per precision of ours: the float layers of the int8 network stay float32 too.
+PRECISION_HINTS = {"float32": "f32", "int8": "f32", "bf16": "bf16"}
 
 
 def openvino_available() -> bool:
@@ -64,7 +73,7 @@ class OpenVINONetwork(torch.nn.Module):
     call selects the compiled model made from those very parameters (one per fold).
     """
 
-    def __init__(self, compiled_by_params: dict[int, object]):
+    def __init__(self, compiled_by_params: dict[int, Any]):
         super().__init__()
         self._compiled = compiled_by_params
         self._request = next(iter(compiled_by_params.values())).create_infer_request()
@@ -83,8 +92,9 @@ def _cache_key(params: dict, patch_size: tuple[int, ...]) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in params.items():
         digest.update(name.encode())
-        digest.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).view(np.uint8))  # no copy for contiguous weights
-    digest.update(json.dumps([list(patch_size), openvino.__version__, torch.__version__, platform.machine()]).encode())
+        digest.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).view(np.uint8).data)  # no copy for contiguous weights
+    digest.update(json.dumps([list(patch_size), openvino.__version__, torch.__version__, platform.machine(),
+                              CHECK_VERSION]).encode())
     return digest.hexdigest()[:24]
 
 
@@ -93,8 +103,33 @@ def ir_folder(params: dict, patch_size: tuple[int, ...]) -> Path:
     return cache_dir() / "openvino" / _cache_key(params, patch_size)
 
 
+def compile_config(threads: int | None, precision: str = "float32") -> dict:
+    """OpenVINO CPU settings: latency mode, ``threads`` (None: OpenVINO's choice) and always the inference precision
+    hint of ``precision`` (:data:`PRECISION_HINTS`), so that float32 means float32 on every CPU."""
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    config = {hints.performance_mode: hints.PerformanceMode.LATENCY,
+              hints.inference_precision: getattr(ov.Type, PRECISION_HINTS[precision])}
+    return config | ({props.inference_num_threads: threads} if threads else {})
+
+
+def inference_precision(compiled) -> str:
+    """The precision OpenVINO actually runs a compiled network's float layers in (``f32``, ``bf16``, ...)."""
+    import openvino.properties.hint as hints
+
+    return compiled.get_property(hints.inference_precision).to_string()
+
+
+def run_network(compiled, x: np.ndarray) -> np.ndarray:
+    """One forward pass of a compiled OpenVINO network on ``x`` (the load checks' call)."""
+    return np.array(compiled.create_infer_request().infer({0: x})[0], copy=True)
+
+
 def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...], threads: int):
-    """Compiled OpenVINO model for ``network`` with ``params`` and its check result; converted once, then cached.
+    """Compiled float32 OpenVINO model for ``network`` with ``params`` and its check (``check.json``: max softmax
+    difference vs PyTorch, the precision OpenVINO ran); converted once, then cached.
 
     Built once (:func:`rootlets_task.core.files.build_once`): concurrent processes never read a half-written model, and
     folders of killed conversions are removed by the next one.
@@ -102,7 +137,7 @@ def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...]
     import openvino as ov
 
     folder = ir_folder(params, patch_size)
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    config = compile_config(threads)
 
     def build(tmp: Path) -> None:
         network.load_state_dict(params)
@@ -111,43 +146,50 @@ def _convert(network: torch.nn.Module, params: dict, patch_size: tuple[int, ...]
         with torch.no_grad():
             ov.save_model(ov.convert_model(network, example_input=example), tmp / "network.xml", compress_to_fp16=False)
             reference = network(example)
-        request = ov.Core().compile_model(tmp / "network.xml", "CPU", config).create_infer_request()
-        difference = max_softmax_difference(request.infer({0: example.numpy()})[0], reference)
-        (tmp / "check.json").write_text(json.dumps({"max_softmax_difference": difference, "tolerance": TOLERANCE}))
+        compiled = ov.Core().compile_model(tmp / "network.xml", "CPU", config)
+        difference = max_softmax_difference(run_network(compiled, example.numpy()), reference)
+        (tmp / "check.json").write_text(json.dumps({"max_softmax_difference": difference, "tolerance": TOLERANCE,
+                                                    "inference_precision": inference_precision(compiled)}))
 
     if not (folder / "check.json").exists():
         log.info("converting the network to OpenVINO once (can take minutes on a large model), cached in %s", folder)
     build_once(folder, build)
-    return compile_cached(folder, config), json.loads((folder / "check.json").read_text())["max_softmax_difference"]
+    return compile_cached(folder, config), json.loads((folder / "check.json").read_text())
 
 
-def compile_cached(folder: Path, config: dict):
-    """The network of ``folder`` compiled, through OpenVINO's cache of compiled blobs (``folder/compiled``). A blob
-    another process is still writing (or a damaged one) cannot be read: then it is compiled without the cache."""
+def compile_cached(folder: Path, config: dict, precision: str = "float32"):
+    """The network of ``folder`` compiled with ``config``, through OpenVINO's cache of compiled blobs
+    (``folder/compiled``; ``compiled-bf16`` for ``precision`` bf16). A blob another process is still writing (or a
+    damaged one) cannot be read: then it is compiled without the cache."""
     import openvino as ov
 
+    cache = folder / ("compiled-bf16" if precision == "bf16" else "compiled")
     core = ov.Core()
-    core.set_property({"CACHE_DIR": str(folder / "compiled")})
+    core.set_property({"CACHE_DIR": str(cache)})
     try:
         return core.compile_model(folder / "network.xml", "CPU", config)
     except RuntimeError as exc:
         log.warning("OpenVINO's compiled-model cache in %s could not be used (%s); compiling without it",
-                    folder / "compiled", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    cache, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return ov.Core().compile_model(folder / "network.xml", "CPU", config)
 
 
 def use_openvino(predictor, threads: int) -> bool:
     """Swap the network of an initialised CPU ``nnUNetPredictor`` for OpenVINO; return False (PyTorch kept) if it fails.
 
-    Every fold is converted and checked against PyTorch; one failing fold keeps the whole predictor on PyTorch.
+    Every fold is converted and checked against PyTorch; one failing fold keeps the whole predictor on PyTorch, with
+    one warning line saying by how much, in which precision OpenVINO ran, on which CPU, and what the user can do.
     """
     patch_size = tuple(int(p) for p in predictor.configuration_manager.patch_size)
     try:
         compiled = {}
         for params in predictor.list_of_parameters:
-            model, difference = _convert(predictor.network, params, patch_size, threads)
-            if not difference <= TOLERANCE:
-                log.warning("OpenVINO differs from PyTorch by %.2e (> %g); using PyTorch", difference, TOLERANCE)
+            model, check = _convert(predictor.network, params, patch_size, threads)
+            if not check["max_softmax_difference"] <= TOLERANCE:
+                log.warning("OpenVINO differs from PyTorch by %.2e (> %g) running the float32 network in %s on %s; "
+                            "using PyTorch (exact, slower). Set ROOTLETS_TASK_BACKEND=torch to skip this check, and "
+                            "please report this line", check["max_softmax_difference"], TOLERANCE,
+                            check.get("inference_precision", "?"), cpu.describe())
                 return False
             compiled[id(params)] = model
     except Exception as exc:  # any conversion/runtime failure: the PyTorch path still works
@@ -155,3 +197,39 @@ def use_openvino(predictor, threads: int) -> bool:
         return False
     predictor.network = OpenVINONetwork(compiled)
     return True
+
+
+def use_bf16(predictor, threads: int) -> bool:
+    """Swap the (checked, float32) OpenVINO network of ``predictor`` for the same IR compiled in bfloat16.
+
+    Returns False (float32 kept, with a warning) when OpenVINO does not run it in bf16 here. The first fold's
+    distance to the float32 network on the check patch is cached beside the IR (``check-bf16.json``) and logged.
+    """
+    patch = tuple(int(p) for p in predictor.configuration_manager.patch_size)
+    compiled = {}
+    for params in predictor.list_of_parameters:
+        folder = ir_folder(params, patch)
+        model = compile_cached(folder, compile_config(threads, "bf16"), "bf16")
+        if inference_precision(model) != "bf16":
+            log.warning("precision bf16: OpenVINO runs the network in %s on %s; using float32",
+                        inference_precision(model), cpu.describe())
+            return False
+        compiled[id(params)] = model
+    folder = ir_folder(predictor.list_of_parameters[0], patch)
+    check = read_json(folder / "check-bf16.json")
+    if not isinstance(check, dict):
+        example = check_patch(patch).numpy()
+        check = agreement_on_tile(run_network(compile_cached(folder, compile_config(threads)), example),
+                                  run_network(compiled[id(predictor.list_of_parameters[0])], example))
+        write_json(folder / "check-bf16.json", check)
+    log.info("bf16 network vs float32 on the check patch: %s", check)
+    predictor.network = OpenVINONetwork(compiled)
+    return True
+
+
+def agreement_on_tile(reference: np.ndarray, other: np.ndarray) -> dict:
+    """Max |softmax difference| and share of equal labels where either labels, of two logit tiles."""
+    a, b = reference.argmax(1), other.argmax(1)
+    labelled = (a > 0) | (b > 0)
+    return {"max_softmax_difference": max_softmax_difference(reference, other),
+            "label_agreement": float((a == b)[labelled].mean()) if labelled.any() else 1.0}

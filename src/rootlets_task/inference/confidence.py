@@ -15,6 +15,7 @@ the network's confidence (:func:`matching`).
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 
@@ -51,9 +52,10 @@ def summarise(labels: np.ndarray, probability: np.ndarray) -> dict:
     count = np.bincount(flat)
     total = np.bincount(flat, weights=p)
     low = np.bincount(flat, weights=(p < 0.5).astype(np.float64))
-    levels = {str(v): {"Level": level_name(v, "spinal"), "Voxels": int(count[v]), "MeanProbability": float(total[v] / count[v]),
-                       "FractionBelowHalf": float(low[v] / count[v])}
-              for v in range(1, len(count)) if count[v]}
+    levels: dict[str, dict[str, Any]] = {
+        str(v): {"Level": level_name(v, "spinal"), "Voxels": int(count[v]), "MeanProbability": float(total[v] / count[v]),
+                 "FractionBelowHalf": float(low[v] / count[v])}
+        for v in range(1, len(count)) if count[v]}
     n = int(count[1:].sum())
     lowest = min(levels.values(), key=lambda r: r["MeanProbability"], default=None)
     return {"Measure": MEASURE, "LabelsSHA256": digest(labels), "Voxels": n,

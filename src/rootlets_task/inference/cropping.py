@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -38,7 +39,7 @@ def crop_box(img: nib.Nifti1Image, cord: nib.Nifti1Image | np.ndarray, margin_mm
         hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
         pad = int(np.ceil(margin_mm / zooms[axis]))
         box.append(slice(max(0, hits[0] - pad), min(img.shape[axis], hits[-1] + 1 + pad)))
-    return tuple(box)
+    return cast(Box, tuple(box))
 
 
 def lever_box(img: nib.Nifti1Image, cord: str | os.PathLike | np.ndarray | None = None,
@@ -141,7 +142,7 @@ def _sc_crop(img: nib.Nifti1Image, pads: dict[str, float], why: str, **detect_kw
 
 def sc_crop_box(img: nib.Nifti1Image, pads: dict[str, float]) -> Box:
     """The crop a model trained on sc-crop crops sees: sc-crop's cord box with the model's ``pads`` (mm, per face)."""
-    return tuple(_sc_crop(img, pads, "this model was trained on images cropped around the cord (crop_metadata.json)"))
+    return cast(Box, tuple(_sc_crop(img, pads, "this model was trained on images cropped around the cord (crop_metadata.json)")))
 
 
 def detected_box(img: nib.Nifti1Image, margin_mm: float = CROP_MARGIN_MM, **detect_kwargs) -> Box:
@@ -155,4 +156,4 @@ def detected_box(img: nib.Nifti1Image, margin_mm: float = CROP_MARGIN_MM, **dete
     box = _sc_crop(img, pads | {"pad_superior": 0.0, "pad_inferior": 0.0}, "no cord mask was given", **detect_kwargs)
     si = nifti.si_axis(img.affine)
     box[si] = slice(0, img.shape[si])
-    return tuple(box)
+    return cast(Box, tuple(box))

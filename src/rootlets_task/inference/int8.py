@@ -85,7 +85,7 @@ def calibration_digest(images: Iterable[nib.Nifti1Image], plans: dict, options: 
     for img in images:
         data = np.ascontiguousarray(np.asanyarray(img.dataobj))
         digest.update(json.dumps([list(data.shape), str(data.dtype)]).encode())
-        digest.update(data.view(np.uint8))
+        digest.update(data.view(np.uint8).data)
         digest.update(np.asarray(img.affine, np.float64).tobytes())
     digest.update(json.dumps([plans, asdict(options)], sort_keys=True, default=str).encode())
     return digest.hexdigest()
@@ -114,14 +114,6 @@ def _keep_float_names(model, keep: Sequence[str]) -> list[str]:
     return [convs[0]] * ("first" in keep) + [convs[-1]] * ("last" in keep)
 
 
-def agreement_on_tile(reference: np.ndarray, other: np.ndarray) -> dict:
-    """Max |softmax difference| and share of equal labels where either labels, of two logit tiles."""
-    a, b = reference.argmax(1), other.argmax(1)
-    labelled = (a > 0) | (b > 0)
-    return {"max_softmax_difference": backends.max_softmax_difference(reference, other),
-            "label_agreement": float((a == b)[labelled].mean()) if labelled.any() else 1.0}
-
-
 def quantize(ir: Path, tiles: list[np.ndarray], options: Int8Options, dest: Path) -> dict:
     """Quantise the float32 IR ``ir`` on ``tiles`` into ``dest`` (network.xml + check.json); return the check."""
     import nncf
@@ -136,9 +128,9 @@ def quantize(ir: Path, tiles: list[np.ndarray], options: Int8Options, dest: Path
         ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None)
     ov.save_model(quantized, dest / "network.xml", compress_to_fp16=False)
     tile = tiles[len(tiles) // 2]
-    outputs = [np.asarray(core.compile_model(m, "CPU").create_infer_request().infer({0: tile})[0])
-               for m in (model, quantized)]
-    check = agreement_on_tile(*outputs) | {"tiles": len(tiles), "options": asdict(options)}
+    config = backends.compile_config(None, "int8")  # float32 layers in float32 on every CPU, both networks
+    outputs = [backends.run_network(core.compile_model(m, "CPU", config), tile) for m in (model, quantized)]
+    check = backends.agreement_on_tile(*outputs) | {"tiles": len(tiles), "options": asdict(options)}
     (dest / "check.json").write_text(json.dumps(check))
     return check
 
@@ -187,8 +179,7 @@ def use_int8(predictor, calibration: str, tiles: Callable[[], list[np.ndarray]],
             log.warning("int8 labels agree with float32 on %.3f of a calibration tile (< %s); using float32",
                         check["label_agreement"], options.min_agreement)
             return False
-        compiled[id(params)] = backends.compile_cached(folder, {"PERFORMANCE_HINT": "LATENCY",
-                                                               "INFERENCE_NUM_THREADS": threads})
+        compiled[id(params)] = backends.compile_cached(folder, backends.compile_config(threads, "int8"))
         log.info("int8 fold: %s", check)
     predictor.network = backends.OpenVINONetwork(compiled)
     return True

@@ -14,31 +14,40 @@ five separate stages, so that each can be swapped or sped up on its own:
 the same labels, no second inference pass.
 
 These are the steps of ``nnUNetPredictor.predict_single_npy_array`` (the path SCT uses): no worker pools, so no
-``if __name__ == "__main__"`` guard is needed. A Segmenter changes no process-wide setting: call
-:func:`configure_threads` once per process first (the public entry points of :mod:`rootlets_task.pipeline.segment` do).
+``if __name__ == "__main__"`` guard is needed. A Segmenter leaves no process-wide setting changed: it loads and runs
+inside :func:`configure_threads`, which restores torch's thread count (and nnU-Net's variables) when the work is done.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
-import json
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import read_json
-from rootlets_task.inference import cropping
+from rootlets_task.core.files import load_json, read_json
+from rootlets_task.core.logs import is_terminal
+from rootlets_task.core.names import dataset_levels, level_name
+from rootlets_task.core.options import ModelOptions
+from rootlets_task.inference import cpu, cropping
 from rootlets_task.inference.cropping import Box, grow_to_patch
 from rootlets_task.io import nifti
+from rootlets_task.models.plans import plans_problem
+
+if TYPE_CHECKING:
+    from rootlets_task.inference.int8 import Int8Options
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +61,50 @@ MAX_JSON_BYTES = 16 << 20  # dataset.json / plans.json of a model folder
 _IMPORT_LOCK = threading.Lock()
 
 
-def configure_threads(threads: int | None = None) -> int:
-    """Set this process's CPU threads for nnU-Net and torch (default: every physical core it may use); returns them.
+_NNUNET_ENV = ("nnUNet_def_n_proc", "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+_THREADS_LOCK = threading.Lock()
+# blocks inside configure_threads now, and what to restore after the last one
+_threads_held: dict[str, Any] = {"open": 0, "saved": None}
 
-    nnU-Net caps torch at ``nnUNet_def_n_proc`` (default 8), read when nnunetv2 is first imported, so this runs
-    before that import. It also gives nnU-Net's path variables a harmless value when unset (as SCT does), so its
-    import prints no warnings about them.
+
+@contextlib.contextmanager
+def configure_threads(threads: int | None = None) -> Iterator[int]:
+    """While the block runs: CPU threads for nnU-Net and torch (default: every physical core it may use); yields them.
+
+    nnU-Net caps torch at ``nnUNet_def_n_proc`` (default 8), read when nnunetv2 is first imported, so a model is
+    loaded inside this block. It also gives nnU-Net's path variables a harmless value when unset (as SCT does), so its
+    import prints no warnings about them. On leaving, torch's thread count and those variables are what they were, so a
+    program that embeds the package keeps its own settings (blocks open in several threads at once restore once, when
+    the last one closes). A :class:`Segmenter` enters it around its own work.
     """
     import torch
 
+    given = os.environ.get("nnUNet_def_n_proc")
+    if given is not None and not (given.strip().isascii() and given.strip().isdigit() and 1 <= int(given) <= 4096):
+        raise RootletsError(f"nnUNet_def_n_proc={given[:20]!r}: not a number of processes from 1 to 4096; unset it or "
+                            "give e.g. nnUNet_def_n_proc=4")
     threads = threads or physical_cores()
-    os.environ.setdefault("nnUNet_def_n_proc", str(threads))
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ.setdefault(name, os.devnull)
-    torch.set_num_threads(threads)
-    return threads
+    with _THREADS_LOCK:
+        if _threads_held["open"] == 0:
+            _threads_held["saved"] = (torch.get_num_threads(), {name: os.environ.get(name) for name in _NNUNET_ENV})
+        _threads_held["open"] += 1
+        os.environ.setdefault("nnUNet_def_n_proc", str(threads))
+        for name in _NNUNET_ENV[1:]:
+            os.environ.setdefault(name, os.devnull)
+        torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        with _THREADS_LOCK:
+            _threads_held["open"] -= 1
+            if _threads_held["open"] == 0:
+                count, env = _threads_held["saved"]
+                torch.set_num_threads(count)
+                for name, value in env.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
 
 
 def physical_cores() -> int:
@@ -133,8 +171,9 @@ def initialize(predictor, model_folder: Path, folds: tuple[int | str, ...], chec
 
     loaded = [checkpoints.load(model_folder / f"fold_{f}" / checkpoint) for f in folds]
     first = loaded[0]
-    dataset_json = json.loads((model_folder / "dataset.json").read_text())
-    plans_manager = PlansManager(json.loads((model_folder / "plans.json").read_text()))
+    dataset_json = load_json(model_folder / "dataset.json", "model file", MAX_JSON_BYTES, fix="reinstall the release")
+    plans_manager = PlansManager(load_json(model_folder / "plans.json", "model file", MAX_JSON_BYTES,
+                                           fix="reinstall the release"))
     cm = plans_manager.get_configuration(first["init_args"]["configuration"])
     args = (cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import,
             determine_num_input_channels(plans_manager, cm, dataset_json),
@@ -166,6 +205,7 @@ def _release_trainer(path: Path):
 
     log.warning("running %s from the release (allowed with -allow-release-code)", path)
     spec = importlib.util.spec_from_file_location("rootlets_release_trainer_class", path)
+    assert spec is not None and spec.loader is not None  # a .py file always has a spec and a loader
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
@@ -176,17 +216,24 @@ def _release_trainer(path: Path):
 
 
 def _check_precision(precision: str, backend: str, device: str) -> None:
-    """Refuse a precision that cannot run with this backend and device (int8 needs NNCF and OpenVINO on CPU)."""
+    """Refuse a precision that cannot run with this backend, device and CPU: int8 needs NNCF and OpenVINO on CPU,
+    bf16 OpenVINO on a CPU with native bfloat16 (``avx512_bf16`` or AMX)."""
     from rootlets_task.core.options import PRECISIONS
     from rootlets_task.inference import backends, int8
 
     if precision not in PRECISIONS:
         raise RootletsError(f"precision {precision!r}: unknown; use one of {', '.join(PRECISIONS)}")
+    if precision == "float32":
+        return
     if precision == "int8":
         int8.require_nncf()
-        if backend == "torch" or device != "cpu" or not backends.openvino_available():
-            raise RootletsError(f"precision int8: needs the OpenVINO backend on CPU (here: {backend}, {device}); run "
-                                "`pip install 'rootlets_task[int8]'` and use -device cpu")
+    if backend == "torch" or device != "cpu" or not backends.openvino_available():
+        extra = "int8" if precision == "int8" else "openvino"
+        raise RootletsError(f"precision {precision}: needs the OpenVINO backend on CPU (here: {backend}, {device}); run "
+                            f"`pip install 'rootlets_task[{extra}]'` and use -device cpu")
+    if precision == "bf16" and not cpu.has_bf16():
+        raise RootletsError(f"precision bf16: this CPU has no native bfloat16 (it needs avx512_bf16 or AMX): "
+                            f"{cpu.describe()}; use -precision float32 (exact) or int8")
 
 
 @contextlib.contextmanager
@@ -212,9 +259,25 @@ class Prepared:
     """An image in the model's frame: (1, z, y, x) float32, spacing (z, y, x) and how to undo the reorientation."""
 
     data: np.ndarray
-    spacing: tuple[float, float, float]
+    spacing: tuple[float, ...]
     inverse: np.ndarray
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
+
+
+def _level_lut(dataset_json: dict) -> np.ndarray | None:
+    """Lookup table class -> spinal level value when the model's ``dataset.json`` names its classes by level
+    (:func:`rootlets_task.core.names.dataset_levels`), else None (SCT's ``lvl<n>``: the class is the level)."""
+    labels = dataset_json.get("labels")
+    mapping = dataset_levels(labels) if isinstance(labels, dict) else None
+    if mapping is None:
+        return None
+    lut = np.arange(256)
+    for value, level in mapping.items():
+        if 0 <= value <= 255:
+            lut[value] = level
+    log.info("model classes named by level: %s", ", ".join(f"{v} -> {level_name(k, 'spinal')}"
+                                                            for v, k in sorted(mapping.items())))
+    return lut
 
 
 class Segmenter:
@@ -222,38 +285,49 @@ class Segmenter:
 
     ``model_folder`` is the ``nnUNetTrainer*__nnUNetPlans__3d_fullres`` folder of a release (see
     :func:`rootlets_task.models.install.model_folder`); ``record`` is its install record (tag, url, sha256), kept for the
-    JSON sidecar. ``threads``: CPU threads of the OpenVINO backend and the export (default: every physical core this
-    process may use); torch's own count is the process's (:func:`configure_threads`). ``verbose`` 2 shows nnU-Net's
-    own output. ``allow_code``: let the release's ``trainer_class.py`` build the network. ``precision="int8"``
-    (opt-in, OpenVINO backend and the ``int8`` extra): the network quantised with NNCF on ``calibration`` images
-    (paths or NIfTI images; default: phantoms), faster per tile, labels change a little; see :mod:`rootlets_task.inference.int8`.
-    Ten keyword arguments: each is one of the model's settings (:class:`rootlets_task.core.options.ModelOptions` carries
-    them for the high-level API).
+    JSON sidecar. ``options`` (:class:`rootlets_task.core.options.ModelOptions`; its ``release`` is not used here: the
+    folder is given) says how the model runs; any of its fields given by keyword replaces the options' one
+    (``Segmenter(folder, device="cpu")``). ``threads``: CPU threads of torch, the OpenVINO backend and the export
+    (default: every physical core this process may use), set while the model loads and segments and restored after
+    (:func:`configure_threads`). ``verbose`` 2 shows nnU-Net's own output. ``allow_code``: let the release's
+    ``trainer_class.py`` build the network. ``precision="int8"`` (opt-in, OpenVINO backend and the ``int8`` extra): the
+    network quantised with NNCF on ``calibration`` images (paths or NIfTI images; default: phantoms) with
+    ``int8_options``, faster per tile, labels change a little; see :mod:`rootlets_task.inference.int8`.
+    ``precision="bf16"`` (opt-in, OpenVINO on a CPU with ``avx512_bf16`` or AMX): the network run in bfloat16
+    (:func:`rootlets_task.inference.backends.use_bf16`). :attr:`precision` is the one that runs.
     """
 
-    def __init__(self, model_folder: str | os.PathLike, device: str = "auto", test_time_aug: bool = False,
-                 verbose: int = 1, record: dict | None = None, backend: str = "auto", threads: int | None = None,
-                 allow_code: bool = False, precision: str = "float32", calibration: Sequence | None = None,
-                 int8_options=None):
+    def __init__(self, model_folder: str | os.PathLike, options: ModelOptions = ModelOptions(), *, verbose: int = 1,
+                 record: dict | None = None, calibration: Sequence | None = None, int8_options: Int8Options | None = None,
+                 **fields: Any):
+        options = dataclasses.replace(options, **fields)  # a field that ModelOptions lacks: TypeError, as any call
         self.model_folder = Path(model_folder)
         self.record = dict(record or {})
         self.verbose = verbose
-        self.test_time_aug = test_time_aug
-        self.allow_code = allow_code or bool(self.record.get("code"))  # given now, or when the release was installed
+        self.test_time_aug = options.test_time_aug
+        self.allow_code = options.allow_code or bool(self.record.get("code"))  # given now, or when the release was installed
         self.crop_pads = cropping.read_crop_metadata(self.model_folder.parent)  # SCT HEAD's models trained on crops
         self.dataset_json = self._json("dataset.json")
-        self._json("plans.json")  # checked now: present, readable and of a sane size
+        self.plans = self._json("plans.json")  # checked now: present, readable, of a sane size, values in range
         self.orientation = self.dataset_json.get("image_orientation", DEFAULT_ORIENTATION)
+        self.level_map = _level_lut(self.dataset_json)  # classes named by level (a thoracic/lumbar model) -> levels
         self.axcodes = nifti.sct_to_axcodes(self.orientation)
         self.folds, self.checkpoint = find_checkpoints(self.model_folder)
-        self.device = resolve_device(device)
-        self.threads = (threads or physical_cores()) if self.device.type == "cpu" else None
-        _check_precision(precision, backend, self.device.type)  # before the model loads: a bad choice costs nothing
+        self.device = resolve_device(options.device)
+        self.threads = (options.threads or physical_cores()) if self.device.type == "cpu" else None
+        _check_precision(options.precision, options.backend, self.device.type)  # before the load: a bad choice costs nothing
         t0 = time.perf_counter()
-        self.predictor = self._load()
-        self.backend = self._select_backend(backend)
-        self.precision = self._select_precision(precision, backend, calibration, int8_options)
+        with self._threads():
+            self.predictor = self._load()
+            self.backend = self._select_backend(options.backend)
+            self.precision = self._select_precision(options.precision, options.backend, calibration, int8_options)
         self.load_seconds = time.perf_counter() - t0
+        log.info("network: %s backend, %s precision, %s threads, on %s", self.backend, self.precision, self.threads,
+                 cpu.describe() if self.device.type == "cpu" else self.device.type)
+
+    def _threads(self):
+        """This model's torch threads while a block runs (restored after); nothing to set off the CPU."""
+        return configure_threads(self.threads) if self.threads else contextlib.nullcontext()
 
     def _json(self, name: str) -> dict:
         path = self.model_folder / name
@@ -264,6 +338,10 @@ class Segmenter:
         if not isinstance(content, dict):
             raise RootletsError(f"model folder {self.model_folder}: {name} missing or unreadable; reinstall the release "
                                 "with `rootlets -install -release TAG`")
+        problem = plans_problem(content) if name == "plans.json" else None
+        if problem:
+            raise RootletsError(f"model folder {self.model_folder}: plans.json: {problem}; reinstall the release with "
+                                "`rootlets -install -release TAG`")
         return content
 
     def _load(self):
@@ -273,7 +351,8 @@ class Segmenter:
             predictor = nnUNetPredictor(
                 tile_step_size=TILE_STEP_SIZE, use_gaussian=True, use_mirroring=self.test_time_aug,
                 perform_everything_on_device=self.device.type == "cuda", device=self.device,
-                verbose=self.verbose >= 2, verbose_preprocessing=self.verbose >= 2, allow_tqdm=self.verbose >= 1)
+                verbose=self.verbose >= 2, verbose_preprocessing=self.verbose >= 2,
+                allow_tqdm=self.verbose >= 1 and is_terminal())  # no bar updates in a log file
             try:
                 initialize(predictor, self.model_folder, self.folds, self.checkpoint, self.allow_code)
             except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
@@ -295,18 +374,24 @@ class Segmenter:
         if not backends.openvino_available():
             raise RootletsError("backend openvino: not installed; run `pip install 'rootlets_task[openvino]'` "
                                 "or use the torch backend")
+        assert self.threads is not None  # set on CPU
         with _quiet(self.verbose < 2):
             return "openvino" if backends.use_openvino(self.predictor, self.threads) else "torch"
 
     def _select_precision(self, precision: str, backend: str, calibration: Sequence | None, options) -> str:
-        """``float32``, or ``int8``: the OpenVINO network swapped for its NNCF quantisation (:mod:`.int8`)."""
-        from rootlets_task.inference import int8
+        """``float32``; ``bf16``: the OpenVINO network compiled in bfloat16 (:mod:`.backends`); ``int8``: the OpenVINO
+        network swapped for its NNCF quantisation (:mod:`.int8`). float32 (with a warning) when it cannot run."""
+        from rootlets_task.inference import backends, int8
 
         if precision == "float32":
             return precision
         if self.backend != "openvino":  # OpenVINO is installed (checked before the load) but failed its check
-            log.warning("precision int8: the OpenVINO backend is not usable here; using float32")
+            log.warning("precision %s: the OpenVINO backend is not usable here; using float32", precision)
             return "float32"
+        assert self.threads is not None  # OpenVINO runs on CPU, where threads are set
+        if precision == "bf16":
+            with _quiet(self.verbose < 2):
+                return "bf16" if backends.use_bf16(self.predictor, self.threads) else "float32"
         options = options or int8.Int8Options()
         images = (int8.load_images(calibration) if calibration
                   else int8.default_calibration(float(min(self.predictor.configuration_manager.spacing))))
@@ -315,7 +400,6 @@ class Segmenter:
         def tiles():
             return int8.calibration_tiles(self.predictor, (self.preprocess(self.prepare(i))[0] for i in images),
                                           options.max_tiles)
-
 
         with _quiet(self.verbose < 2):
             return "int8" if int8.use_int8(self.predictor, digest, tiles, self.threads, options) else "float32"
@@ -333,9 +417,26 @@ class Segmenter:
         """Reorient to the model's orientation and transpose (x, y, z) -> (1, z, y, x), spacing reversed."""
         data, spacing, inverse = nifti.reorient(img, self.axcodes)
         array = np.ascontiguousarray(np.asarray(data, dtype=np.float32).transpose(2, 1, 0)[None])
-        return Prepared(array, self.snap_spacing(tuple(spacing[::-1])), inverse, tuple(img.shape[:3]))
+        prepared = Prepared(array, self.snap_spacing(tuple(spacing[::-1])), inverse, tuple(img.shape[:3]))
+        self._check_resampled(prepared)
+        return prepared
 
-    def snap_spacing(self, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
+    def _check_resampled(self, prepared: Prepared) -> None:
+        """Refuse, before nnU-Net allocates it, an image that the plans' spacing would make larger than memory."""
+        from rootlets_task.models.plans import CLASSES, MAX_TILE_BYTES, physical_memory
+
+        p = self.predictor
+        target = [0.0] * 3
+        for i, axis in enumerate(p.plans_manager.transpose_forward):
+            target[axis] = float(p.configuration_manager.spacing[i])
+        voxels = math.prod(n * s / t for n, s, t in zip(prepared.data.shape[1:], prepared.spacing, target, strict=True))
+        need, memory = voxels * 4 * (2 + CLASSES), physical_memory() or MAX_TILE_BYTES
+        if need > memory:
+            raise RootletsError(f"model folder {self.model_folder}: resampled to the plans' spacing {target} mm this "
+                                f"image would need about {need / 2**30:.0f} GiB, more than this machine's "
+                                f"{memory / 2**30:.0f} GiB; check the image's voxel size and the release's plans.json")
+
+    def snap_spacing(self, spacing: tuple[float, ...]) -> tuple[float, ...]:
         """The plans' spacing if ``spacing`` (z, y, x) is within ``SPACING_TOLERANCE`` of it, else ``spacing``.
 
         nnU-Net resamples the image to the plans' spacing and the 10 class logits back; for an input already at
@@ -426,6 +527,8 @@ class Segmenter:
         seg = np.asarray(seg)
         if seg.max(initial=0) > 255:
             raise RootletsError(f"model folder {self.model_folder}: label values above 255 cannot be stored as uint8")
+        if self.level_map is not None:
+            seg = self.level_map[np.clip(seg, 0, 255).astype(np.intp)]
         out = nifti.undo_reorient(seg.transpose(2, 1, 0), prepared.inverse).astype(np.uint8)
         assert out.shape == prepared.shape, (out.shape, prepared.shape)
         return out
@@ -446,11 +549,17 @@ class Segmenter:
         from rootlets_task.inference.confidence import summarise
 
         labels, probability = self._labels(img, box, with_probability=True)
+        assert probability is not None  # asked for
         return Prediction(labels, summarise(labels, probability))
 
     def _labels(self, img: nib.Nifti1Image, box: Box | None,
                 with_probability: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels (and the winning class's probability) on the input grid, 0 (probability 1) outside any box."""
+        with self._threads():
+            return self._labels_in_box(img, box, with_probability)
+
+    def _labels_in_box(self, img: nib.Nifti1Image, box: Box | None,
+                       with_probability: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if self.crop_pads is not None:  # a model trained on crops sees the crop, as SCT HEAD runs it
             if box is not None:
                 log.info("this model is run on its own crop around the cord (crop_metadata.json); -crop-to-cord unused")
@@ -506,9 +615,11 @@ class Segmenter:
         import torch
 
         window = grow_to_patch(box, tuple(data.shape[1:]), tuple(self.predictor.configuration_manager.patch_size))
-        inside = self.predict_logits(data[(slice(None), *window)].contiguous())
+        window_all = (slice(None), *window)  # not data[(slice(None), *window)]: mypy takes it for Python 3.11 syntax
+        inside = self.predict_logits(data[window_all].contiguous())
         logits = torch.zeros((inside.shape[0], *data.shape[1:]), dtype=inside.dtype)
         logits[1:] = -1e4  # background wins everywhere outside the box
-        logits[(slice(None), *box)] = inside[(slice(None), *(slice(b.start - w.start, b.stop - w.start)
-                                                            for b, w in zip(box, window, strict=True)))]
+        box_all = (slice(None), *box)
+        box_in_window = (slice(None), *(slice(b.start - w.start, b.stop - w.start) for b, w in zip(box, window, strict=True)))
+        logits[box_all] = inside[box_in_window]
         return logits

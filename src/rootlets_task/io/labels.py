@@ -1,9 +1,9 @@
 """Label maps: what each kind must hold, the one way a label map is put on an image's grid, and label file names.
 
-Kinds: ``cord`` (binary mask), ``discs`` (single voxels, SCT disc numbering 1 = top of C1, 3 = C2/C3 ... 25 =
-L5/S1), ``pmj`` (one voxel), ``rootlets`` (value = spinal level, 2 = C2 ... 9 = T1). Every module that reads a label
-map (the chain, the levels, the tools' outputs, QC) uses :func:`problem` and :func:`on_grid` from here, so a file
-is judged and resampled the same way everywhere.
+Kinds: ``cord`` (binary mask), ``discs`` (single voxels, SCT disc numbering 1 = top of C1, 3 = C2/C3 ... 25 = L5/S1
+... 30 = S5/Co), ``pmj`` (one voxel), ``rootlets`` (value = spinal level, 2 = C2 ... 9 = T1 ... 31 = Co). Every module
+that reads a label map (the chain, the levels, the tools' outputs, QC) uses :func:`problem` and :func:`on_grid` from
+here, so a file is judged and resampled the same way everywhere.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from rootlets_task.io import nifti
 
 KINDS = ("cord", "discs", "pmj", "rootlets")
 POINT_KINDS = ("discs", "pmj")
-DISC_VALUES = range(1, 26)  # SCT disc numbering: 1 = top of C1, 3 = C2/C3 ... 25 = L5/S1
+DISC_VALUES = range(1, 32)  # SCT disc numbering: 1 = top of C1, 3 = C2/C3 ... 25 = L5/S1 ... 30 = S5/Co, 31 = Co's end
 PMJ_VALUE = 50
 GRID_ATOL_MM = 1e-3  # two affines closer than this are the same grid
 # File names of manual/corrected labels (NeuroPoly convention) and of the labels the chain writes: <stem><suffix>.nii.gz
@@ -89,7 +89,7 @@ def discs_problem(data: np.ndarray) -> str | None:
         return LABELLED_CORD
     bad = [int(v) for v in values if int(v) not in DISC_VALUES]
     if bad:
-        return f"values {bad} are not SCT disc labels (1 = top of C1, 3 = C2/C3 ... 25 = L5/S1)"
+        return f"values {bad} are not SCT disc labels (1 = top of C1, 3 = C2/C3 ... 25 = L5/S1 ... 30 = S5/Co)"
     multi = [int(v) for v, c in zip(values, counts, strict=True) if c > 1]
     if multi:
         return f"disc labels {multi} span several voxels; each disc must be a single voxel"
@@ -105,7 +105,7 @@ def rootlets_problem(data: np.ndarray) -> str | None:
     if not data.any():
         return "holds no rootlets (all voxels are 0)"
     if data.max() > 255:
-        return f"value {int(data.max())} is not a spinal level (2 = C2 ... 9 = T1)"
+        return f"value {int(data.max())} is not a spinal level (2 = C2 ... 9 = T1 ... 31 = Co)"
     return None
 
 

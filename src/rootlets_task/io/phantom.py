@@ -97,7 +97,7 @@ def release_warnings(tag: str | None, img: nib.Nifti1Image, name: str | os.PathL
 
 
 def grid(orient: str = "LPI", spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-         tilt_deg: float = 0.0) -> tuple[tuple[int, int, int], np.ndarray]:
+         tilt_deg: float = 0.0) -> tuple[tuple[int, ...], np.ndarray]:
     """Shape and affine covering the phantom's field of view in an SCT orientation at a per-axis spacing.
 
     ``spacing`` is given per array axis (as in the NIfTI header); ``tilt_deg`` rotates the grid about the
@@ -266,7 +266,7 @@ def make_phantom(orient: str = "LPI", spacing: tuple[float, float, float] = (1.0
                    affine=affine, truth=truth)
 
 
-def _span(start: float, end: float) -> dict:
+def _span(start: float | np.ndarray, end: float | np.ndarray) -> dict:
     return {"start_mm": float(start), "end_mm": float(end), "mid_mm": float((start + end) / 2),
             "height_mm": float(end - start)}
 
@@ -283,11 +283,17 @@ FILES = {
 
 def write_phantom(out_dir: str | os.PathLike, orient: str = "LPI", spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
                   seed: int = 0, tilt_deg: float = 0.0, prefix: str = "phantom_T2w") -> dict[str, Path]:
-    """Write a phantom and its truth files into ``out_dir``; returns {kind: path}."""
+    """Write a phantom and its truth files into ``out_dir``; returns {kind: path}.
+
+    ``prefix`` replaces ``phantom_T2w`` in the names (e.g. ``sub-01_T2w``: the names a BIDS subject's labels have); the
+    truth is then ``<prefix>_truth.json``, so that several phantoms can share a folder.
+    """
     out_dir = Path(out_dir)
     ph = make_phantom(orient, spacing, seed, tilt_deg)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: out_dir / name.replace("phantom_T2w", prefix) for kind, name in FILES.items()}
+    if prefix != "phantom_T2w":
+        paths["truth"] = out_dir / f"{prefix}_truth.json"
     reference = ph.nifti("image")
     save_like(ph.image, reference, paths["image"], dtype=np.int16)
     for kind in ("rootlets", "cord", "discs", "pmj", "spinal_levels", "vertebral_levels"):

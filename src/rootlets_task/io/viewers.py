@@ -17,18 +17,19 @@ import os
 import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
 
 from rootlets_task.core.colours import level_colour
 from rootlets_task.core.files import write_text
-from rootlets_task.core.names import level_name
+from rootlets_task.core.names import NAMES, level_name
 from rootlets_task.io.nifti import stem
 
 # kind of label file -> numbering of its values (rootlets and spinal levels share the spinal numbering)
 NUMBERING = {"rootlets": "spinal", "spinal": "spinal", "vertebral": "vertebral"}
-VALUES = {"spinal": range(1, 21), "vertebral": range(1, 20)}  # C1-C8 T1-T12 / C1-C7 T1-T12
+VALUES = {kind: range(1, len(NAMES[kind]) + 1) for kind in ("spinal", "vertebral")}  # C1 ... Co, the whole spine
 WHAT = {"rootlets": "rootlets of spinal level", "spinal": "spinal level", "vertebral": "vertebral level"}
 LUT = "rootlets_task_{numbering}.lut"
 ITKSNAP = "rootlets_task_{numbering}_itksnap.txt"
@@ -61,7 +62,7 @@ def dseg_table(kind: str, values: Iterable[int]) -> str:
 def write_dseg(label_file: str | os.PathLike, kind: str, data: np.ndarray | None = None) -> Path:
     """Write ``<label file>.tsv`` for the values in the file (read from it unless ``data`` is given)."""
     if data is None:
-        data = np.asanyarray(nib.load(label_file).dataobj)
+        data = np.asanyarray(cast(nib.Nifti1Image, nib.load(label_file)).dataobj)
     return _write(dseg_path(label_file), dseg_table(kind, np.unique(data)))
 
 

@@ -5,8 +5,9 @@ anisotropic images in any orientation give the same answer. The construction fol
 centerline (``sct_process_segmentation -pmj``): per-slice centre of mass of the cord along its
 superior-inferior array axis (read from the affine), the PMJ voxel added as an extra point when it lies beyond
 the cord, linear interpolation across slices without cord, then smoothing over about 50 mm. SCT smooths with a
-Hanning window and mirror padding, which flattens the ends of a curved cord; we use a Savitzky-Golay filter
-(local cubic fit, same window) which keeps the ends' slope.
+Hanning window and central-symmetry padding, which flattens the ends of a curved cord; this centerline (the
+``gapfree`` method's) uses a Savitzky-Golay filter (local cubic fit, same window), which keeps the ends' slope.
+``-method reference`` uses SCT's own steps instead (:mod:`rootlets_task.levels.sctline`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from rootlets_task.io.nifti import si_axis
 
@@ -77,15 +79,8 @@ class Centerline:
         rows = np.arange(len(world))
         return self.arc[best] + t[rows, best] * np.sqrt(length2[best])
 
-    def nearest_slice(self, world: np.ndarray) -> np.ndarray:
-        """Slice index of the line's point nearest each world point (n, 3): a label moved onto the centerline as a
-        whole slice, the way ``sct_label_utils -project-centerline`` puts it on the nearest centerline voxel."""
-        world = np.atleast_2d(np.asarray(world, dtype=float))
-        dist = np.linalg.norm(world[:, None, :] - self.points[None], axis=2)
-        return self.slices[np.argmin(dist, axis=1)]
 
-
-def voxel_to_world(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:
+def voxel_to_world(affine: np.ndarray, ijk: ArrayLike) -> np.ndarray:
     """Voxel indices (n, 3) -> world mm (n, 3)."""
     return np.asarray(ijk, dtype=float) @ affine[:3, :3].T + affine[:3, 3]
 

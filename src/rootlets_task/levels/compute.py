@@ -20,12 +20,13 @@ Spinal levels, two methods:
 
 Vertebral level v (1 = C1 ... 7 = C7, 8 = T1 ...) spans from disc v to disc v+1 (SCT disc numbering, 3 = C2/C3);
 label values are used, not rank order (the lab's ``discs_to_vertebral_levels.py`` ignores them and needs 9 discs).
-``gapfree`` projects each disc onto the centerline continuously; ``reference`` moves it to the centerline slice
-nearest to it and takes that whole slice's distance, as the lab's pipeline does (``sct_label_utils
--project-centerline``, then the distance at that slice).
+``gapfree`` projects each disc onto the centerline continuously; ``reference`` puts it on the slice
+``sct_label_utils -project-centerline`` puts it on and takes that whole slice's distance, as the lab's pipeline does
+(:func:`rootlets_task.levels.sctline.project_discs`).
 
-Distances are mm along the smoothed centerline (:mod:`rootlets_task.levels.centerline`), positive caudally, from the
-origin named in the ``reference`` column:
+Distances are mm along a smoothed centerline, positive caudally: ``gapfree`` along its own
+(:mod:`rootlets_task.levels.centerline`), ``reference`` along SCT's extrapolated centerline with the lab's arc length
+(:mod:`rootlets_task.levels.sctline`), from the origin named in the ``reference`` column:
 
 * ``gapfree``: the anatomical landmark: the PMJ if given, else the C2/C3 disc if given, else the cord's rostral end;
 * ``reference``: the lab's origin, the top of the centerline built from the cord and the PMJ (the most rostral
@@ -39,11 +40,13 @@ Every result carries the numbering check of :mod:`rootlets_task.levels.numbering
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -52,20 +55,28 @@ from scipy import ndimage
 
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import OutputSet, read_json, relative_to, remove_stale_temporaries, sha256_file, writable_folder
+from rootlets_task.core.files import (
+    OutputSet,
+    keep_inputs,
+    read_json,
+    relative_to,
+    remove_stale_temporaries,
+    sha256_file,
+    writable_folder,
+)
 from rootlets_task.core.names import level_name
 from rootlets_task.core.options import METHODS, RENUMBER
 from rootlets_task.inference import confidence as conf
 from rootlets_task.io import labels, viewers
 from rootlets_task.io.nifti import label_image, load, si_axis, stem
-from rootlets_task.io.tables import LEVEL_COLUMNS, SHIFT_COLUMNS, read_levels_table, typed
-from rootlets_task.levels import numbering
+from rootlets_task.io.tables import LEVEL_COLUMNS, PAIRING_TEXT, PAIRINGS, SHIFT_COLUMNS, read_levels_table, typed, write_csv
+from rootlets_task.levels import numbering, sctline
 from rootlets_task.levels.centerline import Centerline, cord_centerline, voxel_to_world
 from rootlets_task.levels.numbering import NumberingCheck
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LEVEL_COLUMNS", "SHIFT_COLUMNS", "LevelsResult", "Origin", "compute_levels", "levels_from_files",
+__all__ = ["LEVEL_COLUMNS", "SHIFT_COLUMNS", "LevelsOptions", "LevelsResult", "Origin", "compute_levels", "levels_from_files",
            "level_name", "read_levels_table", "shift_table", "write_levels", "output_paths", "add_confidence"]
 
 DILATE_VOXELS = 3
@@ -75,6 +86,15 @@ LANDMARK_VALUES = (49, 50, 60)  # SCT: pontomedullary groove, PMJ, conus medulla
 CENTERLINE_TOP = "centerline top (cord and PMJ)"
 OUTPUTS = {"spinal": "_spinal_levels.nii.gz", "vertebral": "_vertebral_levels.nii.gz", "csv": "_levels.csv",
            "json": "_levels.json", "shift": "_shift.csv", "lab": "_levels_lab.csv"}
+
+
+@dataclass(frozen=True)
+class LevelsOptions:
+    """How levels are derived from the labels: the settings of ``rootlets levels`` (see the module doc)."""
+
+    method: str = "gapfree"  # or "reference", the published algorithm
+    dilate_voxels: int = DILATE_VOXELS  # radius of the ball the cord is dilated by to keep rootlet voxels
+    renumber: str = "none"  # "suggested": apply the numbering check's suggestion (recorded), never silently
 
 
 @dataclass(frozen=True)
@@ -165,17 +185,19 @@ def dilate(mask: np.ndarray, radius: int = DILATE_VOXELS) -> np.ndarray:
 
 
 def compute_levels(rootlets: np.ndarray, cord: np.ndarray, affine: np.ndarray, discs: np.ndarray | None = None,
-                   pmj: np.ndarray | None = None, *, method: str = "gapfree", dilate_voxels: int = DILATE_VOXELS,
-                   names: dict[str, str] | None = None, renumber: str = "none") -> LevelsResult:
+                   pmj: np.ndarray | None = None, *, options: LevelsOptions = LevelsOptions(),
+                   names: dict[str, str] | None = None, **fields: Any) -> LevelsResult:
     """Spinal and vertebral levels, the levels and shift tables and the numbering check, from label arrays on one grid.
 
     ``rootlets``: integer levels (2 = C2 ... 9 = T1); ``cord``: binary; ``discs``: single voxels, SCT disc numbering;
     ``pmj``: a single voxel of any value. ``names`` ({"rootlets": path, ...}) are used in error messages.
-    ``renumber="suggested"``: when the numbering check finds the spinal levels shifted, relabel the rootlets by its
-    offset and compute again (recorded in the result). Nine parameters: the label arrays and their grid, and the
-    four settings of ``rootlets levels`` (keyword-only).
+    ``options`` (:class:`LevelsOptions`; any of its fields given by keyword replaces the options' one, e.g.
+    ``method="reference"``). ``renumber="suggested"``: when the numbering check finds the spinal levels shifted,
+    relabel the rootlets by its offset and compute again (recorded in the result).
     Raises :class:`RootletsError` on bad input; a level with no usable rootlets becomes a "missing" row and a warning.
     """
+    options = dataclasses.replace(options, **fields)  # a field that LevelsOptions lacks: TypeError, as any call
+    method, dilate_voxels, renumber = options.method, options.dilate_voxels, options.renumber
     names = {k: (names or {}).get(k, k) for k in ("rootlets", "cord", "discs", "pmj")}
     _check_settings(method, dilate_voxels, renumber)
     rootlets, cord_mask, notes = _checked_arrays(rootlets, cord, discs, pmj, names)
@@ -195,8 +217,8 @@ def compute_levels(rootlets: np.ndarray, cord: np.ndarray, affine: np.ndarray, d
                                             f"Renumbered {check.offset:+d} as suggested (-renumber suggested)")
     result.levels = typed(_mark_numbering(result.levels, check))
     result.warnings = notes + disc_notes + result.warnings + ([check.text] if check.warns else [])
-    if frame.origin.note():
-        result.warnings.append(frame.origin.note())
+    if note := frame.origin.note():
+        result.warnings.append(note)
     result.numbering, result.origin = check, frame.origin
     return result
 
@@ -261,20 +283,52 @@ def _disc_voxels(discs: np.ndarray | None, names: dict) -> tuple[dict[int, np.nd
 def _frame(cord: np.ndarray, affine: np.ndarray, pmj_voxel, disc_voxels: dict, method: str, names: dict) -> _Frame:
     """The centerline (through the PMJ when it lies beyond the cord), the origin and every slice's distance from it."""
     affine = np.asarray(affine, dtype=float)
+    if method == "reference":
+        return _reference_frame(cord, affine, pmj_voxel, names)
     line = cord_centerline(cord, affine, pmj_voxel)
     pmj_mm = float(line.project(voxel_to_world(affine, [pmj_voxel]))[0]) if pmj_voxel is not None else None
-    if method == "reference":  # the lab's: the top of the centerline of cord + PMJ
-        origin = Origin(CENTERLINE_TOP if pmj_voxel is not None else "cord rostral end", 0.0, pmj_mm)
-    elif pmj_mm is not None:
+    if pmj_mm is not None:
         origin = Origin("PMJ", pmj_mm, pmj_mm)
     elif C2C3_DISC in disc_voxels:
         origin = Origin("C2/C3 disc", float(line.project(voxel_to_world(affine, [disc_voxels[C2C3_DISC]]))[0]))
     else:
         origin = Origin("cord rostral end", 0.0)
-    n_slices = cord.shape[line.axis]
-    slice_mm = line.slice_mm(np.arange(n_slices)) - origin.mm
-    cord_slices = np.flatnonzero(np.moveaxis(cord, line.axis, 0).reshape(n_slices, -1).any(1))
-    return _Frame(cord, affine, line, origin, slice_mm, cord_slices, names, method)
+    slice_mm = line.slice_mm(np.arange(cord.shape[line.axis])) - origin.mm
+    return _Frame(cord, affine, line, origin, slice_mm, _cord_slices(cord, line.axis), names, method)
+
+
+def _reference_frame(cord: np.ndarray, affine: np.ndarray, pmj_voxel, names: dict) -> _Frame:
+    """The lab's frame: SCT's extrapolated centerline of cord ∪ PMJ (:func:`sctline.pmj_centerline`) and the lab's
+    distances from its top slice (:func:`sctline.distance_from_top`); slices beyond it extrapolated linearly."""
+    grid = sctline.rpi(cord.shape, affine)
+    pmj = None
+    if pmj_voxel is not None:
+        pmj = np.zeros(cord.shape, bool)
+        pmj[tuple(pmj_voxel)] = True
+    line_rpi = sctline.pmj_centerline(grid.array(cord), None if pmj is None else grid.array(pmj), float(grid.zooms[2]))
+    top_first = line_rpi[:, ::-1]
+    distance = sctline.distance_from_top(line_rpi, grid.zooms)
+    line = Centerline(axis=grid.axis, slices=grid.native_slice(top_first[2].astype(int)),
+                      points=voxel_to_world(grid.affine, top_first.T), arc=np.array([distance[int(z)] for z in top_first[2]]),
+                      slice_step_mm=float(grid.zooms[2]), index_up_is_superior=not grid.flip)
+    slice_mm = line.slice_mm(np.arange(cord.shape[line.axis]))
+    pmj_mm = None if pmj_voxel is None else float(slice_mm[int(pmj_voxel[line.axis])])
+    origin = Origin(CENTERLINE_TOP if pmj_voxel is not None else "cord rostral end", 0.0, pmj_mm)
+    return _Frame(cord, affine, line, origin, slice_mm, _cord_slices(cord, line.axis), names, "reference")
+
+
+def _cord_slices(cord: np.ndarray, axis: int) -> np.ndarray:
+    return np.flatnonzero(np.moveaxis(cord, axis, 0).reshape(cord.shape[axis], -1).any(1))
+
+
+def slice_distances(cord: np.ndarray, affine: np.ndarray, pmj: np.ndarray | None = None, discs: np.ndarray | None = None,
+                    method: str = "gapfree") -> tuple[np.ndarray, int, str]:
+    """(mm of every slice from the origin, the superior-inferior array axis, the origin's name), exactly as
+    :func:`compute_levels` measures its levels with these labels: other level images can be placed in the same frame."""
+    names = {k: k for k in ("rootlets", "cord", "discs", "pmj")}
+    disc_voxels, _ = _disc_voxels(discs, names)
+    frame = _frame(labels.as_labels(cord, "cord") > 0, affine, _pmj_voxel(pmj, names), disc_voxels, method, names)
+    return frame.slice_mm, frame.axis, frame.origin.reference
 
 
 def _levels(rootlets: np.ndarray, frame: _Frame, disc_voxels: dict, radius: int) -> tuple[LevelsResult, dict[int, _Span]]:
@@ -291,7 +345,8 @@ def _levels(rootlets: np.ndarray, frame: _Frame, disc_voxels: dict, radius: int)
         row["volume_mm3"] = row["n_voxels"] * voxel_mm3
         if value in intervals:
             row.update(_extent(frame.slice_mm, *intervals[value]))
-    vertebral, vertebral_rows = None, {}
+    vertebral: np.ndarray | None = None
+    vertebral_rows: dict[int, dict] = {}
     if disc_voxels:
         vertebral, vertebral_rows, vertebral_notes = _vertebral(disc_voxels, frame)
         notes += vertebral_notes
@@ -381,13 +436,16 @@ def _extent(slice_mm: np.ndarray, lo: float, hi: float, closed: bool) -> dict:
 
 
 def _disc_positions(discs: dict[int, np.ndarray], frame: _Frame) -> dict[int, tuple[float, int | None]]:
-    """{disc value: (mm from the origin, slice)}: ``reference`` takes the nearest centerline slice whole (the lab's
-    projection); ``gapfree`` projects continuously (no slice)."""
+    """{disc value: (mm from the origin, slice)}: ``reference`` puts each disc on a slice as ``sct_label_utils
+    -project-centerline`` does (:func:`sctline.project_discs`) and takes that slice's distance; ``gapfree`` projects
+    continuously onto its own centerline (no slice)."""
     values = sorted(discs)
     world = voxel_to_world(frame.affine, np.array([discs[v] for v in values]))
     if frame.method == "reference":
-        slices = frame.line.nearest_slice(world)
-        return {v: (float(frame.slice_mm[s]), int(s)) for v, s in zip(values, slices, strict=True)}
+        grid = sctline.rpi(frame.cord.shape, frame.affine)
+        z = sctline.project_discs(grid.array(frame.cord), grid, dict(zip(values, world, strict=True)))
+        slices = {v: int(grid.native_slice(z[v])) for v in values}
+        return {v: (float(frame.slice_mm[slices[v]]), slices[v]) for v in values}
     mm = frame.line.project(world) - frame.origin.mm
     return {v: (float(m), None) for v, m in zip(values, mm, strict=True)}
 
@@ -398,13 +456,17 @@ def _vertebral(discs: dict[int, np.ndarray], frame: _Frame) -> tuple[np.ndarray,
     values = sorted(discs)
     positions = _disc_positions(discs, frame)
     mm = {v: p[0] for v, p in positions.items()}
+    notes = [] if len(values) > 1 else [f"{names['discs']}: only disc {values[0]}; a vertebral level needs two discs"]
     for upper, lower in zip(values, values[1:], strict=False):
-        if mm[lower] <= mm[upper]:
+        if mm[lower] == mm[upper] and frame.method == "reference":
+            notes.append(f"{names['discs']}: discs {upper} and {lower} land on the same centerline slice (as with "
+                         "sct_label_utils -project-centerline); vertebral level "
+                         f"{level_name(upper, 'vertebral')} has height 0")
+        elif mm[lower] <= mm[upper]:
             raise RootletsError(f"{names['discs']}: discs out of rostro-caudal order (disc {lower} is not caudal to disc "
                                 f"{upper}); check the disc numbering (SCT: 3 = C2/C3)")
     out = np.zeros(frame.cord.shape, np.uint8)
     rows: dict[int, dict] = {}
-    notes = [] if len(values) > 1 else [f"{names['discs']}: only disc {values[0]}; a vertebral level needs two discs"]
     for v in range(values[0], values[-1]):
         if v in mm and v + 1 in mm:
             _paint(out, frame, mm[v], mm[v + 1], False, v)
@@ -426,20 +488,20 @@ def _table(rows: list[tuple[str, int, dict]], reference: str) -> pd.DataFrame:
 
 
 def shift_table(levels: pd.DataFrame) -> pd.DataFrame:
-    """Vertebral minus spinal midpoint (mm) for the unshifted (same name) and shifted (paper) pairings.
+    """Vertebral minus spinal midpoint (mm) under the RootletSeg paper's two pairings (:data:`tables.PAIRINGS`).
 
-    Unshifted: VL Cn with SL Cn, VL T1 with SL T1. Shifted (RootletSeg paper): VL Cn with SL C(n+1) (VL C7 with
-    SL C8) and VL T1 with SL T1 — in values, vertebral v with spinal v+1. Only pairs present (status ok) in both.
+    ``unshifted``: vertebral v with spinal v (VL C2-SL C2 ... VL C7-SL C7, VL T1-SL C8); ``shifted``: vertebral v with
+    spinal v+1 (VL C2-SL C3 ... VL C7-SL C8, VL T1-SL T1, and on down the spine VL Tn-SL Tn, VL Ln-SL Ln). Only pairs
+    present (status ok) in both kinds.
     """
     ok = levels[levels["status"] == "ok"]
     spinal = {int(r.value): r for r in ok[ok["kind"] == "spinal"].itertuples()}
     vertebral = {int(r.value): r for r in ok[ok["kind"] == "vertebral"].itertuples()}
     records = []
-    for pairing in ("unshifted", "shifted"):
+    for pairing, step in PAIRINGS.items():
         for v, vr in sorted(vertebral.items()):
-            k = v + 1 if pairing == "shifted" or v >= 8 else v
-            if k in spinal:
-                sr = spinal[k]
+            if v + step in spinal:
+                sr = spinal[v + step]
                 records.append({"pairing": pairing, "vertebral_level": vr.level, "spinal_level": sr.level,
                                 "vertebral_mid_mm": vr.mid_mm, "spinal_mid_mm": sr.mid_mm,
                                 "shift_mm": vr.mid_mm - sr.mid_mm})
@@ -498,7 +560,11 @@ def add_confidence(result: LevelsResult, confidence: dict | None) -> None:
 def output_paths(out_dir: str | os.PathLike, prefix: str, with_discs: bool = True,
                  method: str | None = None) -> dict[str, Path]:
     """The files :func:`write_levels` writes: spinal, csv, json; with discs vertebral and shift; with the reference
-    method the levels in the lab's CSV layout (lab). ``method`` None: every file either method may write."""
+    method the levels in the lab's CSV layout (lab). ``method`` None: every file either method may write. ``prefix``
+    is a file name: one with a folder part (``../x``, ``/abs/x``) would write outside ``out_dir`` and is refused."""
+    if not prefix or prefix in (".", "..") or "/" in prefix or os.sep in prefix or (os.altsep and os.altsep in prefix) \
+            or "\0" in prefix:
+        raise RootletsError(f"-prefix {prefix!r}: give a file name prefix without a folder (the folder is -o)")
     paths = {k: Path(out_dir) / f"{prefix}{suffix}" for k, suffix in OUTPUTS.items()}
     if not with_discs:
         del paths["vertebral"], paths["shift"]
@@ -514,12 +580,12 @@ def _document(result: LevelsResult, inputs: dict[str, str], outputs: dict[str, s
             "numbering": result.numbering.to_dict() if result.numbering else None,
             "confidence": conf.summary(result.confidence), "warnings": result.warnings, "inputs": inputs,
             "levels": json.loads(result.levels.to_json(orient="records")),
-            "shift": json.loads(result.shift.to_json(orient="records")), "outputs": outputs}
+            "shift_pairings": PAIRING_TEXT, "shift": json.loads(result.shift.to_json(orient="records")), "outputs": outputs}
 
 
 def _lab_rows(path: Path, result: LevelsResult, grid: nib.Nifti1Image, document: dict) -> pd.DataFrame:
     """The levels in the lab's ``spinal_vs_vertebral_levels.csv`` layout (:func:`rootlets_task.levels.stats.lab_table`)."""
-    from rootlets_task.levels.compute import stats  # imported on use: matplotlib and scipy.stats are slow to import
+    from rootlets_task.levels import stats  # imported on use: matplotlib and scipy.stats are slow to import
 
     axis = si_axis(grid.affine)
     table = stats.our_table(path, result.levels, document, grid=(int(grid.shape[axis]), bool(grid.affine[2, axis] > 0)))
@@ -551,10 +617,10 @@ def write_levels(result: LevelsResult, grid: nib.Nifti1Image, out_dir: str | os.
         nib.save(label_image(result.spinal, grid), tmp["spinal"])
         if result.vertebral is not None:
             nib.save(label_image(result.vertebral, grid), tmp["vertebral"])
-            result.shift.to_csv(tmp["shift"], index=False)
-        result.levels.to_csv(tmp["csv"], index=False)
+            write_csv(result.shift, tmp["shift"])
+        write_csv(result.levels, tmp["csv"])
         if "lab" in tmp:
-            _lab_rows(outputs["csv"], result, grid, _document(result, recorded, {})).to_csv(tmp["lab"], index=False)
+            write_csv(_lab_rows(outputs["csv"], result, grid, _document(result, recorded, {})), tmp["lab"])
         written = {outputs[k].name: sha256_file(t) for k, t in tmp.items() if k != "json"}
         tmp["json"].write_text(json.dumps(_document(result, recorded, written), indent=2))
     return outputs
@@ -570,20 +636,25 @@ def _rootlets_confidence(path: Path, data: np.ndarray) -> dict | None:
 
 def levels_from_files(rootlets: str | os.PathLike, cord: str | os.PathLike, discs: str | os.PathLike | None = None,
                       pmj: str | os.PathLike | None = None, image: str | os.PathLike | None = None,
-                      out_dir: str | os.PathLike | None = None, method: str = "gapfree", prefix: str | None = None,
-                      dilate_voxels: int = DILATE_VOXELS, renumber: str = "none") -> tuple[dict[str, Path], LevelsResult]:
+                      out_dir: str | os.PathLike | None = None, *, prefix: str | None = None,
+                      options: LevelsOptions = LevelsOptions(), **fields: Any) -> tuple[dict[str, Path], LevelsResult]:
     """Compute levels from NIfTI files and write them (:func:`write_levels`); returns (paths, result).
 
     Labels on another grid than the image (else the rootlets) are resampled (:func:`rootlets_task.io.labels.on_grid`,
     with a note). ``<prefix>`` defaults to the rootlets file's stem, the folder to the rootlets file's folder. The
-    confidence per level comes from the rootlets sidecar when it matches the file. Everything is computed and checked
-    before anything is written. Ten arguments: the five files, where to write and the three method settings are all
-    the user's choices of ``rootlets levels``.
+    confidence per level comes from the rootlets sidecar when it matches the file. ``options``: as in
+    :func:`compute_levels` (fields by keyword too). Everything is computed and checked before anything is written.
     """
+    options = dataclasses.replace(options, **fields)
+    method, dilate_voxels, renumber = options.method, options.dilate_voxels, options.renumber
     paths = {"rootlets": Path(rootlets), "cord": Path(cord)}
     paths.update({k: Path(v) for k, v in (("discs", discs), ("pmj", pmj), ("image", image)) if v is not None})
     names = {k: f"{k} {p}" for k, p in paths.items()}
     _check_settings(method, dilate_voxels, renumber)
+    out_dir = Path(out_dir) if out_dir is not None else paths["rootlets"].parent
+    prefix = prefix or stem(paths["rootlets"])
+    keep_inputs(output_paths(out_dir, prefix).values(), {f"the {k} file {p}": p for k, p in paths.items()},
+                "-o or -prefix")
     loaded = {k: labels.read(p, k) for k, p in paths.items() if k != "image"}
     grid = load(paths["image"], "image") if "image" in paths else loaded["rootlets"][0]
     grid_name = names["image" if "image" in paths else "rootlets"]
@@ -596,15 +667,9 @@ def levels_from_files(rootlets: str | os.PathLike, cord: str | os.PathLike, disc
             raise RootletsError(f"{names[kind]}: {exc}; is it from the same subject and session as {grid_name}?") from None
         notes += [f"{names[kind]}: {n}" for n in grid_notes]
     result = compute_levels(arrays["rootlets"], arrays["cord"], grid.affine, arrays.get("discs"), arrays.get("pmj"),
-                            method=method, dilate_voxels=dilate_voxels, names=names, renumber=renumber)
+                            options=options, names=names)
     add_confidence(result, _rootlets_confidence(paths["rootlets"], loaded["rootlets"][1]))
     result.warnings[:0] = notes
-    out_dir = Path(out_dir) if out_dir is not None else paths["rootlets"].parent
-    prefix = prefix or stem(paths["rootlets"])
-    inputs = {p.absolute().resolve() for p in paths.values()}
-    for out in output_paths(out_dir, prefix).values():
-        if out.absolute().resolve() in inputs:
-            raise RootletsError(f"output {out} is an input file; choose another -o or prefix so the input is kept")
     for text in result.warnings:
         log.warning("%s", text)
     written = write_levels(result, grid, out_dir, prefix, {k: p for k, p in paths.items()})

@@ -9,7 +9,10 @@ limits of agreement of all pairs about -6.5 to 13.2 mm.
 
 The statistic, for each numbering offset k in -3..3 (k = the correct value minus the rootlet label):
 
-1. pairs: every spinal level labelled L whose partner under k, vertebral level L + k - 1, is present;
+1. pairs: every spinal level labelled L whose partner under k, vertebral level L + k - 1, is present and no more
+   caudal than VL T1, nor the level as named (L - 1) (the paper measured C2-T1; caudally the spinal segments rise
+   away from their vertebrae, by several levels in the lumbar cord, so no fixed shift holds there and those levels
+   are left out of the check, with a note);
 2. per pair, the residual = (vertebral midpoint - spinal midpoint) - the paper's median shift of that pair
    (:func:`expected_shift`: 0 mm at VL C2, +8.15/6 mm per level caudally, the ends held beyond C2 and T1);
 3. the score of k = the median of the pairs' absolute residuals (robust to one odd level when there are 3 or more
@@ -117,7 +120,7 @@ def pair(spinal: dict[int, float], vertebral: dict[int, float], offset: int) -> 
     pairs = []
     for value, mid in sorted(spinal.items()):
         v = value + offset - 1
-        if v in vertebral:
+        if v in vertebral and max(v, value - 1) <= LAST_PAIR:  # both the pair and the level as named within C2-T1
             shift = vertebral[v] - mid
             pairs.append({"spinal_level": level_name(value, "spinal"), "renamed": level_name(value + offset, "spinal"),
                           "vertebral_level": level_name(v, "vertebral"),
@@ -138,19 +141,26 @@ def check(spinal: dict[int, float], vertebral: dict[int, float]) -> NumberingChe
     pairings = [pair(spinal, vertebral, k) for k in OFFSETS]
     result = NumberingCheck("not checked", 0, spacing, tolerance, margin, pairings)
     current = result.pairing(0)
+    assert current is not None  # OFFSETS holds 0
     if not spinal or not vertebral:
         result.text = "numbering not checked: " + ("no vertebral levels" if not vertebral else "no spinal levels")
         return result
     needed = max(MIN_PAIRS, math.ceil(current.n / 2))
     others = [p for p in pairings if p.offset != 0 and p.n >= needed]
     best = min(others, key=lambda p: (p.score_mm, abs(p.offset)), default=None)
-    if current.n and current.score_mm <= tolerance:
+    score = current.score_mm  # None when no pair
+    if score is not None and score <= tolerance:
         result.status = "ok"
-    elif best is not None and best.score_mm <= tolerance and (not current.n or current.score_mm - best.score_mm >= margin):
+    elif best is not None and best.score_mm is not None and best.score_mm <= tolerance and (
+            score is None or score - best.score_mm >= margin):
         result.status, result.offset = "shifted", best.offset
-    elif current.n:
+    elif score is not None:
         result.status = "unclear"
     result.text = _text(result, spinal)
+    beyond = [level_name(v, "spinal") for v in sorted(spinal) if v - 1 > LAST_PAIR]
+    if beyond and result.status != "not checked":
+        result.text += (f"; spinal levels {_span(beyond)} not checked (below VL T1-SL T1 no published correspondence "
+                        "between spinal and vertebral levels)")
     return result
 
 
@@ -166,6 +176,7 @@ def _span(names: list[str]) -> str:
 def _text(result: NumberingCheck, spinal: dict[int, float]) -> str:
     """One line for the terminal, the JSON, the QC page and the batch summary."""
     current = result.pairing(0)
+    assert current is not None  # OFFSETS holds 0
     names = [level_name(v, "spinal") for v in sorted(spinal)]
     if result.status == "not checked":
         return "numbering not checked: no spinal level lies beside a vertebral level under any numbering"
@@ -178,6 +189,7 @@ def _text(result: NumberingCheck, spinal: dict[int, float]) -> str:
                 f"numbering ({scored} as named, tolerance {result.tolerance_mm:.1f} mm; shifts vertebral - spinal "
                 f"midpoint: {_pairs_text(current)}; expected 0 to 8 mm); check the rootlets and the disc labels")
     best = result.pairing(result.offset)
+    assert best is not None  # the offset is one of OFFSETS
     renamed = [level_name(v + result.offset, "spinal") for v in sorted(spinal)]
     sign = f"{result.offset:+d}"
     return (f"numbering check: spinal levels {_span(names)} sit where {_span(renamed)} are expected relative to the "

@@ -27,8 +27,10 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -36,9 +38,10 @@ from matplotlib.figure import Figure
 from scipy import stats as scistats
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import atomic_path
+from rootlets_task.core.files import atomic_path, check_size, keep_inputs, load_json
 from rootlets_task.core.names import level_name
-from rootlets_task.io.tables import SHIFT_COLUMNS, is_levels_table, upgrade
+from rootlets_task.core.places import active, portable, shared_paths
+from rootlets_task.io.tables import SHIFT_COLUMNS, is_levels_table, upgrade, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ LAB_VALUES = {"spinal": range(2, 10), "vertebral": range(2, 9)}
 PAIRINGS = {"unshifted": {v: v for v in range(2, 9)}, "shifted": {v: v + 1 for v in range(2, 9)}}  # vertebral -> spinal
 ID_COLUMNS = ("participant_id", "subject")  # BIDS, the lab's
 HEIGHT_COLUMNS = ("height", "height_sub")  # BIDS, the lab's
+MAX_HEIGHT = 10_000.0  # a body height in cm or mm is below this; a larger number (1e308, inf) is not one
 SHIFT_STATS = ["pairing", "pair", "vertebral_level", "spinal_level", "n", "bias_mm", "loa_low_mm", "loa_high_mm",
                "mean_mid_mm", "spearman_rho", "spearman_p", "slope", "intercept", "r2", "regression_p",
                "regression_stderr", "shapiro_w", "shapiro_p", "rmse_mm"]
@@ -84,7 +88,7 @@ def _participant(name: str) -> str:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(check_size(path, "table"))
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise RootletsError(f"{path}: unreadable CSV ({exc}); re-run `rootlets levels`") from None
 
@@ -95,11 +99,15 @@ def _ours(path: Path, table: pd.DataFrame) -> Table:
     sidecar = path.with_name(f"{unit}_levels.json")
     document: dict = {}
     if sidecar.is_file():
-        try:
-            document = json.loads(sidecar.read_text())
-        except (OSError, ValueError) as exc:
-            raise RootletsError(f"{sidecar}: unreadable JSON ({exc}); re-run `rootlets levels`") from None
+        document = load_json(sidecar, "levels document", limit=16 << 20, fix="re-run `rootlets levels`")
+        if not isinstance(document, dict):
+            raise RootletsError(f"levels document {sidecar}: not a document of `rootlets levels`; re-run `rootlets levels`")
     return our_table(path, table, document)
+
+
+def _source(path: Path) -> str:
+    """The table's file as a group's outputs record it (no local folders while paths are shared)."""
+    return portable(path) if active() else str(path)
 
 
 def our_table(path: Path, table: pd.DataFrame, document: dict, grid: tuple[int, bool] | None = None) -> Table:
@@ -119,7 +127,7 @@ def our_table(path: Path, table: pd.DataFrame, document: dict, grid: tuple[int, 
     rows = pd.DataFrame({"unit": unit, "participant": _participant(unit), "kind": ok["kind"],
                          "value": ok["value"].astype(int), "rostral_mm": ok["rostral_mm"].astype(float),
                          "caudal_mm": ok["caudal_mm"].astype(float), "height_mm": ok["height_mm"].astype(float),
-                         "source": str(path)})
+                         "source": _source(path)})
     rows["rostral_slice"], rows["caudal_slice"] = ok["rostral_slice"], ok["caudal_slice"]
     inputs = document.get("inputs", {})
     names = {kind: Path(inputs[key]).name if key in inputs else path.name
@@ -143,7 +151,7 @@ def _lab(path: Path, table: pd.DataFrame) -> Table:
     rows = pd.DataFrame({"unit": table["subject"].astype(str), "participant": table["subject"].astype(str),
                          "kind": table["spinal_level_type"].map(LAB_KINDS), "value": table["spinal_level"].astype(int),
                          "rostral_mm": rostral, "caudal_mm": caudal, "height_mm": table["height"].astype(float),
-                         "source": str(path), "rostral_slice": table["slice_end"], "caudal_slice": table["slice_start"],
+                         "source": _source(path), "rostral_slice": table["slice_end"], "caudal_slice": table["slice_start"],
                          "fname": table["fname"]})
     provenance = {"source": LAB_SOURCE, "method": "02a", "version": None,
                   "reference": "PMJ (top of SCT's extrapolated centerline)"}
@@ -242,7 +250,8 @@ def read_heights(path: str | os.PathLike) -> tuple[dict[str, float], str]:
     (``subject``, ``height_sub``); also returns the height column used."""
     path = Path(path)
     try:
-        table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t", na_values=["n/a"], dtype=str)
+        table = pd.read_csv(check_size(path, "participants file"), sep="," if path.suffix == ".csv" else "\t",
+                            na_values=["n/a"], dtype=str)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise RootletsError(f"{path}: unreadable participants file ({exc}); give a tab-separated participants.tsv") from None
     ids = next((c for c in ID_COLUMNS if c in table.columns), None)
@@ -259,12 +268,14 @@ def read_heights(path: str | os.PathLike) -> tuple[dict[str, float], str]:
 
 def normalise_rows(rows: pd.DataFrame, heights: dict[str, float], path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     """Midpoint / body height × median body height, the median over the rows of each kind (the lab's order of operations)."""
-    body = rows["participant"].map(heights)
-    bad = sorted(set(rows.loc[~(body > 0), "participant"]))  # missing, NaN or <= 0
+    body = rows["participant"].map(heights).astype(float)
+    plausible = np.isfinite(body) & (body > 0) & (body < MAX_HEIGHT)
+    bad = sorted(set(rows.loc[~plausible, "participant"]))  # missing, text, NaN, <= 0, infinite or huge
     if bad:
         listed = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise RootletsError(f"{path}: no positive height for {len(bad)} subject(s) ({listed}); add their heights "
-                            "or leave out -participants / use -normalise n")
+        raise RootletsError(f"{path}: no plausible height (a number above 0 and below {MAX_HEIGHT:g}, in cm or mm) for "
+                            f"{len(bad)} subject(s) ({listed}); add their heights or leave out -participants / use "
+                            "-normalise n")
     rows = rows.assign(body_height=body.astype(float))
     medians = {kind: float(rows.loc[rows.kind == kind, "body_height"].median()) for kind in ("spinal", "vertebral")}
     rows["analysed_mid_mm"] = rows["mid_mm"] / rows["body_height"] * rows["kind"].map(medians)
@@ -398,7 +409,7 @@ def _rpi(inputs: dict[str, str], base: Path) -> tuple[int, bool] | None:
         return None
     path = Path(name) if Path(name).is_absolute() or Path(name).is_file() else base / Path(name).name
     try:
-        img = nib.load(path)
+        img = cast(nib.Nifti1Image, nib.load(path))
     except (OSError, ValueError, nib.filebasedimages.ImageFileError):
         return None
     axis = si_axis(img.affine)
@@ -433,15 +444,15 @@ def lab_table(tables: list[Table]) -> pd.DataFrame:
 
 
 def _settings(tables: list[Table], rows: pd.DataFrame, participants, column, medians) -> dict:
-    return {"normalised": participants is not None, "participants": None if participants is None else str(participants),
+    return {"normalised": participants is not None, "participants": None if participants is None else _source(participants),
             "height_column": column, "median_body_height": medians,
-            "inputs": [str(t.path) for t in tables], "units": int(rows["unit"].nunique()),
+            "inputs": [_source(t.path) for t in tables], "units": int(rows["unit"].nunique()),
             **{k: tables[0].provenance.get(k) for k in ("source", "method", "version", "reference")},
             "pairings": {p: {f"VL{level_name(v, 'vertebral')}": f"SL{level_name(s, 'spinal')}" for v, s in m.items()}
                          for p, m in PAIRINGS.items()}}
 
 
-def group_stats(files: list[str | os.PathLike], out_dir: str | os.PathLike, participants: str | os.PathLike | None = None,
+def group_stats(files: Sequence[str | os.PathLike], out_dir: str | os.PathLike, participants: str | os.PathLike | None = None,
                 normalise: bool | None = None) -> dict[str, Path]:
     """The lab's analysis over many subjects' level tables (files or folders, ours or the lab's).
 
@@ -456,11 +467,14 @@ def group_stats(files: list[str | os.PathLike], out_dir: str | os.PathLike, part
     if normalise and participants is None:
         raise RootletsError("height normalisation needs a participants file (-participants participants.tsv with a "
                             "height column); or use -normalise n")
-    tables = read_tables(list(files))
+    with shared_paths(out_dir, keep=True):  # each row's source file relative to the outputs (a batch: its derivative)
+        tables = read_tables(list(files))
+    keep_inputs([Path(out_dir) / name for name in OUTPUTS.values()], [t.path for t in tables] + [participants], "-o")
     _check_uniform(tables)
     rows = _combine(tables)
     column, medians = None, None
     if normalise:
+        assert participants is not None  # refused above
         heights, column = read_heights(participants)
         rows, medians = normalise_rows(rows, heights, participants)
     else:
@@ -469,7 +483,8 @@ def group_stats(files: list[str | os.PathLike], out_dir: str | os.PathLike, part
             log.info("not normalised by body height (-normalise n); %s is not used", participants)
     pairs = pair_table(rows)
     s_stats, l_stats = shift_stats(pairs), level_stats(rows)
-    settings = _settings(tables, rows, participants if normalise else None, column, medians)
+    with shared_paths(out_dir, keep=True):
+        settings = _settings(tables, rows, participants if normalise else None, column, medians)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -485,10 +500,10 @@ def group_stats(files: list[str | os.PathLike], out_dir: str | os.PathLike, part
     with contextlib.ExitStack() as stack:
         tmp = {k: stack.enter_context(atomic_path(p)) for k, p in outputs.items()}
         if len(pairs):
-            s_stats.to_csv(tmp["shift"], index=False)
+            write_csv(s_stats, tmp["shift"])
             agreement_figure(pairs, s_stats, normalise).savefig(tmp["plot"], dpi=120, format="png")
-        l_stats.to_csv(tmp["levels"], index=False)
-        rows[MIDPOINT_COLUMNS].to_csv(tmp["midpoints"], index=False)
+        write_csv(l_stats, tmp["levels"])
+        write_csv(rows[MIDPOINT_COLUMNS], tmp["midpoints"])
         tmp["json"].write_text(json.dumps(document, indent=1))
-        lab_table(tables).to_csv(tmp["lab"], index=False)
+        write_csv(lab_table(tables), tmp["lab"])
     return outputs

@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -38,6 +39,7 @@ import numpy as np
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
 from rootlets_task.core.files import sha256_file
+from rootlets_task.core.places import portable, portable_text
 from rootlets_task.io import labels
 from rootlets_task.io.nifti import stem
 from rootlets_task.levels.spineps import spineps_to_sct_discs
@@ -146,7 +148,13 @@ def _require(tool: Tool) -> None:
                             f"or give the file yourself with {tool.provide}")
 
 
-def _run(tool: Tool, command: list[str], workdir: Path) -> subprocess.CompletedProcess:
+def run_tool(tool: Tool, command: list[str], workdir: Path, fix: str | None = None) -> subprocess.CompletedProcess:
+    """Run one tool in ``workdir`` as the chain's tools run (a RootletsError when it is missing or exits non-zero);
+    ``fix``: what the error message proposes (default: give the file with the tool's flag)."""
+    return _run(tool, command, workdir, fix)
+
+
+def _run(tool: Tool, command: list[str], workdir: Path, fix: str | None = None) -> subprocess.CompletedProcess:
     """Run one tool in ``workdir``; raise a RootletsError when it is missing or exits non-zero."""
     _require(tool)
     log.info("running %s", _quote(command))
@@ -159,7 +167,7 @@ def _run(tool: Tool, command: list[str], workdir: Path) -> subprocess.CompletedP
     if done.returncode != 0:
         raise RootletsError(f"{tool.name} failed (exit {done.returncode}): command `{_quote(command)}`; "
                             f"last lines of its stderr: {_tail(done.stderr or done.stdout)}; "
-                            f"give the file yourself with {tool.provide}")
+                            f"{fix or f'give the file yourself with {tool.provide}'}")
     return done
 
 
@@ -223,9 +231,8 @@ def discs_from_totalspineseg(image: Path, reference: nib.Nifti1Image) -> ToolOut
         command = [tool.executable, str(Path(image).absolute()), str(out_dir), "--step1"]
         done = _run(tool, command, Path(tmp))
         levels = out_dir / "step1_levels"
-        path = levels / f"{stem(image)}.nii.gz"
-        if not path.is_file() and levels.is_dir():
-            path = _find_one(levels, "*.nii.gz")
+        named = levels / f"{stem(image)}.nii.gz"
+        path = _find_one(levels, "*.nii.gz") if not named.is_file() and levels.is_dir() else named
         return _labels_from(tool, command, done, path, "step1_levels/*.nii.gz", "discs", reference)
 
 
@@ -277,18 +284,21 @@ def describe(kind: str, source: str) -> str:
 
 
 def label_sidecar(kind: str, source: str, why: str, image: str | os.PathLike | None, tool, file: Path | None,
-                  notes: list[str]) -> dict:
+                  notes: list[str], command: str | None = None) -> dict:
     """Sidecar of a cord / discs / PMJ label file the chain wrote: who made it (``tool``, a
-    :class:`rootlets_task.levels.tools.ToolOutput`, with its command line) or which user file it is (``file``)."""
-    content = {"Source": source, "SourceReason": why, "InputFile": str(Path(image).absolute()) if image else None,
+    :class:`rootlets_task.levels.tools.ToolOutput`, with its command line) or which user file it is (``file``).
+    ``command``: what ran, after ``rootlets`` (default ``-levels``; a batch says ``batch ...``). Paths as
+    :func:`rootlets_task.core.places.portable` writes them."""
+    content: dict[str, Any] = {"Source": source, "SourceReason": portable_text(why),
+                               "InputFile": portable(image) if image else None,
                "Notes": notes,
-               "GeneratedBy": [{"Name": f"rootlets_task: rootlets -levels ({kind} from {describe(kind, source)})",
-                                "Version": __version__}]}
+               "GeneratedBy": [{"Name": f"rootlets_task: rootlets {portable_text(command or '-levels')} "
+                                        f"({kind} from {describe(kind, source)})", "Version": __version__}]}
     if tool is not None:
         content["Tool"] = tool.tool
-        content["Command"] = " ".join(tool.command)
-        content["GeneratedBy"].insert(0, {"Name": tool.tool, "Command": " ".join(tool.command)})
+        content["Command"] = portable_text(" ".join(tool.command))
+        content["GeneratedBy"].insert(0, {"Name": tool.tool, "Command": content["Command"]})
     if file is not None:
-        content["SourceFile"] = str(Path(file).absolute())
+        content["SourceFile"] = portable(file)
         content["SourceSHA256"] = sha256_file(file)
     return content

@@ -33,9 +33,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import sha256_file
-from rootlets_task.core.urls import is_url, redact
+from rootlets_task.core.files import MAX_JSON_DEPTH, json_depth, sha256_file, writable_folder
+from rootlets_task.core.logs import is_terminal
+from rootlets_task.core.urls import is_url, redact, scrub, url_problem
 from rootlets_task.models import checkpoints
+from rootlets_task.models.plans import plans_problem
 
 log = logging.getLogger(__name__)
 
@@ -99,28 +101,45 @@ class _SourceFailed(Exception):
 
 def _local_path(source: str) -> Path | None:
     """Path of a local source (plain path or file:// URL); None for http(s)."""
+    problem = url_problem(source)
+    if problem:
+        raise _SourceFailed(problem)
     parsed = urlparse(source)
     if parsed.scheme.lower() in ("http", "https"):
         return None
-    if parsed.scheme.lower() == "file":
+    if is_url(source):  # file://
         if parsed.netloc not in ("", "localhost"):
             raise _SourceFailed(f"file URL with a remote host {parsed.netloc!r} is not supported")
         return Path(unquote(parsed.path))
     return Path(source).expanduser()
 
 
-def _session(retries: int, backoff: float):
+def _session():
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
     session = requests.Session()
-    # 5xx answers are retried; a silent server is not (each read would wait READ_TIMEOUT_S again)
-    retry = Retry(total=retries, connect=1, read=0, backoff_factor=backoff, status_forcelist=_RETRY_STATUS,
-                  allowed_methods=("GET",))
+    # one more try of a failed connection; 5xx answers are retried by _stream, within the deadline; a silent server
+    # is not (each read would wait READ_TIMEOUT_S again)
+    retry = Retry(total=1, connect=1, read=0, status=0, allowed_methods=("GET",), respect_retry_after_header=False)
     for prefix in ("http://", "https://"):
         session.mount(prefix, HTTPAdapter(max_retries=retry))
     return session
+
+
+def _retry_wait(resp, backoff: float, attempt: int) -> float:
+    """Seconds to wait before the next try: the server's ``Retry-After`` (seconds or a date), else exponential."""
+    import email.utils
+
+    text = resp.headers.get("Retry-After", "").strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return backoff * 2**attempt
 
 
 @dataclass
@@ -135,45 +154,72 @@ class _Progress:
 def _stream(url: str, target: Path, progress: bool, retries: int, backoff: float, cap: int, deadline: float) -> tuple[str, int]:
     """Write the body of ``url`` into ``target``, hashing and counting it; returns (sha256, size).
 
-    Raises _SourceFailed with a short reason: HTTP error, refused connection, silence, size above ``cap``, longer
-    than ``deadline`` seconds in all, or a body shorter than announced.
+    5xx answers are tried again up to ``retries`` times, after the server's ``Retry-After`` or an exponential
+    back-off, all within ``deadline`` seconds from the first request (connections, waits and the body together).
+    Raises _SourceFailed with a short reason: HTTP error, refused connection, silence, size above ``cap``, past the
+    deadline, or a body shorter than announced.
     """
     state = _Progress()
+    end = time.monotonic() + deadline
     try:
-        with _session(retries, backoff) as session, \
-                session.get(url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as resp:
-            if resp.status_code >= 400:
-                raise _SourceFailed(f"HTTP {resp.status_code} {resp.reason}")
-            state.started = True
-            if resp.headers.get("Content-Length", "").isdigit() and not resp.headers.get("Content-Encoding"):
-                state.total = int(resp.headers["Content-Length"])
-                if state.total > cap:
-                    raise _SourceFailed(f"the server announces {state.total} bytes, above the {cap}-byte limit "
-                                        f"(set {ENV_MAX_BYTES} to allow more)")
-            digest = _copy_body(resp, target, Path(unquote(urlparse(url).path)).name or "release.zip", progress, cap,
-                                deadline, state)
+        with _session() as session:
+            for attempt in range(retries + 1):
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise _SourceFailed(f"no answer within the {deadline:.0f} s deadline (set {ENV_DEADLINE} to wait "
+                                        "longer)")
+                with session.get(url, stream=True, timeout=(min(CONNECT_TIMEOUT_S, left), min(READ_TIMEOUT_S, left))) \
+                        as resp:
+                    if resp.status_code in _RETRY_STATUS and attempt < retries:
+                        wait = _retry_wait(resp, backoff, attempt)
+                        if time.monotonic() + wait > end:
+                            raise _SourceFailed(f"HTTP {resp.status_code} {resp.reason}; the server asks to try again "
+                                                f"in {wait:.0f} s, past the {deadline:.0f} s deadline (set {ENV_DEADLINE} "
+                                                "to wait longer)")
+                        log.info("HTTP %s from %s; trying again in %.1f s", resp.status_code, redact(url), wait)
+                    else:
+                        digest = _body(resp, url, target, progress, cap, (deadline, end), state, attempt)
+                        break
+                time.sleep(wait)
     except _SourceFailed:
         raise
     except Exception as exc:  # requests, urllib3 (through read1) and OS errors: one short reason each
-        raise _SourceFailed(_failure(exc, urlparse(url).hostname or "?", state, retries, target)) from exc
+        raise _SourceFailed(_failure(exc, urlparse(url).hostname or "?", state, target)) from exc
     if state.total is not None and state.size != state.total:
         raise _SourceFailed(f"download truncated: got {state.size} of {state.total} bytes")
     return digest, state.size
 
 
-def _copy_body(resp, target: Path, name: str, progress: bool, cap: int, deadline: float, state: _Progress) -> str:
-    """Copy the response body into ``target`` within the byte cap and the deadline (tqdm bar on stderr)."""
+def _body(resp, url: str, target: Path, progress: bool, cap: int, deadline: tuple[float, float], state: _Progress,
+          attempt: int) -> str:
+    """The sha256 of the body of an answer, saved in ``target`` (an HTTP error refused in one line)."""
+    if resp.status_code >= 400:
+        raise _SourceFailed(f"HTTP {resp.status_code} {resp.reason}" + (f" (after {attempt} retries)" if attempt else ""))
+    state.started = True
+    if resp.headers.get("Content-Length", "").isdigit() and not resp.headers.get("Content-Encoding"):
+        state.total = int(resp.headers["Content-Length"])
+        if state.total > cap:
+            raise _SourceFailed(f"the server announces {state.total} bytes, above the {cap}-byte limit "
+                                f"(set {ENV_MAX_BYTES} to allow more)")
+    return _copy_body(resp, target, Path(unquote(urlparse(url).path)).name or "release.zip", progress, cap, deadline,
+                      state)
+
+
+def _copy_body(resp, target: Path, name: str, progress: bool, cap: int, deadline: tuple[float, float],
+               state: _Progress) -> str:
+    """Copy the response body into ``target`` within the byte cap and the deadline ((seconds, monotonic end); tqdm
+    bar on stderr)."""
     from tqdm import tqdm
 
-    digest, t0 = hashlib.sha256(), time.monotonic()
+    digest, (seconds, end) = hashlib.sha256(), deadline
     with open(target, "wb") as out, tqdm(total=state.total, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
-                                         disable=not progress, file=sys.stderr, leave=True) as bar:
+                                         disable=not (progress and is_terminal()), file=sys.stderr, leave=True) as bar:
         while chunk := resp.raw.read1(64 * 1024, decode_content=True):  # returns as soon as some data came
             state.size += len(chunk)
             if state.size > cap:
                 raise _SourceFailed(f"more than {cap} bytes; stopped (set {ENV_MAX_BYTES} to allow more)")
-            if time.monotonic() - t0 > deadline:
-                raise _SourceFailed(f"still downloading after {deadline:.0f} s ({state.size} bytes so far); stopped "
+            if time.monotonic() > end:
+                raise _SourceFailed(f"still downloading after {seconds:.0f} s ({state.size} bytes so far); stopped "
                                     f"(a very slow network? set {ENV_DEADLINE} to wait longer)")
             out.write(chunk)
             digest.update(chunk)
@@ -181,13 +227,11 @@ def _copy_body(resp, target: Path, name: str, progress: bool, cap: int, deadline
     return digest.hexdigest()
 
 
-def _failure(exc: Exception, host: str, state: _Progress, retries: int, target: Path) -> str:
+def _failure(exc: Exception, host: str, state: _Progress, target: Path) -> str:
     """The one-line reason of a failed download."""
     import requests
 
     silent = f"the server at {host} accepted the connection but sent nothing for {READ_TIMEOUT_S:.0f} s; timed out"
-    if isinstance(exc, requests.exceptions.RetryError):
-        return f"gave up after {retries} retries ({getattr(exc.args[0], 'reason', exc)})"
     if isinstance(exc, requests.exceptions.ReadTimeout | TimeoutError):
         return silent
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -198,7 +242,7 @@ def _failure(exc: Exception, host: str, state: _Progress, retries: int, target: 
                     f"{state.total or '?'} bytes saved)")
         if isinstance(exc, requests.exceptions.ConnectionError):  # urllib3 reports a silent server this way too
             return silent if _read_timed_out(exc) else f"cannot connect to {host} (no network, or the server is down)"
-        return f"{type(exc).__name__}: {redact(str(exc))}"
+        return f"{type(exc).__name__}: {scrub(str(exc))}"
     if isinstance(exc, OSError) and exc.errno is not None:
         return f"cannot write {target}: {exc.strerror or exc}"
     return f"download interrupted ({type(exc).__name__}; {state.size} of {state.total or '?'} bytes saved)"
@@ -276,7 +320,8 @@ def _members(zf: zipfile.ZipFile, bad: Callable[[str], RootletsError]) -> tuple[
     if sum(i.file_size for i in infos) > MAX_UNCOMPRESSED:
         raise bad(f"expands to {sum(i.file_size for i in infos) >> 20} MiB, above the {MAX_UNCOMPRESSED >> 30} GiB "
                   "limit (a zip bomb?)")
-    files, dirs = {}, set()
+    files: dict[tuple[str, ...], zipfile.ZipInfo] = {}
+    dirs: set[tuple[str, ...]] = set()
     for info in infos:
         name = info.filename
         parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
@@ -287,6 +332,8 @@ def _members(zf: zipfile.ZipFile, bad: Callable[[str], RootletsError]) -> tuple[
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode) or (stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
             raise bad(f"member {name!r} is a link or special file")
+        if info.flag_bits & 0x1:
+            raise bad(f"member {name!r} is encrypted; a model release is not")
         if info.file_size > (1 << 20) and info.file_size > MAX_RATIO * max(info.compress_size, 1):
             raise bad(f"member {name!r} expands {info.file_size // max(info.compress_size, 1)}-fold (a zip bomb?)")
         if not parts or parts[0] == "__MACOSX":
@@ -329,7 +376,7 @@ def validate_release_zip(path: str | Path, source: str | None = None, allow_code
             trainer = trainers[0]
             inside = {parts[len(trainer):]: info for parts, info in files.items() if parts[:len(trainer)] == trainer}
             _check_contents(zf, inside, trainer, bad)
-            beside = tuple((files[(*trainer[:-1], n)].filename, n) for n in BESIDE_TRAINER if (*trainer[:-1], n) in files)
+            beside = tuple((files[trainer[:-1] + (n,)].filename, n) for n in BESIDE_TRAINER if trainer[:-1] + (n,) in files)
             for name, _ in beside:
                 _check_json(zf, zf.getinfo(name), name, bad)
             code = tuple(sorted("/".join(p) for p in inside if p[-1].lower().endswith(CODE_SUFFIXES)))
@@ -353,16 +400,25 @@ def _check_contents(zf: zipfile.ZipFile, inside: dict, trainer: tuple, bad: Call
         raise bad(f"incomplete nnU-Net release, missing {', '.join(missing)} in {'/'.join(trainer)}/")
     for parts, info in inside.items():
         if parts[-1].endswith(".json"):
-            _check_json(zf, info, "/".join(trainer + parts), bad)
+            content = _check_json(zf, info, "/".join(trainer + parts), bad)
+            problem = plans_problem(content) if parts == ("plans.json",) else None
+            if problem:
+                raise bad(f"{'/'.join(trainer)}/plans.json: {problem}")
 
 
-def _check_json(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, bad: Callable[[str], RootletsError]) -> None:
+def _check_json(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, bad: Callable[[str], RootletsError]):
+    """The parsed JSON member ``name``, refused when too large, too deeply nested or not JSON."""
     if info.file_size > MAX_JSON_BYTES:
         raise bad(f"{name} is {info.file_size >> 20} MiB, too large for a model's JSON")
     try:
-        json.loads(zf.read(info))
+        content = json.loads(zf.read(info))
+    except RecursionError:
+        raise bad(f"{name}: JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad(f"{name} is not valid JSON ({exc})") from None
+    if json_depth(content) > MAX_JSON_DEPTH:
+        raise bad(f"{name}: JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    return content
 
 
 def trainer_folder_problem(folder: Path) -> str | None:
@@ -413,7 +469,7 @@ def install_lock(dest: str | Path, wait_s: float | None = None) -> Iterator[None
 
     wait_s = LOCK_WAIT_S if wait_s is None else wait_s
     dest = Path(dest).absolute()
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(dest.parent, "model folder", "place for the models (ROOTLETS_TASK_HOME for rootlets_task's own)")
     lock = FileLock(dest.parent / f".{dest.name}.lock")
     owner = dest.parent / f".{dest.name}.lock.owner"
     try:
@@ -451,14 +507,15 @@ def _extract(layout: ReleaseZip, target: Path) -> None:
 
 
 def atomic_install(zip_path: str | Path, dest: str | Path, record: dict | str, record_name: str,
-                   layout: ReleaseZip | None = None) -> Path:
+                   layout: ReleaseZip | None = None, keep_previous: Path | None = None) -> Path:
     """Replace folder ``dest`` by ``<trainer folder>/`` from the zip plus ``record_name`` (JSON of ``record``; a str
     is written verbatim, e.g. SCT's ``source.json`` byte-for-byte).
 
     Call it inside ``install_lock(dest)``. Everything is built in a temp folder beside ``dest`` (same filesystem), every
     checkpoint is inspected (:func:`rootlets_task.models.checkpoints.check`), then it is renamed into place; the previous
     ``dest`` is moved aside just before and deleted just after, so a failure at any point leaves it untouched (a
-    killed process is repaired by the next ``install_lock``). Returns the trainer folder.
+    killed process is repaired by the next ``install_lock``). ``keep_previous`` (a path beside ``dest``): the previous
+    ``dest`` is renamed there instead of deleted. Returns the trainer folder.
     """
     dest = Path(dest).absolute()
     layout = layout or validate_release_zip(zip_path)
@@ -479,7 +536,9 @@ def atomic_install(zip_path: str | Path, dest: str | Path, record: dict | str, r
             old = dest.parent / f"{_old_prefix(dest)}{time.time_ns()}"
             os.rename(dest, old)
         os.rename(staging, dest)
-        if old is not None:
+        if old is not None and keep_previous is not None:
+            os.rename(old, keep_previous)
+        elif old is not None:
             old.unlink() if old.is_symlink() else shutil.rmtree(old)
     except OSError as exc:
         raise RootletsError(f"cannot install into {dest}: {exc.strerror or exc}; the previous model is unchanged") from None
@@ -488,14 +547,24 @@ def atomic_install(zip_path: str | Path, dest: str | Path, record: dict | str, r
     return dest / layout.trainer_name
 
 
+@dataclass(frozen=True)
+class Checks:
+    """What an archive to install must be: its sha256 and size when the registry knows them (a custom URL: None),
+    and whether it may hold the release's own code (``trainer_class.py``)."""
+
+    sha256: str | None = None
+    known_size: int | None = None
+    allow_code: bool = False
+
+
 def install_from(urls: list[str] | str, dest: str | Path, make_record: Callable[[Fetched, ReleaseZip], dict | str],
-                 record_name: str, sha256: str | None = None, skip: Callable[[], bool] | None = None,
-                 progress: bool = True, known_size: int | None = None, allow_code: bool = False) -> Path | None:
-    """Lock ``dest``, return None if ``skip()`` (already installed), else fetch, validate and atomically install.
+                 record_name: str, checks: Checks = Checks(), skip: Callable[[], bool] | None = None,
+                 progress: bool = True, keep_previous: Path | None = None) -> Path | None:
+    """Lock ``dest``, return None if ``skip()`` (already installed), else fetch, validate (``checks``) and atomically
+    install, with ``make_record(fetched, layout)`` written as ``record_name`` beside the model.
 
     The download goes to a temp folder beside ``dest`` that is always removed. Returns the installed trainer folder.
-    Nine arguments: the source, the target and its record, and the checks that our store and the SCT bridge each set
-    their own way.
+    ``keep_previous``: where a replaced ``dest`` is kept (:func:`atomic_install`).
     """
     dest = Path(dest).absolute()
     with install_lock(dest):
@@ -503,8 +572,11 @@ def install_from(urls: list[str] | str, dest: str | Path, make_record: Callable[
             return None
         workdir = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dest), dir=dest.parent))
         try:
-            fetched = fetch(urls, workdir, sha256=sha256, progress=progress, known_size=known_size)
-            layout = validate_release_zip(fetched.path, fetched.url, allow_code=allow_code)
-            return atomic_install(fetched.path, dest, make_record(fetched, layout), record_name, layout)
+            fetched = fetch(urls, workdir, sha256=checks.sha256, progress=progress, known_size=checks.known_size)
+            if os.path.realpath(fetched.path).startswith(os.path.realpath(dest) + os.sep):
+                raise RootletsError(f"model zip {fetched.url}: inside {dest}, which the install replaces (the zip would "
+                                    "be deleted with it); move the zip elsewhere first")
+            layout = validate_release_zip(fetched.path, fetched.url, allow_code=checks.allow_code)
+            return atomic_install(fetched.path, dest, make_record(fetched, layout), record_name, layout, keep_previous)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -57,8 +57,8 @@ def pickle_globals(data: bytes) -> set[str]:
             found.add(f"{module}.{attr}")
             stack.append(None)
         elif name == "STACK_GLOBAL":
-            module, attr = (stack[-2], stack[-1]) if len(stack) >= 2 else (None, None)
-            found.add(f"{module}.{attr}" if module is not None and attr is not None else UNKNOWN)
+            top = (stack[-2], stack[-1]) if len(stack) >= 2 else (None, None)
+            found.add(f"{top[0]}.{top[1]}" if top[0] is not None and top[1] is not None else UNKNOWN)
             del stack[-2:]
             stack.append(None)
         elif name in ("EXT1", "EXT2", "EXT4"):
@@ -112,9 +112,12 @@ def numpy_allow_list() -> list:
     classes that BUILD instantiates for float64/float32 scalars (``_best_ema``, the ``logging`` lists). Found with
     tests/release_formats/allow_list.py on checkpoints of nnunetv2 2.1 to 2.8.1.
     """
+    import importlib
+
     import numpy as np
 
-    multiarray = np._core.multiarray if int(np.__version__.split(".")[0]) >= 2 else np.core.multiarray
+    multiarray = importlib.import_module("numpy._core.multiarray" if int(np.__version__.split(".")[0]) >= 2
+                                         else "numpy.core.multiarray")
     return [(multiarray.scalar, "numpy.core.multiarray.scalar"), (multiarray.scalar, "numpy._core.multiarray.scalar"),
             np.dtype, np.dtypes.Float64DType, np.dtypes.Float32DType]
 

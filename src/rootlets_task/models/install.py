@@ -1,5 +1,9 @@
 """Our model store: ``models_dir()/<tag>/{install.json, nnUNetTrainer*__nnUNetPlans__3d_fullres/}``.
 
+``models_dir()/active.json`` names the release that ``rootlets -install`` installed last: the one every command runs
+when no release is named, as SCT runs the model it installed last (SCT keeps one model per task; we keep every release
+beside it, and ``-release TAG`` still picks one explicitly). Without that file the default is r20250318.
+
 Releases come from the registry (:mod:`rootlets_task.models.releases`) and are fetched, checked and installed by the
 mechanism in :mod:`rootlets_task.models.archive`. ``install.json`` records where a release came from (URL without
 secrets), its sha256 and size, when and by which package version it was installed.
@@ -15,16 +19,17 @@ from urllib.parse import unquote, urlparse
 
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import now, read_json
+from rootlets_task.core.files import now, read_json, write_json
 from rootlets_task.core.urls import redact
 from rootlets_task.models import archive
-from rootlets_task.models.releases import ENV_MIRROR, RELEASES, SCT_MODEL, Release, get_release, release_urls
+from rootlets_task.models.releases import DEFAULT_TAG, ENV_MIRROR, RELEASES, SCT_MODEL, Release, get_release, release_urls
 
 log = logging.getLogger(__name__)
 
 ENV_HOME = "ROOTLETS_TASK_HOME"      # models go to $ROOTLETS_TASK_HOME/models
 RECORD = "install.json"
 CUSTOM = "custom"  # the tag of a model installed from -custom-url without -release: never an official release's folder
+ACTIVE = "active.json"  # models_dir()/active.json: {"tag": the release the last explicit install installed}
 
 
 def models_dir() -> Path:
@@ -101,10 +106,24 @@ def installed_releases() -> list[Installed]:
     return [inst for inst in found if inst is not None]
 
 
+def active_tag() -> str:
+    """The release that runs when none is named: the one installed last by ``rootlets -install`` (or
+    :func:`install_release`), else r20250318. An unreadable or unknown ``active.json`` is ignored."""
+    pointer = read_json(models_dir() / ACTIVE, limit=4096)
+    tag = pointer.get("tag") if isinstance(pointer, dict) else None
+    return tag if isinstance(tag, str) and (tag == CUSTOM or tag in RELEASES) else DEFAULT_TAG
+
+
+def set_active(tag: str) -> None:
+    """Make ``tag`` the release that runs when none is named (written atomically)."""
+    write_json(models_dir() / ACTIVE, {"tag": tag, "set_at": now()})
+
+
 def model_folder(tag: str | None = None) -> tuple[Path, dict]:
     """(installed ``nnUNetTrainer*__nnUNetPlans__3d_fullres`` folder, install record) of release ``tag``.
 
-    ``tag="sct"``: the rootlets model installed in SCT (see :func:`rootlets_task.models.sct.model_folder`), no download.
+    ``tag=None``: the active release (:func:`active_tag`). ``tag="sct"``: the rootlets model installed in SCT (see
+    :func:`rootlets_task.models.sct.model_folder`), no download.
     """
     if tag == "sct":
         from rootlets_task.models import sct
@@ -113,8 +132,8 @@ def model_folder(tag: str | None = None) -> tuple[Path, dict]:
     release = _release(tag)
     folder = models_dir() / release.tag
     if not folder.exists():
-        raise RootletsError("no custom model installed; run `rootlets -install -custom-url URL` (a URL or a zip file)"
-                            if release.tag == CUSTOM else
+        raise RootletsError("no custom model installed; run `rootlets -install -custom-url URL` (a URL or a zip file), "
+                            f"or `rootlets -install` to go back to {DEFAULT_TAG}" if release.tag == CUSTOM else
                             f"no model release {release.tag} installed; run `rootlets -install -release {release.tag}`")
     installed, problem = _read_installed(folder)
     if installed is None:
@@ -123,23 +142,32 @@ def model_folder(tag: str | None = None) -> tuple[Path, dict]:
     return installed.trainer_folder, installed.record
 
 
+def ready_model_folder(tag: str | None = None, progress: bool = True) -> tuple[Path, dict]:
+    """:func:`model_folder` of release ``tag``, installed first when missing or outdated (:func:`ensure_release`, SCT's
+    first use): what every path that runs the model calls, so that each says and advises the same."""
+    if tag != "sct":
+        ensure_release(tag, progress=progress)
+    return model_folder(tag)
+
+
 def install_release(tag: str | None = None, custom_url: str | list[str] | None = None, force: bool = False,
-                    progress: bool = True, allow_code: bool = False) -> Installed:
+                    progress: bool = True, allow_code: bool = False, make_active: bool = True) -> Installed:
     """Install release ``tag`` (default r20250318) into ``models_dir()/<tag>``; a no-op when it is installed and current.
 
     ``custom_url``: URL(s), ``file://`` URL(s) or local zip path(s) tried in order instead of the registry's mirrors;
     always installed, recorded as custom (like ``sct_deepseg -custom-url``); without ``tag`` into the ``custom``
     release, so that an official release is replaced only when named. ``force`` reinstalls a current release.
     ``phantom`` installs the zip bundled with the package, with no network. ``allow_code``: accept a release that
-    ships Python code (SCT's ``trainer_class.py``), which then runs when the model is used.
+    ships Python code (SCT's ``trainer_class.py``), which then runs when the model is used. ``make_active``: the
+    release installed (or found current) becomes the one that runs when none is named (:func:`active_tag`), as in SCT.
     """
     custom = bool(custom_url)
-    release = _release(CUSTOM if tag is None and custom else tag)
+    release = _release(CUSTOM if tag is None and custom else tag or DEFAULT_TAG)
     if release.tag == CUSTOM and not custom:
         raise RootletsError("-release custom is your own model: install it with `rootlets -install -custom-url URL` "
                             "(a URL or a zip file)")
     dest = models_dir() / release.tag
-    urls = ([custom_url] if isinstance(custom_url, str) else list(custom_url)) if custom else release_urls(release)
+    urls = ([custom_url] if isinstance(custom_url, str) else list(custom_url or ())) if custom else release_urls(release)
     if release.bundled and not custom and not Path(urls[0]).is_file():
         raise RootletsError(f"the bundled {release.tag} release is missing ({urls[0]}); reinstall the rootlets_task package")
 
@@ -154,19 +182,24 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
                 "code": list(layout.code), "sct_model": SCT_MODEL}
 
     try:
-        trainer = archive.install_from(urls, dest, make_record, RECORD, sha256=None if custom else release.sha256,
-                                       skip=current, progress=progress, known_size=None if custom else release.size,
-                                       allow_code=allow_code)
+        checks = archive.Checks(sha256=None if custom else release.sha256, known_size=None if custom else release.size,
+                                allow_code=allow_code)
+        trainer = archive.install_from(urls, dest, make_record, RECORD, checks, skip=current, progress=progress)
     except archive.DownloadError as exc:
+        asset = Path(unquote(urlparse(urls[0]).path)).name if custom else release.asset  # the file the user asked for
         raise archive.DownloadError(f"cannot install model release {release.tag}: {exc}; check the network, or download "
-                                    f"{release.asset} elsewhere and run `rootlets -install -release {release.tag} "
+                                    f"{asset} elsewhere and run `rootlets -install -release {release.tag} "
                                     f"-custom-url FILE.zip`, or set {ENV_MIRROR} to a folder or server holding it") from None
     installed = installed_release(release.tag)
+    assert installed is not None  # just installed
+    if make_active:
+        set_active(release.tag)
     return Installed(installed.tag, installed.folder, installed.trainer_folder, installed.record, fresh=trainer is not None)
 
 
 def ensure_release(tag: str | None = None, progress: bool = True) -> Installed:
-    """Release ``tag``, installed first when it is missing, damaged or outdated, as ``sct_deepseg`` does on first use.
+    """Release ``tag`` (default: the active one), installed first when it is missing, damaged or outdated, as
+    ``sct_deepseg`` does on first use (without changing which release is current).
 
     Says so like SCT ("Model ... is not installed. Installing it now...") and then what ``rootlets -install`` says;
     the bundled ``phantom`` release installs silently (no network). A custom install is never outdated (as SCT's
@@ -185,13 +218,15 @@ def ensure_release(tag: str | None = None, progress: bool = True) -> Installed:
         why = f"Model release {release.tag} is not installed. Installing it now..."
     say = log.debug if release.bundled else log.info
     say(why)
-    fresh = install_release(release.tag, progress=progress and not release.bundled)
+    fresh = install_release(release.tag, progress=progress and not release.bundled, make_active=False)
     say(fresh.message())
     return fresh
 
 
 def _release(tag: str | None) -> Release:
-    """The registry's release, or the ``custom`` one (no registry entry: what it holds is the user's)."""
+    """The registry's release, or the ``custom`` one (no registry entry: what it holds is the user's); None: the
+    active one (:func:`active_tag`)."""
+    tag = active_tag() if tag is None else tag
     if tag == CUSTOM:
         return Release(tag=CUSTOM, date="", urls=("custom.zip",), contrasts=(), levels=(), rootlets="",
                        description="your own model, installed with `rootlets -install -custom-url URL`")
@@ -200,9 +235,11 @@ def _release(tag: str | None) -> Release:
 
 def release_status() -> list[dict]:
     """One row per known release (and per installed folder the registry no longer knows): what it is, and whether it is
-    installed, current, custom, outdated or damaged. Drives ``rootlets releases``."""
+    installed, current, custom, outdated or damaged, and which one runs when none is named (``active``). Drives
+    ``rootlets releases``."""
     rows = []
     root = models_dir()
+    runs = active_tag()
     extra = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in RELEASES) \
         if root.is_dir() else []
     for tag in [*RELEASES, *extra]:
@@ -218,6 +255,7 @@ def release_status() -> list[dict]:
         rows.append({
             "tag": tag,
             "default": bool(release and release.default),
+            "active": tag == runs,
             "date": release.date if release else "",
             "levels": f"{release.levels[0]}-{release.levels[-1]}" if release else "",
             "rootlets": release.rootlets if release else "",

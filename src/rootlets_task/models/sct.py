@@ -9,6 +9,10 @@ exactly as SCT records it, any other (older tag, custom URL, the phantom) as cus
 SCT versions: 7.x task ``rootlets``; 6.4-6.5 task ``seg_spinal_rootlets_t2w`` (6.4 has no ``custom`` flag, so it only
 takes the release it lists); 6.2-6.3 stored the model without the ``nnUNetTrainer*`` folder and are refused.
 The download, zip checks, lock and atomic rename are :mod:`rootlets_task.models.archive`'s, as for our own store.
+
+SCT's own model is never deleted: the folder an install replaces is renamed beside it,
+``model_seg_spinal_rootlets_nnunet.before-rootlets_task-<UTC time>`` (same filesystem: no copy, no space), and
+:func:`restore_sct` (``rootlets -install -sct -restore``) puts the newest one back, offline.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from rootlets_task.core.errors import RootletsError
+from rootlets_task.core.files import load_json
 from rootlets_task.core.urls import redact
 from rootlets_task.models import archive
 from rootlets_task.models.releases import DEFAULT_TAG, RELEASES, SCT_MODEL, Release, get_release, release_urls
@@ -35,6 +41,7 @@ ENV_SCT_DIR = "SCT_DIR"
 SOURCE_JSON = "source.json"
 MIN_VERSION = (6, 4)      # first SCT with the nnUNetTrainer* folder layout and source.json
 CUSTOM_VERSION = (6, 5)   # first SCT whose source.json has the ``custom`` flag
+KEPT = ".before-rootlets_task-"  # <model folder><KEPT><UTC time>: an SCT model folder an install replaced
 # What SCT's MODELS / TASKS tables say for the rootlets model, by version; used when models.py cannot be read.
 _SCT_TABLE = (((7, 0), "rootlets", "r20250318"), ((6, 4), "seg_spinal_rootlets_t2w", "r20240730"))
 _CONTRASTS = {"T2w": "t2"}  # our contrast names -> SCT's (the MP2RAGE ones are spelled the same)
@@ -153,9 +160,12 @@ def _entries(node: ast.Dict) -> dict:
 
 def _read_registry(root: Path) -> tuple[str | None, tuple[str, ...] | None]:
     """(task name, URL list) of the rootlets model from SCT's own ``deepseg/models.py``, read without importing SCT."""
+    path = root / "spinalcordtoolbox" / "deepseg" / "models.py"
     try:
-        tree = ast.parse((root / "spinalcordtoolbox" / "deepseg" / "models.py").read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError):
+        if path.stat().st_size > 4 << 20:  # SCT's is about 40 KB
+            return None, None
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
         return None, None
     tables = {target.id: _entries(node.value) for node in tree.body
               if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
@@ -176,6 +186,7 @@ def _read_registry(root: Path) -> tuple[str | None, tuple[str, ...] | None]:
 
 def find_sct(sct_dir: str | os.PathLike | None = None) -> SCT:
     """The SCT installation: ``sct_dir``, else ``$SCT_DIR``, else the one ``sct_deepseg`` on PATH belongs to."""
+    root: Path | None
     if sct_dir is not None or os.environ.get(ENV_SCT_DIR):
         how = "argument" if sct_dir is not None else ENV_SCT_DIR
         root = Path(sct_dir if sct_dir is not None else os.environ[ENV_SCT_DIR]).expanduser().absolute()
@@ -270,8 +281,8 @@ def read_model(sct: SCT) -> SCTModel | None:
     source = None
     if (folder / SOURCE_JSON).exists():
         try:
-            source = json.loads((folder / SOURCE_JSON).read_text())
-        except (OSError, ValueError) as exc:
+            source = load_json(folder / SOURCE_JSON, SOURCE_JSON, limit=1 << 20)
+        except RootletsError as exc:
             raise _unknown_layout(folder, f"unreadable {SOURCE_JSON}: {exc}") from None
         if not (isinstance(source, dict) and source.get("model_name") == SCT_MODEL
                 and isinstance(source.get("model_urls"), str)):
@@ -291,7 +302,7 @@ def sct_accepts(sct: SCT, model: SCTModel) -> bool:
 # ------------------------------------------------------------------------------------------------------ install
 def source_json(url: str, custom: bool, sct: SCT) -> str:
     """``source.json`` exactly as SCT's ``install_model`` writes it (``json.dump(..., indent=4)``, no final newline)."""
-    record = {"model_name": SCT_MODEL, "model_urls": url}
+    record: dict[str, str | bool] = {"model_name": SCT_MODEL, "model_urls": url}
     if sct.has_custom:
         record["custom"] = custom
     return json.dumps(record, indent=4)
@@ -347,20 +358,75 @@ def install_sct(tag: str | None = None, custom_url: str | list[str] | None = Non
         return bool(model and not model.problem and model.release == release.tag and model.custom == custom
                     and sct_accepts(sct, model))
 
+    kept = _kept_name(sct)
     try:
-        trainer = archive.install_from(urls, sct.model_dir, make_record, SOURCE_JSON,
-                                       sha256=None if custom_url else release.sha256, skip=current, progress=progress,
-                                       known_size=None if custom_url else release.size, allow_code=allow_code)
+        checks = archive.Checks(sha256=None if custom_url else release.sha256,
+                                known_size=None if custom_url else release.size, allow_code=allow_code)
+        trainer = archive.install_from(urls, sct.model_dir, make_record, SOURCE_JSON, checks, skip=current, progress=progress,
+                                       keep_previous=kept)
     except RootletsError as exc:
         what = f"custom model {' '.join(redact(u) for u in urls)}" if custom_url else f"model release {release.tag}"
         raise RootletsError(f"cannot install {what} into SCT ({sct.model_dir}): {exc}; SCT's previous model is "
                             "unchanged") from None
     model = read_model(sct)
+    assert model is not None  # just installed
     what = f"custom model {model.url}" if custom_url else f"release {release.tag}" + (" (custom)" if custom else "")
     if trainer is None:
         return model, f"{what} is already installed in SCT {sct.version}: {model.folder}"
     return model, (f"installed {what} into SCT {sct.version}: {model.folder}; `sct_deepseg {sct.task} -i IMG` uses it "
-                   f"without downloading" + (" (SCT will warn that it is a custom model)" if custom else ""))
+                   f"without downloading" + (" (SCT will warn that it is a custom model)" if custom else "")
+                   + (f"; SCT's previous model is kept in {kept} (`rootlets -install -sct -restore` puts it back)"
+                      if kept.exists() else ""))
+
+
+def _kept_name(sct: SCT) -> Path:
+    """A new, unused name beside SCT's model folder for the folder an install or a restore replaces."""
+    while True:
+        ns = time.time_ns()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 10**9)) + f".{ns // 1000 % 10**6:06d}Z"
+        name = sct.model_dir.with_name(f"{sct.model_dir.name}{KEPT}{stamp}")
+        if not (name.exists() or name.is_symlink()):
+            return name
+
+
+def kept_models(sct_dir: str | os.PathLike | None = None) -> list[Path]:
+    """SCT model folders that installs replaced and kept, oldest first (their names sort by time)."""
+    sct = find_sct(sct_dir)
+    found = [p for p in sct.deepseg_dir.glob(f"{sct.model_dir.name}{KEPT}*") if p.is_dir() and not p.is_symlink()] \
+        if sct.deepseg_dir.is_dir() else []
+    return sorted(found)
+
+
+def restore_sct(sct_dir: str | os.PathLike | None = None) -> tuple[SCTModel | None, str]:
+    """Put back the SCT model that the last ``install_sct`` replaced (the newest kept folder), with no network.
+
+    The model it replaces is kept in turn (nothing is deleted), so a restore can itself be undone. Returns SCT's model
+    now and what to tell the user.
+    """
+    sct = require_supported(find_sct(sct_dir))
+    kept = kept_models(sct.root)
+    if not kept:
+        raise RootletsError(f"no SCT model kept in {sct.deepseg_dir}: `rootlets -install -sct` has replaced none here, "
+                            f"so there is nothing to restore; `sct_deepseg {sct.task} -install` installs SCT's own")
+    _check_writable(sct)
+    newest, aside = kept[-1], _kept_name(sct)
+    with archive.install_lock(sct.model_dir):
+        try:
+            if sct.model_dir.exists() or sct.model_dir.is_symlink():
+                os.rename(sct.model_dir, aside)
+            try:
+                os.rename(newest, sct.model_dir)
+            except OSError:
+                if aside.exists():
+                    os.rename(aside, sct.model_dir)
+                raise
+        except OSError as exc:
+            raise RootletsError(f"cannot restore {newest} into {sct.model_dir}: {exc.strerror or exc}; SCT's model is "
+                                "unchanged") from None
+    model = read_model(sct)
+    what = f"release {model.release}" if model and model.release else f"the model from {model.url}" if model else "it"
+    return model, (f"restored SCT's rootlets model from {newest.name} ({what}): {sct.model_dir}"
+                   + (f"; the model it replaced is kept in {aside}" if aside.exists() else ""))
 
 
 # ------------------------------------------------------------------------------------------------------ reverse

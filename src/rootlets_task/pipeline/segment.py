@@ -20,11 +20,12 @@ import nibabel as nib
 import numpy as np
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import OutputSet, remove_stale_temporaries, writable_folder
+from rootlets_task.core.files import OutputSet, keep_inputs, remove_stale_temporaries, writable_folder
 from rootlets_task.core.options import ModelOptions
+from rootlets_task.core.places import portable, shared_paths
 from rootlets_task.inference import postprocess
 from rootlets_task.inference.postprocess import PostOptions
-from rootlets_task.inference.segmenter import Segmenter, configure_threads, resolve_device
+from rootlets_task.inference.segmenter import Segmenter, resolve_device
 from rootlets_task.io import nifti, provenance, viewers
 from rootlets_task.io.phantom import release_warnings
 from rootlets_task.qc.sct_report import QcNames
@@ -36,7 +37,8 @@ SUFFIX = "_rootlets"
 
 def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1, calibration: Sequence | None = None,
                    int8_options=None) -> Segmenter:
-    """The installed model of ``model.release``, loaded with this process's threads set (:func:`configure_threads`).
+    """The model of ``model.release`` (installed on first use), with its CPU threads (``model.threads``, default every
+    physical core).
 
     ``calibration`` / ``int8_options``: with ``model.precision`` int8, the images (paths or NIfTI images) and the
     :class:`rootlets_task.inference.int8.Int8Options` of the quantisation (default: phantoms, default options).
@@ -44,11 +46,8 @@ def load_segmenter(model: ModelOptions = ModelOptions(), verbose: int = 1, calib
     from rootlets_task.models import install
 
     model.check()
-    folder, record = install.model_folder(model.release)
-    device = resolve_device(model.device)
-    threads = configure_threads(model.threads) if device.type == "cpu" else None
-    return Segmenter(folder, device=device.type, test_time_aug=model.test_time_aug, verbose=verbose, record=record,
-                     backend=model.backend, threads=threads, allow_code=model.allow_code, precision=model.precision,
+    folder, record = install.ready_model_folder(model.release, progress=verbose > 0)
+    return Segmenter(folder, model, verbose=verbose, record=record,
                      calibration=calibration if model.precision == "int8" else None, int8_options=int8_options)
 
 
@@ -102,14 +101,11 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike 
             raise RootletsError(f"output {target}: would be written for both {seen[key]} and {source}; "
                                 "give each input a distinct name or segment them separately with -o")
         seen[key] = source
-    inputs = {p.absolute().resolve() for p in sources}
-    input_sidecars = {provenance.sidecar_path(p) for p in inputs}
+    kept = {f"the input file {p}": p for p in sources} | {
+        f"the sidecar of input {p}": provenance.sidecar_path(p) for p in sources}
     for target in targets:
         sidecar = provenance.sidecar_path(target)
-        if target.absolute().resolve() in inputs:
-            raise RootletsError(f"output {target} is the input file; choose another -o so the input is kept")
-        if sidecar.absolute().resolve() in input_sidecars | inputs:
-            raise RootletsError(f"output {target}: its JSON sidecar would overwrite an input's sidecar; choose another -o")
+        keep_inputs([target, sidecar], kept, "-o")
         if sidecar.is_dir():
             raise RootletsError(f"output {target}: its JSON sidecar {sidecar} is a folder; choose another -o")
         if sidecar.exists() and not provenance.is_sidecar(sidecar):
@@ -124,7 +120,7 @@ def _model_values(folder: Path) -> set[int]:
     from rootlets_task.core.files import read_json
 
     labels = (read_json(folder / "dataset.json", limit=16 << 20) or {}).get("labels", {})
-    values = set()
+    values: set[int] = set()
     for value in labels.values() if isinstance(labels, dict) else ():
         values.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
     return values
@@ -203,7 +199,8 @@ def _segment_one(segmenter: Segmenter, source: Path, img: nib.Nifti1Image, targe
     if confidence is None:
         log.info("post-processing changed the labels: the network's confidence is not recorded for them")
     labels = nifti.label_image(data.astype(np.uint8, copy=False), img)
-    sidecar = provenance.rootlets_sidecar(segmenter, source, provenance.sidecar_command(argv), confidence=confidence)
+    with shared_paths(target.parent, keep=True):  # the sidecar names its input relative to itself
+        sidecar = provenance.rootlets_sidecar(segmenter, source, provenance.sidecar_command(argv), confidence=confidence)
     for text in release_warnings(segmenter.record.get("tag"), img, source):  # e.g. the phantom release on a scan
         log.warning("%s", text)
         sidecar.setdefault("Warnings", []).append(text)
@@ -212,13 +209,14 @@ def _segment_one(segmenter: Segmenter, source: Path, img: nib.Nifti1Image, targe
     log.info("view: %s", viewers.fsleyes_command(source, [("rootlets", target)]))
     if qc is not None:
         from rootlets_task.qc import sct_report as sct_qc
-        from rootlets_task.qc.report import qc_subject
+        from rootlets_task.qc.report import QcOptions, qc_subject
 
         entry = sct_qc.add_entry(qc, source, img, labels, sct_qc.command_line("rootlets", argv), qc_names)
-        page = qc_subject(qc, img, labels, subject=qc_names.subject or nifti.stem(source),
-                          identity=str(source.absolute()),
-                          provenance={"release": segmenter.record.get("tag"), "command": sct_qc.command_line("rootlets", argv),
-                                      "image file": str(source), "rootlets file": str(target),
-                                      "SCT QC entry": str(entry)}, confidence=confidence)
+        with shared_paths(qc, keep=True):  # the QC folder is shared too: files relative to it
+            files = {"image file": portable(source), "rootlets file": portable(target), "SCT QC entry": portable(entry)}
+        page = qc_subject(qc, img, labels, options=QcOptions(
+            subject=qc_names.subject or nifti.stem(source), identity=str(source.absolute()), confidence=confidence,
+            provenance={"release": segmenter.record.get("tag"), "command": sct_qc.command_line("rootlets", argv),
+                        **files}))
         log.info("QC %s and %s", entry, page)
     log.info("%s -> %s (%.1f s)", source, target, time.perf_counter() - t0)

@@ -1,12 +1,14 @@
 """Validate the speed levers on your own images (``rootlets speedcheck``) and let a batch use only what passed.
 
-The exact path (the same tiles as SCT) is the reference. Two opt-in levers change labels a little: ``crop`` (the
-sliding window on a box around the cord, see :mod:`rootlets_task.inference.cropping`) and ``int8`` (the network quantised with
-NNCF, :mod:`rootlets_task.inference.int8`); ``crop+int8`` is both. :func:`check_levers` runs the exact path and each lever on
-the same images with the installed release, in one process and interleaved (so that every speed-up sees the same
-machine load), and compares the labels: voxel agreement, per-level Dice, and each spinal level's midpoint and
-boundaries in mm, on the cord (:func:`rootlets_task.levels.compute.compute_levels`) when a cord mask is given, else along the
-image's superior-inferior world axis. A lever passes when it meets :class:`Thresholds` on every image.
+The exact path (the same tiles as SCT) is the reference. Three opt-in levers change labels a little: ``crop`` (the
+sliding window on a box around the cord, see :mod:`rootlets_task.inference.cropping`), ``int8`` (the network quantised with
+NNCF, :mod:`rootlets_task.inference.int8`) and ``bf16`` (the network run in bfloat16, on CPUs with ``avx512_bf16`` or
+AMX only: :mod:`rootlets_task.inference.backends`); ``crop+int8`` and ``crop+bf16`` are both. :func:`check_levers`
+runs the exact path and each lever on the same images with the installed release, in one process and interleaved (so
+that every speed-up sees the same machine load), and compares the labels: voxel agreement, per-level Dice, and each
+spinal level's midpoint and boundaries in mm, on the cord (:func:`rootlets_task.levels.compute.compute_levels`) when
+a cord mask is given, else along the image's superior-inferior world axis. A lever passes when it meets
+:class:`Thresholds` on every image.
 
 :func:`write_report` saves the verdict as a small JSON tied to the release (tag and model sha256);
 ``rootlets batch -levers auto`` reads it (:func:`read_report`) or makes one on the dataset's own first images and
@@ -23,23 +25,28 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import nibabel as nib
 import numpy as np
 
 from rootlets_task._version import __version__
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import now, read_json, sha256_file, write_json
+from rootlets_task.core.files import keep_inputs, now, printable, read_json, sha256_file, write_json
 from rootlets_task.core.names import level_name
 from rootlets_task.core.options import ModelOptions
-from rootlets_task.inference import cropping
+from rootlets_task.inference import cpu, cropping
 from rootlets_task.io import labels, nifti
 from rootlets_task.io.metrics import agreement
 from rootlets_task.levels.compute import compute_levels
 
+if TYPE_CHECKING:
+    from rootlets_task.inference.int8 import Int8Options
+
 log = logging.getLogger(__name__)
 
-LEVERS = ("crop", "int8", "crop+int8")
+LEVERS = ("crop", "int8", "crop+int8", "bf16", "crop+bf16")
+LOW_PRECISIONS = ("int8", "bf16")  # the levers that change the network's precision (one at a time)
 FORMAT, FORMAT_VERSION = "rootlets_task speedcheck", 1
 REPORT = "speedcheck.json"  # the name a batch gives it in its logs folder
 CALIBRATION_IMAGES = 2  # int8 is calibrated on the first (up to) two images checked
@@ -55,9 +62,12 @@ class Thresholds:
     max_mid_voxels: float = 1.0
     max_boundary_mm: float = 1.0
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> Thresholds:
         for name, value in asdict(self).items():
-            if not (math.isfinite(value) and value >= 0):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise RootletsError(f"threshold {name} {value}: give a number of 0 or more")
         return self
 
@@ -65,6 +75,20 @@ class Thresholds:
         return (f"on every image, every spinal level of the exact path is present with the lever (and no other), every "
                 f"level midpoint within {self.max_mid_voxels:g} voxel(s) (superior-inferior spacing) and every level "
                 f"boundary within {self.max_boundary_mm:g} mm of the exact path's (compared to 0.01 mm)")
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """How a check runs: ``reps`` timed repetitions of every path on every image, the levels ``method`` compared, int8
+    calibrated on the first ``calibration`` images with ``int8_options`` (default: ``Int8Options()``); ``strict``: a
+    lever that cannot run (sc-crop or NNCF missing) is a one-line error, otherwise it is reported as not passed, with
+    the reason."""
+
+    reps: int = 1
+    method: str = "gapfree"
+    calibration: int = CALIBRATION_IMAGES
+    int8_options: Int8Options | None = None
+    strict: bool = True
 
 
 def parse_levers(text: str, allowed: Sequence[str] = LEVERS) -> tuple[str, ...]:
@@ -77,9 +101,24 @@ def parse_levers(text: str, allowed: Sequence[str] = LEVERS) -> tuple[str, ...]:
     return tuple(n for n in allowed if n in names)
 
 
-def parts(lever: str) -> tuple[bool, bool]:
-    """(crops, quantises) of a lever name such as ``crop+int8``."""
-    return "crop" in lever.split("+"), "int8" in lever.split("+")
+def parts(lever: str) -> tuple[bool, str]:
+    """(crops, precision) of a lever name: ``crop+int8`` -> (True, "int8"), ``crop`` -> (True, "float32")."""
+    names = lever.split("+")
+    return "crop" in names, next((n for n in names if n in LOW_PRECISIONS), "float32")
+
+
+def levers_not_here() -> dict[str, str]:
+    """The levers this machine cannot run, with why: the bf16 ones on a CPU without native bfloat16."""
+    if cpu.has_bf16():
+        return {}
+    why = f"this CPU has no native bfloat16 (avx512_bf16 or AMX): {cpu.describe()}"
+    return {lever: why for lever in LEVERS if parts(lever)[1] == "bf16"}
+
+
+def default_levers() -> tuple[str, ...]:
+    """Every lever this machine can run (:func:`levers_not_here` left out)."""
+    skip = levers_not_here()
+    return tuple(lever for lever in LEVERS if lever not in skip)
 
 
 @dataclass
@@ -133,27 +172,30 @@ def _boxes(cases: list[_Case], strict: bool) -> str | None:
     return None
 
 
-def _segmenters(model: ModelOptions, cases: list[_Case], int8: bool, int8_options, calibration: int,
-                strict: bool) -> tuple[dict, str | None]:
-    """The exact model and (``int8``) the quantised one, with the seconds it took to make (``int8_setup``); the
-    reason int8 cannot be checked (not strict)."""
+def _segmenters(model: ModelOptions, cases: list[_Case], precisions: set[str], int8_options, calibration: int,
+                strict: bool) -> tuple[dict, dict[str, str]]:
+    """The exact model and one per lower precision asked for (``int8``, ``bf16``), with the seconds each took to make
+    (``int8_setup``, ``bf16_setup``); the reason a precision cannot be checked (not strict)."""
     from rootlets_task.pipeline.segment import load_segmenter
 
-    loaded = {"float32": load_segmenter(replace(model, precision="float32"), verbose=0)}
-    if not int8:
-        return loaded, None
-    t0 = time.perf_counter()
-    try:
-        seg = load_segmenter(replace(model, precision="int8"), verbose=0, int8_options=int8_options,
-                             calibration=[c.img for c in cases[:calibration]])
-    except RootletsError as exc:
-        if strict:
-            raise RootletsError(f"{exc} (or leave int8 out of -levers)") from None
-        return loaded, f"int8 cannot run here: {exc}"
-    loaded["int8"], loaded["int8_setup"] = seg, time.perf_counter() - t0
-    if seg.precision != "int8":
-        return loaded, "the int8 network failed its own check against float32 (see the log), so float32 was kept"
-    return loaded, None
+    loaded: dict[str, Any] = {"float32": load_segmenter(replace(model, precision="float32"), verbose=0)}
+    reasons: dict[str, str] = {}
+    for precision in (p for p in LOW_PRECISIONS if p in precisions):
+        t0 = time.perf_counter()
+        extra = {"int8_options": int8_options, "calibration": [c.img for c in cases[:calibration]]} \
+            if precision == "int8" else {}
+        try:
+            seg = load_segmenter(replace(model, precision=precision), verbose=0, **extra)
+        except RootletsError as exc:
+            if strict:
+                raise RootletsError(f"{exc} (or leave {precision} out of -levers)") from None
+            reasons[precision] = f"{precision} cannot run here: {exc}"
+            continue
+        loaded[precision], loaded[f"{precision}_setup"] = seg, time.perf_counter() - t0
+        if seg.precision != precision:
+            reasons[precision] = (f"the {precision} network could not be used (see the log: its own check failed or "
+                                  "OpenVINO does not run it here), so float32 was kept")
+    return loaded, reasons
 
 
 def _timed_runs(cases: list[_Case], paths: dict[str, tuple], reps: int) -> tuple[dict, dict]:
@@ -165,7 +207,7 @@ def _timed_runs(cases: list[_Case], paths: dict[str, tuple], reps: int) -> tuple
     """
     names = list(paths)
     found = {n: [None] * len(cases) for n in names}
-    seconds = {n: [[] for _ in cases] for n in names}
+    seconds: dict[str, list[list[float]]] = {n: [[] for _ in cases] for n in names}
     for i, case in enumerate(cases):
         for rep in range(reps):
             shift = (i + rep) % len(names)
@@ -202,7 +244,6 @@ def level_extents(rootlets: np.ndarray, img: nib.Nifti1Image, cord: np.ndarray |
 def compare_levels(exact: dict, lever: dict, si_mm: float, thresholds: Thresholds) -> tuple[dict, list[str]]:
     """Per level: both extents and how far the midpoint and the boundaries moved; and every threshold missed."""
     rows, reasons = {}, []
-    mid_limit = thresholds.max_mid_voxels * si_mm
     for value in sorted(set(exact) | set(lever)):
         name = level_name(value, "spinal")
         if value not in exact or value not in lever:
@@ -212,17 +253,25 @@ def compare_levels(exact: dict, lever: dict, si_mm: float, thresholds: Threshold
         (a0, a1), (b0, b1) = exact[value], lever[value]
         mid, bound = abs((a0 + a1 - b0 - b1) / 2), max(abs(a0 - b0), abs(a1 - b1))
         rows[name] = {"exact_mm": [a0, a1], "lever_mm": [b0, b1], "mid_diff_mm": mid, "boundary_diff_mm": bound}
-        if round(mid, DECIMALS) > mid_limit:
-            reasons.append(f"level {name} midpoint moved {mid:.2f} mm (limit {thresholds.max_mid_voxels:g} voxel = "
-                           f"{mid_limit:.2f} mm)")
-        if round(bound, DECIMALS) > thresholds.max_boundary_mm:
-            reasons.append(f"level {name} boundary moved {bound:.2f} mm (limit {thresholds.max_boundary_mm:g} mm)")
+        reasons += _moves(name, mid, bound, si_mm, thresholds)
     return rows, reasons
+
+
+def _moves(name: str, mid: float, bound: float, si_mm: float, thresholds: Thresholds) -> list[str]:
+    """The thresholds a level's midpoint move ``mid`` and boundary move ``bound`` (mm) miss."""
+    reasons, mid_limit = [], thresholds.max_mid_voxels * si_mm
+    if not round(mid, DECIMALS) <= mid_limit:  # NaN fails
+        reasons.append(f"level {name} midpoint moved {mid:.2f} mm (limit {thresholds.max_mid_voxels:g} voxel = "
+                       f"{mid_limit:.2f} mm)")
+    if not round(bound, DECIMALS) <= thresholds.max_boundary_mm:
+        reasons.append(f"level {name} boundary moved {bound:.2f} mm (limit {thresholds.max_boundary_mm:g} mm)")
+    return reasons
 
 
 def _exact_levels(cases: list[_Case], exact: list[np.ndarray], method: str, strict: bool) -> tuple[list, list[str]]:
     """The exact path's level extents per image (None where they cannot be had, with the reason when not strict)."""
-    extents, problems = [], []
+    extents: list[dict[int, tuple[float, float]] | None] = []
+    problems: list[str] = []
     for case, found in zip(cases, exact, strict=True):
         try:
             if not found.any():
@@ -273,7 +322,7 @@ def _lever_report(cases: list[_Case], exact: list, found: list, seconds: list, e
 @dataclass
 class SpeedCheck:
     """What :func:`check_levers` found: the JSON report, the exact path's predictions per image (input order) and the
-    models it loaded (``float32``, ``int8``), for callers that go on segmenting with them."""
+    models it loaded (``float32``, ``int8``, ``bf16``), for callers that go on segmenting with them."""
 
     report: dict
     exact: list  # inference.Prediction of every image
@@ -283,18 +332,26 @@ class SpeedCheck:
 
 def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.PathLike | None] | None = None,
                  levers: Sequence[str] = LEVERS, model: ModelOptions = ModelOptions(),
-                 thresholds: Thresholds = Thresholds(), int8_options=None, calibration: int = CALIBRATION_IMAGES,
-                 reps: int = 1, method: str = "gapfree", strict: bool = True) -> SpeedCheck:
+                 thresholds: Thresholds = Thresholds(), options: CheckOptions = CheckOptions(), **fields: Any) -> SpeedCheck:
     """Run the exact path and every lever on ``images`` and judge each lever against ``thresholds``.
 
     ``cords``: one cord mask per image (or None): the crop box and the levels come from it; without one the box is
-    sc-crop's and the levels are measured along the image's S-I axis. int8 is calibrated on the first
-    ``calibration`` images. ``strict``: a lever that cannot run (sc-crop or NNCF missing) is a one-line error;
-    otherwise it is reported as not passed, with the reason.
+    sc-crop's and the levels are measured along the image's S-I axis. ``options`` (:class:`CheckOptions`; any of its
+    fields given by keyword replaces the options' one, e.g. ``reps=3``) says how the check runs: with ``strict``, a
+    lever that cannot run (sc-crop or NNCF missing, bf16 on a CPU without it) is a one-line error; otherwise it is
+    reported as not passed, with the reason.
     """
+    options = replace(options, **fields)  # a field that CheckOptions lacks: TypeError, as any call
+    int8_options, calibration, reps, method, strict = (options.int8_options, options.calibration, options.reps,
+                                                       options.method, options.strict)
     levers = parse_levers(",".join(levers))
     thresholds.check()
-    if any(parts(lever)[1] for lever in levers) and int8_options is None:
+    blocked = {lever: why for lever, why in levers_not_here().items() if lever in levers}
+    if strict and blocked:
+        raise RootletsError(f"-levers {','.join(blocked)}: {next(iter(blocked.values()))}; leave them out (by default "
+                            "only the levers this CPU can run are checked)")
+    precisions = {parts(lever)[1] for lever in levers}
+    if "int8" in precisions and int8_options is None:
         from rootlets_task.inference.int8 import Int8Options
 
         int8_options = Int8Options()
@@ -306,14 +363,12 @@ def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.P
     if any(parts(lever)[0] for lever in levers):
         reason = _boxes(cases, strict)
         unavailable.update({lever: reason for lever in levers if reason and parts(lever)[0]})
-    loaded, reason = _segmenters(model, cases, any(parts(lever)[1] for lever in levers), int8_options, calibration,
-                                 strict)
+    loaded, reasons = _segmenters(model, cases, precisions, int8_options, calibration, strict)
     for lever in levers:
-        if reason and parts(lever)[1]:
-            unavailable.setdefault(lever, reason)
+        if parts(lever)[1] in reasons:
+            unavailable.setdefault(lever, reasons[parts(lever)[1]])
     paths = {"exact": (loaded["float32"], False)}
-    paths.update({lever: (loaded["int8" if parts(lever)[1] else "float32"], parts(lever)[0])
-                  for lever in levers if lever not in unavailable})
+    paths.update({lever: (loaded[parts(lever)[1]], parts(lever)[0]) for lever in levers if lever not in unavailable})
     predictions, seconds = _timed_runs(cases, paths, reps)
     found = {name: [p.labels for p in found] for name, found in predictions.items()}
     extents, problems = _exact_levels(cases, found["exact"], method, strict)
@@ -323,23 +378,32 @@ def check_levers(images: Sequence[str | os.PathLike], cords: Sequence[str | os.P
     report = _report(cases, loaded, {lever: results[lever] for lever in levers}, seconds["exact"], thresholds,
                      method, reps)
     if "int8" in loaded:
+        assert int8_options is not None  # set above: an int8 lever is checked
         report["Int8"] = {"Precision": loaded["int8"].precision, "Options": asdict(int8_options),
                           "SetupSeconds": loaded["int8_setup"], "Calibration": report["Images"][:calibration]}
+    if "bf16" in loaded:
+        report["Bf16"] = {"Precision": loaded["bf16"].precision, "SetupSeconds": loaded["bf16_setup"]}
     return SpeedCheck(report, predictions["exact"], loaded, [nifti.image_digest(c.img) for c in cases])
 
 
 def _report(cases: list[_Case], loaded: dict, results: dict, exact_seconds: list, thresholds: Thresholds, method: str,
             reps: int) -> dict:
-    from rootlets_task.io.provenance import model_fields
+    from rootlets_task.core.places import active, portable
+    from rootlets_task.io.provenance import model_fields, model_folder_name
+
+    def shown(path) -> str | None:  # inside a derivative (batch -levers auto): no local folders
+        return None if path is None else portable(path) if active() else str(Path(path).absolute())
 
     exact = loaded["float32"]
     report = {"Name": FORMAT, "FormatVersion": FORMAT_VERSION, "Version": __version__, "Date": now(),
-              "Release": model_fields(exact.record) | {"ModelFolder": str(exact.model_folder)},
+              "Release": model_fields(exact.record) | {"ModelFolder": model_folder_name(exact.model_folder)},
               "Thresholds": asdict(thresholds) | {"Text": thresholds.text()}, "LevelsMethod": method,
               "CropMarginMM": cropping.CROP_MARGIN_MM, "Repetitions": reps,
-              "Exact": {"Backend": exact.backend, "Device": exact.device.type, "Threads": exact.threads,
+              "CPU": cpu.cpu_info(),
+              "Exact": {"Backend": exact.backend, "Precision": exact.precision, "Device": exact.device.type,
+                        "Threads": exact.threads,
                         "SecondsPerImage": sum(_median(s) for s in exact_seconds) / len(cases)},
-              "Images": [{"File": str(c.path.absolute()), "SHA256": sha256_file(c.path), "Cord": c.cord_file,
+              "Images": [{"File": shown(c.path), "SHA256": sha256_file(c.path), "Cord": shown(c.cord_file),
                           "SISpacingMM": c.si_mm, "CropBox": c.box_info,
                           "LevelsFrom": f"cord ({method} levels)" if c.cord is not None else "image S-I axis"}
                          for c in cases]}
@@ -350,30 +414,35 @@ def _report(cases: list[_Case], loaded: dict, results: dict, exact_seconds: list
 
 
 def best_levers(report: dict) -> tuple[str, ...]:
-    """The fastest lever that passed (by its measured speed-up) as its parts: ``("crop", "int8")``, ``("int8",)``,
+    """The fastest lever that passed (by its measured speed-up) as its parts: ``("crop", "int8")``, ``("bf16",)``,
     ... or ``()`` when none passed."""
     passed = [(r.get("speedup") or 0.0, lever) for lever, r in report.get("Levers", {}).items() if r.get("passed")]
     if not passed:
         return ()
-    crop, int8 = parts(max(passed)[1])
-    return ("crop",) * crop + ("int8",) * int8
+    crop, precision = parts(max(passed)[1])
+    return ("crop",) * crop + ((precision,) if precision != "float32" else ())
 
 
 def write_report(check: SpeedCheck | dict, path: str | os.PathLike) -> Path:
-    """The report as JSON at ``path`` (written whole or not at all)."""
-    return write_json(path, check.report if isinstance(check, SpeedCheck) else check)
+    """The report as JSON at ``path`` (written whole or not at all; never over an image or cord mask it checked)."""
+    report = check.report if isinstance(check, SpeedCheck) else check
+    checked = [f for image in report.get("Images") or () if isinstance(image, dict)
+               for f in (image.get("File"), image.get("Cord")) if isinstance(f, str)]
+    keep_inputs([path], checked, "-o")
+    return write_json(path, report)
 
 
 def release_problem(report: dict, record: dict) -> str | None:
     """Why ``report`` was not made with the installed release of ``record`` (tag and model sha256), or None."""
-    made = report.get("Release") or {}
+    release = report.get("Release")
+    made = release if isinstance(release, dict) else {}
     if made.get("Release") == record.get("tag") and made.get("ModelSHA256") == record.get("sha256"):
         return None
     return (f"made with release {made.get('Release')} (model sha256 {str(made.get('ModelSHA256'))[:12]}), not with the "
             f"installed {record.get('tag')} ({str(record.get('sha256'))[:12]})")
 
 
-def is_report(content) -> bool:
+def is_report(content) -> TypeGuard[dict]:
     """True when ``content`` (parsed JSON) is a report of this format."""
     return (isinstance(content, dict) and content.get("Name") == FORMAT and content.get("FormatVersion") == FORMAT_VERSION
             and isinstance(content.get("Levers"), dict))
@@ -381,18 +450,118 @@ def is_report(content) -> bool:
 
 def read_report(path: str | os.PathLike) -> dict:
     """A report of :func:`write_report`, refused in one line when it is not one (its release: :func:`release_problem`)."""
-    content = read_json(path, limit=16 << 20)
+    content = read_json(path, limit=16 << 20)  # bounded in size and depth; None when it is not JSON
     if not is_report(content):
         raise RootletsError(f"-speedcheck {path}: not a report of `rootlets speedcheck` (format {FORMAT_VERSION}); "
                             f"make one with `rootlets speedcheck IMG... -o {path}`")
     return content
 
 
+class _Malformed(Exception):
+    """A field of a report that does not have the type or range this package writes."""
+
+
+def _field(value, kind, where: str):
+    ok = isinstance(value, kind) and not isinstance(value, bool) if kind in (int, float, (int, float)) else \
+        isinstance(value, kind)
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        raise _Malformed(f"{where} is {type(value).__name__} {str(value)[:40]!r}")
+    return value
+
+
+def _extent(value, where: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    _field(value, list, where)
+    if len(value) != 2:
+        raise _Malformed(f"{where} has {len(value)} values, not 2")
+    return _field(value[0], (int, float), where), _field(value[1], (int, float), where)
+
+
+def _judge(result: dict, spacings: list[float], thresholds: Thresholds, where: str) -> list[str]:
+    """Every threshold a lever's own figures miss, recomputed from the level extents of each image."""
+    images = result.get("images")
+    if images is None:  # a lever that could not run: its reasons say why
+        return [printable(w) for w in _field(result.get("why"), list, f"{where}.why")] or ["no figures to check"]
+    _field(images, list, f"{where}.images")
+    if len(images) != len(spacings) or not images:
+        return [f"figures for {len(images)} image(s), the report checked {len(spacings)}"]
+    why = []
+    for i, (row, si_mm) in enumerate(zip(images, spacings, strict=True)):
+        at = f"{where}.images[{i}]"
+        _field(row, dict, at)
+        name = printable(row.get("file", i), 80)  # foreign text, printed in warnings
+        if "levels_error" in row or "levels" not in row:
+            why.append(f"{name}: no level figures ({row.get('levels_error', 'not measured')})")
+            continue
+        if not _field(row["levels"], dict, f"{at}.levels"):
+            why.append(f"{name}: no level measured")
+        for level, d in _field(row["levels"], dict, f"{at}.levels").items():
+            level = printable(level, 20)
+            _field(d, dict, f"{at}.levels.{level}")
+            a = _extent(d.get("exact_mm"), f"{at}.levels.{level}.exact_mm")
+            b = _extent(d.get("lever_mm"), f"{at}.levels.{level}.lever_mm")
+            if a is None or b is None:
+                why.append(f"{name}: level {level} {'missing' if b is None else 'found only with the lever'}")
+                continue
+            mid, bound = abs((a[0] + a[1] - b[0] - b[1]) / 2), max(abs(a[0] - b[0]), abs(a[1] - b[1]))
+            why += [f"{name}: {r}" for r in _moves(level, mid, bound, si_mm, thresholds)]
+    return why
+
+
+def verify(report: dict, source: str, thresholds: Thresholds = Thresholds()) -> dict:
+    """``report`` with every lever's verdict recomputed from its own figures (level extents per image) against
+    ``thresholds`` (the package's, or the report's where those are stricter; never looser ones written in the
+    file): a ``passed`` flag, a ``Passed`` list or a ``Use`` edited into a report counts for nothing.
+
+    The result records what was done in ``Verified`` (thresholds used, verdicts the file had that its figures do not
+    support). A field of the wrong type or range is a one-line :class:`RootletsError` naming ``source``.
+    """
+    try:
+        written = _field(report.get("Thresholds") or {}, dict, "Thresholds")
+        strict = {}
+        for name, default in asdict(thresholds).items():
+            value = written.get(name)
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+            strict[name] = min(default, value) if ok else default
+        used = Thresholds(**strict)
+        spacings = []
+        for i, image in enumerate(_field(report.get("Images"), list, "Images")):
+            si = _field(_field(image, dict, f"Images[{i}]").get("SISpacingMM"), (int, float), f"Images[{i}].SISpacingMM")
+            if si <= 0:
+                raise _Malformed(f"Images[{i}].SISpacingMM is {si}")
+            spacings.append(float(si))
+        levers, overruled = {}, {}
+        for lever, result in _field(report.get("Levers"), dict, "Levers").items():
+            if lever not in LEVERS:
+                raise _Malformed(f"Levers has an unknown lever {str(lever)[:20]!r}")
+            _field(result, dict, f"Levers.{lever}")
+            speedup = result.get("speedup")
+            if speedup is not None and (_field(speedup, (int, float), f"Levers.{lever}.speedup") <= 0):
+                raise _Malformed(f"Levers.{lever}.speedup is {speedup}")
+            why = _judge(result, spacings, used, f"Levers.{lever}")
+            if bool(result.get("passed")) != (not why):
+                overruled[lever] = f"marked {'passed' if result.get('passed') else 'failed'} in the file, its figures " \
+                                   f"{'fail: ' + why[0] if why else 'pass'}"
+            levers[lever] = {**result, "passed": not why, "why": why}
+    except _Malformed as exc:
+        raise RootletsError(f"speedcheck report {source}: {exc}, not what `rootlets speedcheck` writes; make the "
+                            "report again") from None
+    verified = {**report, "Levers": levers, "Passed": [k for k, r in levers.items() if r["passed"]],
+                "Verified": {"Thresholds": asdict(used), "Overruled": overruled,
+                             "Text": "every verdict recomputed from the report's figures"}}
+    verified["Use"] = list(best_levers(verified))
+    for lever, text in overruled.items():
+        log.warning("speedcheck report %s: %s %s; the figures decide", source, lever, text)
+    return verified
+
+
 def format_report(report: dict) -> str:
     """The verdict as a short text table (one row per lever, reasons below)."""
     exact = report["Exact"]
-    lines = [f"exact path: {exact['SecondsPerImage']:.1f} s per image ({exact['Backend']}, {exact['Threads']} threads); "
-             f"thresholds: {report['Thresholds']['Text']}",
+    processor = (report.get("CPU") or {}).get("Model", "?")
+    lines = [f"exact path: {exact['SecondsPerImage']:.1f} s per image ({exact['Backend']} {exact.get('Precision', 'float32')}, "
+             f"{exact['Threads']} threads on {processor}); thresholds: {report['Thresholds']['Text']}",
              f"{'lever':10s} {'s/image':>8s} {'speedup':>8s} {'voxels':>8s} {'min Dice':>8s} {'mid mm':>7s} "
              f"{'bound mm':>8s}  verdict"]
     for lever, r in report["Levers"].items():

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib import patheffects
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -86,7 +88,8 @@ def rootlets_figure(views: dict[str, View], path: Path, title: str, caption: str
     fig.suptitle(plain(title), color="white", fontsize=11, y=1 - 8 / fig_h, va="top")
     if caption:
         fig.text(0.5, 4 / fig_h, plain(caption), color="#9a9a9a", fontsize=7, ha="center", va="bottom")
-    axes, x = [], left
+    axes: list[Axes] = []
+    x: float = left
     for view, width in zip(order, widths, strict=True):
         axes.append(fig.add_axes((x / fig_w, bottom / fig_h, width / fig_w, view.extent_mm[1] * scale / fig_h)))
         _draw_view(axes[-1], view)
@@ -99,7 +102,7 @@ def rootlets_figure(views: dict[str, View], path: Path, title: str, caption: str
         axes[1].text(1.03, 1 - (row + 0.5) / coronal.rootlets.shape[0], name, transform=axes[1].transAxes,
                      color=level_colour(name), fontsize=9, fontweight="bold", ha="left", va="center", clip_on=False)
     levels_seen = sorted({int(v) for view in order for v in np.unique(view.rootlets) if v > 0})
-    handles = [Patch(facecolor=level_colour(_spinal(v)), label=_spinal(v)) for v in levels_seen]
+    handles: list[Artist] = [Patch(facecolor=level_colour(_spinal(v)), label=_spinal(v)) for v in levels_seen]
     if any(view.cord is not None and view.cord.any() for view in order):
         handles.append(Line2D([], [], color=CORD_COLOUR, lw=0.8, ls="--", label="cord outline", **_outlined()))
     if any(view.discs for view in order):
@@ -200,6 +203,22 @@ def thumbnail(views: dict[str, View], path: Path, height: int = 160) -> None:
         picture.resize((width, height), Image.Resampling.LANCZOS).save(tmp, format="PNG")
 
 
+def strip(views: dict[str, View], path: Path, height: int = 28) -> None:
+    """The coronal view (background + rootlets) lying down, rostral end on the left: one line of the dataset index
+    shows each subject's levels in order, left to right."""
+    from PIL import Image
+
+    view = views["coronal"]
+    lo, hi = view.window
+    grey = np.clip((view.image - lo) / (hi - lo), 0, 1)[..., None] * np.ones(3)
+    overlay = rootlets_overlay(view)
+    picture = np.rot90(grey * (1 - overlay[..., 3:]) + overlay[..., :3] * overlay[..., 3:])  # row 0 (rostral) -> left
+    image = Image.fromarray((picture * 255).astype(np.uint8))
+    width = max(1, round(image.width * height / image.height))
+    with atomic_path(path) as tmp:
+        image.resize((width, height), Image.Resampling.LANCZOS).save(tmp, format="PNG")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The two images of an entry in SCT's QC report (same size: SCT's page shows the overlay over the background)
 
@@ -235,7 +254,7 @@ def _outline(labels: np.ndarray) -> np.ndarray:
     return edge & (labels > 0)
 
 
-def _canvas(shape: tuple[int, int]) -> tuple[Figure, object]:
+def _canvas(shape: tuple[int, int]) -> tuple[Figure, Axes]:
     fig = Figure(figsize=(shape[1] / SCT_DPI, shape[0] / SCT_DPI), dpi=SCT_DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_axis_off()
@@ -281,3 +300,45 @@ def sct_entry_images(mosaic, background: Path, overlay: Path, width: int = SCT_W
                     ha="center", va="center", fontweight="bold", path_effects=_THIN_STROKE)
     _save(fig, overlay)
     return shape[1], shape[0]
+
+
+def measure_figure(slices: pd.DataFrame, kinds: list[str], metrics: dict[str, str], path: Path, title: str) -> None:
+    """Each metric along the cord (one panel per metric, rostral at the left), its slices coloured by level, above a
+    strip per kind of levels (spinal, vertebral ...) showing where each level lies.
+
+    ``slices``: :attr:`rootlets_task.measures.perlevel.MeasureResult.slices`; ``metrics``: {column: axis label}.
+    """
+    fig = Figure(figsize=(7.5, 1.0 + 2.0 * len(metrics) + 0.35 * len(kinds)), dpi=100)
+    ratios = [0.35] * len(kinds) + [2.0] * len(metrics)
+    axes = fig.subplots(len(ratios), 1, sharex=True, gridspec_kw={"height_ratios": ratios, "hspace": 0.15})
+    axes = np.atleast_1d(axes)
+    fig.suptitle(plain(title), fontsize=11)
+    x = slices["position_mm"].to_numpy(dtype=float)
+    step = float(np.median(np.diff(x))) if len(x) > 1 else 1.0
+    for ax, kind in zip(axes, kinds, strict=False):
+        ax.set_yticks([])
+        ax.set_ylabel(plain(kind), rotation=0, ha="right", va="center", fontsize=8)
+        for value in sorted(set(slices[kind][slices[kind] > 0].tolist())):
+            name = level_name(int(value), "vertebral" if kind.startswith("vertebral") else "spinal")
+            at = x[slices[kind].to_numpy() == value]
+            colour = VERTEBRA_COLOURS[int(value) % 2] if kind.startswith("vertebral") else level_colour(name)
+            ax.add_patch(Rectangle((at.min() - step / 2, 0), at.max() - at.min() + step, 1, facecolor=colour,
+                                   edgecolor="#333333", lw=0.5))
+            ax.text((at.min() + at.max()) / 2, 0.5, name, ha="center", va="center", fontsize=7)
+        ax.set_ylim(0, 1)
+    colour_kind = kinds[0] if kinds else None
+    for ax, (column, label) in zip(axes[len(kinds):], metrics.items(), strict=True):
+        values = slices[column].to_numpy(dtype=float)
+        ax.plot(x, values, color="#999999", lw=1, zorder=0)
+        if colour_kind is not None:
+            naming = "vertebral" if colour_kind.startswith("vertebral") else "spinal"
+            colours = [level_colour(level_name(int(v), naming)) if v > 0 else "#ffffff" for v in slices[colour_kind]]
+            ax.scatter(x, values, c=colours, edgecolors="#333333", linewidths=0.4, s=18, zorder=1)
+        ax.set_ylabel(plain(label), fontsize=9)
+        ax.grid(axis="y", color="#eeeeee")
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[-1].set_xlabel("distance along the cord from its rostral end (mm)")
+    if len(x):
+        axes[-1].set_xlim(x.min() - step, x.max() + step)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")

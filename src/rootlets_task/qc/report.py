@@ -22,33 +22,43 @@ Everything lives under ``<qc>/rootlets_task/`` so that a QC folder shared with S
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from rootlets_task import __version__
+from rootlets_task._version import __version__
 from rootlets_task.core.colours import level_colour
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import now, writable_folder, write_text
+from rootlets_task.core.files import check_size, keep_inputs, load_json, now, printable, read_json, writable_folder, write_text
+from rootlets_task.core.places import portable, portable_text, shared_paths
 from rootlets_task.inference import confidence as conf
 from rootlets_task.io import labels
 from rootlets_task.io.nifti import load, orientation, stem
-from rootlets_task.io.tables import REQUIRED_COLUMNS, is_levels_table, upgrade
+from rootlets_task.io.tables import REQUIRED_COLUMNS, is_levels_table, upgrade, upgrade_shift
 from rootlets_task.levels.compute import shift_table
-from rootlets_task.qc.figures import _pairs, levels_figure, rootlets_figure, thumbnail
-from rootlets_task.qc.views import SLAB_MM, display_views
+from rootlets_task.qc.figures import _pairs, levels_figure, rootlets_figure, strip, thumbnail
+from rootlets_task.qc.views import SLAB_MM, check_slab, display_views
 
 REPORT = "rootlets_task"  # our report's folder inside the QC folder (the QC folder's root is SCT's report)
+log = logging.getLogger(__name__)
+
 RECORDS = "_records"
+RECORD_FIELDS = {"subject": str, "key": str, "page": str, "thumbnail": str, "created": str, "vertebral_text": str,
+                 "warnings": list, "spinal_levels": list, "vertebral_levels": list, "shifts": list, "figures": dict}
+SIDECAR_BYTES = 16 << 20  # a QC record, a levels document or a label file's sidecar
 LOCK = ".qc.lock"
 LOCK_TIMEOUT_S = 600
 
@@ -57,7 +67,26 @@ LOCK_TIMEOUT_S = 600
 # Inputs
 
 ImageLike = str | os.PathLike | nib.Nifti1Image
-TableLike = str | os.PathLike | pd.DataFrame
+TableLike: TypeAlias = str | os.PathLike | pd.DataFrame
+
+
+@dataclass(frozen=True)
+class QcOptions:
+    """How a subject's QC page is named and annotated (:func:`qc_subject`); the images and tables are its arguments.
+
+    ``subject``: the page's name (default: the image file's stem); ``identity`` (e.g. the input file's path) keeps
+    entries of different inputs with the same subject name apart. ``provenance`` (release, sources of cord and discs,
+    settings ...) is shown as given; ``warnings`` are shown on the page and in the index. ``slab_mm``: half-thicknesses
+    (mm) of the sagittal and coronal projections. ``confidence``: the network's confidence (the rootlets sidecar's
+    ``Confidence``; default: read from the rootlets file's sidecar, else the levels table's columns).
+    """
+
+    subject: str | None = None
+    identity: str | None = None
+    provenance: Mapping | None = None
+    warnings: Iterable[str] = ()
+    slab_mm: tuple[float, float] = SLAB_MM
+    confidence: Mapping | None = None
 
 PAGE_LEVEL_COLUMNS = ("kind", "level", "value", "rostral_mm", "caudal_mm", "mid_mm", "height_mm", "n_voxels", "volume_mm3",
                       "mean_probability", "fraction_below_half", "suggested_level", "original_level", "reference", "status")
@@ -93,14 +122,20 @@ def _sidecar_provenance(kind: str, source) -> dict:
         return {}
     path = Path(source).with_name(stem(source) + ".json")
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
+        content = read_json(path, limit=SIDECAR_BYTES)
         made = content.get("GeneratedBy", [{}])[0]
-    except (OSError, ValueError, AttributeError, IndexError, TypeError):
+        made.get("Command")
+    except (AttributeError, IndexError, TypeError, KeyError):
         return {}
     found = {f"{kind} made by": made.get("Command") or made.get("Name"), f"{kind} source": content.get("Source")}
     if kind == "rootlets":
         found |= {"release": made.get("Release"), "model URL": made.get("ModelURL")}
     return {k: v for k, v in found.items() if v}
+
+
+def _shared_name(source) -> str:
+    """A file as the QC page shows it (:func:`rootlets_task.core.places.portable`: no local folders)."""
+    return portable(source) if isinstance(source, str | os.PathLike) else "(in-memory image)"
 
 
 def _name(source) -> str:
@@ -109,7 +144,7 @@ def _name(source) -> str:
 
 def _table(source: TableLike | None, kind: str, columns: tuple[str, ...]) -> pd.DataFrame | None:
     """A levels or shift table from a DataFrame, a CSV or a JSON file (records, or {"levels": [...]}); a levels table
-    of any version comes in today's layout (:func:`rootlets_task.io.tables.upgrade`)."""
+    of any version comes in today's layout (:func:`rootlets_task.io.tables.upgrade`, ``upgrade_shift``)."""
     if source is None:
         return None
     if isinstance(source, pd.DataFrame):
@@ -118,11 +153,11 @@ def _table(source: TableLike | None, kind: str, columns: tuple[str, ...]) -> pd.
         path = Path(source)
         try:
             if path.suffix == ".json":
-                data = json.loads(path.read_text())
+                data = load_json(path, f"{kind} table", fix="give the CSV or JSON written by `rootlets levels`")
                 table = pd.DataFrame(data.get(kind, data) if isinstance(data, dict) else data)
             else:
-                table = pd.read_csv(path)
-        except (OSError, ValueError) as exc:
+                table = pd.read_csv(check_size(path, f"{kind} table"))
+        except (OSError, ValueError, TypeError) as exc:
             raise RootletsError(f"{kind} table {path}: unreadable ({exc}); "
                                 "give the CSV or JSON written by `rootlets levels`") from None
     if kind == "levels" and is_levels_table(table.columns):
@@ -131,6 +166,8 @@ def _table(source: TableLike | None, kind: str, columns: tuple[str, ...]) -> pd.
     if missing:
         raise RootletsError(f"{kind} table {_name(source)}: missing columns {', '.join(missing)}; "
                             "give the table written by `rootlets levels`")
+    if kind == "shift":
+        table = upgrade_shift(table)  # earlier versions' "unshifted" VL T1-SL T1 is the paper's shifted pair
     for col in WHOLE_NUMBERS:  # a CSV column with blanks reads as float: 240 would show as 240.0
         if col in table and pd.api.types.is_float_dtype(table[col]) and (table[col].dropna() % 1 == 0).all():
             table = table.assign(**{col: table[col].astype("Int64")})
@@ -141,13 +178,10 @@ def _levels_document(source: TableLike | None) -> dict:
     """The ``_levels.json`` of a levels table given as a file (the file itself, or the JSON beside the CSV), else {}."""
     if not isinstance(source, str | os.PathLike):
         return {}
-    path = Path(source)
-    if path.suffix != ".json":
-        path = path.with_name(path.name[: -len(".csv")] + ".json") if path.name.endswith("_levels.csv") else None
-    try:
-        content = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
+    given = Path(source)
+    path = given if given.suffix == ".json" else (
+        given.with_name(given.name[: -len(".csv")] + ".json") if given.name.endswith("_levels.csv") else None)
+    content = read_json(path, limit=SIDECAR_BYTES) if path is not None else None
     return content if isinstance(content, dict) else {}
 
 
@@ -167,11 +201,7 @@ def _numbering(levels: pd.DataFrame | None, document: dict, warnings: list[str])
 def _confidence(given: Mapping | None, rootlets, levels: pd.DataFrame | None, roots: nib.Nifti1Image) -> dict | None:
     """Per-image confidence: the caller's, else the rootlets sidecar's (if it matches the labels), else the table's."""
     if given is None and isinstance(rootlets, str | os.PathLike):
-        path = Path(rootlets).with_name(stem(rootlets) + ".json")
-        try:
-            content = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            content = None
+        content = read_json(Path(rootlets).with_name(stem(rootlets) + ".json"), limit=SIDECAR_BYTES)
         given = conf.matching(content.get("Confidence") if isinstance(content, dict) else None,
                               np.asanyarray(roots.dataobj))
     return conf.summary(dict(given)) if given is not None else conf.from_levels_table(levels)
@@ -223,15 +253,43 @@ def _templates():
 def _numbering_of(record: dict) -> dict:
     """A record's numbering check (records of earlier versions have none)."""
     found = record.get("numbering")
-    return found if isinstance(found, dict) else {"status": "not checked", "renames": {}, "text": ""}
+    ok = isinstance(found, dict) and isinstance(found.get("status"), str) and isinstance(found.get("renames"), dict) \
+        and isinstance(found.get("text"), str)
+    return found if ok and isinstance(found, dict) else {"status": "not checked", "renames": {}, "text": ""}
+
+
+def _record_problem(record) -> str | None:
+    """What in a subject record the index page could not show (a field missing or of another type), or None."""
+    if not isinstance(record, dict):
+        return "not an object"
+    for name, kind in RECORD_FIELDS.items():
+        if not isinstance(record.get(name), kind):
+            return f"field {name} is not {kind.__name__}"
+    if not all(isinstance(s, dict) and isinstance(s.get("shift_mm"), int | float) and
+               all(k in s for k in ("pairing", "vertebral_level", "spinal_level")) for s in record["shifts"]):
+        return "field shifts is malformed"
+    if not all(isinstance(f, dict) and isinstance(f.get("file"), str) for f in record["figures"].values()):
+        return "field figures is malformed"
+    confidence = record.get("confidence")
+    if confidence is not None and not (isinstance(confidence, dict) and "LowestLevel" in confidence and all(
+            isinstance(confidence.get(k), int | float) for k in ("LowestMeanProbability", "MeanProbability",
+                                                                 "FractionBelowHalf"))):
+        return "field confidence is malformed"
+    return None
 
 
 def _read_records(qc_dir: Path) -> list[dict]:
+    """Every subject record of the report; a file that is not one (too large, too deep, not JSON, fields of other
+    types: records are written atomically, so it is not ours) is skipped with a warning."""
     records = []
     for path in sorted((qc_dir / RECORDS).glob("*.json")):
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # records are written atomically; anything else is not ours
+            record = load_json(path, "QC record", limit=SIDECAR_BYTES, fix="it is not listed; move it out of the folder")
+            if _record_problem(record):
+                raise RootletsError(f"QC record {path}: {_record_problem(record)}, not a record of rootlets_task; it is "
+                                    "not listed; move it out of the folder")
+        except RootletsError as exc:
+            log.warning("%s", printable(exc))
             continue
         records.append({**record, "numbering": _numbering_of(record), "confidence": record.get("confidence")})
     return sorted(records, key=lambda r: r["subject"].lower())
@@ -305,38 +363,43 @@ def _subject_warnings(warnings: list[str], roots: nib.Nifti1Image, levels: pd.Da
     return warnings, numbering
 
 
+def _shared_provenance(qc_dir, image, rootlets, cord, discs, given: Mapping | None) -> dict:
+    """:func:`_provenance` with paths relative to the QC folder, unless the caller shares paths its own way (a batch)."""
+    with shared_paths(qc_dir, keep=True):
+        return _provenance(image, rootlets, cord, discs, given)
+
+
 def _provenance(image, rootlets, cord, discs, given: Mapping | None) -> dict:
     """The input files, what their JSON sidecars say made them (release, sources) and the caller's (which wins)."""
-    files = {"image file": _name(image), "rootlets file": _name(rootlets),
-             "cord file": _name(cord) if cord is not None else "none",
-             "discs file": _name(discs) if discs is not None else "none"}
+    files = {"image file": _shared_name(image), "rootlets file": _shared_name(rootlets),
+             "cord file": _shared_name(cord) if cord is not None else "none",
+             "discs file": _shared_name(discs) if discs is not None else "none"}
     sidecars = {}
     for kind, source in (("rootlets", rootlets), ("cord", cord), ("discs", discs)):
         sidecars.update(_sidecar_provenance(kind, source))
     return _jsonable({"rootlets_task": __version__, "python": platform.python_version(), **files, **sidecars,
-                      **(given or {})})
+                      **{k: portable_text(v) if isinstance(v, str) else v for k, v in (given or {}).items()}})
 
 
 def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike, cord: ImageLike | None = None,
                discs: ImageLike | None = None, levels: TableLike | None = None, shift: TableLike | None = None, *,
-               subject: str | None = None, identity: str | None = None, provenance: Mapping | None = None,
-               warnings: Iterable[str] = (), slab_mm: tuple[float, float] = SLAB_MM,
-               confidence: Mapping | None = None) -> Path:
+               options: QcOptions = QcOptions(), **fields: Any) -> Path:
     """Write one subject's QC (figures, page, record) into ``qc_dir/rootlets_task`` and refresh its dataset index.
 
-    Thirteen parameters: the images and tables a page shows, then (keyword-only) how it is named and annotated.
-
     Images are NIfTI paths or nibabel images (labels on another grid are resampled with nearest neighbour);
-    ``levels``/``shift`` are the tables of :mod:`rootlets_task.levels.compute` (DataFrame, CSV or JSON). ``provenance``
-    (release, sources of cord and discs, settings ...) is shown as given; ``warnings`` are shown on the page and
-    in the index. ``identity`` (e.g. the input file's path) keeps entries of different inputs with the same subject
-    name apart. ``confidence``: the network's confidence (the rootlets sidecar's ``Confidence``; default: read from
-    the rootlets file's sidecar, else the levels table's columns). The numbering check comes from the levels table
-    (and its JSON). Running again for the same subject and identity replaces its entry. Returns the subject page.
+    ``levels``/``shift`` are the tables of :mod:`rootlets_task.levels.compute` (DataFrame, CSV or JSON). ``options``
+    (:class:`QcOptions`) names and annotates the page; any of its fields given by keyword replaces the options' one
+    (``qc_subject(qc, image, rootlets, subject="sub-01")``). The numbering check comes from the levels table (and its
+    JSON). Running again for the same subject and identity replaces its entry. Returns the subject page.
     """
+    options = dataclasses.replace(options, **fields)  # a field that QcOptions lacks: TypeError, as any call
+    subject, identity, provenance = options.subject, options.identity, options.provenance
+    warnings, confidence = options.warnings, options.confidence
+    slab_mm = check_slab(options.slab_mm)  # before anything is read or written
     notes: list[str] = []
     img = _image(image, "image")
     roots = _labels(rootlets, "rootlets", img, notes)
+    assert roots is not None  # rootlets are required
     cord_img = _labels(cord, "cord", img, notes)
     disc_img = _labels(discs, "discs", img, notes)
     levels_df = _table(levels, "levels", tuple(REQUIRED_COLUMNS))
@@ -352,6 +415,11 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
 
     report = report_folder(qc_dir)
     out = report / key
+    keep_inputs([out / "rootlets.png", out / "thumbnail.png", out / "levels.png", out / "index.html",
+                 report / RECORDS / f"{key}.json", report / "index.html"],
+                {f"the {kind} file {p}": p for kind, p in (("image", image), ("rootlets", rootlets), ("cord", cord),
+                                                          ("discs", discs), ("levels", levels), ("shift", shift))},
+                "-qc")
     out.mkdir(exist_ok=True)
     views = display_views(img, roots, cord_img, disc_img, slab_mm=slab_mm)
     zooms = "×".join(f"{z:g}" for z in img.header.get_zooms()[:3])
@@ -359,6 +427,7 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
                f"rootlets_task {__version__}")
     panels = rootlets_figure(views, out / "rootlets.png", f"{subject}: rootlets by spinal level", caption)
     thumbnail(views, out / "thumbnail.png")
+    strip(views, out / "strip.png")
     figures = {"rootlets": {"file": "rootlets.png", "panels": panels}}
     if levels_df is not None:
         levels_figure(levels_df, shift_df, out / "levels.png", f"{subject}: spinal vs vertebral levels")
@@ -367,10 +436,11 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
         (out / "levels.png").unlink(missing_ok=True)  # from an earlier run of this subject
 
     record = {"subject": subject, "key": key, "created": now(), "page": f"{key}/index.html",
-              "thumbnail": f"{key}/thumbnail.png", "figures": figures, **_levels_summary(levels_df, shift_df),
+              "thumbnail": f"{key}/thumbnail.png", "strip": f"{key}/strip.png", "figures": figures,
+              **_levels_summary(levels_df, shift_df),
               "numbering": numbering, "confidence": _confidence(confidence, rootlets, levels_df, roots),
               "warnings": warnings, "notes": notes,
-              "provenance": _provenance(image, rootlets, cord, discs, provenance)}
+              "provenance": _shared_provenance(qc_dir, image, rootlets, cord, discs, provenance)}
     page = out / "index.html"
     write_text(page, _templates().get_template("qc_subject.html").render(r=record, tables=_page_tables(levels_df, shift_df)))
     (report / RECORDS).mkdir(parents=True, exist_ok=True)

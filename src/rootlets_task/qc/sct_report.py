@@ -44,7 +44,8 @@ PLANES = ("Axial", "Sagittal")      # -qc-plane; recorded only: the rootlets ent
 LOCK_TIMEOUT_S = 60                 # as SCT (utils/fs.py mutex)
 KEYS = ("path", "cmdline", "command", "sctVersion", "dataset", "subject", "contrast", "inputFile", "plane",
         "backgroundImage", "overlayImage", "date", "rank", "qc")
-_UUID = re.compile(r"window.SCT_QC_UUID = '(.*)';")
+_UUID = re.compile(r"window.SCT_QC_UUID = '([0-9A-Za-z-]{1,64})';")  # nothing that could close the JS string
+ENTRY_BYTES, ENTRY_DEPTH = 1 << 20, 8  # an entry of SCT's _json/: a flat object of a few strings
 
 
 @dataclass(frozen=True)
@@ -106,20 +107,29 @@ def qc_lock(qc_dir: str | os.PathLike, timeout: float | None = None) -> Iterator
 def refresh_datasets(qc_dir: str | os.PathLike) -> Path | None:
     """Rebuild SCT's ``js/datasets.js`` from every ``_json/*.json`` (sorted by name), keeping the report's UUID, as
     SCT's ``refresh_qc_entries.py`` does; nothing when the folder holds no SCT report. Call it under :func:`qc_lock`."""
-    from rootlets_task.core.files import write_text
+    from rootlets_task.core.files import load_json, printable, write_text
 
     qc_dir = Path(qc_dir)
     target = qc_dir / "js" / "datasets.js"
     if not target.is_file():
         return None
-    report_uuid = next((m.group(1) for line in target.read_text(encoding="utf-8").splitlines()
-                        if (m := _UUID.match(line))), None) or str(uuid.uuid4())
+    try:
+        with open(target, "rb") as fh:  # the UUID is on its second line: the head is enough, whatever the file holds
+            head = fh.read(64 << 10).decode("utf-8", errors="replace")
+    except OSError:
+        head = ""
+    report_uuid = next((m.group(1) for line in head.splitlines() if (m := _UUID.match(line))), None) or str(uuid.uuid4())
     entries = []
     for path in sorted((qc_dir / "_json").glob("*.json")):
-        try:
-            entries.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:  # SCT's own refresh would stop here; the page must keep working
-            log.warning("QC entry %s is unreadable (%s): not listed in SCT's index; fix or move that file", path, exc)
+        try:  # SCT's own refresh would stop at a bad entry; the page must keep working
+            entry = load_json(path, "QC entry", limit=ENTRY_BYTES, depth=ENTRY_DEPTH,
+                              fix="not listed in SCT's index; fix or move that file")
+            if not isinstance(entry, dict):
+                raise RootletsError(f"QC entry {path}: not an object; not listed in SCT's index; fix or move that file")
+        except RootletsError as exc:
+            log.warning("%s", printable(exc))
+            continue
+        entries.append(entry)
     write_text(target, f"\nwindow.SCT_QC_UUID = '{report_uuid}';\nwindow.SCT_QC_DATASETS = {json.dumps(entries)};\n")
     return target
 

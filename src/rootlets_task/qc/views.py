@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, map_coordinates
 
+from rootlets_task.core.errors import RootletsError
 from rootlets_task.io.nifti import reorient
 
 # SCT "SAL" as nibabel axcodes (where each axis ends): rows S->I, then A->P, then L->R.
@@ -21,6 +22,19 @@ DISPLAY_AXCODES = ("I", "P", "R")
 # Half-thickness (mm) of the rootlets projection: sagittal view across the canal (left-right), coronal view around
 # the cord (front-back), so each view shows every level's rostro-caudal extent.
 SLAB_MM = (12.0, 6.0)
+MAX_SLAB_MM = 100.0
+
+
+def check_slab(slab_mm) -> tuple[float, float]:
+    """``slab_mm`` as two half-thicknesses in (0, :data:`MAX_SLAB_MM`] mm, else a one-line error (the one bound of
+    ``rootlets qc -slab`` and of the Python API)."""
+    try:
+        sag, cor = (float(s) for s in slab_mm)
+    except (TypeError, ValueError):
+        raise RootletsError(f"-slab {slab_mm!r}: give two half-thicknesses in mm (sagittal, coronal)") from None
+    if not all(0 < s <= MAX_SLAB_MM for s in (sag, cor)):  # NaN fails too
+        raise RootletsError(f"-slab {sag:g} {cor:g}: give half-thicknesses between 0 and {MAX_SLAB_MM:g} mm")
+    return sag, cor
 
 
 @dataclass
@@ -72,6 +86,7 @@ def display_views(image: nib.Nifti1Image, rootlets: nib.Nifti1Image, cord: nib.N
     sagittal view, anterior-posterior half-thickness of the coronal view). Without a cord the views are
     centred on the rootlets.
     """
+    slab_mm = check_slab(slab_mm)
     img, spacing, _ = reorient(image, DISPLAY_AXCODES)
     roots = reorient(rootlets, DISPLAY_AXCODES)[0]
     roots = roots.astype(np.uint8 if roots.max() < 256 else np.int32)  # small: projected over whole volumes

@@ -1,72 +1,86 @@
-"""Compare the lab's 02a / discs CSVs (real SCT) with ours (`rootlets levels -method reference`).
+"""Compare the lab's 02a / discs CSVs (real SCT, run_lab_sct.sh) with ours (`-method reference`), number for number.
 
-Usage: python compare.py WORK (the folder run_lab_sct.sh filled); prints the tables, writes WORK/comparison.csv.
-``offset`` = the lab's distance of the PMJ slice, i.e. how far the lab's origin (the top of SCT's extrapolated
-centerline of cord + PMJ) lies above the PMJ.
+Usage: python compare.py WORK [DEST]  (WORK: the folder run_lab_sct.sh filled). Runs ours on every case, prints the
+per-level table and the maximum difference per quantity and case, writes WORK/comparison.csv and
+WORK/max_differences.csv, and with DEST copies the lab's CSVs and both tables there (this folder: cases/<case>/, t2/).
+Run with the project's Python and tests/ on PYTHONPATH (support.lab_cases).
 """
 
-import os
-import sys
+from __future__ import annotations
 
-import nibabel as nib
-import numpy as np
+import shutil
+import sys
+from pathlib import Path
+
 import pandas as pd
 
-PHANTOM = "phantom/phantom_T2w_label-"
+from rootlets_task.levels.compute import levels_from_files
+
+P = "phantom_T2w_label-"
+LAB_CSV = {"rootlets": f"{P}rootlets_dseg_pmj_distance.csv",
+           "vertebrae": f"{P}discs_dlabel_centerline_pmj_distance_vertebral_disc.csv"}
 T2_ROOTLETS = ("t2_seg-deepseg_rootlets-manual", "t2_seg-deepseg_rootlets")
+DISTANCES = ("distance_from_pmj_start", "distance_from_pmj_end", "height")
+SLICES = ("slice_start", "slice_end")
 
 
-def top_distance(csv: str, voxel: tuple) -> dict[int, float]:
-    """mm along the lab's centerline from its top (largest z) to every z slice (the lab's formula, written anew)."""
-    c = np.genfromtxt(csv, delimiter=",")
-    steps = np.sqrt(((np.diff(c, axis=1).T * np.asarray(voxel)) ** 2).sum(1))
-    top = int(np.argmax(c[2]))
-    dist = np.concatenate([np.cumsum(steps[:top][::-1])[::-1], [0.0]])
-    return dict(zip(c[2][: top + 1].astype(int), dist, strict=True))
+def side_by_side(ours_lab_csv: Path, theirs_csv: Path, kind: str) -> pd.DataFrame:
+    """Per level of the lab's CSV: ours and theirs (the lab's columns) and ours - theirs."""
+    ours = pd.read_csv(ours_lab_csv)
+    ours = ours[ours.spinal_level_type == kind].set_index("spinal_level")
+    theirs = pd.read_csv(theirs_csv).set_index("spinal_level")
+    missing = sorted(set(theirs.index) - set(ours.index))
+    if missing:
+        raise AssertionError(f"{theirs_csv}: levels {missing} are not in ours ({ours_lab_csv})")
+    both = ours.loc[theirs.index, [*SLICES, *DISTANCES]].add_suffix("_ours").join(
+        theirs[[*SLICES, *DISTANCES]].add_suffix("_lab"))
+    for column in (*SLICES, *DISTANCES):
+        both[f"{column}_diff"] = both[f"{column}_ours"] - both[f"{column}_lab"]
+    return both.reset_index()
 
 
-def compare(case: str, lab_csvs: list[tuple[str, str]], ours_csv: str, centerline: str, pmj: str, grid: str):
-    img = nib.load(grid)
-    axis = int(np.argmax(np.abs(img.affine[2, :3]) / np.linalg.norm(img.affine[:3, :3], axis=0)))
-    up, n = img.affine[2, axis] > 0, img.shape[axis]
-    pmj_z = int(np.argwhere(np.asarray(nib.as_closest_canonical(nib.load(pmj)).dataobj) > 0)[0][2])
-    dist = top_distance(centerline, nib.as_closest_canonical(img).header.get_zooms()[:3])
-    offset = dist[pmj_z]
-    print(f"\n## {case}: lab origin = centerline top z={max(dist)}, PMJ at RPI z={pmj_z}, offset {offset:.3f} mm")
-    ours = pd.read_csv(ours_csv)
-    ours = ours[ours.status == "ok"]
-    rows = []
-    for kind, csv in lab_csvs:
-        for r in pd.read_csv(csv).itertuples():
-            match = ours[(ours.kind == kind) & (ours.value == r.spinal_level)]
-            if match.empty:
-                continue
-            o = match.iloc[0]
-            lab_mid = (r.distance_from_pmj_start + r.distance_from_pmj_end) / 2
-            rows.append({"case": case, "kind": kind, "level": o.level, "offset": offset,
-                         "lab_rostral": r.distance_from_pmj_end, "lab_caudal": r.distance_from_pmj_start,
-                         "lab_mid": lab_mid, "ours_rostral": o.start_mm, "ours_caudal": o.end_mm, "ours_mid": o.mid_mm,
-                         "mid_diff": lab_mid - o.mid_mm, "mid_diff_minus_offset": lab_mid - o.mid_mm - offset,
-                         "lab_height": r.height, "ours_height": o.height_mm,
-                         "lab_z_rostral": r.slice_end, "ours_z_rostral": o.start_slice if up else n - 1 - o.start_slice,
-                         "lab_z_caudal": r.slice_start, "ours_z_caudal": o.end_slice if up else n - 1 - o.end_slice})
-    table = pd.DataFrame(rows)
-    print(table.drop(columns=["case", "offset"]).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    return table
+def maxima(both: pd.DataFrame) -> dict:
+    """Slices that differ (count) and the largest |difference| of each distance."""
+    return {"levels": len(both), "slices_differ": int(sum((both[f"{c}_diff"] != 0).sum() for c in SLICES)),
+            **{f"max_abs_{c}_mm": float(both[f"{c}_diff"].abs().max()) for c in DISTANCES}}
 
 
 def main() -> None:
-    os.chdir(sys.argv[1])
-    lab = "lab_phantom/phantom_T2w_label-"
-    tables = [compare("phantom -tilt 15", [("spinal", f"{lab}rootlets_dseg_pmj_distance.csv"),
-                                           ("vertebral", f"{lab}discs_dlabel_centerline_pmj_distance_vertebral_disc.csv")],
-                      "ours_phantom/phantom_T2w_label-rootlets_dseg_levels.csv", f"{lab}SC_seg_centerline_extrapolated.csv",
-                      f"{PHANTOM}PMJ_dlabel.nii.gz", f"{PHANTOM}rootlets_dseg.nii.gz")]
+    work = Path(sys.argv[1]).resolve()
+    dest = Path(sys.argv[2]).resolve() if len(sys.argv) > 2 else None
+    rows, summary = [], []
+    runs = []
+    for case in sorted(p.name for p in (work / "cases").iterdir()):
+        inputs = work / "cases" / case
+        files = [inputs / f"{P}{k}.nii.gz" for k in ("rootlets_dseg", "SC_seg", "discs_dlabel", "PMJ_dlabel")]
+        runs.append((case, files, {k: work / "lab" / case / v for k, v in LAB_CSV.items()}))
     for r in T2_ROOTLETS:
-        tables.append(compare(f"t2 {r}", [("spinal", f"lab_t2/{r}_pmj_distance.csv")], f"ours_t2/{r}_levels.csv",
-                              "lab_t2/t2_seg-manual_centerline_extrapolated.csv", "t2/t2_pmj-topcord.nii.gz",
-                              f"t2/{r}.nii.gz"))
-    pd.concat(tables).to_csv("comparison.csv", index=False)
+        t2 = work / "lab" / "t2"
+        runs.append((f"t2 {r}", [t2 / f"{r}.nii.gz", t2 / "t2_seg-manual.nii.gz", None, t2 / "t2_pmj-topcord.nii.gz"],
+                     {"rootlets": t2 / f"{r}_pmj_distance.csv"}))
+    for case, (rootlets, cord, discs, pmj), lab in runs:
+        outputs, _ = levels_from_files(rootlets, cord, discs, pmj, out_dir=work / "ours" / case.replace(" ", "_"),
+                                       method="reference")
+        for kind, csv in lab.items():
+            both = side_by_side(outputs["lab"], csv, kind)
+            rows.append(both.assign(case=case, kind="spinal" if kind == "rootlets" else "vertebral"))
+            summary.append({"case": case, "kind": rows[-1]["kind"].iloc[0], **maxima(both)})
+    table, worst = pd.concat(rows), pd.DataFrame(summary)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(worst.to_string(index=False, float_format=lambda v: f"{v:.2e}"))
+    table.to_csv(work / "comparison.csv", index=False)
+    worst.to_csv(work / "max_differences.csv", index=False)
+    if dest:
+        for case, _, lab in runs:
+            folder = dest / ("t2" if case.startswith("t2") else f"cases/{case}")
+            folder.mkdir(parents=True, exist_ok=True)
+            for csv in lab.values():
+                shutil.copy(csv, folder / csv.name)
+            if not case.startswith("t2"):
+                shutil.copy(work / "lab" / case / f"{P}SC_seg_centerline_extrapolated.csv", folder)
+        shutil.copy(work / "lab" / "t2" / "t2_seg-manual_centerline_extrapolated.csv", dest / "t2")
+        shutil.copy(work / "comparison.csv", dest)
+        shutil.copy(work / "max_differences.csv", dest)
 
 
 if __name__ == "__main__":
