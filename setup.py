@@ -58,7 +58,8 @@ setup(
         "test": ["pytest>=7", "pytest-xdist>=3.5", "ruff>=0.5", "openvino>=2024.0", "nncf>=3.4,<3.5", "dask-jobqueue>=0.8",
                  "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "import-linter>=2.17,<3", "mypy>=2.4,<3"],
     },
-    entry_points={"console_scripts": ["rootlets=rootlets_task.cli.rootlets:main"]},
+    entry_points={"console_scripts": ["rootlets=rootlets_task.cli.rootlets:main",
+                                     "rootlets-bids=rootlets_task.cli.bids_app:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Intended Audience :: Science/Research",

@@ -1,10 +1,10 @@
-"""Tools a test needs from the machine (a browser, a local SLURM, the BIDS validator): a skip with the reason where
-one is missing, or a failure where CI installed it.
+"""Tools a test needs from the machine (a browser, a local SLURM, the BIDS validator, podman): a skip with the reason
+where one is missing, or a failure where CI installed it.
 
 ``ROOTLETS_REQUIRE`` lists the tools whose absence is a failure, comma-separated (``chromium``, ``slurm``,
-``bids-validator``) or ``all``. ``.ci/run`` sets it to ``all`` when it runs as root: it has just installed them (or
-failed, which already fails CI), so a test that cannot find one must not pass as a quiet skip. ``ROOTLETS_REQUIRE_SLURM=1``
-is the older spelling of ``slurm``.
+``bids-validator``, ``podman``: podman, runc and debootstrap) or ``all``. ``.ci/run`` sets it to ``all`` when it runs
+as root: it has just installed them (or failed, which already fails CI), so a test that cannot find one must not pass
+as a quiet skip. ``ROOTLETS_REQUIRE_SLURM=1`` is the older spelling of ``slurm``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-TOOLS = ("chromium", "slurm", "bids-validator")
+TOOLS = ("chromium", "slurm", "bids-validator", "podman")
 
 
 def required(tool: str) -> bool:

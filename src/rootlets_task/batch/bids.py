@@ -71,15 +71,21 @@ def _entities(text: str) -> dict[str, str]:
 
 
 def find_images(bids_root: str | os.PathLike, contrasts: tuple[str, ...] = ("T2w",), include: str | None = None,
-                exclude: str | None = None) -> Found:
+                exclude: str | None = None, subjects: tuple[str, ...] = (), sessions: tuple[str, ...] = ()) -> Found:
     """(image, entities, suffix) of every ``anat`` image with a selected contrast, sorted by path.
 
     ``include``/``exclude`` are regular expressions searched in the path relative to the root
     (``sub-01/ses-02/anat/sub-01_ses-02_T2w.nii.gz``), so they can name subjects, sessions or any entity.
+    ``subjects``/``sessions``: only these labels (``01``, not ``sub-01``; a BIDS App's ``--participant_label`` and
+    ``--session_label``); a subject label without its ``sub-<label>`` folder is an error.
     """
     root = Path(bids_root)
     if not root.is_dir():
         raise RootletsError(f"BIDS folder {root}: not found; give the dataset root (the folder holding sub-*/)")
+    missing = [s for s in subjects if not (root / f"sub-{s}").is_dir()]
+    if missing:
+        raise RootletsError(f"BIDS folder {root}: no {', '.join(f'sub-{s}' for s in missing)} folder; check the "
+                            "participant labels")
     wanted = [parse_contrast(c) for c in contrasts]
     try:
         inc = re.compile(include) if include else None
@@ -88,8 +94,8 @@ def find_images(bids_root: str | os.PathLike, contrasts: tuple[str, ...] = ("T2w
         raise RootletsError(f"-include/-exclude: invalid regular expression ({err}); check the pattern") from None
     found, ignored = [], []
     for sub in sorted(p for p in root.glob("sub-*") if p.is_dir() and p.name not in SKIP_DIRS):
-        sessions = sorted(p for p in sub.glob("ses-*") if p.is_dir()) or [sub]
-        for folder in sessions:
+        folders = sorted(p for p in sub.glob("ses-*") if p.is_dir()) or [sub]
+        for folder in folders:
             for path in sorted((folder / "anat").glob("*.nii*")):
                 rel = path.relative_to(root).as_posix()
                 match = IMAGE_RE.match(path.name)
@@ -104,6 +110,8 @@ def find_images(bids_root: str | os.PathLike, contrasts: tuple[str, ...] = ("T2w
                 if not any(suffix == s and all(entities.get(k) == v for k, v in f.items()) for s, f in wanted):
                     continue
                 if (inc and not inc.search(rel)) or (exc and exc.search(rel)):
+                    continue
+                if (subjects and entities["sub"] not in subjects) or (sessions and entities.get("ses") not in sessions):
                     continue
                 found.append((path, entities, suffix))
     return Found(found, ignored)

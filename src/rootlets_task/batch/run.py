@@ -59,6 +59,8 @@ class BatchOptions:
     contrasts: tuple[str, ...] = ("T2w",)
     include: str | None = None
     exclude: str | None = None
+    subjects: tuple[str, ...] = ()  # only these subject labels ("01", not "sub-01"); () = all
+    sessions: tuple[str, ...] = ()  # only these session labels; () = all
     labels: str | os.PathLike | None = None  # manual labels derivative (default BIDS_ROOT/derivatives/labels)
     jobs: int | None = None  # local worker processes (None: 1); slurm: SLURM jobs; slurm_array: tasks (None: 1 per image)
     dask: str | None = None  # address of an existing Dask scheduler
@@ -231,10 +233,12 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
 
         check_sbatch()
     _check_out(bids_root, out, bids.labels_root(bids_root, options.labels))
-    found = bids.find_images(bids_root, tuple(options.contrasts), options.include, options.exclude)
+    found = bids.find_images(bids_root, tuple(options.contrasts), options.include, options.exclude,
+                             tuple(options.subjects), tuple(options.sessions))
     if not found.images:
         raise RootletsError(f"BIDS folder {bids_root}: no sub-*/[ses-*/]anat/*_{'|'.join(options.contrasts)}.nii.gz "
-                            "image matches; check -contrast, -include and -exclude")
+                            "image matches; check -contrast, -include and -exclude"
+                            + (" and the participant/session labels" if options.subjects or options.sessions else ""))
     units = bids.plan_units(bids_root, out, found.images, options.labels, chain is not None or options.levers != "none")
     settings = _settings(bids_root, options, model, chain, units)
     writable_folder(out)
@@ -350,6 +354,24 @@ def _run(todo: list[bids.Unit], skipped: int, settings: Settings, out: Path, opt
     return results
 
 
+def group_level(bids_root: str | os.PathLike, out: str | os.PathLike, options: BatchOptions = BatchOptions(),
+                model: ModelOptions = ModelOptions(), chain: ChainOptions = ChainOptions()) -> dict[str, Path]:
+    """The group level of a BIDS App: the dataset tables and group statistics of :func:`dataset_tables` over the
+    images already done in ``out`` with these settings (``options.subjects``/``sessions``: only those), after the
+    participant level ran them with ``chain``, e.g. as one job per participant. Runs no image."""
+    bids_root, out = Path(bids_root), Path(out)
+    if not (out / "dataset_description.json").is_file():
+        raise RootletsError(f"{out}: no rootlets_task derivative here; run the participant level (with levels) first")
+    found = bids.find_images(bids_root, tuple(options.contrasts), options.include, options.exclude,
+                             tuple(options.subjects), tuple(options.sessions))
+    settings = _settings(bids_root, options, model, chain, bids.plan_units(bids_root, out, found.images, options.labels, True))
+    tables = dataset_tables(out, settings, participants_file(bids_root), options.subjects, options.sessions)
+    if not tables:
+        raise RootletsError(f"{out}: no image done with levels and these settings (release {settings.model.get('tag')})"
+                            "; run the participant level with levels first")
+    return tables
+
+
 def participants_file(bids_root: Path) -> Path | None:
     """The dataset's ``participants.tsv`` when it has a ``height`` column (the paper normalises by body height)."""
     path = bids_root / "participants.tsv"
@@ -361,7 +383,8 @@ def participants_file(bids_root: Path) -> Path | None:
     return path if "height" in header else None
 
 
-def dataset_tables(out: Path, settings: Settings, participants: Path | None = None) -> dict[str, Path]:
+def dataset_tables(out: Path, settings: Settings, participants: Path | None = None, subjects: tuple[str, ...] = (),
+                   sessions: tuple[str, ...] = ()) -> dict[str, Path]:
     """``levels.csv``, ``shift.csv``, with ``-measure`` ``measure.csv``, with ``-template`` ``levels_pam50.csv`` (PAM50's
     spinal levels in each image) and ``levels_space-PAM50.csv`` (each image's levels in template coordinates) of the
     whole derivative dataset (one row per image, level and kind) and the
@@ -369,7 +392,8 @@ def dataset_tables(out: Path, settings: Settings, participants: Path | None = No
     paper does when ``participants`` (the dataset's ``participants.tsv`` with ``height``) is given and usable.
 
     They cover every image in ``out`` whose record was made with the current settings, including images of earlier
-    runs (e.g. other ``-include`` selections or other jobs of an ``sct_run_batch`` script).
+    runs (e.g. other ``-include`` selections or other jobs of an ``sct_run_batch`` script); ``subjects``/``sessions``
+    (labels without ``sub-``/``ses-``): only those.
     """
     import pandas as pd
 
@@ -378,10 +402,13 @@ def dataset_tables(out: Path, settings: Settings, participants: Path | None = No
 
     records = []
     for path in sorted(out.rglob(f"*{RECORD_SUFFIX}")):
-        step = Record(path).step(UNIT_STEP)
-        wanted = settings.key(Record(path).data.get("rel"))
-        if step and {k: v for k, v in step.get("key", {}).items() if k != "inputs"} == wanted:
-            records.append((path.parent, path.name[: -len(RECORD_SUFFIX)], Record(path)))
+        record = Record(path)
+        step, data = record.step(UNIT_STEP), record.data
+        if (subjects and data.get("subject") not in {f"sub-{s}" for s in subjects}) or (
+                sessions and data.get("session") not in {f"ses-{s}" for s in sessions}):
+            continue
+        if step and {k: v for k, v in step.get("key", {}).items() if k != "inputs"} == settings.key(data.get("rel")):
+            records.append((path.parent, path.name[: -len(RECORD_SUFFIX)], record))
     tables: dict[str, Path] = {}
     files = []
     for kind in ("levels", "shift", "measure", "levels_pam50", "levels_space-PAM50"):

@@ -1,8 +1,9 @@
 """The command-line reference, rendered from the argparse parsers themselves, so the docs cannot drift from the code.
 
-:func:`page` gives ``docs/cli.md``: Markdown for ``rootlets -i ...`` (the segmentation parser) and every sub-command
-of :data:`rootlets_task.cli.rootlets.COMMANDS`. ``python -m rootlets_task.cli.clidoc docs/cli.md`` (``make cli-doc``) rewrites the
-file; ``--check`` only says whether it is current (tests/test_docs.py fails when it is not).
+:func:`page` gives ``docs/cli.md``: Markdown for ``rootlets -i ...`` (the segmentation parser), every sub-command
+of :data:`rootlets_task.cli.rootlets.COMMANDS` and ``rootlets-bids`` (the BIDS App).
+``python -m rootlets_task.cli.clidoc docs/cli.md`` (``make cli-doc``) rewrites the file; ``--check`` only says whether
+it is current (tests/test_docs.py fails when it is not).
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ WIDTH = 120  # usage lines wrap here whatever the terminal, so the page is the s
 HEADER = """# Command line
 
 Every flag of every command, generated from the program's own argument parsers (`make cli-doc` regenerates this
-page; the tests fail when it is out of date). On the terminal, `rootlets -h` and `rootlets COMMAND -h` print the
-same, with defaults.
+page; the tests fail when it is out of date). On the terminal, `rootlets -h`, `rootlets COMMAND -h` and
+`rootlets-bids -h` (the BIDS App, see [containers and clusters](container.md)) print the same, with defaults.
 
 """
 
 
 def parsers() -> dict[str, argparse.ArgumentParser]:
-    """Every parser of the ``rootlets`` command, by the command line that reaches it."""
+    """Every parser of the ``rootlets`` command, by the command line that reaches it, and the BIDS App's."""
+    from rootlets_task.cli import bids_app
     from rootlets_task.cli import rootlets as cli
 
-    return {"rootlets": cli._segment_parser(), **{f"rootlets {name}": make() for name, (make, _) in cli.COMMANDS.items()}}
+    return {"rootlets": cli._segment_parser(), **{f"rootlets {name}": make() for name, (make, _) in cli.COMMANDS.items()},
+            "rootlets-bids": bids_app.parser()}
 
 
 def flags(parser: argparse.ArgumentParser) -> list[str]:
