@@ -58,6 +58,15 @@ class _Rewriting(logging.Formatter):
         return self.rewrite(text) if self.rewrite else text
 
 
+class _UnitFile(logging.FileHandler):
+    """A unit's log file. A line that cannot be written (a full disk) is dropped without logging's traceback on
+    stderr: the unit's result already carries the error, in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handleError(record)
+
+
 def is_terminal(stream=None) -> bool:
     """Whether ``stream`` (default: stderr now) is a terminal: progress bars only there, never in a log file, where each
     of their updates would be one more line."""
@@ -93,7 +102,7 @@ def unit_log(path: str | Path, rewrite: Callable[[str], str] | None = None) -> I
     folder)."""
     logger = logging.getLogger(PACKAGE)
     thread = threading.get_ident()
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _UnitFile(path, encoding="utf-8")
     handler.setFormatter(_Rewriting("%(asctime)s %(levelname)s %(name)s: %(message)s", rewrite=rewrite))
     handler.addFilter(lambda record: record.thread == thread)
     with _units_lock:
@@ -109,7 +118,8 @@ def unit_log(path: str | Path, rewrite: Callable[[str], str] | None = None) -> I
     finally:
         _in_unit.active = False
         logger.removeHandler(handler)
-        handler.close()
+        with contextlib.suppress(OSError):  # a full disk: the unit's own error says so; its log is lost either way
+            handler.close()
         with _units_lock:
             _units["open"] -= 1
             if _units["open"] == 0:  # the last unit is done: the caller's level again (only the units needed INFO)
