@@ -202,6 +202,20 @@ def json_depth(content) -> int:
     return deepest
 
 
+def parse_json(data: bytes, depth: int = MAX_JSON_DEPTH):
+    """Parsed JSON of ``data`` at most ``depth`` levels deep; ``ValueError`` with the reason otherwise (too deep,
+    not JSON), for the caller to name the file."""
+    try:
+        content = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not valid JSON ({str(exc)[:120]})") from None
+    if json_depth(content) > depth:
+        raise ValueError(f"JSON nested more than {depth} levels deep")
+    return content
+
+
 def load_json(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON_BYTES, depth: int = MAX_JSON_DEPTH,
               fix: str = "fix or remove it"):
     """Parsed JSON of ``path``, at most ``limit`` bytes and ``depth`` levels deep; anything else (missing, unreadable,
@@ -219,14 +233,9 @@ def load_json(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON
     if len(data) > limit:
         raise RootletsError(f"{what} {path}: larger than {limit >> 10} KiB, not a file this package writes; {fix}")
     try:
-        content = json.loads(data.decode("utf-8"))
-    except RecursionError:
-        raise RootletsError(f"{what} {path}: JSON nested too deeply; {fix}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RootletsError(f"{what} {path}: not valid JSON ({str(exc)[:120]}); {fix}") from None
-    if json_depth(content) > depth:
-        raise RootletsError(f"{what} {path}: JSON nested more than {depth} levels deep; {fix}")
-    return content
+        return parse_json(data, depth)
+    except ValueError as exc:
+        raise RootletsError(f"{what} {path}: {exc}; {fix}") from None
 
 
 MAX_TABLE_BYTES = 64 << 20  # a CSV/TSV table given as input (a levels table is a few KB, participants.tsv a few MB)

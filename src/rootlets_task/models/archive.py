@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import MAX_JSON_DEPTH, json_depth, sha256_file, writable_folder
+from rootlets_task.core.files import parse_json, sha256_file, writable_folder
 from rootlets_task.core.logs import is_terminal
 from rootlets_task.core.urls import is_url, redact, scrub, url_problem
 from rootlets_task.models import checkpoints
@@ -411,14 +411,9 @@ def _check_json(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, bad: Call
     if info.file_size > MAX_JSON_BYTES:
         raise bad(f"{name} is {info.file_size >> 20} MiB, too large for a model's JSON")
     try:
-        content = json.loads(zf.read(info))
-    except RecursionError:
-        raise bad(f"{name}: JSON nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad(f"{name} is not valid JSON ({exc})") from None
-    if json_depth(content) > MAX_JSON_DEPTH:
-        raise bad(f"{name}: JSON nested more than {MAX_JSON_DEPTH} levels deep")
-    return content
+        return parse_json(zf.read(info))
+    except ValueError as exc:
+        raise bad(f"{name}: {exc}") from None
 
 
 def trainer_folder_problem(folder: Path) -> str | None:

@@ -186,7 +186,7 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
                                 allow_code=allow_code)
         trainer = archive.install_from(urls, dest, make_record, RECORD, checks, skip=current, progress=progress)
     except archive.DownloadError as exc:
-        asset = Path(unquote(urlparse(urls[0]).path)).name if custom else release.asset  # the file the user asked for
+        asset = _file_name(urls[0]) if custom else release.asset  # the file the user asked for
         raise archive.DownloadError(f"cannot install model release {release.tag}: {exc}; check the network, or download "
                                     f"{asset} elsewhere and run `rootlets -install -release {release.tag} "
                                     f"-custom-url FILE.zip`, or set {ENV_MIRROR} to a folder or server holding it") from None
@@ -195,6 +195,14 @@ def install_release(tag: str | None = None, custom_url: str | list[str] | None =
     if make_active:
         set_active(release.tag)
     return Installed(installed.tag, installed.folder, installed.trainer_folder, installed.record, fresh=trainer is not None)
+
+
+def _file_name(url: str) -> str:
+    """The file a URL or path names (a URL that does not parse: ``custom.zip``)."""
+    try:
+        return Path(unquote(urlparse(url).path)).name or "custom.zip"
+    except ValueError:
+        return "custom.zip"
 
 
 def ensure_release(tag: str | None = None, progress: bool = True) -> Installed:
