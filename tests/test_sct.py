@@ -391,7 +391,9 @@ def test_release_sct_segments_with_scts_model(tmp_path, sct73, zips, capsys):
     assert f"using SCT 7.3's rootlets model, {named} (custom): {trainer}" in capsys.readouterr().err
     seg, img = nib.load(out), nib.load(files["image"])
     assert seg.shape == img.shape and np.allclose(seg.affine, img.affine) and seg.get_data_dtype() == np.uint8
-    assert str(trainer) in json.dumps(json.loads((tmp_path / "sct.json").read_text()))
+    generated = json.loads((tmp_path / "sct.json").read_text())["GeneratedBy"][0]
+    assert generated["ModelFolder"] == f"{trainer.parent.name}/{trainer.name}"  # SCT's model, without this machine's path
+    assert str(tmp_path) not in json.dumps(generated)
 
 
 @pytest.mark.parametrize("argv, message", [
