@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from pathlib import Path
 
 import pytest
 from support.slurm import pytest_runtest_makereport, slurm  # noqa: F401 (the SLURM fixture and its failure report)
@@ -158,3 +159,19 @@ def sequential(bids, phantom_store, _backend_cache, tmp_path_factory):
         mp.setenv("ROOTLETS_TASK_CACHE", str(_backend_cache))
         summary = run(bids, out, **COMMON)
     return out, summary
+
+
+@pytest.fixture
+def phantom_folder(phantom_home) -> Path:
+    """The bundled phantom release's trainer folder, installed in this test's model store."""
+    from rootlets_task.models import install
+
+    return install.model_folder("phantom")[0]
+
+
+@pytest.fixture(scope="module")
+def phantom_image():
+    """64 slices of a phantom (LPI, 1 mm): small enough for real inference in a test."""
+    from rootlets_task.io.phantom import make_phantom
+
+    return make_phantom("LPI", (1.0, 1.0, 1.0), seed=11).nifti("image").slicer[:, :, 60:124]

@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from support.cli import run_cli as _run
 from test_install import Server
 
 from rootlets_task.cli import rootlets as cli
@@ -66,12 +67,6 @@ def _speedcheck(example, out: Path) -> list[str]:
 
 
 PATHS = {"levels": _levels, "batch": _batch, "speedcheck": _speedcheck}
-
-
-def _run(argv: list, capsys) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -17,6 +17,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from support.cli import one_line_error as _one_line_error
+from support.cli import run_cli as _run
 from support.loopback import QuietHandler, serve, stop
 from support.random_model import write_random_model
 
@@ -28,18 +30,6 @@ from rootlets_task.io.phantom import write_phantom
 from rootlets_task.models import archive
 
 DEEP = "[" * 100_000 + "]" * 100_000  # parses into a RecursionError with the json module
-
-
-def _run(argv, capsys) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code: int, err: str) -> str:
-    lines = err.strip().splitlines()
-    assert code == 1 and len(lines) == 1 and lines[0].startswith("rootlets: error: "), (code, err)
-    return lines[0]
 
 
 @pytest.fixture

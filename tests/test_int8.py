@@ -26,21 +26,10 @@ from rootlets_task.inference.cropping import CROP_MARGIN_MM, crop_box, detected_
 from rootlets_task.inference.segmenter import Segmenter
 from rootlets_task.io.metrics import agreement
 from rootlets_task.io.phantom import make_phantom
-from rootlets_task.models import install
 
 needs_int8 = pytest.mark.skipif(not (backends.openvino_available() and int8.nncf_available()),
                                 reason="int8 extra (openvino, nncf) not installed")
 FAST = int8.Int8Options(max_tiles=4)
-
-
-@pytest.fixture
-def phantom_folder(phantom_home) -> Path:
-    return install.model_folder("phantom")[0]
-
-
-@pytest.fixture(scope="module")
-def phantom_image():
-    return make_phantom("LPI", (1.0, 1.0, 1.0), seed=11).nifti("image").slicer[:, :, 60:124]
 
 
 def _entries(cache: Path) -> list[Path]:

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -24,22 +23,11 @@ from rootlets_task.cli import rootlets as cli
 from rootlets_task.inference import backends, cpu
 from rootlets_task.inference.segmenter import Segmenter
 from rootlets_task.io.metrics import agreement
-from rootlets_task.io.phantom import make_phantom, write_phantom
-from rootlets_task.models import install
+from rootlets_task.io.phantom import write_phantom
 
 needs_openvino = pytest.mark.skipif(not backends.openvino_available(), reason="openvino extra not installed")
 needs_bf16 = pytest.mark.skipif(not cpu.has_bf16(), reason=f"this CPU has no native bfloat16 (avx512_bf16 or AMX): "
                                 f"{cpu.describe()}")
-
-
-@pytest.fixture
-def phantom_folder(phantom_home) -> Path:
-    return install.model_folder("phantom")[0]
-
-
-@pytest.fixture(scope="module")
-def phantom_image():
-    return make_phantom("LPI", (1.0, 1.0, 1.0), seed=11).nifti("image").slicer[:, :, 60:124]
 
 
 def _compiled(segmenter: Segmenter) -> list:

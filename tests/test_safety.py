@@ -20,6 +20,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from support.cli import one_line_error as _one_line_error
+from support.cli import run_cli as _run
 from support.loopback import QuietHandler, serve, stop
 from support.random_model import write_random_model
 
@@ -32,18 +34,6 @@ from rootlets_task.models import archive, install, releases
 
 SECRET_URL_PARTS = ("hunter2", "SIGNATURE-0123")
 ROOTLETS = [sys.executable, "-c", "import sys; from rootlets_task.cli.rootlets import main; sys.exit(main(sys.argv[1:]))"]
-
-
-def _run(argv, capsys) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code: int, err: str) -> str:
-    lines = err.strip().splitlines()
-    assert code == 1 and len(lines) == 1 and lines[0].startswith("rootlets: error: "), (code, err)
-    return lines[0]
 
 
 def _listing(folder: Path) -> dict[str, bytes]:

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.chromium import MISSING, Chromium, chromium_path
+from support.cli import run_cli as _run
 from support.required import needs
 from test_install import Server
 
@@ -56,12 +57,6 @@ SCT_MEASURED = {
     "-remove-small 10mm3": ({"remove_small": ("10mm3",)}, {**PROBE_BASE, 6: 278}),
     "-remove-small 40": ({"remove_small": ("40",)}, {6: 10, 7: 212, 8: 221}),
 }
-
-
-def _run(argv: list, capsys) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _counts(data: np.ndarray) -> dict[int, int]:
