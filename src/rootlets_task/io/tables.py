@@ -72,7 +72,8 @@ def upgrade(table: pd.DataFrame) -> pd.DataFrame:
         if column not in table:
             table[column] = pd.NA
     known = table["kind"].isin(("spinal", "vertebral")) & pd.to_numeric(table["value"], errors="coerce").notna()
-    table["level"] = table["level"].astype(object)  # names; a column added empty above is numeric for pandas
+    if not pd.api.types.is_string_dtype(table["level"]):  # added empty above: numeric for pandas, names go in
+        table["level"] = table["level"].astype(object)
     table.loc[known, "level"] = [level_name(int(v), k) for v, k in zip(pd.to_numeric(table.loc[known, "value"]),
                                                                        table.loc[known, "kind"], strict=True)]
     return typed(table[LEVEL_COLUMNS + [c for c in table.columns if c not in LEVEL_COLUMNS]])
