@@ -439,29 +439,73 @@ def test_two_segmentations_into_one_output_at_once_leave_one_whole_result(random
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "no temporary left"
 
 
+# The first batch below stops itself (SIGSTOP) when it is about to move its image's outputs into place, so the second
+# batch starts while the first one certainly holds the folder (waiting for .tmp raced with the tiny model's speed).
+_PAUSED_BEFORE_FINISHING = """
+import os, signal, sys
+from rootlets_task.batch import units
+
+finish = units._finish
+
+def paused(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return finish(*args, **kwargs)
+
+units._finish = paused
+from rootlets_task.cli.rootlets import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_a_second_batch_into_the_same_folder_stops_in_one_line(random_store, small_bids, tmp_path, monkeypatch):
-    import time
+    import signal
 
     monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
     monkeypatch.setenv("ROOTLETS_TASK_BACKEND", "torch")
     _, bids = small_bids
     out = tmp_path / "derivatives"
-    first = _rootlets(["batch", str(bids), "-o", str(out), "-threads", "1"])
-    deadline = time.monotonic() + 120
-    while not (out / ".tmp").is_dir() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)  # the first batch is at work on its image
-    second = _rootlets(["batch", str(bids), "-o", str(out), "-threads", "1"])
-    assert second.wait(timeout=300) == 1
-    err = second.stderr.read().strip()
-    assert len(err.splitlines()) == 1 and "another rootlets batch is writing into it" in err, err
+    argv = ["batch", str(bids), "-o", str(out), "-threads", "1"]
+    first = subprocess.Popen([sys.executable, "-c", _PAUSED_BEFORE_FINISHING, *argv], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        _, status = os.waitpid(first.pid, os.WUNTRACED)  # returns once the first batch has stopped itself
+        assert os.WIFSTOPPED(status), "the first batch ended before it stopped"
+        second = _rootlets(argv)
+        assert second.wait(timeout=300) == 1
+        err = second.stderr.read().strip()
+        assert len(err.splitlines()) == 1 and "another rootlets batch is writing into it" in err, err
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=300) == 0, first.stderr.read()
     assert (out / "sub-01" / "anat" / "sub-01_T2w_rootlets.nii.gz").is_file()
 
 
+# The batch below is killed at one exact point, not after a sleep (a timed kill missed the tiny model's few
+# milliseconds between writing and moving, and then found no process to kill): a wrapper around the os module of
+# rootlets_task.batch.units sends SIGKILL to its own process right after the first output file is moved into place,
+# with the image's other files still in .tmp and no record yet: the worst moment to die.
+_KILLED_HALF_WAY = """
+import os, signal, sys
+from rootlets_task.batch import units
+
+class KillAfterFirstMove:
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    @staticmethod
+    def replace(src, dst):
+        os.replace(src, dst)
+        if os.sep + units.TMP + os.sep not in str(dst):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+units.os = KillAfterFirstMove()
+from rootlets_task.cli.rootlets import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_a_batch_killed_mid_image_resumes_and_finishes(random_store, small_bids, tmp_path, monkeypatch):
-    import os
     import signal
-    import time
 
     monkeypatch.setenv("ROOTLETS_TASK_HOME", str(random_store))
     monkeypatch.setenv("ROOTLETS_TASK_BACKEND", "torch")
@@ -471,17 +515,17 @@ def test_a_batch_killed_mid_image_resumes_and_finishes(random_store, small_bids,
     (second / "sub-02_T2w.nii.gz").write_bytes((bids / "sub-01" / "anat" / "sub-01_T2w.nii.gz").read_bytes())
     out = tmp_path / "derivatives"
     argv = ["batch", str(bids), "-o", str(out), "-threads", "1"]
-    batch = _rootlets(argv, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while not list((out / ".tmp").rglob("*_rootlets.nii.gz")) and batch.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # killed once an image's outputs exist, not yet moved into place
-    os.killpg(batch.pid, signal.SIGKILL)
-    batch.wait()
+    killed = subprocess.run([sys.executable, "-c", _KILLED_HALF_WAY, *argv], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    moved = [p for p in out.glob("sub-*/anat/*") if p.is_file()]
+    assert len(moved) == 1 and list((out / ".tmp").iterdir()), "killed with one file moved, the rest in .tmp"
     again = _rootlets(argv)
     assert again.wait(timeout=300) == 0, again.stderr.read()
     summary = json.loads((out / "logs" / "batch_summary.json").read_text())
-    assert sorted(r["status"] for r in summary["results"]) in (["done", "done"], ["done", "skipped"])
+    assert sorted(r["status"] for r in summary["results"]) == ["done", "done"]
     assert len(list(out.glob("sub-*/anat/*_rootlets.nii.gz"))) == 2 and not (out / ".tmp").exists()
+    assert sorted(p.name for p in out.glob("sub-01/anat/*")) == sorted(p.name.replace("sub-02", "sub-01")
+                                                                       for p in out.glob("sub-02/anat/*"))
 
 
 @pytest.mark.parametrize("name, says", [
