@@ -114,6 +114,12 @@ class Chromium:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"loading {url}")
             self._read()
+        # A late load event of the page before (about:blank on a loaded machine) must not pass for this one.
+        loaded = "document.readyState === 'complete' ? location.href.split('#')[0] : ''"
+        while self.evaluate(loaded) != url:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"loading {url}")
+            time.sleep(0.05)
 
     def evaluate(self, expression: str):
         """Evaluate JavaScript in the page (promises awaited) and return its JSON value."""
