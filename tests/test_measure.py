@@ -142,7 +142,8 @@ def test_chain_measure_writes_tables_sidecar_and_figure_and_resumes(no_tools, ph
     img = nib.load(files["image"])
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj) / 10.0, img.affine), t2map)
     argv = ["-i", str(files["image"]), "-levels", "-release", "phantom", "-device", "cpu", "-s", str(files["cord"]),
-            "-discs", str(files["discs"]), "-pmj", str(files["pmj"]), "-ofolder", str(out), "-measure", f"T2={t2map}"]
+            "-discs", str(files["discs"]), "-pmj", str(files["pmj"]), "-ofolder", str(out), "-measure", f"T2={t2map}",
+            "-qc", str(tmp_path / "qc")]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     table = pd.read_csv(out / "phantom_T2w_measure.csv")
@@ -154,6 +155,9 @@ def test_chain_measure_writes_tables_sidecar_and_figure_and_resumes(no_tools, ph
     assert sidecar["csa_mm2"]["Units"] == "mm^2" and "T2_mean" in sidecar and sidecar["Method"] == "bin"
     assert (out / "phantom_T2w_measure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "phantom_T2w_measure.png" in printed
+    page = tmp_path / "qc" / "rootlets_task" / "phantom_T2w"  # the QC page shows the same figure
+    assert (page / "measure.png").read_bytes() == (out / "phantom_T2w_measure.png").read_bytes()
+    assert '<img src="measure.png"' in (page / "index.html").read_text()
     record = json.loads((out / "phantom_T2w_chain.json").read_text())["steps"]["measure"]
     assert set(record["outputs"]) >= {"phantom_T2w_measure.csv", "phantom_T2w_measure.png"}
     # a second run skips the step; another method recomputes it

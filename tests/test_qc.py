@@ -457,3 +457,22 @@ def test_index_of_fifty_subjects_fits_about_two_screens(qc_folder, tmp_path):
         assert browser.evaluate("document.getElementById('viewer').hidden") is False
         assert browser.evaluate("document.querySelectorAll('#v-figures img').length") == 2
         assert browser.errors == []
+
+
+def test_the_measure_figure_is_shown_checked_and_removed_when_no_longer_given(tmp_path):
+    """``QcOptions.measure``: a PNG is copied in and shown; anything else is refused in one line before any file is
+    written; a later page without it drops the earlier run's copy."""
+    ph = make_phantom("LPI", (2.0, 2.0, 2.0), seed=1)
+    png = tmp_path / "sub-m_measure.png"
+    Image.new("RGB", (40, 20), "white").save(png)
+    page = qc_subject(tmp_path / "qc", ph.nifti("image"), ph.nifti("rootlets"), subject="sub-m", measure=png)
+    assert (page.parent / "measure.png").read_bytes() == png.read_bytes() and 'src="measure.png"' in page.read_text()
+    assert _record(tmp_path / "qc", "sub-m")["figures"]["measure"] == {"file": "measure.png"}
+    not_png = tmp_path / "table.csv"
+    not_png.write_text("level,csa\n")
+    before = sorted(p.name for p in page.parent.iterdir())
+    with pytest.raises(RootletsError, match=r"measure figure .*table\.csv: not a PNG image") as raised:
+        qc_subject(tmp_path / "qc", ph.nifti("image"), ph.nifti("rootlets"), subject="sub-m", measure=not_png)
+    assert "\n" not in str(raised.value) and sorted(p.name for p in page.parent.iterdir()) == before
+    qc_subject(tmp_path / "qc", ph.nifti("image"), ph.nifti("rootlets"), subject="sub-m")
+    assert not (page.parent / "measure.png").exists() and "measure.png" not in page.read_text()

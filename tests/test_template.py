@@ -126,8 +126,12 @@ def test_batch_writes_group_tables_in_template_coordinates(pam50, phantom_home, 
         for kind in ("cord", "discs", "pmj", "rootlets"):
             shutil.copy(files[kind], labels / Path(files[kind]).name)
     out = tmp_path / "derivatives"
-    summary = run_batch(root, out, levels=True, release="phantom", threads=1, progress=False, template=True, measure=())
+    summary = run_batch(root, out, levels=True, release="phantom", threads=1, progress=False, template=True, measure=(),
+                        qc=tmp_path / "qc")
     assert not summary.failed, summary.text()
+    for sub in ("01", "02"):  # each subject's QC page shows its measure figure
+        figure = out / f"sub-{sub}" / "anat" / f"sub-{sub}_T2w_measure.png"
+        assert (tmp_path / "qc" / "rootlets_task" / f"sub-{sub}_T2w" / "measure.png").read_bytes() == figure.read_bytes()
     positions = pd.read_csv(out / "levels_space-PAM50.csv")
     assert set(positions["subject"]) == {"sub-01", "sub-02"} and set(positions["kind"]) == {"rootlets", "spinal", "vertebral"}
     pam50_levels = pd.read_csv(out / "levels_pam50.csv")

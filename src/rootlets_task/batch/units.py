@@ -258,7 +258,7 @@ def _qc(unit: bids.Unit, settings: Settings, where: dict[str, Path], notes: list
     from rootlets_task.qc.report import QcOptions, qc_subject
 
     provenance = {"release": settings.model.get("tag"), "batch": unit.rel, "levels": settings.chain is not None}
-    options = QcOptions(subject=unit.name, warnings=notes, provenance=provenance)
+    options = QcOptions(subject=unit.name, warnings=notes, provenance=provenance, measure=where.get("measure_figure"))
     rootlets = where.get("rootlets", unit.labels.get("rootlets"))
     assert settings.qc is not None and rootlets is not None  # QC runs when asked for, after the rootlets exist
     qc_subject(settings.qc, unit.image, rootlets, cord=where.get("cord"),

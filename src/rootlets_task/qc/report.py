@@ -71,6 +71,8 @@ RECORDS = "_records"
 RECORD_FIELDS = {"subject": str, "key": str, "page": str, "thumbnail": str, "created": str, "vertebral_text": str,
                  "warnings": list, "spinal_levels": list, "vertebral_levels": list, "shifts": list, "figures": dict}
 SIDECAR_BYTES = 16 << 20  # a QC record, a levels document or a label file's sidecar
+FIGURE_BYTES = 64 << 20  # a figure copied into a page (the measure step's PNG)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LOCK = ".qc.lock"
 LOCK_TIMEOUT_S = 600
 
@@ -90,7 +92,8 @@ class QcOptions:
     entries of different inputs with the same subject name apart. ``provenance`` (release, sources of cord and discs,
     settings ...) is shown as given; ``warnings`` are shown on the page and in the index. ``slab_mm``: half-thicknesses
     (mm) of the sagittal and coronal projections. ``confidence``: the network's confidence (the rootlets sidecar's
-    ``Confidence``; default: read from the rootlets file's sidecar, else the levels table's columns).
+    ``Confidence``; default: read from the rootlets file's sidecar, else the levels table's columns). ``measure``:
+    the PNG of the measure step (``<prefix>_measure.png``), shown on the page beside the other figures.
     """
 
     subject: str | None = None
@@ -99,6 +102,7 @@ class QcOptions:
     warnings: Iterable[str] = ()
     slab_mm: tuple[float, float] = SLAB_MM
     confidence: Mapping | None = None
+    measure: str | os.PathLike | None = None
 
 PAGE_LEVEL_COLUMNS = ("kind", "level", "value", "rostral_mm", "caudal_mm", "mid_mm", "height_mm", "n_voxels", "volume_mm3",
                       "mean_probability", "fraction_below_half", "suggested_level", "original_level", "reference", "status")
@@ -308,7 +312,7 @@ def _read_records(qc_dir: Path) -> list[dict]:
 
 
 def _write_subject(out: Path, subject: str, key: str, img, roots, cord_img, disc_img, levels_df, shift_df, slab_mm,
-                   extra: dict) -> Path:
+                   measure_png: bytes | None, extra: dict) -> Path:
     """A subject's figures, page and record, all or none (an earlier run's files stay until all are written)."""
     report = out.parent
     views = display_views(img, roots, cord_img, disc_img, slab_mm=slab_mm)
@@ -317,7 +321,8 @@ def _write_subject(out: Path, subject: str, key: str, img, roots, cord_img, disc
                f"rootlets_task {__version__}")
     page = out / "index.html"
     (report / RECORDS).mkdir(parents=True, exist_ok=True)
-    with OutputSet(remove=[out / "levels.png"] if levels_df is None else []) as files:  # levels.png: an earlier run's
+    stale = [out / "levels.png"] * (levels_df is None) + [out / "measure.png"] * (measure_png is None)  # earlier runs'
+    with OutputSet(remove=stale) as files:
         panels = rootlets_figure(views, files.path(out / "rootlets.png"), f"{subject}: rootlets by spinal level", caption)
         thumbnail(views, files.path(out / "thumbnail.png"))
         strip(views, files.path(out / "strip.png"))
@@ -325,6 +330,9 @@ def _write_subject(out: Path, subject: str, key: str, img, roots, cord_img, disc
         if levels_df is not None:
             levels_figure(levels_df, shift_df, files.path(out / "levels.png"), f"{subject}: spinal vs vertebral levels")
             figures["levels"] = {"file": "levels.png"}
+        if measure_png is not None:
+            files.path(out / "measure.png").write_bytes(measure_png)
+            figures["measure"] = {"file": "measure.png"}
         record = {"subject": subject, "key": key, "created": now(), "page": f"{key}/index.html",
                   "thumbnail": f"{key}/thumbnail.png", "strip": f"{key}/strip.png", "figures": figures,
                   **_levels_summary(levels_df, shift_df), **extra}
@@ -332,6 +340,19 @@ def _write_subject(out: Path, subject: str, key: str, img, roots, cord_img, disc
             r=record, tables=_page_tables(levels_df, shift_df)), encoding="utf-8")
         files.path(report / RECORDS / f"{key}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     return page
+
+
+def _png(path: str | os.PathLike, kind: str) -> bytes:
+    """A PNG file's bytes, read before anything is written (a page never links a figure that is not there)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(FIGURE_BYTES + 1)
+    except OSError as exc:
+        raise RootletsError(f"{kind} {path}: cannot be read ({exc.strerror or exc}); check the path") from None
+    if not data.startswith(PNG_SIGNATURE) or len(data) > FIGURE_BYTES:
+        raise RootletsError(f"{kind} {path}: not a PNG image of at most {FIGURE_BYTES >> 20} MiB; give the "
+                            "*_measure.png the measure step wrote")
+    return data
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -461,14 +482,17 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
                            Path(qc_dir) / REPORT / key) if not p.exists()]
     report = report_folder(qc_dir)
     out = report / key
-    keep_inputs([out / "rootlets.png", out / "thumbnail.png", out / "levels.png", out / "index.html",
-                 report / RECORDS / f"{key}.json", report / "index.html"],
+    keep_inputs([out / "rootlets.png", out / "thumbnail.png", out / "levels.png", out / "measure.png",
+                 out / "index.html", report / RECORDS / f"{key}.json", report / "index.html"],
                 {f"the {kind} file {p}": p for kind, p in (("image", image), ("rootlets", rootlets), ("cord", cord),
-                                                          ("discs", discs), ("levels", levels), ("shift", shift))},
+                                                          ("discs", discs), ("levels", levels), ("shift", shift),
+                                                          ("measure figure", options.measure))},
                 "-qc")
+    measure_png = _png(options.measure, "measure figure") if options.measure is not None else None
     out.mkdir(exist_ok=True)
     try:
         page = _write_subject(out, subject, key, img, roots, cord_img, disc_img, levels_df, shift_df, slab_mm,
+                              measure_png,
                               {"numbering": numbering, "confidence": _confidence(confidence, rootlets, levels_df, roots),
                                "warnings": warnings, "notes": notes,
                                "provenance": _shared_provenance(qc_dir, image, rootlets, cord, discs, provenance)})
