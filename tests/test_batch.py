@@ -316,6 +316,35 @@ def test_killed_driver_leaves_nothing_that_looks_finished(bids, tmp_path):
     assert not (out / batch.TMP).exists(), sorted(str(p.relative_to(out)) for p in (out / batch.TMP).rglob("*"))
 
 
+def test_a_unit_this_run_finished_is_read_back_not_redone(sequential, bids, tmp_path):
+    """Dask runs a task again when the worker holding its result dies before the driver fetched it (seen on SLURM:
+    "lose already computed task(s), which will be recomputed elsewhere"). process_unit then finds the unit finished by
+    the same batch run and reads its result back from its record and files; another run (e.g. -overwrite) redoes it."""
+    from dataclasses import replace
+
+    from rootlets_task.batch.units import process_unit
+
+    source, summary = sequential
+    out = tmp_path / "rootlets"
+    shutil.copytree(source, out)
+    (unit,) = bids_module.plan_units(bids, out, find(bids, include="sub-02/"), with_labels=True)
+    record_path = Path(unit.out_dir) / f"{unit.name}_batch.json"
+    step = json.loads(record_path.read_text())["steps"]["unit"]
+    settings = make_settings(model_folder=str(install.model_folder("phantom")[0]),
+                             model={k: install.model_folder("phantom")[1].get(k) for k in ("tag", "sha256", "url")},
+                             levels=True, threads=1)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = process_unit(unit, replace(settings, run=step["run"]), str(out))
+    original = {r["name"]: r for r in summary.results}[unit.name]
+    assert result["status"] == "done" and result["recovered"] and step["run"]
+    assert {k: result[k] for k in ("host", "pid", "slurm_job", "numbering", "confidence")} == \
+        {k: original[k] for k in ("host", "pid", "slurm_job", "numbering", "confidence")}
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before, "nothing rewritten, the log neither"
+    again = process_unit(unit, replace(settings, run="another run"), str(out))
+    assert again["status"] == "done" and "recovered" not in again
+    assert json.loads(record_path.read_text())["steps"]["unit"]["run"] == "another run"
+
+
 def test_second_run_skips_and_reruns_what_changed(sequential, bids, tmp_path):
     out = tmp_path / "rootlets"
     shutil.copytree(sequential[0], out)

@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,9 @@ from rootlets_task.batch.units import (
     TMP,
     UNIT_STEP,
     Settings,
+    checks_of,
     describe_unit,
     is_done,
-    numbering_summary,
     process_unit,
 )
 from rootlets_task.core.errors import RootletsError
@@ -246,10 +247,10 @@ def run_batch(bids_root: str | os.PathLike, out: str | os.PathLike, options: Bat
         writable_folder(options.qc, "QC folder", "-qc")
     with _only_batch(out):  # two batches into one folder would remove each other's temporary folders
         levers, levers_note, check = batch_levers.plan_batch_levers(options, settings, units, out)
-        settings = replace(settings, levers=levers)
+        settings = replace(settings, levers=levers, run=uuid.uuid4().hex)
         _describe_dataset(bids_root, out, units, settings, levers_note)
         remove_stale_scratch(out / TMP)  # left by killed runs, also of images that are done since
-        results = [{**describe_unit(u), "status": "skipped", "error": None, "seconds": 0.0, **_checks_of(u)}
+        results = [{**describe_unit(u), "status": "skipped", "error": None, "seconds": 0.0, **checks_of(u)}
                    for u in units if not options.overwrite and is_done(u, settings)]
         skipped = {r["name"] for r in results}
         todo = [u for u in units if u.name not in skipped]
@@ -304,17 +305,6 @@ def _only_batch(out: Path):
     finally:
         owner.unlink(missing_ok=True)
         lock.release()
-
-
-def _checks_of(unit: bids.Unit) -> dict:
-    """The numbering check and confidence of a unit done earlier, from its levels JSON / rootlets sidecar."""
-    from rootlets_task.inference.confidence import summary
-
-    document = read_json(Path(unit.out_dir) / f"{unit.name}_levels.json")
-    if isinstance(document, dict):
-        return {"numbering": numbering_summary(document.get("numbering")), "confidence": document.get("confidence")}
-    sidecar = read_json(Path(unit.out_dir) / f"{unit.name}_rootlets.json")
-    return {"confidence": summary(sidecar.get("Confidence")) if isinstance(sidecar, dict) else None}
 
 
 def _run(todo: list[bids.Unit], skipped: int, settings: Settings, out: Path, options: BatchOptions) -> list[dict]:

@@ -24,7 +24,7 @@ from rootlets_task.batch import bids, engines
 from rootlets_task.batch import levers as batch_levers
 from rootlets_task.core import logs
 from rootlets_task.core.errors import RootletsError
-from rootlets_task.core.files import now, scratch_folder
+from rootlets_task.core.files import now, read_json, scratch_folder
 from rootlets_task.core.options import ChainOptions, ModelOptions
 from rootlets_task.core.places import portable, portable_text, shared_paths
 from rootlets_task.io import nifti, provenance, viewers
@@ -49,6 +49,7 @@ class Settings:
     qc: str | None = None
     levers: batch_levers.BatchLevers = batch_levers.BatchLevers()
     bids_strict: bool = False
+    run: str | None = None  # this batch run's id: a unit its record says this run finished is never redone
 
     def key(self, rel: str | None = None) -> dict:
         """The key of the image ``rel`` (its levers included) without its inputs."""
@@ -104,8 +105,12 @@ def process_unit(unit: bids.Unit, settings: Settings, out_root: str) -> dict:
     Returns a dict with ``name``, ``rel``, ``status`` (done | failed), ``error`` (one line), ``log``, ``seconds``,
     ``host``, ``pid``, ``slurm_job`` (the process's ``SLURM_JOB_ID``, if any), ``retried`` (an earlier attempt of
     this unit was interrupted, e.g. its worker was killed) and, when done, ``numbering`` (the numbering check:
-    status, offset, applied, text; with levels) and ``confidence`` (per image).
+    status, offset, applied, text; with levels) and ``confidence`` (per image). A unit that is already done (Dask runs
+    a task again when the worker holding its result dies before the driver fetched it) is not redone: its result is
+    read back from its record (``recovered``).
     """
+    if settings.run and _record(unit).step(UNIT_STEP).get("run") == settings.run and is_done(unit, settings):
+        return _recovered(unit, out_root)
     t0 = time.perf_counter()
     tmp_root = Path(out_root) / TMP
     tmp_root.mkdir(parents=True, exist_ok=True)
@@ -127,6 +132,30 @@ def process_unit(unit: bids.Unit, settings: Settings, out_root: str) -> dict:
     return result
 
 
+def _record(unit: bids.Unit) -> Record:
+    return Record(Path(unit.out_dir) / f"{unit.name}{RECORD_SUFFIX}")
+
+
+def checks_of(unit: bids.Unit) -> dict:
+    """The numbering check and confidence of a unit done earlier, from its levels JSON / rootlets sidecar."""
+    from rootlets_task.inference.confidence import summary
+
+    document = read_json(Path(unit.out_dir) / f"{unit.name}_levels.json")
+    if isinstance(document, dict):
+        return {"numbering": numbering_summary(document.get("numbering")), "confidence": document.get("confidence")}
+    sidecar = read_json(Path(unit.out_dir) / f"{unit.name}_rootlets.json")
+    return {"confidence": summary(sidecar.get("Confidence")) if isinstance(sidecar, dict) else None}
+
+
+def _recovered(unit: bids.Unit, out_root: str) -> dict:
+    """The result of a unit this batch run finished earlier, as that attempt reported it (its record, its files)."""
+    step = _record(unit).step(UNIT_STEP)
+    log.info("%s: finished earlier in this batch (its result was lost with its worker); read back, not redone", unit.rel)
+    return {**describe_unit(unit), "status": "done", "error": None, "retried": False, "recovered": True,
+            **{k: step.get(k) for k in ("host", "pid", "slurm_job")}, "seconds": step.get("seconds"),
+            "log": str(Path(out_root) / LOGS / f"{unit.name}.log"), **checks_of(unit)}
+
+
 def _run_unit(unit: bids.Unit, settings: Settings, tmp: Path, result: dict, stale: list, t0: float) -> None:
     job = f", SLURM job {result['slurm_job']}" if result["slurm_job"] else ""
     log.info("rootlets batch %s: %s on %s (pid %s%s), %s", __version__, unit.rel, result["host"], result["pid"], job, now())
@@ -145,7 +174,7 @@ def _run_unit(unit: bids.Unit, settings: Settings, tmp: Path, result: dict, stal
             else:
                 log.info("rootlets from the labels derivative (%s): no model", unit.labels["rootlets"])
             notes, made, checks = _make_outputs(unit, settings, seg, tmp)
-        _finish(unit, settings, tmp, made, notes, time.perf_counter() - t0)
+        _finish(unit, settings, tmp, made, notes, time.perf_counter() - t0, result)
         result.update(checks)
         result["status"] = "done"
         log.info("done in %.1f s: %s", time.perf_counter() - t0, ", ".join(sorted(made)))
@@ -228,9 +257,9 @@ def numbering_summary(numbering: dict | None) -> dict | None:
 
 
 def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path], notes: list[str],
-            seconds: float) -> None:
+            seconds: float, result: dict) -> None:
     """Move the outputs into place (with ``bids_strict`` under their BIDS names first), QC, then the record last (it
-    names files relative to its folder: no rewriting)."""
+    names files relative to its folder: no rewriting; with the run, process and SLURM job that made them)."""
     final = Path(unit.out_dir)
     if settings.bids_strict:
         from rootlets_task.batch import bids_strict
@@ -250,7 +279,8 @@ def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path
     record.data.update({"image": portable(unit.image), "rel": unit.rel, "subject": unit.subject, "session": unit.session,
                         "release": settings.model.get("tag")})
     record.done(UNIT_STEP, settings.unit_key(unit), [final / p.name for p in files],
-                {"notes": notes, "seconds": round(seconds, 3), "host": socket.gethostname(), "qc": portable(settings.qc),
+                {"notes": notes, "seconds": round(seconds, 3), "host": result["host"], "pid": result["pid"],
+                 "slurm_job": result["slurm_job"], "run": settings.run, "qc": portable(settings.qc),
                  **settings.levers.record(unit.rel)})
 
 
