@@ -474,5 +474,8 @@ def test_the_measure_figure_is_shown_checked_and_removed_when_no_longer_given(tm
     with pytest.raises(RootletsError, match=r"measure figure .*table\.csv: not a PNG image") as raised:
         qc_subject(tmp_path / "qc", ph.nifti("image"), ph.nifti("rootlets"), subject="sub-m", measure=not_png)
     assert "\n" not in str(raised.value) and sorted(p.name for p in page.parent.iterdir()) == before
+    with pytest.raises(RootletsError, match="not a PNG image"):  # into a new QC folder: not even the folder is made
+        qc_subject(tmp_path / "fresh", ph.nifti("image"), ph.nifti("rootlets"), subject="sub-m", measure=not_png)
+    assert not (tmp_path / "fresh").exists()
     qc_subject(tmp_path / "qc", ph.nifti("image"), ph.nifti("rootlets"), subject="sub-m")
     assert not (page.parent / "measure.png").exists() and "measure.png" not in page.read_text()

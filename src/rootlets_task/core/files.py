@@ -224,7 +224,17 @@ def load_json(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON
     Every JSON file the package reads goes through here (or :func:`read_json`), so a hostile file cannot exhaust the
     memory or the stack.
     """
-    path = Path(path)
+    data = read_bounded(path, what, limit, fix)
+    try:
+        return parse_json(data, depth)
+    except ValueError as exc:
+        raise RootletsError(f"{what} {path}: {exc}; {fix}") from None
+
+
+def read_bounded(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON_BYTES,
+                 fix: str = "fix or remove it") -> bytes:
+    """The bytes of ``path``, never more than ``limit`` read; missing, unreadable or larger is one
+    :class:`RootletsError` line naming ``what``, the file and ``fix``."""
     try:
         with open(path, "rb") as fh:
             data = fh.read(limit + 1)
@@ -232,10 +242,7 @@ def load_json(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON
         raise RootletsError(f"{what} {path}: cannot be read ({exc.strerror or exc}); {fix}") from None
     if len(data) > limit:
         raise RootletsError(f"{what} {path}: larger than {limit >> 10} KiB, not a file this package writes; {fix}")
-    try:
-        return parse_json(data, depth)
-    except ValueError as exc:
-        raise RootletsError(f"{what} {path}: {exc}; {fix}") from None
+    return data
 
 
 MAX_TABLE_BYTES = 64 << 20  # a CSV/TSV table given as input (a levels table is a few KB, participants.tsv a few MB)

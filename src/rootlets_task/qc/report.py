@@ -51,6 +51,7 @@ from rootlets_task.core.files import (
     load_json,
     now,
     printable,
+    read_bounded,
     read_json,
     writable_folder,
     write_text,
@@ -344,14 +345,10 @@ def _write_subject(out: Path, subject: str, key: str, img, roots, cord_img, disc
 
 def _png(path: str | os.PathLike, kind: str) -> bytes:
     """A PNG file's bytes, read before anything is written (a page never links a figure that is not there)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(FIGURE_BYTES + 1)
-    except OSError as exc:
-        raise RootletsError(f"{kind} {path}: cannot be read ({exc.strerror or exc}); check the path") from None
-    if not data.startswith(PNG_SIGNATURE) or len(data) > FIGURE_BYTES:
-        raise RootletsError(f"{kind} {path}: not a PNG image of at most {FIGURE_BYTES >> 20} MiB; give the "
-                            "*_measure.png the measure step wrote")
+    fix = "give the *_measure.png the measure step wrote"
+    data = read_bounded(path, kind, FIGURE_BYTES, fix)
+    if not data.startswith(PNG_SIGNATURE):
+        raise RootletsError(f"{kind} {path}: not a PNG image; {fix}")
     return data
 
 
@@ -477,18 +474,18 @@ def qc_subject(qc_dir: str | os.PathLike, image: ImageLike, rootlets: ImageLike,
     warnings, numbering = _subject_warnings(list(warnings), roots, levels_df, _levels_document(levels))
     if cord_img is None:
         notes.append("no cord segmentation given: views are centred on the rootlets")
+    measure_png = _png(options.measure, "measure figure") if options.measure is not None else None
 
     created = [p for p in (Path(qc_dir), Path(qc_dir) / REPORT, Path(qc_dir) / REPORT / RECORDS,
                            Path(qc_dir) / REPORT / key) if not p.exists()]
     report = report_folder(qc_dir)
     out = report / key
-    keep_inputs([out / "rootlets.png", out / "thumbnail.png", out / "levels.png", out / "measure.png",
+    keep_inputs([out / "rootlets.png", out / "thumbnail.png", out / "strip.png", out / "levels.png", out / "measure.png",
                  out / "index.html", report / RECORDS / f"{key}.json", report / "index.html"],
                 {f"the {kind} file {p}": p for kind, p in (("image", image), ("rootlets", rootlets), ("cord", cord),
                                                           ("discs", discs), ("levels", levels), ("shift", shift),
                                                           ("measure figure", options.measure))},
                 "-qc")
-    measure_png = _png(options.measure, "measure figure") if options.measure is not None else None
     out.mkdir(exist_ok=True)
     try:
         page = _write_subject(out, subject, key, img, roots, cord_img, disc_img, levels_df, shift_df, slab_mm,
