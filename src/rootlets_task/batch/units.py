@@ -74,7 +74,7 @@ class Settings:
 def is_done(unit: bids.Unit, settings: Settings) -> bool:
     """Whether ``unit``'s record matches its inputs and settings, every output it lists is intact, and (with ``qc``)
     its QC went into that folder. A QC folder alone does not change the outputs, so it is not part of the key."""
-    record = Record(Path(unit.out_dir) / f"{unit.name}{RECORD_SUFFIX}")
+    record = _record(unit)
     with unit_places(unit):
         qc = portable(settings.qc)
     return record.up_to_date(UNIT_STEP, settings.unit_key(unit)) and (not settings.qc or record.step(UNIT_STEP).get("qc") == qc)
@@ -109,8 +109,9 @@ def process_unit(unit: bids.Unit, settings: Settings, out_root: str) -> dict:
     a task again when the worker holding its result dies before the driver fetched it) is not redone: its result is
     read back from its record (``recovered``).
     """
-    if settings.run and _record(unit).step(UNIT_STEP).get("run") == settings.run and is_done(unit, settings):
-        return _recovered(unit, out_root)
+    earlier = _record(unit).step(UNIT_STEP)
+    if settings.run and earlier.get("run") == settings.run and is_done(unit, settings):
+        return _recovered(unit, earlier, out_root)
     t0 = time.perf_counter()
     tmp_root = Path(out_root) / TMP
     tmp_root.mkdir(parents=True, exist_ok=True)
@@ -147,9 +148,9 @@ def checks_of(unit: bids.Unit) -> dict:
     return {"confidence": summary(sidecar.get("Confidence")) if isinstance(sidecar, dict) else None}
 
 
-def _recovered(unit: bids.Unit, out_root: str) -> dict:
-    """The result of a unit this batch run finished earlier, as that attempt reported it (its record, its files)."""
-    step = _record(unit).step(UNIT_STEP)
+def _recovered(unit: bids.Unit, step: dict, out_root: str) -> dict:
+    """The result of a unit this batch run finished earlier, as that attempt reported it (its record's ``step``, its
+    files)."""
     log.info("%s: finished earlier in this batch (its result was lost with its worker); read back, not redone", unit.rel)
     return {**describe_unit(unit), "status": "done", "error": None, "retried": False, "recovered": True,
             **{k: step.get(k) for k in ("host", "pid", "slurm_job")}, "seconds": step.get("seconds"),
@@ -267,9 +268,8 @@ def _finish(unit: bids.Unit, settings: Settings, tmp: Path, made: dict[str, Path
         made = bids_strict.apply(tmp, unit, made)
     files = sorted(p for p in tmp.iterdir() if p.is_file() and p.suffix != ".log")
     final.mkdir(parents=True, exist_ok=True)
-    record_path = final / f"{unit.name}{RECORD_SUFFIX}"
-    record = Record(record_path)
-    record_path.unlink(missing_ok=True)  # from here until the new record exists the unit is not done
+    record = _record(unit)
+    record.path.unlink(missing_ok=True)  # from here until the new record exists the unit is not done
     for path in files:
         os.replace(path, final / path.name)
     where = {kind: final / Path(p).name for kind, p in made.items() if Path(p).parent == tmp}

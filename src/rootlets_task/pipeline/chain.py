@@ -669,9 +669,8 @@ def _qc(run: _Chain, result: ChainResult, qc_dir: str | os.PathLike, tag: str | 
     provenance = {"image file": portable(run.source) if run.source else "(in-memory image)", **files,
                   "release": tag, "method": run.options.method, "renumber": run.options.renumber,
                   **{f"{kind} source": tools.describe(kind, result.sources[kind]) for kind in SOURCES}}
-    figure = run.measured.get("measure_figure")
     options = qc.QcOptions(subject=run.prefix, warnings=run.notes, confidence=result.confidence, provenance=provenance,
-                           measure=figure if figure is not None and figure.is_file() else None)
+                           measure=run.measured.get("measure_figure"))  # written by the measure step, or up to date
     return qc.qc_subject(qc_dir, run.img, image("rootlets"), cord=image("cord"), discs=image("discs"),
                          levels=result.levels, shift=result.shift, options=options)
 
