@@ -13,8 +13,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
-
 from rootlets_task._version import __version__
 from rootlets_task.core.files import OutputSet, relative_to, writable_folder
 from rootlets_task.measures.perlevel import MORPHOMETRY, MeasureResult
@@ -63,9 +61,3 @@ def write_measure(result: MeasureResult, out_dir: str | os.PathLike, prefix: str
         if figure is not None:
             figure(out.path(paths["figure"]))
     return paths
-
-
-def read_measure(path: str | os.PathLike) -> pd.DataFrame:
-    """A ``_measure.csv`` (or ``.tsv``) table as written."""
-    path = Path(path)
-    return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", na_values=["n/a"])
